@@ -1,0 +1,41 @@
+# polyfuse developer tasks. Every target installs what it needs first (idempotent).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= ../shared/data
+TORCH  := torch==2.13.0
+
+.PHONY: install demo test bench lint typecheck check clean
+
+install: $(STAMP)
+
+# torch first, pinned, so no dependency pulls a multi-GB CUDA build; then the project.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/polyfuse demo --out demo-output
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/feature_cache.py --data $(DATA)
+	$(BIN)/python benchmarks/av_digits.py --data $(DATA)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache build *.egg-info src/*.egg-info
