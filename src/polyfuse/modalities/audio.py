@@ -1,0 +1,182 @@
+"""Audio modality: WAV/FLAC/OGG via soundfile, resampled, turned into a log-mel spectrogram."""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from polyfuse.errors import ConfigError, DependencyError
+from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.modalities.io import describe, read_source
+
+ALLOWED_FORMATS = frozenset({"wav", "flac", "ogg"})
+
+
+def _soundfile() -> Any:
+    try:
+        import soundfile
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise DependencyError("soundfile", "the audio modality", "audio") from exc
+    return soundfile
+
+
+def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Polyphase resampling of a mono float signal (anti-aliased)."""
+    if from_rate == to_rate:
+        return wave
+    try:
+        from scipy.signal import resample_poly
+    except ImportError as exc:  # pragma: no cover
+        raise DependencyError("scipy", "audio resampling", "audio") from exc
+    g = math.gcd(from_rate, to_rate)
+    return np.asarray(resample_poly(wave, to_rate // g, from_rate // g), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> Tensor:
+    """HTK-style triangular mel filterbank, ``(n_mels, n_fft // 2 + 1)``."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    mels = np.linspace(hz_to_mel(np.array(f_min)), hz_to_mel(np.array(f_max)), n_mels + 2)
+    edges = mel_to_hz(mels)
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (freqs[None, :] - lower) / np.maximum(center - lower, 1e-9)
+    down = (upper - freqs[None, :]) / np.maximum(upper - center, 1e-9)
+    fb = np.maximum(0.0, np.minimum(up, down))
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class AudioContract(ModalityContract):
+    """Audio inputs.
+
+    Attributes:
+        sample_rate: every input is resampled to this rate (Hz).
+        n_mels: mel bands of the spectrogram.
+        win_ms: analysis window length in milliseconds.
+        hop_ms: hop between frames in milliseconds.
+        f_min: lowest mel frequency (Hz).
+        f_max: highest mel frequency (Hz); ``None`` means Nyquist.
+        normalize: ``"utterance"`` subtracts each band's mean over time
+            (cepstral mean normalisation; removes channel/loudness offsets),
+            ``"none"`` keeps raw log-mel values.
+        max_seconds: refuse longer inputs.
+        max_bytes: refuse larger files.
+    """
+
+    kind = "audio"
+    version = 1
+
+    sample_rate: int = 16000
+    n_mels: int = 64
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    f_min: float = 0.0
+    f_max: float | None = None
+    normalize: str = "utterance"
+    max_seconds: float = 60.0
+    max_bytes: int = 100_000_000
+
+    def check(self) -> None:
+        """Validate parameters."""
+        where = f"modalities.{self.name}.contract"
+        if self.sample_rate < 1000:
+            raise ConfigError(f"{where}.sample_rate", f"must be >= 1000 Hz, got {self.sample_rate}")
+        if self.normalize not in ("utterance", "none"):
+            raise ConfigError(f"{where}.normalize", "must be 'utterance' or 'none'")
+        if self.hop_ms <= 0 or self.win_ms < self.hop_ms:
+            raise ConfigError(f"{where}.win_ms", "needs win_ms >= hop_ms > 0")
+        if self.f_max is not None and self.f_max > self.sample_rate / 2:
+            raise ConfigError(f"{where}.f_max", "must not exceed sample_rate / 2")
+
+    @property
+    def n_fft(self) -> int:
+        """FFT size: the window length rounded up to a power of two."""
+        return 1 << math.ceil(math.log2(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        """Hop in samples."""
+        return max(1, round(self.sample_rate * self.hop_ms / 1000))
+
+    def load(self, value: Any, *, field: str | None = None, base_dir: Path | None = None) -> np.ndarray:
+        """Decode, validate, mix down and resample to `sample_rate`.
+
+        Accepts a path, raw bytes, or a float array (taken to be at
+        `sample_rate` already). Returns float32 mono ``(T,)``.
+        """
+        if isinstance(value, np.ndarray):
+            return self._validate_wave(np.asarray(value, dtype=np.float32).reshape(-1), field, None)
+        sf = _soundfile()
+        src = read_source(value, modality=self.name, field=field, base_dir=base_dir,
+                          max_bytes=self.max_bytes)
+        if src.kind not in ALLOWED_FORMATS:
+            raise self.error(f"content is {describe(src.kind)}, not WAV, FLAC or OGG audio",
+                             field=field, path=src.path)
+        try:
+            info = sf.info(io.BytesIO(src.data))
+            if info.frames <= 0:
+                raise self.error("audio has zero length", field=field, path=src.path)
+            if info.frames / info.samplerate > self.max_seconds:
+                raise self.error(
+                    f"{info.frames / info.samplerate:.1f} s exceeds max_seconds={self.max_seconds}",
+                    field=field, path=src.path,
+                )
+            wave, rate = sf.read(io.BytesIO(src.data), dtype="float32", always_2d=True)
+        except (RuntimeError, ValueError, TypeError, sf.LibsndfileError) as exc:
+            raise self.error(f"cannot decode audio: {exc}", field=field, path=src.path) from exc
+        mono = self._validate_wave(wave.mean(axis=1), field, src.path)
+        return resample(mono, int(rate), self.sample_rate)
+
+    def _validate_wave(self, wave: np.ndarray, field: str | None, path: Path | None) -> np.ndarray:
+        if wave.size == 0:
+            raise self.error("audio has zero length", field=field, path=path)
+        if not np.isfinite(wave).all():
+            bad = int((~np.isfinite(wave)).sum())
+            raise self.error(f"audio contains {bad} NaN or infinite samples", field=field, path=path)
+        if wave.size / self.sample_rate > self.max_seconds:
+            raise self.error(f"audio is longer than max_seconds={self.max_seconds}", field=field,
+                             path=path)
+        return wave.astype(np.float32, copy=False)
+
+    def preprocess(self, obj: np.ndarray) -> Tensor:
+        """Log-mel spectrogram: float ``(n_mels, frames)``."""
+        wave = torch.from_numpy(np.ascontiguousarray(obj, dtype=np.float32))
+        n_fft, hop = self.n_fft, self.hop_length
+        win = round(self.sample_rate * self.win_ms / 1000)
+        if wave.numel() < n_fft:  # too short for one frame: pad with silence
+            wave = torch.nn.functional.pad(wave, (0, n_fft - wave.numel()))
+        spec = torch.stft(
+            wave, n_fft=n_fft, hop_length=hop, win_length=win,
+            window=torch.hann_window(win), center=True, return_complex=True,
+        ).abs().pow(2)  # (F, frames)
+        fb = mel_filterbank(self.sample_rate, n_fft, self.n_mels, self.f_min,
+                            self.f_max or self.sample_rate / 2)
+        logmel = torch.log(fb @ spec + 1e-6)  # (n_mels, frames)
+        if self.normalize == "utterance":
+            logmel = logmel - logmel.mean(dim=1, keepdim=True)
+        return logmel
+
+    def padded_length(self, x: Tensor) -> int:
+        """Number of spectrogram frames."""
+        return int(x.shape[-1])
+
+    def collate(self, items: Sequence[Tensor], present: Tensor) -> ModalityBatch:
+        """Pad spectrograms along time: ``(P, n_mels, T_max)`` with frame lengths."""
+        data, lengths = pad_stack(items, dim=-1)
+        return ModalityBatch(data=data, present=present, lengths=lengths)

@@ -1,0 +1,138 @@
+"""Reading raw file sources safely: size limits and type detection by content.
+
+File types are decided by magic bytes, never by the extension alone, so a WAV
+renamed to ``.png`` is reported as what it is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from polyfuse.errors import InvalidInputError
+
+#: (magic prefix, offset, type name). Checked in order.
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+    (b"fLaC", 0, "flac"),
+    (b"OggS", 0, "ogg"),
+    (b"\x93NUMPY", 0, "npy"),
+    (b"%PDF-", 0, "pdf"),
+    (b"PK\x03\x04", 0, "zip"),
+    (b"\x1f\x8b", 0, "gzip"),
+    (b"ID3", 0, "mp3"),
+    (b"\x7fELF", 0, "elf"),
+)
+
+_DESCRIPTIONS = {
+    "png": "a PNG image", "jpeg": "a JPEG image", "gif": "a GIF image", "bmp": "a BMP image",
+    "tiff": "a TIFF image", "webp": "a WebP image", "wav": "WAV audio", "flac": "FLAC audio",
+    "ogg": "Ogg audio", "mp3": "MP3 audio", "npy": "a NumPy .npy array", "pdf": "a PDF document",
+    "zip": "a ZIP archive", "gzip": "gzip data", "elf": "an executable", "text": "text",
+}
+
+
+def sniff(head: bytes) -> str | None:
+    """Detect a file type from its first bytes; ``None`` when unknown.
+
+    Returns one of ``png jpeg gif bmp tiff webp wav flac ogg mp3 npy pdf zip gzip elf text``.
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    for magic, offset, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if not head or b"\x00" in head:
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":  # a character cut at the end is fine
+            return None
+    return "text"
+
+
+def describe(kind: str | None) -> str:
+    """Human wording for a sniffed type."""
+    return "data of unknown type" if kind is None else _DESCRIPTIONS.get(kind, kind)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Raw bytes of one input and where they came from."""
+
+    data: bytes
+    path: Path | None
+
+    @property
+    def kind(self) -> str | None:
+        """Sniffed file type."""
+        return sniff(self.data[:64])
+
+
+def resolve_path(value: str | os.PathLike[str], base_dir: Path | None) -> Path:
+    """A manifest path: relative paths are taken from the manifest's folder."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+def read_source(
+    value: object,
+    *,
+    modality: str,
+    field: str | None,
+    base_dir: Path | None,
+    max_bytes: int,
+) -> Source:
+    """Read a file path or raw bytes, enforcing ``max_bytes``.
+
+    Raises:
+        InvalidInputError: missing file, a directory, too large, or unreadable.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        if len(data) > max_bytes:
+            raise InvalidInputError(
+                modality, f"{len(data)} bytes exceeds the limit of {max_bytes}", field=field
+            )
+        return Source(data, None)
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidInputError(
+            modality,
+            f"expected a file path or bytes, got {type(value).__name__}",
+            field=field,
+        )
+    path = resolve_path(value, base_dir)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidInputError(
+            modality, "file not found", field=field, path=path,
+            hint="paths in a manifest are relative to the manifest's folder",
+        ) from None
+    except OSError as exc:
+        raise InvalidInputError(modality, f"cannot stat file: {exc}", field=field, path=path) from exc
+    if path.is_dir():
+        raise InvalidInputError(modality, "is a directory, not a file", field=field, path=path)
+    if size > max_bytes:
+        raise InvalidInputError(
+            modality, f"file is {size} bytes, above the limit of {max_bytes}", field=field,
+            path=path, hint="raise max_bytes in the modality contract if this is intended",
+        )
+    if size == 0:
+        raise InvalidInputError(modality, "file is empty (0 bytes)", field=field, path=path)
+    try:
+        return Source(path.read_bytes(), path)
+    except OSError as exc:
+        raise InvalidInputError(modality, f"cannot read file: {exc}", field=field, path=path) from exc
