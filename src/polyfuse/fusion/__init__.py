@@ -1,0 +1,51 @@
+"""Fusions keyed by name. Each takes ``Mapping[str, Tensor]`` features plus presence."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from polyfuse.errors import ConfigError
+from polyfuse.fusion.base import Fusion, FusionOutput, masked_softmax, mlp
+from polyfuse.fusion.modules import ConcatFusion, CrossAttentionFusion, GatedFusion, LateFusion, SetFusion
+from polyfuse.registry import Registry
+
+FUSIONS: Registry[Fusion] = Registry("fusion")
+for _name, _cls in {
+    "concat": ConcatFusion,
+    "late": LateFusion,
+    "gated": GatedFusion,
+    "cross_attention": CrossAttentionFusion,
+    "set": SetFusion,
+}.items():
+    FUSIONS.register(_name)(_cls)
+
+
+def build_fusion(name: str, modalities: Sequence[str], dim: int, num_outputs: int,
+                 params: dict[str, Any]) -> Fusion:
+    """Build fusion ``name``; unknown parameters are config errors naming the valid ones."""
+    cls: Any = FUSIONS.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in ("self", "modalities", "dim", "num_outputs")]
+    for key in params:
+        if key not in accepted:
+            raise ConfigError(f"model.fusion.{key}",
+                              f"unknown parameter of '{name}'; valid: {', '.join(accepted)}")
+    fusion: Fusion = cls(modalities, dim, num_outputs, **params)
+    return fusion
+
+
+__all__ = [
+    "FUSIONS",
+    "ConcatFusion",
+    "CrossAttentionFusion",
+    "Fusion",
+    "FusionOutput",
+    "GatedFusion",
+    "LateFusion",
+    "SetFusion",
+    "build_fusion",
+    "masked_softmax",
+    "mlp",
+]
