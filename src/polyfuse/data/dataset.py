@@ -1,0 +1,266 @@
+"""Turning manifest rows into tensors: loading, validation, bad-row handling, caching.
+
+Bad inputs never crash a run: `MultimodalDataset` returns a `BadRow` for a row
+that fails (or raises, under ``on_bad_row="fail"``), the collator drops it and
+hands it to the caller to report.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from polyfuse.data.manifest import Manifest, Row
+from polyfuse.errors import InvalidInputError, ManifestError, PolyfuseError
+from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.tasks import Task
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that failed loading, with the typed error that says why."""
+
+    index: int
+    id: str
+    error: PolyfuseError
+
+    def describe(self) -> str:
+        """One line for reports."""
+        return f"row {self.index + 1} (id {self.id}): {self.error.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for bad-row reports."""
+        err = self.error
+        return {
+            "row": self.index + 1,
+            "id": self.id,
+            "error": type(err).__name__,
+            "modality": getattr(err, "modality", None),
+            "path": getattr(err, "path", None),
+            "reason": getattr(err, "reason", err.message),
+        }
+
+
+@dataclass
+class Example:
+    """One loaded sample.
+
+    Attributes:
+        index: manifest row index.
+        inputs: modality -> preprocessed tensor, or cached encoder tokens
+            ``(T, D)`` for modalities in ``encoded``.
+        encoded: modalities whose input is cached encoder output.
+        target: encoded label, or None when the row has none.
+    """
+
+    index: int
+    inputs: dict[str, Tensor]
+    encoded: frozenset[str] = frozenset()
+    target: Tensor | None = None
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        inputs: modality -> `ModalityBatch` (only modalities present in some sample).
+        size: number of samples ``B``.
+        indices: manifest row index of each sample.
+        targets: stacked targets, or None.
+        bad_rows: rows dropped from this batch.
+    """
+
+    inputs: dict[str, ModalityBatch]
+    size: int
+    indices: list[int]
+    targets: Tensor | None = None
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move tensors to ``device``."""
+        return Batch(
+            {m: b.to(device) for m, b in self.inputs.items()},
+            self.size,
+            self.indices,
+            None if self.targets is None else self.targets.to(device),
+            self.bad_rows,
+        )
+
+
+class FeatureSource:
+    """Where a dataset gets cached frozen-encoder tokens for one modality.
+
+    Implemented by `polyfuse.data.features.FrozenFeatures`.
+    """
+
+    def tokens(self, dataset: MultimodalDataset, index: int) -> Tensor:
+        """Tokens ``(T, D)`` of row ``index``."""
+        raise NotImplementedError
+
+
+class MultimodalDataset(Dataset[Example | BadRow]):
+    """Rows of a manifest as `Example` objects.
+
+    Args:
+        manifest: the parsed manifest.
+        contracts: modality name -> contract (only these modalities are read).
+        task: label encoder; None for unlabelled prediction.
+        on_bad_row: ``skip`` returns `BadRow`, ``fail`` raises.
+        memory_cache_mb: RAM budget for preprocessed tensors kept between epochs.
+        require_label: rows without a label are bad rows.
+        allow_empty: a row with none of ``contracts``' modalities is a valid sample
+            with every modality missing (used when feeding a subset of modalities),
+            instead of a bad row.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        contracts: Mapping[str, ModalityContract],
+        task: Task | None = None,
+        *,
+        on_bad_row: str = "skip",
+        memory_cache_mb: int = 0,
+        require_label: bool = True,
+        allow_empty: bool = False,
+    ) -> None:
+        self.manifest = manifest
+        self.rows: list[Row] = manifest.rows
+        self.contracts = dict(contracts)
+        self.task = task
+        self.on_bad_row = on_bad_row
+        self.require_label = require_label and task is not None
+        self.allow_empty = allow_empty
+        self.features: dict[str, FeatureSource] = {}
+        self.lengths = [0] * len(self.rows)
+        self._budget = memory_cache_mb * 2**20
+        self._used = 0
+        self._memo: dict[tuple[int, str, str], Tensor] = {}
+        self._known_bad: dict[int, BadRow] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def raise_on_problems(self) -> None:
+        """Under ``fail``, unparseable manifest rows are fatal."""
+        if self.on_bad_row == "fail" and self.manifest.problems:
+            p = self.manifest.problems[0]
+            raise ManifestError(self.manifest.path, p.message, row=p.index + 1)
+
+    def load(self, index: int, modality: str) -> Any:
+        """Validated raw object of one modality of one row."""
+        contract = self.contracts[modality]
+        return contract.load(
+            self.rows[index].values[modality], field=modality, base_dir=self.manifest.base_dir
+        )
+
+    def preprocessed(self, index: int, modality: str) -> Tensor:
+        """Preprocessed tensor, memoised in RAM within the budget."""
+        return self._memoised(
+            (index, modality, "raw"),
+            lambda: self.contracts[modality].preprocess(self.load(index, modality)),
+        )
+
+    def _memoised(self, key: tuple[int, str, str], compute: Callable[[], Tensor]) -> Tensor:
+        if key in self._memo:
+            return self._memo[key]
+        x = compute()
+        size = x.numel() * x.element_size()
+        if self._used + size <= self._budget:
+            self._memo[key] = x
+            self._used += size
+        return x
+
+    def __getitem__(self, index: int) -> Example | BadRow:
+        if index in self._known_bad:
+            return self._known_bad[index]
+        row = self.rows[index]
+        try:
+            return self._example(index, row)
+        except PolyfuseError as err:
+            if self.on_bad_row == "fail":
+                raise
+            bad = BadRow(index, row.id, err)
+            self._known_bad[index] = bad
+            return bad
+
+    def mark_bad(self, index: int, err: PolyfuseError) -> None:
+        """Record a failure found outside `__getitem__` (e.g. during feature extraction)."""
+        if self.on_bad_row == "fail":
+            raise err
+        self._known_bad[index] = BadRow(index, self.rows[index].id, err)
+
+    @property
+    def bad_rows(self) -> list[BadRow]:
+        """Bad rows found so far, in row order."""
+        return [self._known_bad[i] for i in sorted(self._known_bad)]
+
+    def _example(self, index: int, row: Row) -> Example:
+        target = None
+        if self.task is not None and row.label is not None:
+            target = self.task.encode(row.label)
+        elif self.require_label:
+            raise InvalidInputError(
+                "label",
+                f"row has no '{self.manifest.label_key}' value",
+                field=self.manifest.label_key,
+            )
+        inputs, encoded, length = {}, set(), 0
+        for m in self.contracts:
+            if m not in row.values:
+                continue
+            if m in self.features:
+                x = self._memoised(
+                    (index, m, "tokens"), functools.partial(self.features[m].tokens, self, index)
+                )
+                encoded.add(m)
+                length += int(x.shape[0])
+            else:
+                x = self.preprocessed(index, m)
+                length += self.contracts[m].padded_length(x)
+            inputs[m] = x
+        if not inputs and not self.allow_empty:
+            raise InvalidInputError(
+                ",".join(self.contracts),
+                "row has none of the model's modalities",
+                hint=f"the model reads {', '.join(self.contracts)}; check the manifest keys",
+            )
+        self.lengths[index] = length
+        return Example(index, inputs, frozenset(encoded), target)
+
+
+class Collator:
+    """Batches examples per modality (present samples only) and sets bad rows aside.
+
+    Args:
+        contracts: modality name -> contract (its `collate` pads).
+    """
+
+    def __init__(self, contracts: Mapping[str, ModalityContract]) -> None:
+        self.contracts = dict(contracts)
+
+    def __call__(self, items: Sequence[Example | BadRow]) -> Batch:
+        good = [x for x in items if isinstance(x, Example)]
+        bad = [x for x in items if isinstance(x, BadRow)]
+        inputs: dict[str, ModalityBatch] = {}
+        for m, contract in self.contracts.items():
+            present = torch.tensor([m in ex.inputs for ex in good], dtype=torch.bool)
+            if not bool(present.any()):
+                continue
+            tensors = [ex.inputs[m] for ex in good if m in ex.inputs]
+            if any(m in ex.encoded for ex in good):
+                data, lengths = pad_stack(tensors, dim=0)  # (P, T, D)
+                inputs[m] = ModalityBatch(data, present, lengths, encoded=True)
+            else:
+                inputs[m] = contract.collate(tensors, present)
+        targets = None
+        if good and all(ex.target is not None for ex in good):
+            targets = torch.stack([ex.target for ex in good])  # type: ignore[misc]
+        return Batch(inputs, len(good), [ex.index for ex in good], targets, bad)
