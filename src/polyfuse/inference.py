@@ -1,0 +1,112 @@
+"""Running a model over a data loader and collecting everything it predicts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from polyfuse.data.dataset import BadRow, Batch
+from polyfuse.model import MultimodalModel
+from polyfuse.progress import bar
+from polyfuse.runtime import autocast
+
+
+@dataclass
+class Collected:
+    """Model outputs over a dataset, in manifest row order.
+
+    Attributes:
+        indices: manifest row index of each output row.
+        logits: ``(N, K)`` fused logits.
+        unimodal: name -> ``(N, K)`` auxiliary-head logits (valid where ``available``).
+        present: name -> ``(N,)`` modalities the fusion saw.
+        weights: ``(N, M)`` fusion modality weights (order ``modalities``), if any.
+        embedding: ``(N, D)`` fused embeddings.
+        targets: stacked targets, when every row had one.
+        bad_rows: rows that failed to load.
+        modalities: the model's modality order.
+    """
+
+    indices: list[int]
+    logits: Tensor
+    unimodal: dict[str, Tensor]
+    present: dict[str, Tensor]
+    weights: Tensor | None
+    embedding: Tensor
+    targets: Tensor | None
+    modalities: tuple[str, ...]
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@torch.no_grad()
+def collect(
+    model: MultimodalModel,
+    batches: Iterable[Batch],
+    device: torch.device,
+    precision: str = "fp32",
+    progress: bool = False,
+    desc: str = "predicting",
+) -> Collected:
+    """Run ``model`` in eval mode over ``batches``; outputs are sorted by row index."""
+    model.eval()
+    parts: dict[str, list[Tensor]] = {"logits": [], "embedding": [], "weights": [], "targets": []}
+    uni: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    pres: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    indices: list[int] = []
+    bad: list[BadRow] = []
+    all_targets = True
+    for batch in bar(batches, enabled=progress, desc=desc, leave=False):
+        bad += batch.bad_rows
+        if batch.size == 0:
+            continue
+        on_device = batch.to(device)
+        with autocast(device, precision):
+            out = model(on_device.inputs, on_device.size)
+        indices += batch.indices
+        parts["logits"].append(out.logits.float().cpu())
+        parts["embedding"].append(out.embedding.float().cpu())
+        if out.fusion.weights is not None:
+            parts["weights"].append(out.fusion.weights.float().cpu())
+        for m in model.modalities:
+            uni[m].append(out.unimodal_logits[m].float().cpu())
+            pres[m].append(out.present[m].cpu())
+        if batch.targets is None:
+            all_targets = False
+        else:
+            parts["targets"].append(batch.targets.cpu())
+    if not indices:
+        k = int(model.prior.numel())
+        empty = torch.zeros(0, k)
+        return Collected(
+            [],
+            empty,
+            {m: empty for m in model.modalities},
+            {m: torch.zeros(0, dtype=torch.bool) for m in model.modalities},
+            None,
+            torch.zeros(0, model.fusion.out_dim),
+            None,
+            model.modalities,
+            bad,
+        )
+    order = torch.tensor(sorted(range(len(indices)), key=indices.__getitem__))
+
+    def cat(xs: list[Tensor]) -> Tensor:
+        return torch.cat(xs)[order]
+
+    return Collected(
+        indices=sorted(indices),
+        logits=cat(parts["logits"]),
+        unimodal={m: cat(v) for m, v in uni.items()},
+        present={m: cat(v) for m, v in pres.items()},
+        weights=cat(parts["weights"]) if parts["weights"] else None,
+        embedding=cat(parts["embedding"]),
+        targets=cat(parts["targets"]) if all_targets and parts["targets"] else None,
+        modalities=model.modalities,
+        bad_rows=sorted(bad, key=lambda b: b.index),
+    )

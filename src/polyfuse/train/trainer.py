@@ -1,0 +1,585 @@
+"""The training loop: data -> model -> AdamW with per-modality rates -> artifact.
+
+Mixed precision, gradient accumulation, clipping, modality dropout,
+per-modality auxiliary losses with stall warnings, early stopping, seeded
+determinism, resumable checkpoints, progress bars and a JSONL metrics log.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from polyfuse.artifact import Artifact, trainable_state_dict
+from polyfuse.build import build_contracts, build_model
+from polyfuse.config import Config
+from polyfuse.data.dataset import BadRow, Batch, Collator, MultimodalDataset
+from polyfuse.data.features import attach_frozen_features
+from polyfuse.data.manifest import Manifest
+from polyfuse.data.sampler import LengthGroupedBatchSampler
+from polyfuse.encoders.cache import default_cache_dir
+from polyfuse.errors import ManifestError, PolyfuseError, TrainingError
+from polyfuse.evaluation.metrics import headline, task_metrics
+from polyfuse.inference import Collected, collect
+from polyfuse.modalities import ModalityContract
+from polyfuse.model import ModelOutput, MultimodalModel
+from polyfuse.progress import bar
+from polyfuse.runtime import (
+    autocast,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    use_bf16,
+)
+from polyfuse.tasks import TASK_CLASSES, Task
+from polyfuse.train.dropout import modality_dropout
+from polyfuse.train.monitor import StallMonitor
+from polyfuse.train.optim import make_optimizer
+
+log = logging.getLogger("polyfuse.train")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        artifact: the trained model and its metadata (saved at ``path``).
+        path: artifact folder.
+        history: one record per epoch (also in ``metrics.jsonl``).
+        best_epoch: epoch whose weights were kept.
+        metrics: validation metrics of the kept weights.
+        bad_rows: rows skipped in training and validation.
+        warnings: stall and data warnings raised during the run.
+    """
+
+    artifact: Artifact
+    path: Path
+    history: list[dict[str, Any]]
+    best_epoch: int
+    metrics: dict[str, Any]
+    bad_rows: list[BadRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    step: int = 0
+    best_score: float = float("-inf")
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] | None = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    stale: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains a `Config` on manifests and writes an artifact.
+
+    Args:
+        config: the run configuration.
+        out_dir: artifact folder; also holds ``metrics.jsonl``, ``bad_rows.jsonl``
+            and ``checkpoints/``.
+        progress: show progress bars (on terminals only).
+        resume: continue from ``out_dir/checkpoints/last.pt`` when it exists.
+    """
+
+    def __init__(
+        self, config: Config, out_dir: str | Path, *, progress: bool = True, resume: bool = False
+    ) -> None:
+        self.config = config
+        self.cfg = config.train
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.resume = resume
+        self.device = resolve_device(self.cfg.device)
+        self.cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
+
+    # ------------------------------------------------------------------ setup
+    def fit(
+        self, train: str | Path | Manifest, val: str | Path | Manifest | None = None
+    ) -> TrainResult:
+        """Train and save the artifact.
+
+        Args:
+            train: training manifest (path or parsed).
+            val: validation manifest; when omitted, a seeded 10% of ``train`` is held out.
+        """
+        seed_everything(self.cfg.seed)
+        train_m, val_m = self._manifests(train, val)
+        task = TASK_CLASSES[self.config.task].fit([r.label for r in train_m.rows])
+        contracts = self._fit_contracts(build_contracts(self.config), train_m)
+        train_ds, val_ds = (self._dataset(m, contracts, task) for m in (train_m, val_m))
+        prior = task.prior_logits(self._targets(train_ds, task))
+        model = build_model(self.config, contracts, task, prior).to(self.device)
+        log.info(
+            "model: %s fusion, %d trainable parameters, device %s, %s precision",
+            self.config.model.fusion.name,
+            model.trainable_parameters(),
+            self.device,
+            "bf16" if use_bf16(self.device, self.cfg.precision) else "fp32",
+        )
+        t0 = time.perf_counter()
+        feature_seconds = (
+            self._prepare_features(model, [train_ds, val_ds]) if self.cfg.feature_cache else 0.0
+        )
+        loader = self._loader(train_ds, shuffle=True)
+        val_loader = self._loader(val_ds, shuffle=False)
+        steps = self.cfg.epochs * max(1, -(-len(loader) // self.cfg.grad_accum))
+        optimizer, schedule = make_optimizer(model, self.config, steps)
+        state = _State()
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+        monitor = StallMonitor(self.cfg.stall_epochs, self.cfg.stall_tolerance)
+        if self.resume:
+            self._restore(model, optimizer, schedule, state, gen, monitor, train_ds)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / "metrics.jsonl"
+        if not self.resume:
+            log_path.unlink(missing_ok=True)
+        for epoch in range(state.epoch + 1, self.cfg.epochs + 1):
+            loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
+            train_stats = self._train_epoch(
+                model, loader, optimizer, schedule, task, gen, state, epoch
+            )
+            outputs = collect(
+                model, val_loader, self.device, self.cfg.precision, self.progress, desc="validating"
+            )
+            record = self._record(
+                epoch,
+                train_stats,
+                outputs,
+                task,
+                schedule,
+                time.perf_counter() - t0,
+                feature_seconds if epoch == 1 else 0.0,
+            )
+            t0 = time.perf_counter()
+            for warning in monitor.update(train_stats["modality_loss"]):
+                log.warning(warning)
+                state.warnings.append(warning)
+                record.setdefault("warnings", []).append(warning)
+            self._log(log_path, record)
+            state.history.append(record)
+            improved = self._track_best(model, state, record, outputs, task, epoch)
+            state.epoch = epoch
+            self._checkpoint(model, optimizer, schedule, state, gen, monitor, train_ds)
+            if not improved and self.cfg.patience and state.stale >= self.cfg.patience:
+                log.info(
+                    "early stopping: no %s improvement for %d epochs",
+                    self._metric(task),
+                    state.stale,
+                )
+                break
+        return self._finish(model, contracts, task, state, train_ds, val_ds)
+
+    def _manifests(
+        self, train: str | Path | Manifest, val: str | Path | Manifest | None
+    ) -> tuple[Manifest, Manifest]:
+        names = list(self.config.modalities)
+        label = self.config.label
+        train_m = train if isinstance(train, Manifest) else Manifest.load(train, names, label)
+        if not train_m.rows:
+            raise TrainingError(f"training manifest {train_m.path} has no rows")
+        if val is not None:
+            val_m = val if isinstance(val, Manifest) else Manifest.load(val, names, label)
+            return train_m, val_m
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        perm = torch.randperm(len(train_m.rows), generator=gen).tolist()
+        n_val = max(1, len(perm) // 10)
+        held = set(perm[:n_val])
+        log.info("no validation manifest: holding out %d of %d training rows", n_val, len(perm))
+        rows = train_m.rows
+        return (
+            replace(train_m, rows=[r for i, r in enumerate(rows) if i not in held]),
+            replace(train_m, rows=[r for i, r in enumerate(rows) if i in held], problems=[]),
+        )
+
+    def _fit_contracts(
+        self, contracts: dict[str, ModalityContract], manifest: Manifest
+    ) -> dict[str, ModalityContract]:
+        """Fit data-dependent contract statistics (e.g. series normalisation) on training rows."""
+        out = dict(contracts)
+        for m, contract in contracts.items():
+            if not contract.needs_fit:
+                continue
+            objs = []
+            for row in manifest.rows[:5000]:
+                if m in row.values:
+                    try:
+                        objs.append(
+                            contract.load(row.values[m], field=m, base_dir=manifest.path.parent)
+                        )
+                    except PolyfuseError:
+                        continue
+            if not objs:
+                raise TrainingError(
+                    f"no valid '{m}' inputs in the training manifest to fit the "
+                    f"{contract.kind} contract on"
+                )
+            out[m] = contract.fit(objs)
+        return out
+
+    def _dataset(
+        self, manifest: Manifest, contracts: Mapping[str, ModalityContract], task: Task
+    ) -> MultimodalDataset:
+        ds = MultimodalDataset(
+            manifest,
+            contracts,
+            task,
+            on_bad_row=self.cfg.on_bad_row,
+            memory_cache_mb=self.cfg.memory_cache_mb,
+        )
+        ds.raise_on_problems()
+        return ds
+
+    def _targets(self, ds: MultimodalDataset, task: Task) -> Tensor:
+        targets = []
+        for row in ds.rows:
+            if row.label is None:
+                continue
+            try:
+                targets.append(task.encode(row.label))
+            except PolyfuseError:
+                continue
+        if not targets:
+            raise TrainingError(
+                f"no row of {ds.manifest.path} has a usable '{self.config.label}' value"
+            )
+        return torch.stack(targets)
+
+    def _prepare_features(self, model: MultimodalModel, datasets: list[MultimodalDataset]) -> float:
+        """Encode frozen modalities once into the disk cache; returns seconds spent."""
+        start = time.perf_counter()
+        encoders = {m: model.encoder(m) for m in model.modalities}
+        attach_frozen_features(
+            encoders,
+            datasets,
+            cache_dir=self.cache_dir,
+            device=self.device,
+            batch_size=self.cfg.batch_size,
+            progress=self.progress,
+        )
+        return time.perf_counter() - start
+
+    def _loader(self, ds: MultimodalDataset, shuffle: bool) -> DataLoader[Any]:
+        sampler = LengthGroupedBatchSampler(ds.lengths, self.cfg.batch_size, shuffle, self.cfg.seed)
+        return DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=Collator(ds.contracts),
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    # ------------------------------------------------------------------ loop
+    def _train_epoch(
+        self,
+        model: MultimodalModel,
+        loader: DataLoader[Any],
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LambdaLR,
+        task: Task,
+        gen: torch.Generator,
+        state: _State,
+        epoch: int,
+    ) -> dict[str, Any]:
+        model.train()
+        drop = {m: mod.dropout for m, mod in self.config.modalities.items()}
+        totals = {"loss": 0.0, "n": 0}
+        mod_sum = dict.fromkeys(model.modalities, 0.0)
+        mod_n = dict.fromkeys(model.modalities, 0)
+        accum = self.cfg.grad_accum
+        pending = 0
+        optimizer.zero_grad(set_to_none=True)
+        pbar = bar(
+            loader, enabled=self.progress, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False
+        )
+        for cpu_batch in pbar:
+            if cpu_batch.size == 0:
+                continue
+            batch = cpu_batch.to(self.device)
+            with autocast(self.device, self.cfg.precision):
+                encoded = model.encode(batch.inputs, batch.size)
+                out = model.fuse(encoded, modality_dropout(encoded.present, drop, gen))
+                loss, fused, per_mod = self._losses(task, out, encoded.present, batch)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {float(loss)} at epoch {epoch}",
+                    hint="lower train.lr or enable train.clip_norm",
+                )
+            (loss / accum).backward()
+            pending += 1
+            if pending == accum:
+                self._step(model, optimizer, schedule, state)
+                pending = 0
+            totals["loss"] += float(fused.detach()) * batch.size
+            totals["n"] += batch.size
+            for m, (value, count) in per_mod.items():
+                mod_sum[m] += value * count
+                mod_n[m] += count
+            pbar.set_postfix(loss=f"{totals['loss'] / totals['n']:.4f}")
+        if pending:
+            self._step(model, optimizer, schedule, state)
+        if totals["n"] == 0:
+            raise TrainingError(
+                "every training row was bad; nothing to train on",
+                hint="run `polyfuse validate` on the training manifest",
+            )
+        return {
+            "loss": totals["loss"] / totals["n"],
+            "modality_loss": {m: mod_sum[m] / mod_n[m] for m in mod_sum if mod_n[m]},
+        }
+
+    def _losses(
+        self, task: Task, out: ModelOutput, available: Mapping[str, Tensor], batch: Batch
+    ) -> tuple[Tensor, Tensor, dict[str, tuple[float, int]]]:
+        """Fused loss + weighted auxiliary losses (on every sample that has the modality)."""
+        if batch.targets is None:
+            raise TrainingError("a training batch has no targets")
+        fused = task.loss(out.logits, batch.targets).mean()
+        total = fused
+        per_mod: dict[str, tuple[float, int]] = {}
+        for m, mod in self.config.modalities.items():
+            rows = available[m]
+            count = int(rows.sum())
+            if not count:
+                continue
+            aux = task.loss(out.unimodal_logits[m][rows], batch.targets[rows]).mean()
+            per_mod[m] = (float(aux.detach()), count)
+            # weight 0 still trains the (detached) auxiliary head for analysis
+            total = total + (mod.loss_weight or 1.0) * aux
+        return total, fused, per_mod
+
+    def _step(
+        self,
+        model: MultimodalModel,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LambdaLR,
+        state: _State,
+    ) -> None:
+        if self.cfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], self.cfg.clip_norm
+            )
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _metric(self, task: Task) -> str:
+        return task.default_metric() if self.cfg.metric == "auto" else self.cfg.metric
+
+    def _record(
+        self,
+        epoch: int,
+        train_stats: dict[str, Any],
+        val: Collected,
+        task: Task,
+        schedule: torch.optim.lr_scheduler.LambdaLR,
+        seconds: float,
+        feature_seconds: float,
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": round(train_stats["loss"], 6)}
+        for m, v in train_stats["modality_loss"].items():
+            record[f"train_loss/{m}"] = round(v, 6)
+        if len(val) and val.targets is not None:
+            record["val_loss"] = round(float(task.loss(val.logits, val.targets).mean()), 6)
+            metrics = headline(task_metrics(task, task.probabilities(val.logits), val.targets))
+            record.update({f"val_{k}": round(v, 6) for k, v in metrics.items() if k != "n"})
+            for m in val.modalities:
+                rows = val.present[m]
+                if bool(rows.any()):
+                    uni = headline(
+                        task_metrics(
+                            task, task.probabilities(val.unimodal[m][rows]), val.targets[rows]
+                        )
+                    )
+                    record[f"val_loss/{m}"] = round(
+                        float(task.loss(val.unimodal[m][rows], val.targets[rows]).mean()), 6
+                    )
+                    record[f"val_{self._metric(task)}/{m}"] = round(
+                        uni.get(self._metric(task), 0), 6
+                    )
+        record["lr"] = schedule.get_last_lr()[-1]
+        record["seconds"] = round(seconds, 3)
+        if feature_seconds:
+            record["feature_seconds"] = round(feature_seconds, 3)
+        return record
+
+    def _log(self, path: Path, record: dict[str, Any]) -> None:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        parts = [
+            f"epoch {record['epoch']}/{self.cfg.epochs}",
+            f"train_loss {record['train_loss']:.4f}",
+        ]
+        for key in ("val_loss", "val_accuracy", "val_macro_f1", "val_rmse"):
+            if key in record:
+                parts.append(f"{key} {record[key]:.4f}")
+        parts.append(f"{record['seconds']:.1f}s")
+        log.info("  ".join(parts))
+
+    def _track_best(
+        self,
+        model: MultimodalModel,
+        state: _State,
+        record: dict[str, Any],
+        val: Collected,
+        task: Task,
+        epoch: int,
+    ) -> bool:
+        metric = self._metric(task)
+        key = "val_loss" if metric == "loss" else f"val_{metric}"
+        if key not in record:
+            if len(val):
+                raise PolyfuseError(
+                    f"train.metric '{metric}' is not computed for task '{task.name}'",
+                    hint="use auto, loss, accuracy or macro_f1",
+                )
+            score = -record["train_loss"]  # no usable validation rows
+        else:
+            score = -record[key] if metric == "loss" else record[key]
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.stale = score, epoch, 0
+            state.best_state = copy.deepcopy(trainable_state_dict(model))
+            state.best_metrics = {}
+            if len(val) and val.targets is not None:
+                state.best_metrics = task_metrics(task, task.probabilities(val.logits), val.targets)
+            return True
+        state.stale += 1
+        return False
+
+    def _checkpoint(
+        self,
+        model: MultimodalModel,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LambdaLR,
+        state: _State,
+        gen: torch.Generator,
+        monitor: StallMonitor,
+        train_ds: MultimodalDataset,
+    ) -> None:
+        folder = self.out_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "state": {**state.__dict__},
+            "model": trainable_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": rng_state(),
+            "dropout_rng": gen.get_state(),
+            "monitor": monitor.state_dict(),
+            "config": self.config.to_dict(),
+            # lengths learned while loading drive batch grouping: a resumed run needs them
+            "train_lengths": list(train_ds.lengths),
+        }
+        tmp = folder / "last.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(folder / "last.pt")
+
+    def _restore(
+        self,
+        model: MultimodalModel,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LambdaLR,
+        state: _State,
+        gen: torch.Generator,
+        monitor: StallMonitor,
+        train_ds: MultimodalDataset,
+    ) -> None:
+        path = self.out_dir / "checkpoints" / "last.pt"
+        if not path.is_file():
+            log.info("no checkpoint at %s: starting from scratch", path)
+            return
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        if ckpt["config"] != self.config.to_dict():
+            raise TrainingError(
+                f"{path} was written with a different config",
+                hint="resume with the same config, or use a new --out folder",
+            )
+        model.load_state_dict(ckpt["model"], strict=False)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        for key, value in ckpt["state"].items():
+            setattr(state, key, value)
+        set_rng_state(ckpt["rng"])
+        gen.set_state(ckpt["dropout_rng"])
+        monitor.load_state_dict(ckpt["monitor"])
+        train_ds.lengths[:] = ckpt["train_lengths"]
+        log.info("resumed from %s after epoch %d", path, state.epoch)
+
+    def _finish(
+        self,
+        model: MultimodalModel,
+        contracts: dict[str, ModalityContract],
+        task: Task,
+        state: _State,
+        train_ds: MultimodalDataset,
+        val_ds: MultimodalDataset,
+    ) -> TrainResult:
+        if state.best_state is not None:
+            model.load_state_dict(state.best_state, strict=False)
+        model.eval()
+        bad = self._bad_rows(train_ds) + self._bad_rows(val_ds)
+        self._write_bad_rows(bad)
+        metrics = {
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "val": state.best_metrics,
+            "train_rows": len(train_ds.rows),
+            "val_rows": len(val_ds.rows),
+            "bad_rows": len(bad),
+        }
+        artifact = Artifact(self.config, contracts, task, model, metrics)
+        path = artifact.save(self.out_dir)
+        log.info("saved artifact to %s (best epoch %d)", path, state.best_epoch)
+        return TrainResult(
+            artifact, path, state.history, state.best_epoch, state.best_metrics, bad, state.warnings
+        )
+
+    def _bad_rows(self, ds: MultimodalDataset) -> list[BadRow]:
+        problems = [
+            BadRow(
+                p.index, str(p.index), ManifestError(ds.manifest.path, p.message, row=p.index + 1)
+            )
+            for p in ds.manifest.problems
+        ]
+        return problems + ds.bad_rows
+
+    def _write_bad_rows(self, bad: list[BadRow]) -> None:
+        path = self.out_dir / "bad_rows.jsonl"
+        if not bad:
+            path.unlink(missing_ok=True)
+            return
+        with path.open("w", encoding="utf-8") as f:
+            for b in bad:
+                f.write(json.dumps(b.to_dict()) + "\n")
+        log.warning(
+            "%d bad rows were skipped (details in %s); first: %s", len(bad), path, bad[0].describe()
+        )
+
+
+def train(
+    config: Config | str | Path,
+    train_manifest: str | Path,
+    val_manifest: str | Path | None,
+    out_dir: str | Path,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train from a config (object or YAML path) and return the result."""
+    cfg = config if isinstance(config, Config) else Config.from_file(config)
+    return Trainer(cfg, out_dir, **kwargs).fit(train_manifest, val_manifest)
