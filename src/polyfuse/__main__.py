@@ -1,0 +1,7 @@
+"""``python -m polyfuse``."""
+
+import sys
+
+from polyfuse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,302 @@
+"""The ``polyfuse`` command line: a table of subcommand -> typed function.
+
+Every heavy import happens inside the command that needs it, so
+``polyfuse --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from polyfuse import __version__
+from polyfuse.errors import PolyfuseError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+log = logging.getLogger("polyfuse")
+
+
+def _modalities(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--modalities needs at least one name")
+    return names
+
+
+# ----------------------------------------------------------------------- commands
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a manifest: files, formats, labels and modality coverage."""
+    from polyfuse.validate import validate_manifest
+
+    report = validate_manifest(
+        args.manifest, config=args.config, modalities=args.modality, progress=not args.quiet
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    return EXIT_FINDINGS if report.bad_rows else EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a config on manifests and write an artifact."""
+    from polyfuse.config import Config
+    from polyfuse.train import Trainer
+
+    config = Config.from_dict(_load_config(args.config, args.set))
+    result = Trainer(config, args.out, progress=not args.quiet, resume=args.resume).fit(
+        args.train, args.val
+    )
+    summary: dict[str, Any] = {
+        "artifact": str(result.path),
+        "best_epoch": result.best_epoch,
+        **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "rmse") if k in result.metrics},
+        "bad_rows": len(result.bad_rows),
+    }
+    print(
+        json.dumps(summary) if args.json else "\n".join(f"{k:>12}: {v}" for k, v in summary.items())
+    )
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict every row of a manifest; JSON lines to --out or stdout."""
+    from polyfuse.predict import Predictor
+
+    predictor = Predictor.load(args.artifact, device=args.device, batch_size=args.batch_size)
+    run = predictor.predict_manifest(
+        args.data, modalities=args.modalities, on_bad_row=args.on_bad_row, progress=not args.quiet
+    )
+    lines = [json.dumps(p.to_dict()) for p in run.predictions]
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
+        print(f"wrote {len(lines)} predictions to {args.out}", file=sys.stderr)
+    else:
+        for ln in lines:
+            print(ln)
+    _report_bad(run.bad_rows)
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Accuracy, macro-F1 and confusion matrix of an artifact on a labelled manifest."""
+    from polyfuse.evaluation import evaluate
+
+    result = evaluate(
+        args.artifact,
+        args.data,
+        modalities=args.modalities,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(_render_metrics(result.metrics, result.modalities))
+        _report_bad(result.bad_rows)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Describe an artifact: task, labels, modalities, contracts, versions, metrics."""
+    from polyfuse.artifact import load_artifact
+
+    art = load_artifact(args.artifact)
+    info = {
+        "path": str(art.path),
+        "task": art.task.name,
+        "labels": list(art.task.labels),
+        "contracts": {m: c.to_dict() for m, c in art.contracts.items()},
+        "fusion": art.config.model.fusion.name,
+        **art.info,
+        "metrics": {k: v for k, v in art.metrics.items() if k != "val"},
+        "val": {k: v for k, v in art.metrics.get("val", {}).items() if isinstance(v, int | float)},
+    }
+    print(json.dumps(info, indent=2))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List registered modality kinds, encoders and fusions."""
+    from polyfuse.encoders import ENCODERS, encoder_class
+    from polyfuse.fusion import FUSIONS
+    from polyfuse.modalities import CONTRACTS
+
+    print("modality kinds:", ", ".join(CONTRACTS.list()))
+    print("encoders:")
+    for name in ENCODERS.list():
+        cls = encoder_class(name)
+        frozen = " (pretrained, frozen)" if cls.pretrained else ""
+        print(f"  {name:<18} {cls.kind:<11}{frozen}")
+    print("fusions:", ", ".join(FUSIONS.list()))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build a spoken+written digits set from installed packages, train, evaluate."""
+    from polyfuse.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------- helpers
+def _load_config(path: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """YAML config with ``--set a.b=value`` overrides applied (values parsed as YAML)."""
+    import yaml
+
+    from polyfuse.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(path, "config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML: {exc}") from exc
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}", "expected KEY=VALUE, e.g. --set train.lr=0.001")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, f"'{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return cast(dict[str, Any], data)
+
+
+def _render_metrics(metrics: dict[str, Any], modalities: Sequence[str]) -> str:
+    lines = [f"modalities: {', '.join(modalities)}", f"n: {metrics['n']}"]
+    for key in ("accuracy", "macro_f1", "micro_f1", "log_loss", "mae", "rmse", "r2"):
+        if key in metrics:
+            lines.append(f"{key}: {metrics[key]:.4f}")
+    if "confusion_matrix" in metrics:
+        labels = [str(x) for x in metrics["labels"]]
+        width = max(5, *(len(x) for x in labels))
+        lines.append("confusion matrix (rows: true, columns: predicted)")
+        lines.append(" " * width + " " + " ".join(f"{x:>{width}}" for x in labels))
+        for label, row in zip(labels, metrics["confusion_matrix"], strict=True):
+            lines.append(f"{label:>{width}} " + " ".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def _report_bad(bad: Sequence[Any]) -> None:
+    if bad:
+        print(f"{len(bad)} bad rows skipped:", file=sys.stderr)
+        for b in bad[:10]:
+            print(f"  {b.describe()}", file=sys.stderr)
+        if len(bad) > 10:
+            print(f"  ... and {len(bad) - 10} more", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------- parser
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "validate": (cmd_validate, "check a manifest before training"),
+    "train": (cmd_train, "train a model from a YAML config"),
+    "predict": (cmd_predict, "predict a manifest with a trained artifact"),
+    "evaluate": (cmd_evaluate, "evaluate an artifact on a labelled manifest"),
+    "info": (cmd_info, "describe an artifact"),
+    "list": (cmd_list, "list modality kinds, encoders and fusions"),
+    "demo": (cmd_demo, "run the whole flow on data that ships with the install"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="polyfuse",
+        description="Multimodal models for text, image, audio and time series: "
+        "validate data, train, predict, evaluate.",
+        epilog="Run 'polyfuse COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"polyfuse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p = {
+        name: sub.add_parser(name, help=h, description=fn.__doc__, parents=[common])
+        for name, (fn, h) in COMMANDS.items()
+    }
+
+    p["validate"].add_argument("manifest", help="JSONL, CSV or Parquet manifest")
+    p["validate"].add_argument("--config", help="training config naming the modalities")
+    p["validate"].add_argument(
+        "--modality",
+        action="append",
+        default=[],
+        metavar="NAME=KIND",
+        help="declare a modality without a config (repeatable)",
+    )
+    p["validate"].add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p["train"].add_argument("config", help="YAML config")
+    p["train"].add_argument("--train", required=True, metavar="MANIFEST", help="training manifest")
+    p["train"].add_argument(
+        "--val", metavar="MANIFEST", help="validation manifest (default: hold out 10%% of --train)"
+    )
+    p["train"].add_argument("--out", required=True, metavar="DIR", help="artifact folder")
+    p["train"].add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
+    p["train"].add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5",
+    )
+    p["train"].add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    for name in ("predict", "evaluate"):
+        p[name].add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+        p[name].add_argument("--data", required=True, metavar="MANIFEST", help="manifest to run on")
+        p[name].add_argument(
+            "--modalities",
+            type=_modalities,
+            metavar="A,B",
+            help="feed only these modalities; the rest count as missing",
+        )
+        p[name].add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p["predict"].add_argument(
+        "--out", metavar="FILE", help="write JSON lines here (default stdout)"
+    )
+    p["predict"].add_argument("--batch-size", type=int, default=32)
+    p["predict"].add_argument("--on-bad-row", choices=("skip", "fail"), default="skip")
+    p["evaluate"].add_argument(
+        "--json", action="store_true", help="print one JSON object (accuracy, n, ...)"
+    )
+
+    p["info"].add_argument("artifact", help="artifact folder")
+    p["demo"].add_argument(
+        "--out",
+        default="demo-output",
+        metavar="DIR",
+        help="folder for data and the artifact (default: demo-output)",
+    )
+    p["demo"].add_argument("--quick", action="store_true", help="smaller data, fewer epochs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``polyfuse`` command."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command][0](args)
+    except PolyfuseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
