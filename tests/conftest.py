@@ -32,8 +32,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def write_synthetic(folder: Path, n: int = 60, classes: int = 3, seed: int = 0,
-                    missing: bool = True) -> list[dict[str, Any]]:
+def write_synthetic(
+    folder: Path, n: int = 60, classes: int = 3, seed: int = 0, missing: bool = True
+) -> list[dict[str, Any]]:
     """Tiny files whose class shows in every modality (a bright band, a tone, a word, an offset).
 
     Returns the manifest records (paths relative to ``folder``).
@@ -53,10 +54,18 @@ def write_synthetic(folder: Path, n: int = 60, classes: int = 3, seed: int = 0,
         t = np.arange(int(8000 * (0.2 + 0.2 * rng.random()))) / 8000
         tone = 0.3 * np.sin(2 * np.pi * (400 + 500 * y) * t) + 0.02 * rng.standard_normal(t.size)
         sf.write(folder / f"a{i}.wav", tone.astype(np.float32), 8000)
-        np.save(folder / f"s{i}.npy", (rng.standard_normal((10 + i % 5, 2)) + 2 * y).astype(np.float32))
-        row: dict[str, Any] = {"id": f"s{i}", "label": f"c{y}", "image": f"img{i}.png",
-                               "audio": f"a{i}.wav", "text": f"{words[y]} number {i % 4}",
-                               "series": f"s{i}.npy", "group": f"g{i % 2}"}
+        np.save(
+            folder / f"s{i}.npy", (rng.standard_normal((10 + i % 5, 2)) + 2 * y).astype(np.float32)
+        )
+        row: dict[str, Any] = {
+            "id": f"s{i}",
+            "label": f"c{y}",
+            "image": f"img{i}.png",
+            "audio": f"a{i}.wav",
+            "text": f"{words[y]} number {i % 4}",
+            "series": f"s{i}.npy",
+            "group": f"g{i % 2}",
+        }
         if missing and i % 5 == 1:
             del row["audio"]
         if missing and i % 7 == 2:
@@ -78,8 +87,10 @@ def synthetic(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     def make(n: int = 60, **kwargs: Any) -> tuple[Path, Path]:
         rows = write_synthetic(tmp_path / "data", n, **kwargs)
         cut = int(n * 0.75)
-        return (write_manifest(tmp_path / "data" / "train.jsonl", rows[:cut]),
-                write_manifest(tmp_path / "data" / "val.jsonl", rows[cut:]))
+        return (
+            write_manifest(tmp_path / "data" / "train.jsonl", rows[:cut]),
+            write_manifest(tmp_path / "data" / "val.jsonl", rows[cut:]),
+        )
 
     return make
 
@@ -88,15 +99,26 @@ def synthetic(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
 SMALL_CONFIG: dict[str, Any] = {
     "task": "multiclass",
     "modalities": {
-        "image": {"kind": "image", "encoder": {"name": "image_cnn", "widths": [8, 16]},
-                  "contract": {"size": [12, 12], "channels": 1}, "dropout": 0.2},
-        "audio": {"kind": "audio", "encoder": {"name": "audio_cnn", "widths": [8, 16]},
-                  "contract": {"sample_rate": 8000, "n_mels": 24}},
-        "text": {"kind": "text", "encoder": {"name": "text_transformer", "width": 16, "layers": 1,
-                                             "heads": 2},
-                 "contract": {"vocab_size": 512}},
-        "series": {"kind": "timeseries", "encoder": {"name": "timeseries_cnn", "width": 16,
-                                                     "depth": 2}},
+        "image": {
+            "kind": "image",
+            "encoder": {"name": "image_cnn", "widths": [8, 16]},
+            "contract": {"size": [12, 12], "channels": 1},
+            "dropout": 0.2,
+        },
+        "audio": {
+            "kind": "audio",
+            "encoder": {"name": "audio_cnn", "widths": [8, 16]},
+            "contract": {"sample_rate": 8000, "n_mels": 24},
+        },
+        "text": {
+            "kind": "text",
+            "encoder": {"name": "text_transformer", "width": 16, "layers": 1, "heads": 2},
+            "contract": {"vocab_size": 512},
+        },
+        "series": {
+            "kind": "timeseries",
+            "encoder": {"name": "timeseries_cnn", "width": 16, "depth": 2},
+        },
     },
     "model": {"dim": 16, "fusion": "gated"},
     "train": {"epochs": 3, "batch_size": 16, "lr": 0.005, "seed": 0, "memory_cache_mb": 64},

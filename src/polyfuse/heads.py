@@ -17,7 +17,9 @@ class Adapter(nn.Module):
         dropout: dropout on the input features.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kind: str = "linear", dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, kind: str = "linear", dropout: float = 0.1
+    ) -> None:
         super().__init__()
         dims = [in_dim, out_dim] if kind == "linear" else [in_dim, max(in_dim, out_dim), out_dim]
         self.net = nn.Sequential(nn.Dropout(dropout), mlp(dims, dropout), nn.LayerNorm(out_dim))
@@ -38,7 +40,9 @@ class PredictionHead(nn.Module):
         dropout: dropout before each linear layer.
     """
 
-    def __init__(self, in_dim: int, num_outputs: int, hidden: int = 0, dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_dim: int, num_outputs: int, hidden: int = 0, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         dims = [in_dim, hidden, num_outputs] if hidden else [in_dim, num_outputs]
         self.net = nn.Sequential(nn.Dropout(dropout), mlp(dims, dropout))

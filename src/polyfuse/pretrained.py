@@ -51,7 +51,9 @@ def resolve(name: str) -> Path:
         try:
             return locate()
         except ImportError as exc:
-            raise DependencyError(package, f"the bundled weights of '{name}'", "pretrained") from exc
+            raise DependencyError(
+                package, f"the bundled weights of '{name}'", "pretrained"
+            ) from exc
     return _from_hub(name)
 
 
@@ -75,8 +77,11 @@ _DIGESTS: dict[tuple[str, float, int], str] = {}
 
 def weights_digest(path: Path) -> str:
     """Short sha256 of a weights file or of every weights file in a folder (memoised)."""
-    files = sorted(p for p in path.rglob("*") if p.suffix in {".safetensors", ".bin", ".pth", ".pt"}) \
-        if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.suffix in {".safetensors", ".bin", ".pth", ".pt"})
+        if path.is_dir()
+        else [path]
+    )
     h = hashlib.sha256()
     for file in files:
         st = file.stat()

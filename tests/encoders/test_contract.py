@@ -92,12 +92,15 @@ def test_masks_follow_lengths(encoder: Encoder) -> None:
         assert bool(out.mask[order[0]].all()), "the longest sample is never masked"
     if encoder.registry_name in PADDING_INVARIANT and batch.lengths is not None:
         short = int(batch.lengths.argmin())
-        alone = encoder(batch.data[short : short + 1, ..., : int(batch.lengths[short])]
-                        if encoder.kind == "audio" else
-                        batch.data[short : short + 1, : int(batch.lengths[short])],
-                        batch.lengths[short : short + 1])
-        assert torch.allclose(alone.pooled[0], out.pooled[short], atol=1e-4), \
+        alone = encoder(
+            batch.data[short : short + 1, ..., : int(batch.lengths[short])]
+            if encoder.kind == "audio"
+            else batch.data[short : short + 1, : int(batch.lengths[short])],
+            batch.lengths[short : short + 1],
+        )
+        assert torch.allclose(alone.pooled[0], out.pooled[short], atol=1e-4), (
             "padding must not change a sample's pooled vector"
+        )
 
 
 def test_gradients_reach_trainable_encoders_only(encoder: Encoder) -> None:
@@ -122,7 +125,9 @@ def test_deterministic_under_seed() -> None:
         batch = _batch(a.contract)
         assert torch.equal(a(batch.data, batch.lengths).pooled, b(batch.data, batch.lengths).pooled)
         c = _build(name, seed=4).eval()
-        assert not torch.equal(a(batch.data, batch.lengths).pooled, c(batch.data, batch.lengths).pooled)
+        assert not torch.equal(
+            a(batch.data, batch.lengths).pooled, c(batch.data, batch.lengths).pooled
+        )
 
 
 def test_fingerprint_tracks_parameters_and_contract() -> None:

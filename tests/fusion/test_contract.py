@@ -21,14 +21,17 @@ def _make(name: str, seed: int = 0) -> Fusion:
     return build_fusion(name, list(NAMES), DIM, K, params).eval()
 
 
-def _inputs(fusion: Fusion, seed: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
-                                                      dict[str, torch.Tensor] | None]:
+def _inputs(
+    fusion: Fusion, seed: int = 1
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     gen = torch.Generator().manual_seed(seed)
     b = PATTERNS.shape[0]
     present = {m: PATTERNS[:, i].clone() for i, m in enumerate(NAMES)}
     if fusion.uses_tokens:
         feats = {m: torch.randn(b, 4, DIM, generator=gen) for m in NAMES}
-        masks = {m: torch.tensor([[True, True, i % 2 == 0, False]] * b) for i, m in enumerate(NAMES)}
+        masks = {
+            m: torch.tensor([[True, True, i % 2 == 0, False]] * b) for i, m in enumerate(NAMES)
+        }
         return feats, present, masks
     return {m: torch.randn(b, DIM, generator=gen) for m in NAMES}, present, None
 
@@ -102,8 +105,10 @@ def test_deterministic_under_seed(fusion: Fusion) -> None:
 def test_key_order_does_not_matter(fusion: Fusion) -> None:
     feats, present, masks = _inputs(fusion)
     rev = dict(reversed(list(feats.items())))
-    assert torch.equal(fusion(feats, present, masks).embedding,
-                       fusion(rev, dict(reversed(list(present.items()))), masks).embedding)
+    assert torch.equal(
+        fusion(feats, present, masks).embedding,
+        fusion(rev, dict(reversed(list(present.items()))), masks).embedding,
+    )
 
 
 def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,10 @@ def test_late_mean_averages_present_modality_logits() -> None:
             lin = head[0]
             lin.weight.copy_(torch.eye(2) * w)
             lin.bias.zero_()
-    feats = {"a": torch.tensor([[1.0, 2.0], [1.0, 2.0]]), "b": torch.tensor([[3.0, 5.0], [3.0, 5.0]])}
+    feats = {
+        "a": torch.tensor([[1.0, 2.0], [1.0, 2.0]]),
+        "b": torch.tensor([[3.0, 5.0], [3.0, 5.0]]),
+    }
     present = {"a": torch.tensor([True, True]), "b": torch.tensor([True, False])}
     out = fusion(feats, present)
     # row 0: mean([1, 2], [-3, -5]) = [-1, -1.5]; row 1: only a -> [1, 2]
@@ -35,4 +38,6 @@ def test_set_fusion_without_identity_is_permutation_invariant() -> None:
     x = {m: torch.randn(3, 4) for m in "abc"}
     present = {m: torch.ones(3, dtype=torch.bool) for m in "abc"}
     swapped = {"a": x["c"], "b": x["a"], "c": x["b"]}
-    assert torch.allclose(fusion(x, present).embedding, fusion(swapped, present).embedding, atol=1e-6)
+    assert torch.allclose(
+        fusion(x, present).embedding, fusion(swapped, present).embedding, atol=1e-6
+    )

@@ -26,8 +26,9 @@ def contract() -> ImageContract:
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "TIFF"])
-def test_when_supported_format_then_loads_as_uint8_hwc(tmp_path: Path, contract: ImageContract,
-                                                        fmt: str) -> None:
+def test_when_supported_format_then_loads_as_uint8_hwc(
+    tmp_path: Path, contract: ImageContract, fmt: str
+) -> None:
     path = tmp_path / f"x.{fmt.lower()}"
     Image.fromarray(np.full((5, 7, 3), 200, np.uint8)).save(path, format=fmt)
     arr = contract.load(path.name, base_dir=tmp_path)
@@ -49,12 +50,16 @@ def test_collate_stacks_present_items_only(contract: ImageContract) -> None:
     assert batch.present.tolist() == [True, False, True]
 
 
-def test_when_grayscale_array_given_to_rgb_contract_then_channels_repeat(contract: ImageContract) -> None:
+def test_when_grayscale_array_given_to_rgb_contract_then_channels_repeat(
+    contract: ImageContract,
+) -> None:
     arr = contract.load(np.full((3, 3), 7, np.uint8))
     assert arr.shape == (3, 3, 3) and (arr == 7).all()
 
 
-def test_when_truncated_png_then_typed_error_names_file(tmp_path: Path, contract: ImageContract) -> None:
+def test_when_truncated_png_then_typed_error_names_file(
+    tmp_path: Path, contract: ImageContract
+) -> None:
     data = _png(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(InvalidInputError) as err:
@@ -70,7 +75,9 @@ def test_when_pixels_exceed_limit_then_refused_before_decoding(tmp_path: Path) -
         c.load(tmp_path / "big.png")
 
 
-def test_when_wav_renamed_png_then_error_says_what_it_is(tmp_path: Path, contract: ImageContract) -> None:
+def test_when_wav_renamed_png_then_error_says_what_it_is(
+    tmp_path: Path, contract: ImageContract
+) -> None:
     (tmp_path / "x.png").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
     with pytest.raises(InvalidInputError, match="WAV audio, not a supported image"):
         contract.load(tmp_path / "x.png")

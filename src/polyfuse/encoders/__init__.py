@@ -8,7 +8,13 @@ from typing import Any
 from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask, masked_mean
 from polyfuse.encoders.cache import FeatureCache, content_hash, default_cache_dir
 from polyfuse.encoders.pretrained import EfficientNetLite0, HFTextEncoder
-from polyfuse.encoders.trainable import AudioCNN, ImageCNN, TextTransformer, TimeSeriesCNN, TimeSeriesGRU
+from polyfuse.encoders.trainable import (
+    AudioCNN,
+    ImageCNN,
+    TextTransformer,
+    TimeSeriesCNN,
+    TimeSeriesGRU,
+)
 from polyfuse.errors import ConfigError
 from polyfuse.modalities import ModalityContract, create_contract
 from polyfuse.registry import Registry
@@ -33,7 +39,10 @@ def encoder_class(name: str) -> type[Encoder]:
 
 
 def resolve_contract(
-    modality: str, kind: str, encoder: str, encoder_params: dict[str, Any],
+    modality: str,
+    kind: str,
+    encoder: str,
+    encoder_params: dict[str, Any],
     contract_params: dict[str, Any],
 ) -> ModalityContract:
     """The modality contract: the encoder's preprocessing defaults, overridden by the config."""
@@ -44,18 +53,23 @@ def resolve_contract(
             f"encoder '{encoder}' reads '{cls.kind}' inputs but the modality kind is '{kind}'",
             hint=f"encoders for {kind}: {', '.join(encoders_for(kind))}",
         )
-    return create_contract(modality, kind, {**cls.contract_defaults(**encoder_params),
-                                            **contract_params})
+    return create_contract(
+        modality, kind, {**cls.contract_defaults(**encoder_params), **contract_params}
+    )
 
 
 def build_encoder(name: str, contract: ModalityContract, params: dict[str, Any]) -> Encoder:
     """Build encoder ``name`` for ``contract``; unknown parameters are config errors."""
     cls = encoder_class(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "contract")]
+    accepted = [
+        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "contract")
+    ]
     for key in params:
         if key not in accepted:
-            raise ConfigError(f"modalities.{contract.name}.encoder.{key}",
-                              f"unknown parameter of '{name}'; valid: {', '.join(accepted)}")
+            raise ConfigError(
+                f"modalities.{contract.name}.encoder.{key}",
+                f"unknown parameter of '{name}'; valid: {', '.join(accepted)}",
+            )
     return cls(contract, **params)
 
 

@@ -100,9 +100,15 @@ class Encoder(nn.Module, ABC):
         """Identity of what this encoder computes: class, version, parameters
         and (for pretrained ones) a digest of the weights. Used in cache keys."""
         blob = json.dumps(
-            [type(self).__name__, self.version, self.params, self.contract.fingerprint(),
-             self.weights_digest()],
-            sort_keys=True, default=str,
+            [
+                type(self).__name__,
+                self.version,
+                self.params,
+                self.contract.fingerprint(),
+                self.weights_digest(),
+            ],
+            sort_keys=True,
+            default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""Frozen pretrained encoders: EfficientNet-Lite0 for images, MiniLM (or any BERT-like model) for text.
+"""Frozen pretrained encoders: EfficientNet-Lite0 (images), MiniLM or any BERT-like model (text).
 
 Weights come from `polyfuse.pretrained.resolve`: a local path, a package that
 ships them (offline), or the Hugging Face hub. They are frozen by default and
@@ -34,14 +34,19 @@ class EfficientNetLite0(Encoder):
     kind = "image"
     pretrained = True
 
-    def __init__(self, contract: ModalityContract, weights: str = "efficientnet-lite0",
-                 trainable: bool = False) -> None:
+    def __init__(
+        self,
+        contract: ModalityContract,
+        weights: str = "efficientnet-lite0",
+        trainable: bool = False,
+    ) -> None:
         super().__init__(contract, weights=weights, trainable=trainable)
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
-            raise DependencyError("efficientnet-lite-pytorch", "the efficientnet_lite0 encoder",
-                                  "pretrained") from exc
+            raise DependencyError(
+                "efficientnet-lite-pytorch", "the efficientnet_lite0 encoder", "pretrained"
+            ) from exc
         self._weights_path = resolve(weights)
         net = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(self._weights_path, map_location="cpu", weights_only=True)
@@ -55,8 +60,12 @@ class EfficientNetLite0(Encoder):
     @classmethod
     def contract_defaults(cls, **params: Any) -> dict[str, Any]:
         """RGB 224x224, normalised as the weights were trained."""
-        return {"size": [224, 224], "channels": 3, "mean": list(_EFFNET_MEAN),
-                "std": list(_EFFNET_STD)}
+        return {
+            "size": [224, 224],
+            "channels": 3,
+            "mean": list(_EFFNET_MEAN),
+            "std": list(_EFFNET_STD),
+        }
 
     def forward(self, data: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """``(B, 3, H, W)`` -> tokens ``(B, h*w, 1280)`` (7x7 at 224x224)."""
@@ -85,14 +94,20 @@ class HFTextEncoder(Encoder):
     kind = "text"
     pretrained = True
 
-    def __init__(self, contract: ModalityContract,
-                 model: str = "sentence-transformers/all-MiniLM-L6-v2",
-                 trainable: bool = False, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        contract: ModalityContract,
+        model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        trainable: bool = False,
+        normalize: bool = True,
+    ) -> None:
         super().__init__(contract, model=model, trainable=trainable, normalize=normalize)
         try:
             from transformers import AutoModel
         except ImportError as exc:
-            raise DependencyError("transformers", f"the text encoder '{model}'", "pretrained") from exc
+            raise DependencyError(
+                "transformers", f"the text encoder '{model}'", "pretrained"
+            ) from exc
         self._model_dir = resolve(model)
         self.net = AutoModel.from_pretrained(str(self._model_dir))
         self.normalize = normalize

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask, masked_mean
+from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask
 from polyfuse.modalities.base import ModalityContract
 
 
@@ -13,8 +13,12 @@ def _conv_block(cin: int, cout: int, dims: int) -> nn.Sequential:
     conv = nn.Conv2d if dims == 2 else nn.Conv1d
     norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
     return nn.Sequential(
-        conv(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True),
-        conv(cout, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True),
+        conv(cin, cout, 3, padding=1, bias=False),
+        norm(cout),
+        nn.ReLU(inplace=True),
+        conv(cout, cout, 3, padding=1, bias=False),
+        norm(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -35,9 +39,14 @@ def spec_augment(spec: Tensor, freq_mask: int, time_mask: int, lengths: Tensor |
     span of up to ``time_mask`` frames per sample: ``(B, F, T) -> (B, F, T)``."""
     batch, bins, steps = spec.shape
     device = spec.device
-    valid = lengths.to(device) if lengths is not None else torch.full((batch,), steps, device=device)
+    valid = (
+        lengths.to(device) if lengths is not None else torch.full((batch,), steps, device=device)
+    )
     keep = torch.ones_like(spec, dtype=torch.bool)
-    for size, axis_len, axis in ((freq_mask, torch.full_like(valid, bins), 1), (time_mask, valid, 2)):
+    for size, axis_len, axis in (
+        (freq_mask, torch.full_like(valid, bins), 1),
+        (time_mask, valid, 2),
+    ):
         if size <= 0:
             continue
         width = (torch.rand(batch, device=device) * (size + 1)).long()
@@ -60,8 +69,13 @@ class ImageCNN(Encoder):
 
     kind = "image"
 
-    def __init__(self, contract: ModalityContract, widths: tuple[int, ...] | list[int] = (32, 64, 128),
-                 dropout: float = 0.1, shift: float = 0.0) -> None:
+    def __init__(
+        self,
+        contract: ModalityContract,
+        widths: tuple[int, ...] | list[int] = (32, 64, 128),
+        dropout: float = 0.1,
+        shift: float = 0.0,
+    ) -> None:
         super().__init__(contract, widths=list(widths), dropout=dropout, shift=shift)
         self.shift = shift
         channels = int(getattr(contract, "channels", 3))
@@ -94,16 +108,26 @@ class AudioCNN(Encoder):
 
     kind = "audio"
 
-    def __init__(self, contract: ModalityContract, widths: tuple[int, ...] | list[int] = (32, 64, 128),
-                 dropout: float = 0.1, freq_mask: int = 0, time_mask: int = 0) -> None:
-        super().__init__(contract, widths=list(widths), dropout=dropout, freq_mask=freq_mask,
-                         time_mask=time_mask)
+    def __init__(
+        self,
+        contract: ModalityContract,
+        widths: tuple[int, ...] | list[int] = (32, 64, 128),
+        dropout: float = 0.1,
+        freq_mask: int = 0,
+        time_mask: int = 0,
+    ) -> None:
+        super().__init__(
+            contract, widths=list(widths), dropout=dropout, freq_mask=freq_mask, time_mask=time_mask
+        )
         self.freq_mask, self.time_mask = freq_mask, time_mask
         channels = 1
         stages: list[nn.Module] = []
         for cout in widths:
-            stages += [_conv_block(channels, cout, 2), nn.MaxPool2d(2, ceil_mode=True),
-                       nn.Dropout2d(dropout)]
+            stages += [
+                _conv_block(channels, cout, 2),
+                nn.MaxPool2d(2, ceil_mode=True),
+                nn.Dropout2d(dropout),
+            ]
             channels = cout
         self.body = nn.Sequential(*stages)
         self.downsample = 2 ** len(widths)
@@ -116,7 +140,9 @@ class AudioCNN(Encoder):
         fmap = self.body(data.unsqueeze(1))  # (B, D, mels', T')
         tokens = fmap.amax(dim=2).transpose(1, 2)  # (B, T', D)
         if lengths is not None:
-            lengths = torch.div(lengths + self.downsample - 1, self.downsample, rounding_mode="floor")
+            lengths = torch.div(
+                lengths + self.downsample - 1, self.downsample, rounding_mode="floor"
+            )
         mask = lengths_to_mask(lengths, tokens.shape[0], tokens.shape[1], tokens.device)
         return EncoderOutput(tokens, mask, self.pool(tokens, mask))
 
@@ -132,8 +158,9 @@ class TimeSeriesCNN(Encoder):
 
     kind = "timeseries"
 
-    def __init__(self, contract: ModalityContract, width: int = 64, depth: int = 3,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, contract: ModalityContract, width: int = 64, depth: int = 3, dropout: float = 0.1
+    ) -> None:
         super().__init__(contract, width=width, depth=depth, dropout=dropout)
         channels = int(getattr(contract, "channels", None) or 1)
         self.stem = nn.Conv1d(channels, width, 5, padding=2)
@@ -167,12 +194,19 @@ class TimeSeriesGRU(Encoder):
 
     kind = "timeseries"
 
-    def __init__(self, contract: ModalityContract, hidden: int = 64, layers: int = 1,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, contract: ModalityContract, hidden: int = 64, layers: int = 1, dropout: float = 0.0
+    ) -> None:
         super().__init__(contract, hidden=hidden, layers=layers, dropout=dropout)
         channels = int(getattr(contract, "channels", None) or 1)
-        self.gru = nn.GRU(channels, hidden, num_layers=layers, batch_first=True,
-                          bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            channels,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.out_dim = 2 * hidden
 
     def forward(self, data: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
@@ -180,7 +214,8 @@ class TimeSeriesGRU(Encoder):
         steps = data.shape[1]
         if lengths is not None:
             packed = nn.utils.rnn.pack_padded_sequence(
-                data, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False)
+                data, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False
+            )
             out, _ = self.gru(packed)
             tokens, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)
         else:
@@ -202,18 +237,33 @@ class TextTransformer(Encoder):
 
     kind = "text"
 
-    def __init__(self, contract: ModalityContract, width: int = 128, layers: int = 2, heads: int = 4,
-                 dropout: float = 0.1, max_positions: int = 512) -> None:
-        super().__init__(contract, width=width, layers=layers, heads=heads, dropout=dropout,
-                         max_positions=max_positions)
+    def __init__(
+        self,
+        contract: ModalityContract,
+        width: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+        max_positions: int = 512,
+    ) -> None:
+        super().__init__(
+            contract,
+            width=width,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
+            max_positions=max_positions,
+        )
         vocab = int(getattr(contract, "vocab_size", 32768))
         self.embed = nn.Embedding(vocab, width, padding_idx=0)
         self.positions = nn.Embedding(max_positions, width)
         self.dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout, batch_first=True,
-                                           norm_first=True)
-        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) \
-            if layers else None
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 2 * width, dropout, batch_first=True, norm_first=True
+        )
+        self.layers = (
+            nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
+        )
         self.max_positions = max_positions
         self.out_dim = width
 
@@ -229,4 +279,3 @@ class TextTransformer(Encoder):
         if self.layers is not None:
             x = self.layers(x, src_key_padding_mask=~mask)
         return EncoderOutput(x, mask, self.pool(x, mask))
-

@@ -8,7 +8,13 @@ from typing import Any
 
 from polyfuse.errors import ConfigError
 from polyfuse.fusion.base import Fusion, FusionOutput, masked_softmax, mlp
-from polyfuse.fusion.modules import ConcatFusion, CrossAttentionFusion, GatedFusion, LateFusion, SetFusion
+from polyfuse.fusion.modules import (
+    ConcatFusion,
+    CrossAttentionFusion,
+    GatedFusion,
+    LateFusion,
+    SetFusion,
+)
 from polyfuse.registry import Registry
 
 FUSIONS: Registry[Fusion] = Registry("fusion")
@@ -22,16 +28,22 @@ for _name, _cls in {
     FUSIONS.register(_name)(_cls)
 
 
-def build_fusion(name: str, modalities: Sequence[str], dim: int, num_outputs: int,
-                 params: dict[str, Any]) -> Fusion:
+def build_fusion(
+    name: str, modalities: Sequence[str], dim: int, num_outputs: int, params: dict[str, Any]
+) -> Fusion:
     """Build fusion ``name``; unknown parameters are config errors naming the valid ones."""
     cls: Any = FUSIONS.get(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters
-                if p not in ("self", "modalities", "dim", "num_outputs")]
+    accepted = [
+        p
+        for p in inspect.signature(cls.__init__).parameters
+        if p not in ("self", "modalities", "dim", "num_outputs")
+    ]
     for key in params:
         if key not in accepted:
-            raise ConfigError(f"model.fusion.{key}",
-                              f"unknown parameter of '{name}'; valid: {', '.join(accepted)}")
+            raise ConfigError(
+                f"model.fusion.{key}",
+                f"unknown parameter of '{name}'; valid: {', '.join(accepted)}",
+            )
     fusion: Fusion = cls(modalities, dim, num_outputs, **params)
     return fusion
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, NamedTuple
@@ -90,7 +91,7 @@ class Fusion(nn.Module, ABC):
 def mlp(dims: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear-GELU-Dropout stack; no activation after the last layer."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         layers.append(nn.Linear(a, b))
         if i < len(dims) - 2:
             layers += [nn.GELU(), nn.Dropout(dropout)]

@@ -20,19 +20,32 @@ class ConcatFusion(Fusion):
         dropout: dropout in the MLP.
     """
 
-    def __init__(self, modalities: Sequence[str], dim: int, num_outputs: int, hidden: int = 256,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        num_outputs: int,
+        hidden: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__(modalities, dim, num_outputs)
         self.placeholders = nn.ParameterDict(
-            {m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
+            {m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities}
+        )
         m = len(self.modalities)
         self.mlp = mlp([m * dim + m, hidden, dim], dropout)
 
-    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None = None) -> FusionOutput:
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> FusionOutput:
         """Concatenate and project: ``(B, M*D + M) -> (B, D)``."""
-        parts = [torch.where(present[m][:, None], features[m], self.placeholders[m].to(features[m]))
-                 for m in self.modalities]
+        parts = [
+            torch.where(present[m][:, None], features[m], self.placeholders[m].to(features[m]))
+            for m in self.modalities
+        ]
         bits = self.presence(present).to(parts[0].dtype)  # (B, M)
         return FusionOutput(self.mlp(torch.cat([*parts, bits], dim=1)))
 
@@ -51,8 +64,15 @@ class LateFusion(Fusion):
     produces_logits = True
     COMBINES = ("mean", "learned", "stacking")
 
-    def __init__(self, modalities: Sequence[str], dim: int, num_outputs: int, combine: str = "mean",
-                 hidden: int = 0, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        num_outputs: int,
+        combine: str = "mean",
+        hidden: int = 0,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__(modalities, dim, num_outputs)
         if combine not in self.COMBINES:
             raise ConfigError("model.fusion.combine", f"must be one of {', '.join(self.COMBINES)}")
@@ -63,8 +83,12 @@ class LateFusion(Fusion):
         self.weight_logits = nn.Parameter(torch.zeros(m))
         self.stack = nn.Linear(m * num_outputs + m, num_outputs) if combine == "stacking" else None
 
-    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None = None) -> FusionOutput:
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> FusionOutput:
         """Per-modality logits ``(B, M, K)`` combined into ``(B, K)``."""
         mask = self.presence(present)  # (B, M)
         per = torch.stack([self.heads[m](features[m]) for m in self.modalities], dim=1)  # (B, M, K)
@@ -78,8 +102,9 @@ class LateFusion(Fusion):
         else:
             logits = (weights[..., None] * per).sum(1)
         embedding = (weights[..., None] * self.stacked(features)).sum(1)
-        return FusionOutput(embedding, logits=logits,
-                            weights=None if self.stack is not None else weights)
+        return FusionOutput(
+            embedding, logits=logits, weights=None if self.stack is not None else weights
+        )
 
 
 class GatedFusion(Fusion):
@@ -92,16 +117,26 @@ class GatedFusion(Fusion):
         dropout: dropout in the gate network.
     """
 
-    def __init__(self, modalities: Sequence[str], dim: int, num_outputs: int, hidden: int = 128,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        num_outputs: int,
+        hidden: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__(modalities, dim, num_outputs)
         m = len(self.modalities)
         self.project = nn.ModuleDict({k: nn.Linear(dim, dim) for k in self.modalities})
         self.gate = mlp([m * dim + m, hidden, m], dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None = None) -> FusionOutput:
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> FusionOutput:
         """Gate-weighted sum of projected modalities: ``(B, D)``."""
         mask = self.presence(present)  # (B, M)
         feats = self.stacked(features)  # (B, M, D)
@@ -126,8 +161,9 @@ class _AttentionLayer(nn.Module):
     def forward(self, x: Tensor, padding: Tensor) -> tuple[Tensor, Tensor]:
         """``x (B, L, D)``, ``padding (B, L)`` true where masked -> ``(x, attention (B, L, L))``."""
         h = self.norm1(x)
-        out, attn = self.attn(h, h, h, key_padding_mask=padding, need_weights=True,
-                              average_attn_weights=True)
+        out, attn = self.attn(
+            h, h, h, key_padding_mask=padding, need_weights=True, average_attn_weights=True
+        )
         x = x + self.dropout(out)
         return x + self.dropout(self.ff(self.norm2(x))), attn
 
@@ -147,28 +183,44 @@ class CrossAttentionFusion(Fusion):
 
     uses_tokens = True
 
-    def __init__(self, modalities: Sequence[str], dim: int, num_outputs: int, layers: int = 2,
-                 heads: int = 4, dropout: float = 0.1, tokens: bool = True) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        num_outputs: int,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+        tokens: bool = True,
+    ) -> None:
         super().__init__(modalities, dim, num_outputs)
         if dim % heads:
             raise ConfigError("model.fusion.heads", f"dim {dim} is not divisible by {heads} heads")
         self.uses_tokens = tokens  # type: ignore[misc]
         self.summary = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.modality_embed = nn.ParameterDict(
-            {m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
+            {m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities}
+        )
         self.layers = nn.ModuleList(_AttentionLayer(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None = None) -> FusionOutput:
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> FusionOutput:
         """Attend over ``1 + sum_m T_m`` tokens; returns the summary token ``(B, D)``."""
         batch = present[self.modalities[0]].shape[0]
         seqs, valid, owner = [self.summary.expand(batch, -1, -1)], [], []
         for i, m in enumerate(self.modalities):
             x = features[m]
             x = x.unsqueeze(1) if x.dim() == 2 else x  # (B, T, D)
-            token_mask = masks[m] if masks is not None and m in masks and x.shape[1] > 1 \
+            token_mask = (
+                masks[m]
+                if masks is not None and m in masks and x.shape[1] > 1
                 else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            )
             seqs.append(x + self.modality_embed[m])
             valid.append(token_mask & present[m][:, None])
             owner += [i] * x.shape[1]
@@ -180,7 +232,8 @@ class CrossAttentionFusion(Fusion):
             seq, attn = layer(seq, padding)
         owner_t = torch.tensor(owner, device=seq.device)
         mass = seq.new_zeros(batch, len(self.modalities)).index_add_(
-            1, owner_t, attn[:, 0, 1:])  # (B, M) summary-token attention per modality
+            1, owner_t, attn[:, 0, 1:]
+        )  # (B, M) summary-token attention per modality
         weights = mass / mass.sum(1, keepdim=True).clamp_min(1e-9)
         return FusionOutput(self.norm(seq[:, 0]), weights=weights, attention=attn)
 
@@ -199,19 +252,34 @@ class SetFusion(Fusion):
 
     POOLS = ("mean", "sum", "max")
 
-    def __init__(self, modalities: Sequence[str], dim: int, num_outputs: int, pool: str = "mean",
-                 identity: bool = True, hidden: int = 256, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        num_outputs: int,
+        pool: str = "mean",
+        identity: bool = True,
+        hidden: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__(modalities, dim, num_outputs)
         if pool not in self.POOLS:
             raise ConfigError("model.fusion.pool", f"must be one of {', '.join(self.POOLS)}")
         self.pool = pool
-        self.modality_embed = nn.ParameterDict(
-            {m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities}) if identity else None
+        self.modality_embed = (
+            nn.ParameterDict({m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
+            if identity
+            else None
+        )
         self.phi = mlp([dim, hidden, dim], dropout)
         self.rho = mlp([dim, hidden, dim], dropout)
 
-    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None = None) -> FusionOutput:
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> FusionOutput:
         """Pool ``phi(x_m)`` over present modalities: ``(B, D)``."""
         mask = self.presence(present)  # (B, M)
         x = self.stacked(features)  # (B, M, D)

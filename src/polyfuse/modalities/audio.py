@@ -114,7 +114,9 @@ class AudioContract(ModalityContract):
         """Hop in samples."""
         return max(1, round(self.sample_rate * self.hop_ms / 1000))
 
-    def load(self, value: Any, *, field: str | None = None, base_dir: Path | None = None) -> np.ndarray:
+    def load(
+        self, value: Any, *, field: str | None = None, base_dir: Path | None = None
+    ) -> np.ndarray:
         """Decode, validate, mix down and resample to `sample_rate`.
 
         Accepts a path, raw bytes, or a float array (taken to be at
@@ -123,11 +125,15 @@ class AudioContract(ModalityContract):
         if isinstance(value, np.ndarray):
             return self._validate_wave(np.asarray(value, dtype=np.float32).reshape(-1), field, None)
         sf = _soundfile()
-        src = read_source(value, modality=self.name, field=field, base_dir=base_dir,
-                          max_bytes=self.max_bytes)
+        src = read_source(
+            value, modality=self.name, field=field, base_dir=base_dir, max_bytes=self.max_bytes
+        )
         if src.kind not in ALLOWED_FORMATS:
-            raise self.error(f"content is {describe(src.kind)}, not WAV, FLAC or OGG audio",
-                             field=field, path=src.path)
+            raise self.error(
+                f"content is {describe(src.kind)}, not WAV, FLAC or OGG audio",
+                field=field,
+                path=src.path,
+            )
         try:
             info = sf.info(io.BytesIO(src.data))
             if info.frames <= 0:
@@ -135,7 +141,8 @@ class AudioContract(ModalityContract):
             if info.frames / info.samplerate > self.max_seconds:
                 raise self.error(
                     f"{info.frames / info.samplerate:.1f} s exceeds max_seconds={self.max_seconds}",
-                    field=field, path=src.path,
+                    field=field,
+                    path=src.path,
                 )
             wave, rate = sf.read(io.BytesIO(src.data), dtype="float32", always_2d=True)
         except (RuntimeError, ValueError, TypeError, sf.LibsndfileError) as exc:
@@ -148,10 +155,13 @@ class AudioContract(ModalityContract):
             raise self.error("audio has zero length", field=field, path=path)
         if not np.isfinite(wave).all():
             bad = int((~np.isfinite(wave)).sum())
-            raise self.error(f"audio contains {bad} NaN or infinite samples", field=field, path=path)
+            raise self.error(
+                f"audio contains {bad} NaN or infinite samples", field=field, path=path
+            )
         if wave.size / self.sample_rate > self.max_seconds:
-            raise self.error(f"audio is longer than max_seconds={self.max_seconds}", field=field,
-                             path=path)
+            raise self.error(
+                f"audio is longer than max_seconds={self.max_seconds}", field=field, path=path
+            )
         return wave.astype(np.float32, copy=False)
 
     def preprocess(self, obj: np.ndarray) -> Tensor:
@@ -161,12 +171,22 @@ class AudioContract(ModalityContract):
         win = round(self.sample_rate * self.win_ms / 1000)
         if wave.numel() < n_fft:  # too short for one frame: pad with silence
             wave = torch.nn.functional.pad(wave, (0, n_fft - wave.numel()))
-        spec = torch.stft(
-            wave, n_fft=n_fft, hop_length=hop, win_length=win,
-            window=torch.hann_window(win), center=True, return_complex=True,
-        ).abs().pow(2)  # (F, frames)
-        fb = mel_filterbank(self.sample_rate, n_fft, self.n_mels, self.f_min,
-                            self.f_max or self.sample_rate / 2)
+        spec = (
+            torch.stft(
+                wave,
+                n_fft=n_fft,
+                hop_length=hop,
+                win_length=win,
+                window=torch.hann_window(win),
+                center=True,
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )  # (F, frames)
+        fb = mel_filterbank(
+            self.sample_rate, n_fft, self.n_mels, self.f_min, self.f_max or self.sample_rate / 2
+        )
         logmel = torch.log(fb @ spec + 1e-6)  # (n_mels, frames)
         if self.normalize == "utterance":
             logmel = logmel - logmel.mean(dim=1, keepdim=True)

@@ -90,7 +90,12 @@ class ModalityContract(ABC):
 
     def to_dict(self) -> dict[str, Any]:
         """Serialisable form saved inside artifacts."""
-        return {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params()}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -153,7 +158,11 @@ class ModalityContract(ABC):
 
     # ---- helpers for subclasses -------------------------------------------
     def error(
-        self, reason: str, *, field: str | None = None, path: str | Path | None = None,
+        self,
+        reason: str,
+        *,
+        field: str | None = None,
+        path: str | Path | None = None,
         hint: str | None = None,
     ) -> InvalidInputError:
         """An `InvalidInputError` for this modality."""

@@ -65,7 +65,9 @@ class ImageContract(ModalityContract):
         if min(self.std) <= 0:
             raise ConfigError(f"{where}.std", "values must be positive")
 
-    def load(self, value: Any, *, field: str | None = None, base_dir: Path | None = None) -> np.ndarray:
+    def load(
+        self, value: Any, *, field: str | None = None, base_dir: Path | None = None
+    ) -> np.ndarray:
         """Decode and validate an image.
 
         Accepts a path, raw bytes, a PIL image, or a uint8 array ``(H, W)`` /
@@ -77,14 +79,16 @@ class ImageContract(ModalityContract):
         if isinstance(value, pil.Image):
             self._check_pixels(value.width, value.height, field, None)
             return self._to_array(value)
-        src = read_source(value, modality=self.name, field=field, base_dir=base_dir,
-                          max_bytes=self.max_bytes)
+        src = read_source(
+            value, modality=self.name, field=field, base_dir=base_dir, max_bytes=self.max_bytes
+        )
         kind = src.kind
         if kind not in ALLOWED_FORMATS:
             raise self.error(
                 f"content is {describe(kind)}, not a supported image "
                 f"({', '.join(sorted(ALLOWED_FORMATS))})",
-                field=field, path=src.path,
+                field=field,
+                path=src.path,
             )
         with warnings.catch_warnings():
             warnings.simplefilter("error", pil.DecompressionBombWarning)
@@ -93,16 +97,24 @@ class ImageContract(ModalityContract):
                     self._check_pixels(img.width, img.height, field, src.path)
                     img.load()
                     return self._to_array(img)
-            except (OSError, SyntaxError, ValueError, pil.DecompressionBombWarning,
-                    pil.DecompressionBombError) as exc:
-                raise self.error(f"cannot decode {kind.upper()}: {exc}", field=field,
-                                 path=src.path) from exc
+            except (
+                OSError,
+                SyntaxError,
+                ValueError,
+                pil.DecompressionBombWarning,
+                pil.DecompressionBombError,
+            ) as exc:
+                raise self.error(
+                    f"cannot decode {kind.upper()}: {exc}", field=field, path=src.path
+                ) from exc
 
     def _check_pixels(self, width: int, height: int, field: str | None, path: Path | None) -> None:
         if width * height > self.max_pixels:
             raise self.error(
                 f"{width}x{height} = {width * height} pixels exceeds max_pixels={self.max_pixels} "
-                "(possible decompression bomb)", field=field, path=path,
+                "(possible decompression bomb)",
+                field=field,
+                path=path,
             )
         if width < 1 or height < 1:
             raise self.error(f"image has no pixels ({width}x{height})", field=field, path=path)
@@ -116,12 +128,15 @@ class ImageContract(ModalityContract):
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-            raise self.error(f"array must be (H, W) or (H, W, C), got shape {arr.shape}", field=field)
+            raise self.error(
+                f"array must be (H, W) or (H, W, C), got shape {arr.shape}", field=field
+            )
         self._check_pixels(arr.shape[1], arr.shape[0], field, None)
         if arr.dtype != np.uint8:
             if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
-                raise self.error(f"array must be uint8 or finite float in [0, 1], got {arr.dtype}",
-                                 field=field)
+                raise self.error(
+                    f"array must be uint8 or finite float in [0, 1], got {arr.dtype}", field=field
+                )
             arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         arr = arr[:, :, :3]
         if arr.shape[2] == self.channels:

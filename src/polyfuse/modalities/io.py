@@ -32,10 +32,22 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 )
 
 _DESCRIPTIONS = {
-    "png": "a PNG image", "jpeg": "a JPEG image", "gif": "a GIF image", "bmp": "a BMP image",
-    "tiff": "a TIFF image", "webp": "a WebP image", "wav": "WAV audio", "flac": "FLAC audio",
-    "ogg": "Ogg audio", "mp3": "MP3 audio", "npy": "a NumPy .npy array", "pdf": "a PDF document",
-    "zip": "a ZIP archive", "gzip": "gzip data", "elf": "an executable", "text": "text",
+    "png": "a PNG image",
+    "jpeg": "a JPEG image",
+    "gif": "a GIF image",
+    "bmp": "a BMP image",
+    "tiff": "a TIFF image",
+    "webp": "a WebP image",
+    "wav": "WAV audio",
+    "flac": "FLAC audio",
+    "ogg": "Ogg audio",
+    "mp3": "MP3 audio",
+    "npy": "a NumPy .npy array",
+    "pdf": "a PDF document",
+    "zip": "a ZIP archive",
+    "gzip": "gzip data",
+    "elf": "an executable",
+    "text": "text",
 }
 
 
@@ -118,21 +130,31 @@ def read_source(
         size = path.stat().st_size
     except FileNotFoundError:
         raise InvalidInputError(
-            modality, "file not found", field=field, path=path,
+            modality,
+            "file not found",
+            field=field,
+            path=path,
             hint="paths in a manifest are relative to the manifest's folder",
         ) from None
     except OSError as exc:
-        raise InvalidInputError(modality, f"cannot stat file: {exc}", field=field, path=path) from exc
+        raise InvalidInputError(
+            modality, f"cannot stat file: {exc}", field=field, path=path
+        ) from exc
     if path.is_dir():
         raise InvalidInputError(modality, "is a directory, not a file", field=field, path=path)
     if size > max_bytes:
         raise InvalidInputError(
-            modality, f"file is {size} bytes, above the limit of {max_bytes}", field=field,
-            path=path, hint="raise max_bytes in the modality contract if this is intended",
+            modality,
+            f"file is {size} bytes, above the limit of {max_bytes}",
+            field=field,
+            path=path,
+            hint="raise max_bytes in the modality contract if this is intended",
         )
     if size == 0:
         raise InvalidInputError(modality, "file is empty (0 bytes)", field=field, path=path)
     try:
         return Source(path.read_bytes(), path)
     except OSError as exc:
-        raise InvalidInputError(modality, f"cannot read file: {exc}", field=field, path=path) from exc
+        raise InvalidInputError(
+            modality, f"cannot read file: {exc}", field=field, path=path
+        ) from exc

@@ -67,22 +67,29 @@ class TextContract(ModalityContract):
             try:
                 value = bytes(value).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise self.error(f"not valid UTF-8 (byte {exc.start}: {exc.reason})",
-                                 field=field) from exc
+                raise self.error(
+                    f"not valid UTF-8 (byte {exc.start}: {exc.reason})", field=field
+                ) from exc
         if not isinstance(value, str):
             raise self.error(f"expected a string, got {type(value).__name__}", field=field)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:  # lone surrogates: undecodable bytes in the source
-            raise self.error(f"not valid UTF-8 (character {exc.start} came from undecodable "
-                             "bytes)", field=field,
-                             hint="re-encode the manifest as UTF-8") from exc
+            raise self.error(
+                f"not valid UTF-8 (character {exc.start} came from undecodable bytes)",
+                field=field,
+                hint="re-encode the manifest as UTF-8",
+            ) from exc
         if len(value) > self.max_chars:
-            raise self.error(f"{len(value)} characters exceeds max_chars={self.max_chars}",
-                             field=field)
+            raise self.error(
+                f"{len(value)} characters exceeds max_chars={self.max_chars}", field=field
+            )
         if not value.strip():
-            raise self.error("text is empty", field=field,
-                             hint="leave the key out or null to mark the text as missing")
+            raise self.error(
+                "text is empty",
+                field=field,
+                hint="leave the key out or null to mark the text as missing",
+            )
         return unicodedata.normalize("NFC", value)
 
     def preprocess(self, obj: str) -> Tensor:

@@ -71,20 +71,29 @@ class TimeSeriesContract(ModalityContract):
         mean = np.nan_to_num(np.nanmean(finite, axis=0))
         std = np.nan_to_num(np.nanstd(finite, axis=0), nan=1.0)
         std = np.where(std < 1e-8, 1.0, std)
-        return replace(self, channels=int(stacked.shape[1]),
-                       mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+        return replace(
+            self,
+            channels=int(stacked.shape[1]),
+            mean=tuple(float(v) for v in mean),
+            std=tuple(float(v) for v in std),
+        )
 
-    def load(self, value: Any, *, field: str | None = None, base_dir: Path | None = None) -> np.ndarray:
+    def load(
+        self, value: Any, *, field: str | None = None, base_dir: Path | None = None
+    ) -> np.ndarray:
         """Read a ``.npy``/``.csv`` file, raw bytes or an array; returns float32 ``(T, C)``."""
         path = None
         if not isinstance(value, np.ndarray):
-            src = read_source(value, modality=self.name, field=field, base_dir=base_dir,
-                              max_bytes=self.max_bytes)
+            src = read_source(
+                value, modality=self.name, field=field, base_dir=base_dir, max_bytes=self.max_bytes
+            )
             path = src.path
             value = self._parse(src.data, src.kind, field, path)
         return self._validate(np.asarray(value), field, path)
 
-    def _parse(self, data: bytes, kind: str | None, field: str | None, path: Path | None) -> np.ndarray:
+    def _parse(
+        self, data: bytes, kind: str | None, field: str | None, path: Path | None
+    ) -> np.ndarray:
         try:
             if kind == "npy":
                 return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
@@ -92,29 +101,40 @@ class TimeSeriesContract(ModalityContract):
                 return _read_csv(data.decode("utf-8"))
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise self.error(f"cannot parse {kind} series: {exc}", field=field, path=path) from exc
-        raise self.error(f"content is {describe(kind)}, not a .npy array or CSV text",
-                         field=field, path=path)
+        raise self.error(
+            f"content is {describe(kind)}, not a .npy array or CSV text", field=field, path=path
+        )
 
     def _validate(self, arr: np.ndarray, field: str | None, path: Path | None) -> np.ndarray:
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2 or arr.shape[0] < 1:
-            raise self.error(f"series must have shape (T, C), got {arr.shape}", field=field,
-                             path=path)
+            raise self.error(
+                f"series must have shape (T, C), got {arr.shape}", field=field, path=path
+            )
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            raise self.error(f"series must be real numbers, got dtype {arr.dtype}", field=field,
-                             path=path)
+            raise self.error(
+                f"series must be real numbers, got dtype {arr.dtype}", field=field, path=path
+            )
         if self.channels is not None and arr.shape[1] != self.channels:
-            raise self.error(f"series has {arr.shape[1]} channels, the contract expects "
-                             f"{self.channels}", field=field, path=path,
-                             hint="series must be (T, C): time along rows, channels along columns")
+            raise self.error(
+                f"series has {arr.shape[1]} channels, the contract expects {self.channels}",
+                field=field,
+                path=path,
+                hint="series must be (T, C): time along rows, channels along columns",
+            )
         if arr.shape[0] > self.max_length:
-            raise self.error(f"{arr.shape[0]} steps exceeds max_length={self.max_length}",
-                             field=field, path=path)
+            raise self.error(
+                f"{arr.shape[0]} steps exceeds max_length={self.max_length}", field=field, path=path
+            )
         arr = arr.astype(np.float32)
         if self.nan_policy == "error" and not np.isfinite(arr).all():
-            raise self.error("series contains NaN or infinite values", field=field, path=path,
-                             hint="clean the data or set nan_policy: zero")
+            raise self.error(
+                "series contains NaN or infinite values",
+                field=field,
+                path=path,
+                hint="clean the data or set nan_policy: zero",
+            )
         return arr
 
     def preprocess(self, obj: np.ndarray) -> Tensor:

@@ -43,8 +43,10 @@ class HashedWordTokenizer:
         if self.lowercase:
             text = text.lower()
         words = _WORD.findall(text)[:max_tokens]
-        return [1 + zlib.crc32(w.encode("utf-8", "surrogatepass")) % (self.vocab_size - 1)
-                for w in words]
+        return [
+            1 + zlib.crc32(w.encode("utf-8", "surrogatepass")) % (self.vocab_size - 1)
+            for w in words
+        ]
 
 
 class HuggingFaceTokenizer:
