@@ -58,7 +58,9 @@ def spec_augment(spec: Tensor, freq_mask: int, time_mask: int, lengths: Tensor |
 
 
 class ImageCNN(Encoder):
-    """Conv-BN-ReLU stages with 2x max-pooling; tokens are the final feature-map cells.
+    """Conv-BN-ReLU stages with 2x max-pooling; tokens are the final feature-map cells and
+    the pooled vector is a learned projection of the whole map (where a stroke is matters
+    for small images; a global average would throw that away).
 
     Args:
         widths: channels of each stage; the last is ``out_dim``.
@@ -85,6 +87,15 @@ class ImageCNN(Encoder):
             channels = cout
         self.body = nn.Sequential(*stages)
         self.out_dim = channels
+        height, width = getattr(contract, "size", (32, 32))
+        with torch.no_grad():
+            cells = self.body(torch.zeros(1, int(getattr(contract, "channels", 3)), height, width))
+        self.project = nn.Linear(cells[0, 0].numel() * channels, channels)
+
+    def pool(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Learned projection of all cells: ``(B, h*w, D) -> (B, D)``."""
+        out: Tensor = self.project(tokens.flatten(1))
+        return out
 
     def forward(self, data: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """``(B, C, H, W)`` -> tokens ``(B, h*w, D)``."""
@@ -97,7 +108,8 @@ class ImageCNN(Encoder):
 
 
 class AudioCNN(Encoder):
-    """2-D CNN over the log-mel spectrogram; frequency is pooled away, tokens run over time.
+    """2-D CNN over the log-mel spectrogram; each time step's channels x remaining mel bands
+    are projected to one token (spectral shape is kept), pooled by a masked mean over time.
 
     Args:
         widths: channels of each stage (each halves frequency and time).
@@ -131,6 +143,10 @@ class AudioCNN(Encoder):
             channels = cout
         self.body = nn.Sequential(*stages)
         self.downsample = 2 ** len(widths)
+        bands = int(getattr(contract, "n_mels", 64))
+        for _ in widths:
+            bands = -(-bands // 2)
+        self.project = nn.Linear(channels * bands, channels)
         self.out_dim = channels
 
     def forward(self, data: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
@@ -138,7 +154,7 @@ class AudioCNN(Encoder):
         if self.training and (self.freq_mask or self.time_mask):
             data = spec_augment(data, self.freq_mask, self.time_mask, lengths)
         fmap = self.body(data.unsqueeze(1))  # (B, D, mels', T')
-        tokens = fmap.amax(dim=2).transpose(1, 2)  # (B, T', D)
+        tokens = self.project(fmap.permute(0, 3, 1, 2).flatten(2))  # (B, T', D)
         if lengths is not None:
             lengths = torch.div(
                 lengths + self.downsample - 1, self.downsample, rounding_mode="floor"
