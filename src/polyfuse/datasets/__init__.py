@@ -1,0 +1,1 @@
+"""Dataset builders that turn public data into polyfuse manifests."""

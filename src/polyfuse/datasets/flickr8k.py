@@ -1,0 +1,85 @@
+"""Flickr8k photos with captions as manifests.
+
+``concepts``: a multi-label text + image task. Labels are visual concepts
+(dog, child, water ...) that at least two of an image's five captions mention;
+the text input is one caption, so the text alone may miss concepts the image
+shows (and the image alone must recognise them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from polyfuse.data.manifest import write_jsonl
+from polyfuse.errors import PolyfuseError
+
+#: concept -> words that count as mentioning it.
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    "dog": ("dog", "dogs", "puppy", "puppies"),
+    "child": (
+        "child",
+        "children",
+        "kid",
+        "kids",
+        "boy",
+        "boys",
+        "girl",
+        "girls",
+        "baby",
+        "toddler",
+    ),
+    "water": ("water", "ocean", "lake", "river", "pool", "sea", "beach", "waves", "wave", "surf"),
+    "snow": ("snow", "snowy", "ski", "skier", "skiing", "snowboard", "snowboarder"),
+    "grass": ("grass", "grassy", "field", "lawn", "meadow"),
+    "ball": ("ball", "balls", "soccer", "football", "basketball", "tennis"),
+    "bike": ("bike", "bikes", "bicycle", "bicycles", "biker", "cyclist", "motorcycle", "dirt bike"),
+    "street": ("street", "road", "sidewalk", "city", "crowd", "building"),
+}
+_TOKEN = re.compile(r"[a-z]+")
+
+
+def concepts_of(caption: str) -> set[str]:
+    """Concepts a caption mentions."""
+    words = set(_TOKEN.findall(caption.lower()))
+    return {c for c, keys in CONCEPTS.items() if words & set(keys)}
+
+
+def build_concepts(
+    data_dir: str | Path, out_dir: str | Path, min_votes: int = 2
+) -> dict[str, Path]:
+    """Write ``train/val/test.jsonl`` for the concepts task (images referenced in place).
+
+    ``train_2000.jsonl`` is split 1,800 / 200 into train / val; ``dev.jsonl`` is the test set.
+    """
+    src = Path(data_dir) / "flickr8k"
+    out = Path(out_dir)
+    paths = {}
+    for split, file in (("train", "train_2000.jsonl"), ("test", "dev.jsonl")):
+        if not (src / file).is_file():
+            raise PolyfuseError(f"{src / file} not found", hint="pass the shared data folder")
+        rows = []
+        for line in (src / file).read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            captions = item["captions"]
+            votes: dict[str, int] = {}
+            for cap in captions:
+                for c in concepts_of(cap):
+                    votes[c] = votes.get(c, 0) + 1
+            labels = sorted(c for c, v in votes.items() if v >= min_votes)
+            image = str((src / item["image"]).resolve())
+            rows.append(
+                {
+                    "id": Path(item["image"]).stem,
+                    "image": image,
+                    "caption": captions[0],
+                    "label": labels,
+                }
+            )
+        if split == "test":
+            paths["test"] = write_jsonl(out / "test.jsonl", rows)
+        else:
+            paths["train"] = write_jsonl(out / "train.jsonl", rows[:1800])
+            paths["val"] = write_jsonl(out / "val.jsonl", rows[1800:])
+    return paths

@@ -1,0 +1,28 @@
+"""Real eSpeak NG synthesis from the espeakng-loader wheel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polyfuse.datasets.speech import Espeak
+from polyfuse.errors import PolyfuseError
+
+
+def test_renders_audible_speech_whose_length_follows_the_text() -> None:
+    tts = Espeak.get()
+    short = tts.say("one")
+    long = tts.say("one two three four five six")
+    assert tts.sample_rate == 22050
+    assert short.dtype == np.float32 and 0.1 < short.size / tts.sample_rate < 1.5
+    assert long.size > 3 * short.size
+    assert 0.01 < float(np.sqrt(np.mean(short**2))) < 1.0
+
+
+def test_voices_differ_and_unknown_voice_is_an_error() -> None:
+    tts = Espeak.get()
+    a, b = tts.say("seven", "en-us+m3", pitch=30), tts.say("seven", "en-us+f3", pitch=80)
+    n = min(a.size, b.size)
+    assert not np.allclose(a[:n], b[:n])
+    with pytest.raises(PolyfuseError, match="unknown eSpeak voice"):
+        tts.say("x", voice="no-such-voice")
