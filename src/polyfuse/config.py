@@ -176,7 +176,12 @@ class TrainConfig:
         clip_norm: gradient-norm clipping (0 disables).
         precision: ``auto`` (bf16 autocast where the device supports it fast:
             CUDA with bf16), ``bf16`` or ``fp32``.
-        metric: validation metric for early stopping and best-checkpoint choice.
+        metric: validation metric for early stopping and best-checkpoint choice; ties
+            are broken by the lower validation loss.
+        select: ``full`` scores a checkpoint on samples with all their modalities;
+            ``subsets`` on the mean over that and every single modality alone (a
+            model meant to survive missing inputs is chosen for it); ``auto`` is
+            ``subsets`` when any modality dropout is configured.
         patience: epochs without improvement before stopping (0 disables).
         seed: seed for weights, shuffling and modality dropout.
         num_workers: DataLoader worker processes.
@@ -200,6 +205,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     precision: str = "auto"
     metric: str = "auto"
+    select: str = "auto"
     patience: int = 5
     seed: int = 0
     num_workers: int = 0
@@ -225,6 +231,8 @@ class TrainConfig:
         """Cross-field validation."""
         if self.precision not in PRECISIONS:
             raise ConfigError("train.precision", f"must be one of {', '.join(PRECISIONS)}")
+        if self.select not in ("auto", "full", "subsets"):
+            raise ConfigError("train.select", "must be auto, full or subsets")
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ConfigError("train.on_bad_row", "must be 'skip' or 'fail'")
         for key in ("epochs", "batch_size", "grad_accum"):

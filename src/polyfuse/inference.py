@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +28,8 @@ class Collected:
         targets: stacked targets, when every row had one.
         bad_rows: rows that failed to load.
         modalities: the model's modality order.
+        subset_logits: ``"a+b"`` -> ``(N, K)`` logits when only those modalities were
+            shown to the fusion (encoders ran once per batch; see `collect`).
     """
 
     indices: list[int]
@@ -39,9 +41,15 @@ class Collected:
     targets: Tensor | None
     modalities: tuple[str, ...]
     bad_rows: list[BadRow] = field(default_factory=list)
+    subset_logits: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def subset_key(subset: Iterable[str]) -> str:
+    """Name of a modality subset: sorted names joined by ``+``."""
+    return "+".join(sorted(subset))
 
 
 @torch.no_grad()
@@ -52,12 +60,19 @@ def collect(
     precision: str = "fp32",
     progress: bool = False,
     desc: str = "predicting",
+    subsets: Sequence[Collection[str]] = (),
 ) -> Collected:
-    """Run ``model`` in eval mode over ``batches``; outputs are sorted by row index."""
+    """Run ``model`` in eval mode over ``batches``; outputs are sorted by row index.
+
+    Args:
+        subsets: modality subsets to also fuse for every batch, reusing the encoder
+            outputs (only fusion and heads run again).
+    """
     model.eval()
     parts: dict[str, list[Tensor]] = {"logits": [], "embedding": [], "weights": [], "targets": []}
     uni: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
     pres: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    sub_parts: dict[str, list[Tensor]] = {subset_key(s): [] for s in subsets}
     indices: list[int] = []
     bad: list[BadRow] = []
     all_targets = True
@@ -67,7 +82,13 @@ def collect(
             continue
         on_device = batch.to(device)
         with autocast(device, precision):
-            out = model(on_device.inputs, on_device.size)
+            encoded = model.encode(on_device.inputs, on_device.size)
+            out = model.fuse(encoded)
+            for subset in subsets:
+                shown = {m: encoded.present[m] & (m in subset) for m in model.modalities}
+                sub_parts[subset_key(subset)].append(
+                    model.fuse(encoded, shown).logits.float().cpu()
+                )
         indices += batch.indices
         parts["logits"].append(out.logits.float().cpu())
         parts["embedding"].append(out.embedding.float().cpu())
@@ -109,4 +130,5 @@ def collect(
         targets=cat(parts["targets"]) if all_targets and parts["targets"] else None,
         modalities=model.modalities,
         bad_rows=sorted(bad, key=lambda b: b.index),
+        subset_logits={k: cat(v) for k, v in sub_parts.items()},
     )

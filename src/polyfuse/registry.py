@@ -7,10 +7,11 @@ configs can store names and rebuild components later.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
-from polyfuse.errors import RegistryError
+from polyfuse.errors import ConfigError, RegistryError
 
 T = TypeVar("T")
 
@@ -50,9 +51,23 @@ class Registry(Generic[T]):
                 hint=hint,
             ) from None
 
-    def build(self, name: str, /, **kwargs: object) -> T:
-        """Build the component registered as ``name`` with keyword arguments."""
-        return self.get(name)(**kwargs)
+    def build(self, name: str, /, *args: object, where: str, params: Mapping[str, Any]) -> T:
+        """Build ``name`` from positional parts plus configured keyword ``params``.
+
+        Unknown parameter names are a `ConfigError` at ``where.<key>`` listing the valid
+        ones (the builder's keyword parameters after the positional parts).
+        """
+        builder = self.get(name)
+        target = builder.__init__ if inspect.isclass(builder) else builder
+        names = [p for p in inspect.signature(target).parameters if p != "self"]
+        accepted = names[len(args) :]
+        for key in params:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{where}.{key}",
+                    f"unknown parameter of {self.kind} '{name}'; valid: {', '.join(accepted)}",
+                )
+        return builder(*args, **params)
 
     def list(self) -> list[str]:
         """Registered names, sorted."""

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from polyfuse.config import Config
 from polyfuse.errors import InvalidInputError
+from polyfuse.predict import Predictor
 from polyfuse.train import Trainer
 from tests.conftest import SMALL_CONFIG
 
@@ -35,6 +36,8 @@ def test_training_writes_artifact_and_jsonl_log(
         "val_loss",
         "val_accuracy",
         "val_macro_f1/text",
+        "val_macro_f1@audio",
+        "selection_score",
         "lr",
         "seconds",
     ):
@@ -42,6 +45,16 @@ def test_training_writes_artifact_and_jsonl_log(
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     assert result.metrics["accuracy"] > 0.6, "the synthetic task is easy"
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_bf16_autocast_path_trains(
+    synthetic: Callable[..., tuple[Path, Path]], tmp_path: Path
+) -> None:
+    train, val = synthetic(24)
+    result = Trainer(_config(epochs=1, precision="bf16"), tmp_path / "run", progress=False).fit(
+        train, val
+    )
+    assert result.history[0]["train_loss"] > 0 and result.metrics["n"] == 6
 
 
 def test_same_seed_same_run(synthetic: Callable[..., tuple[Path, Path]], tmp_path: Path) -> None:
@@ -64,11 +77,9 @@ def test_resume_after_interruption_reaches_the_same_weights(
 
     original = Trainer._checkpoint
 
-    def stop_after_two(
-        self: Trainer, model: Any, opt: Any, sched: Any, state: Any, *rest: Any
-    ) -> None:
-        original(self, model, opt, sched, state, *rest)
-        if state.epoch == 2:
+    def stop_after_two(self: Trainer, run: Any) -> None:
+        original(self, run)
+        if run.state.epoch == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "_checkpoint", stop_after_two)
@@ -129,3 +140,27 @@ def test_without_validation_a_tenth_is_held_out(
     train, _ = synthetic(40)
     result = Trainer(_config(epochs=1), tmp_path / "run", progress=False).fit(train)
     assert result.metrics["n"] == 3 and result.artifact.metrics["train_rows"] == 27
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_multilabel_and_regression_tasks(tmp_path: Path, task: str) -> None:
+    from tests.conftest import write_manifest, write_synthetic
+
+    rows = write_synthetic(tmp_path / "data", 40)
+    for r in rows:
+        y = int(r["label"][1])
+        r["label"] = (
+            ([r["label"], "even"] if y % 2 == 0 else [r["label"]])
+            if task == "multilabel"
+            else float(y) * 1.5
+        )
+    train = write_manifest(tmp_path / "data" / "train.jsonl", rows[:30])
+    val = write_manifest(tmp_path / "data" / "val.jsonl", rows[30:])
+    raw = {**SMALL_CONFIG, "task": task, "train": {**SMALL_CONFIG["train"], "epochs": 4}}
+    result = Trainer(Config.from_dict(raw), tmp_path / "run", progress=False).fit(train, val)
+    pred = Predictor.load(result.path, device="cpu").predict({"text": "red apple number 1"})
+    if task == "multilabel":
+        assert set(result.artifact.task.labels) == {"c0", "c1", "c2", "even"}
+        assert isinstance(pred.label, list) and result.metrics["micro_f1"] > 0.3
+    else:
+        assert isinstance(pred.label, float) and result.metrics["rmse"] < 1.5

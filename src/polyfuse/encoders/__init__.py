@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask, masked_mean
@@ -60,17 +59,9 @@ def resolve_contract(
 
 def build_encoder(name: str, contract: ModalityContract, params: dict[str, Any]) -> Encoder:
     """Build encoder ``name`` for ``contract``; unknown parameters are config errors."""
-    cls = encoder_class(name)
-    accepted = [
-        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "contract")
-    ]
-    for key in params:
-        if key not in accepted:
-            raise ConfigError(
-                f"modalities.{contract.name}.encoder.{key}",
-                f"unknown parameter of '{name}'; valid: {', '.join(accepted)}",
-            )
-    return cls(contract, **params)
+    return ENCODERS.build(
+        name, contract, where=f"modalities.{contract.name}.encoder", params=params
+    )
 
 
 def encoders_for(kind: str) -> list[str]:

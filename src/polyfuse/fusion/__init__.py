@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from polyfuse.errors import ConfigError
 from polyfuse.fusion.base import Fusion, FusionOutput, masked_softmax, mlp
 from polyfuse.fusion.modules import (
     ConcatFusion,
@@ -32,20 +30,7 @@ def build_fusion(
     name: str, modalities: Sequence[str], dim: int, num_outputs: int, params: dict[str, Any]
 ) -> Fusion:
     """Build fusion ``name``; unknown parameters are config errors naming the valid ones."""
-    cls: Any = FUSIONS.get(name)
-    accepted = [
-        p
-        for p in inspect.signature(cls.__init__).parameters
-        if p not in ("self", "modalities", "dim", "num_outputs")
-    ]
-    for key in params:
-        if key not in accepted:
-            raise ConfigError(
-                f"model.fusion.{key}",
-                f"unknown parameter of '{name}'; valid: {', '.join(accepted)}",
-            )
-    fusion: Fusion = cls(modalities, dim, num_outputs, **params)
-    return fusion
+    return FUSIONS.build(name, modalities, dim, num_outputs, where="model.fusion", params=params)
 
 
 __all__ = [

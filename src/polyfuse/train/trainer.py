@@ -77,13 +77,27 @@ class TrainResult:
 class _State:
     epoch: int = 0
     step: int = 0
-    best_score: float = float("-inf")
+    best_score: tuple[float, float] = (float("-inf"), float("-inf"))
     best_epoch: int = 0
     best_state: dict[str, Tensor] | None = None
     best_metrics: dict[str, Any] = field(default_factory=dict)
     stale: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """Everything one training run mutates, passed around as one object."""
+
+    model: MultimodalModel
+    task: Task
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    train_ds: MultimodalDataset
+    state: _State = field(default_factory=_State)
+    gen: torch.Generator = field(default_factory=torch.Generator)
+    monitor: StallMonitor = field(default_factory=StallMonitor)
 
 
 class Trainer:
@@ -140,42 +154,52 @@ class Trainer:
         val_loader = self._loader(val_ds, shuffle=False)
         steps = self.cfg.epochs * max(1, -(-len(loader) // self.cfg.grad_accum))
         optimizer, schedule = make_optimizer(model, self.config, steps)
-        state = _State()
-        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-        monitor = StallMonitor(self.cfg.stall_epochs, self.cfg.stall_tolerance)
+        run = _Run(
+            model,
+            task,
+            optimizer,
+            schedule,
+            train_ds,
+            gen=torch.Generator().manual_seed(self.cfg.seed + 1),
+            monitor=StallMonitor(self.cfg.stall_epochs, self.cfg.stall_tolerance),
+        )
+        state = run.state
         if self.resume:
-            self._restore(model, optimizer, schedule, state, gen, monitor, train_ds)
+            self._restore(run)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / "metrics.jsonl"
         if not self.resume:
             log_path.unlink(missing_ok=True)
         for epoch in range(state.epoch + 1, self.cfg.epochs + 1):
             loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
-            train_stats = self._train_epoch(
-                model, loader, optimizer, schedule, task, gen, state, epoch
-            )
+            train_stats = self._train_epoch(run, loader, epoch)
             outputs = collect(
-                model, val_loader, self.device, self.cfg.precision, self.progress, desc="validating"
+                model,
+                val_loader,
+                self.device,
+                self.cfg.precision,
+                self.progress,
+                desc="validating",
+                subsets=self._selection_subsets(),
             )
             record = self._record(
+                run,
                 epoch,
                 train_stats,
                 outputs,
-                task,
-                schedule,
                 time.perf_counter() - t0,
                 feature_seconds if epoch == 1 else 0.0,
             )
             t0 = time.perf_counter()
-            for warning in monitor.update(train_stats["modality_loss"]):
+            for warning in run.monitor.update(train_stats["modality_loss"]):
                 log.warning(warning)
                 state.warnings.append(warning)
                 record.setdefault("warnings", []).append(warning)
+            improved = self._track_best(run, record, outputs, epoch)
             self._log(log_path, record)
             state.history.append(record)
-            improved = self._track_best(model, state, record, outputs, task, epoch)
             state.epoch = epoch
-            self._checkpoint(model, optimizer, schedule, state, gen, monitor, train_ds)
+            self._checkpoint(run)
             if not improved and self.cfg.patience and state.stale >= self.cfg.patience:
                 log.info(
                     "early stopping: no %s improvement for %d epochs",
@@ -285,17 +309,8 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ loop
-    def _train_epoch(
-        self,
-        model: MultimodalModel,
-        loader: DataLoader[Any],
-        optimizer: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LambdaLR,
-        task: Task,
-        gen: torch.Generator,
-        state: _State,
-        epoch: int,
-    ) -> dict[str, Any]:
+    def _train_epoch(self, run: _Run, loader: DataLoader[Any], epoch: int) -> dict[str, Any]:
+        model, task = run.model, run.task
         model.train()
         drop = {m: mod.dropout for m, mod in self.config.modalities.items()}
         totals = {"loss": 0.0, "n": 0}
@@ -303,7 +318,7 @@ class Trainer:
         mod_n = dict.fromkeys(model.modalities, 0)
         accum = self.cfg.grad_accum
         pending = 0
-        optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad(set_to_none=True)
         pbar = bar(
             loader, enabled=self.progress, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False
         )
@@ -313,7 +328,7 @@ class Trainer:
             batch = cpu_batch.to(self.device)
             with autocast(self.device, self.cfg.precision):
                 encoded = model.encode(batch.inputs, batch.size)
-                out = model.fuse(encoded, modality_dropout(encoded.present, drop, gen))
+                out = model.fuse(encoded, modality_dropout(encoded.present, drop, run.gen))
                 loss, fused, per_mod = self._losses(task, out, encoded.present, batch)
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -323,7 +338,7 @@ class Trainer:
             (loss / accum).backward()
             pending += 1
             if pending == accum:
-                self._step(model, optimizer, schedule, state)
+                self._step(run)
                 pending = 0
             totals["loss"] += float(fused.detach()) * batch.size
             totals["n"] += batch.size
@@ -332,7 +347,7 @@ class Trainer:
                 mod_n[m] += count
             pbar.set_postfix(loss=f"{totals['loss'] / totals['n']:.4f}")
         if pending:
-            self._step(model, optimizer, schedule, state)
+            self._step(run)
         if totals["n"] == 0:
             raise TrainingError(
                 "every training row was bad; nothing to train on",
@@ -363,58 +378,64 @@ class Trainer:
             total = total + (mod.loss_weight or 1.0) * aux
         return total, fused, per_mod
 
-    def _step(
-        self,
-        model: MultimodalModel,
-        optimizer: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LambdaLR,
-        state: _State,
-    ) -> None:
+    def _step(self, run: _Run) -> None:
         if self.cfg.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], self.cfg.clip_norm
+                [p for p in run.model.parameters() if p.requires_grad], self.cfg.clip_norm
             )
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
+        run.optimizer.step()
+        run.schedule.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.state.step += 1
 
     # ------------------------------------------------------------------ bookkeeping
     def _metric(self, task: Task) -> str:
         return task.default_metric() if self.cfg.metric == "auto" else self.cfg.metric
 
+    @staticmethod
+    def _score(task: Task, logits: Tensor, targets: Tensor, metric: str) -> tuple[float, float]:
+        """Rounded mean loss and ``metric`` of some predictions."""
+        loss = float(task.loss(logits, targets).mean())
+        value = headline(task_metrics(task, task.probabilities(logits), targets)).get(metric, 0.0)
+        return round(loss, 6), round(float(value), 6)
+
+    def _selection_subsets(self) -> list[tuple[str, ...]]:
+        """Single-modality subsets a checkpoint is also scored on (``train.select``)."""
+        mods = list(self.config.modalities)
+        select = self.cfg.select
+        if select == "auto":
+            dropout = any(m.dropout > 0 for m in self.config.modalities.values())
+            select = "subsets" if dropout else "full"
+        return [(m,) for m in mods] if select == "subsets" and len(mods) > 1 else []
+
     def _record(
         self,
+        run: _Run,
         epoch: int,
         train_stats: dict[str, Any],
         val: Collected,
-        task: Task,
-        schedule: torch.optim.lr_scheduler.LambdaLR,
         seconds: float,
         feature_seconds: float,
     ) -> dict[str, Any]:
+        task = run.task
         record: dict[str, Any] = {"epoch": epoch, "train_loss": round(train_stats["loss"], 6)}
         for m, v in train_stats["modality_loss"].items():
             record[f"train_loss/{m}"] = round(v, 6)
         if len(val) and val.targets is not None:
-            record["val_loss"] = round(float(task.loss(val.logits, val.targets).mean()), 6)
-            metrics = headline(task_metrics(task, task.probabilities(val.logits), val.targets))
+            targets = val.targets
+            record["val_loss"] = round(float(task.loss(val.logits, targets).mean()), 6)
+            metrics = headline(task_metrics(task, task.probabilities(val.logits), targets))
             record.update({f"val_{k}": round(v, 6) for k, v in metrics.items() if k != "n"})
-            for m in val.modalities:
+            metric = self._metric(task)
+            for m in val.modalities:  # auxiliary (unimodal) heads, where the modality exists
                 rows = val.present[m]
                 if bool(rows.any()):
-                    uni = headline(
-                        task_metrics(
-                            task, task.probabilities(val.unimodal[m][rows]), val.targets[rows]
-                        )
-                    )
-                    record[f"val_loss/{m}"] = round(
-                        float(task.loss(val.unimodal[m][rows], val.targets[rows]).mean()), 6
-                    )
-                    record[f"val_{self._metric(task)}/{m}"] = round(
-                        uni.get(self._metric(task), 0), 6
-                    )
-        record["lr"] = schedule.get_last_lr()[-1]
+                    loss, score = self._score(task, val.unimodal[m][rows], targets[rows], metric)
+                    record[f"val_loss/{m}"], record[f"val_{metric}/{m}"] = loss, score
+            for key, logits in val.subset_logits.items():  # the fusion shown only `key`
+                loss, score = self._score(task, logits, targets, metric)
+                record[f"val_loss@{key}"], record[f"val_{metric}@{key}"] = loss, score
+        record["lr"] = run.schedule.get_last_lr()[-1]
         record["seconds"] = round(seconds, 3)
         if feature_seconds:
             record["feature_seconds"] = round(feature_seconds, 3)
@@ -433,15 +454,8 @@ class Trainer:
         parts.append(f"{record['seconds']:.1f}s")
         log.info("  ".join(parts))
 
-    def _track_best(
-        self,
-        model: MultimodalModel,
-        state: _State,
-        record: dict[str, Any],
-        val: Collected,
-        task: Task,
-        epoch: int,
-    ) -> bool:
+    def _track_best(self, run: _Run, record: dict[str, Any], val: Collected, epoch: int) -> bool:
+        model, task, state = run.model, run.task, run.state
         metric = self._metric(task)
         key = "val_loss" if metric == "loss" else f"val_{metric}"
         if key not in record:
@@ -450,9 +464,12 @@ class Trainer:
                     f"train.metric '{metric}' is not computed for task '{task.name}'",
                     hint="use auto, loss, accuracy or macro_f1",
                 )
-            score = -record["train_loss"]  # no usable validation rows
+            score = (-record["train_loss"], 0.0)  # no usable validation rows
         else:
-            score = -record[key] if metric == "loss" else record[key]
+            keys = [key] + [f"{key}@{k}" for k in val.subset_logits]
+            values = [-record[k] if metric == "loss" else record[k] for k in keys]
+            score = (sum(values) / len(values), -record["val_loss"])  # ties: lower loss wins
+            record["selection_score"] = round(score[0], 6)
         if score > state.best_score:
             state.best_score, state.best_epoch, state.stale = score, epoch, 0
             state.best_state = copy.deepcopy(trainable_state_dict(model))
@@ -463,44 +480,26 @@ class Trainer:
         state.stale += 1
         return False
 
-    def _checkpoint(
-        self,
-        model: MultimodalModel,
-        optimizer: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LambdaLR,
-        state: _State,
-        gen: torch.Generator,
-        monitor: StallMonitor,
-        train_ds: MultimodalDataset,
-    ) -> None:
+    def _checkpoint(self, run: _Run) -> None:
         folder = self.out_dir / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
         payload = {
-            "state": {**state.__dict__},
-            "model": trainable_state_dict(model),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
+            "state": {**run.state.__dict__},
+            "model": trainable_state_dict(run.model),
+            "optimizer": run.optimizer.state_dict(),
+            "schedule": run.schedule.state_dict(),
             "rng": rng_state(),
-            "dropout_rng": gen.get_state(),
-            "monitor": monitor.state_dict(),
+            "dropout_rng": run.gen.get_state(),
+            "monitor": run.monitor.state_dict(),
             "config": self.config.to_dict(),
             # lengths learned while loading drive batch grouping: a resumed run needs them
-            "train_lengths": list(train_ds.lengths),
+            "train_lengths": list(run.train_ds.lengths),
         }
         tmp = folder / "last.pt.tmp"
         torch.save(payload, tmp)
         tmp.replace(folder / "last.pt")
 
-    def _restore(
-        self,
-        model: MultimodalModel,
-        optimizer: torch.optim.Optimizer,
-        schedule: torch.optim.lr_scheduler.LambdaLR,
-        state: _State,
-        gen: torch.Generator,
-        monitor: StallMonitor,
-        train_ds: MultimodalDataset,
-    ) -> None:
+    def _restore(self, run: _Run) -> None:
         path = self.out_dir / "checkpoints" / "last.pt"
         if not path.is_file():
             log.info("no checkpoint at %s: starting from scratch", path)
@@ -511,16 +510,16 @@ class Trainer:
                 f"{path} was written with a different config",
                 hint="resume with the same config, or use a new --out folder",
             )
-        model.load_state_dict(ckpt["model"], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
+        run.model.load_state_dict(ckpt["model"], strict=False)
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.schedule.load_state_dict(ckpt["schedule"])
         for key, value in ckpt["state"].items():
-            setattr(state, key, value)
+            setattr(run.state, key, value)
         set_rng_state(ckpt["rng"])
-        gen.set_state(ckpt["dropout_rng"])
-        monitor.load_state_dict(ckpt["monitor"])
-        train_ds.lengths[:] = ckpt["train_lengths"]
-        log.info("resumed from %s after epoch %d", path, state.epoch)
+        run.gen.set_state(ckpt["dropout_rng"])
+        run.monitor.load_state_dict(ckpt["monitor"])
+        run.train_ds.lengths[:] = ckpt["train_lengths"]
+        log.info("resumed from %s after epoch %d", path, run.state.epoch)
 
     def _finish(
         self,
