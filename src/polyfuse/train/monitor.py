@@ -11,15 +11,17 @@ class StallMonitor:
     A modality is *stalled* when its loss improved by less than ``tolerance``
     (relative) over the last ``window`` epochs while some other modality
     improved by more than twice that: the fusion is probably learning to ignore it.
+    A loss already below ``converged`` times its first value has converged, not stalled.
 
     Args:
         window: epochs to look back.
         tolerance: relative improvement below which a loss counts as flat.
     """
 
-    def __init__(self, window: int = 3, tolerance: float = 0.01) -> None:
+    def __init__(self, window: int = 3, tolerance: float = 0.01, converged: float = 0.1) -> None:
         self.window = window
         self.tolerance = tolerance
+        self.converged = converged
         self.history: dict[str, list[float]] = {}
         self._warned: set[str] = set()
 
@@ -33,7 +35,8 @@ class StallMonitor:
         warnings = []
         for m, gain in gains.items():
             others = [g for n, g in gains.items() if n != m]
-            if gain < self.tolerance and others and max(others) > 2 * self.tolerance:
+            done = self.history[m][-1] < self.converged * self.history[m][0]
+            if gain < self.tolerance and not done and others and max(others) > 2 * self.tolerance:
                 if m not in self._warned:
                     self._warned.add(m)
                     best = max(others)
