@@ -49,8 +49,8 @@ class SpokenDigitsSpec:
     train: int = 2000
     val: int = 300
     test: int = 600
-    image_noise: float = 0.5
-    snr_db: tuple[float, float] = (-3.0, 6.0)
+    image_noise: float = 0.65
+    snr_db: tuple[float, float] = (-13.0, -5.0)
     sample_rate: int = 8000
     seed: int = 0
 

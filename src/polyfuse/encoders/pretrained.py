@@ -108,8 +108,16 @@ class HFTextEncoder(Encoder):
             raise DependencyError(
                 "transformers", f"the text encoder '{model}'", "pretrained"
             ) from exc
+        from transformers.utils import logging as hf_logging
+
         self._model_dir = resolve(model)
-        self.net = AutoModel.from_pretrained(str(self._model_dir))
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar per model load is noise in our logs
+        try:
+            self.net = AutoModel.from_pretrained(str(self._model_dir))
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
         self.normalize = normalize
         self.out_dim = int(self.net.config.hidden_size)
         if not trainable:
