@@ -51,7 +51,7 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True) -> dict[str,
     from polyfuse.train import Trainer
 
     start = time.perf_counter()
-    spec = SpokenDigitsSpec(train=600, val=150, test=300) if quick else SpokenDigitsSpec()
+    spec = SpokenDigitsSpec(train=1000, val=200, test=300) if quick else SpokenDigitsSpec()
     print(
         f"[1/3] building spoken + written digits in {out / 'data'} "
         f"({spec.train} train, {spec.val} val, {spec.test} test; test voices unseen)"
@@ -59,7 +59,7 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True) -> dict[str,
     paths = build(out / "data", spec, progress)
     raw = dict(DEMO_CONFIG)
     if quick:
-        raw = {**raw, "train": {**raw["train"], "epochs": 5}}
+        raw = {**raw, "train": {**raw["train"], "epochs": 8}}
     config = Config.from_dict(raw)
     print(
         f"[2/3] training {config.model.fusion.name} fusion over image + audio "

@@ -26,3 +26,26 @@ def test_voices_differ_and_unknown_voice_is_an_error() -> None:
     assert not np.allclose(a[:n], b[:n])
     with pytest.raises(PolyfuseError, match="unknown eSpeak voice"):
         tts.say("x", voice="no-such-voice")
+
+
+def test_demo_voices_render_identically_in_every_process() -> None:
+    """The demo data must not change between runs (eSpeak's "breath" variants add noise)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib\n"
+        "from polyfuse.datasets.speech import Espeak\n"
+        "from polyfuse.datasets.spoken_digits import TEST_VOICES, TRAIN_VOICES\n"
+        "h = hashlib.sha256()\n"
+        "for v in (*TRAIN_VOICES, *TEST_VOICES):\n"
+        "    h.update(Espeak.get().say('three', v, rate=150, pitch=40).tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert len(runs) == 1
