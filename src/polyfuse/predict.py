@@ -247,13 +247,7 @@ class Predictor:
             self.attach_features([ds], progress)
         out = self.run(ds, progress)
         preds = self.decode(out, [manifest.rows[i] for i in out.indices])
-        problems = [
-            BadRow(p.index, str(p.index), InvalidInputError("manifest", p.message))
-            for p in manifest.problems
-        ]
-        return PredictionRun(
-            preds, [manifest.rows[i] for i in out.indices], problems + out.bad_rows, out
-        )
+        return PredictionRun(preds, [manifest.rows[i] for i in out.indices], ds.problem_rows(), out)
 
     def decode(self, out: Collected, rows: Sequence[Row]) -> list[Prediction]:
         """Typed predictions from collected model outputs."""

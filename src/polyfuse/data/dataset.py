@@ -202,6 +202,15 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         """Bad rows found so far, in row order."""
         return [self._known_bad[i] for i in sorted(self._known_bad)]
 
+    def problem_rows(self) -> list[BadRow]:
+        """Every row to report: unparseable manifest lines, then rows that failed loading."""
+        path = self.manifest.path
+        unparsed = [
+            BadRow(p.index, str(p.index), ManifestError(path, p.message, row=p.index + 1))
+            for p in self.manifest.problems
+        ]
+        return unparsed + self.bad_rows
+
     def _example(self, index: int, row: Row) -> Example:
         target = None
         if self.task is not None and row.label is not None:

@@ -85,4 +85,4 @@ def evaluate(
         )
     task = predictor.artifact.task
     metrics = task_metrics(task, task.probabilities(out.logits), out.targets)
-    return EvaluationResult(metrics, tuple(ds.contracts), out.bad_rows, out)
+    return EvaluationResult(metrics, tuple(ds.contracts), ds.problem_rows(), out)

@@ -28,7 +28,7 @@ from polyfuse.data.features import attach_frozen_features
 from polyfuse.data.manifest import Manifest
 from polyfuse.data.sampler import LengthGroupedBatchSampler
 from polyfuse.encoders.cache import default_cache_dir
-from polyfuse.errors import ManifestError, PolyfuseError, TrainingError
+from polyfuse.errors import PolyfuseError, TrainingError
 from polyfuse.evaluation.metrics import headline, task_metrics
 from polyfuse.inference import Collected, collect
 from polyfuse.modalities import ModalityContract
@@ -533,7 +533,7 @@ class Trainer:
         if state.best_state is not None:
             model.load_state_dict(state.best_state, strict=False)
         model.eval()
-        bad = self._bad_rows(train_ds) + self._bad_rows(val_ds)
+        bad = train_ds.problem_rows() + val_ds.problem_rows()
         self._write_bad_rows(bad)
         metrics = {
             "best_epoch": state.best_epoch,
@@ -549,15 +549,6 @@ class Trainer:
         return TrainResult(
             artifact, path, state.history, state.best_epoch, state.best_metrics, bad, state.warnings
         )
-
-    def _bad_rows(self, ds: MultimodalDataset) -> list[BadRow]:
-        problems = [
-            BadRow(
-                p.index, str(p.index), ManifestError(ds.manifest.path, p.message, row=p.index + 1)
-            )
-            for p in ds.manifest.problems
-        ]
-        return problems + ds.bad_rows
 
     def _write_bad_rows(self, bad: list[BadRow]) -> None:
         path = self.out_dir / "bad_rows.jsonl"
