@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,8 +65,11 @@ class FrozenFeatures(FeatureSource):
                     base_dir=dataset.manifest.base_dir,
                     max_bytes=getattr(contract, "max_bytes", 2**31),
                 ).data
-            else:
-                raw = value if isinstance(value, str | bytes) else repr(value)
+            elif isinstance(value, str | bytes):
+                raw = value
+            else:  # an in-memory array or image: hash its bytes, shape and dtype
+                arr = np.ascontiguousarray(np.asarray(value))
+                raw = f"{arr.dtype}{arr.shape}".encode() + arr.tobytes()
             self._keys[memo] = content_hash(self._fingerprint.encode() + content_hash(raw).encode())
         return self._keys[memo]
 
