@@ -68,15 +68,19 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     cfg.setdefault("train", {})["seed"] = job["seed"]
     if job.get("epochs"):
         cfg["train"]["epochs"] = job["epochs"]
-    start = time.perf_counter()
     out = Path(job["work"]) / "runs" / f"{job['variant']}-{job['name']}-s{job['seed']}"
-    result = Trainer(Config.from_dict(cfg), out, progress=False).fit(job["train"], job["val"])
-    seconds = time.perf_counter() - start
+    finished = (out / "artifact.json").exists() and (out / "metrics.json").exists()
+    if not (job["resume"] and finished):  # a finished run is only evaluated again
+        resume = job["resume"] and (out / "checkpoints" / "last.pt").exists()
+        trainer = Trainer(Config.from_dict(cfg), out, progress=False, resume=resume)
+        trainer.fit(job["train"], job["val"])
+    # epoch times from the run's log, so resumed runs report what training took
+    seconds = sum(json.loads(line)["seconds"] for line in (out / "metrics.jsonl").open())
     row: dict[str, Any] = {
         "variant": job["variant"],
         "model": job["name"],
         "seed": job["seed"],
-        "epochs": result.best_epoch,
+        "epochs": json.loads((out / "metrics.json").read_text())["best_epoch"],
         "train_seconds": round(seconds, 1),
     }
     mods = list(cfg["modalities"])
@@ -84,7 +88,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if len(mods) > 1:
         feeds += [(f"{m} only", [m]) for m in mods]
     for label, keep in feeds:
-        res = evaluate(result.path, job["test"], modalities=keep, progress=False, device="cpu")
+        res = evaluate(out, job["test"], modalities=keep, progress=False, device="cpu")
         row[label] = round(res.metrics["accuracy"], 4)
     print(
         f"  {job['variant']:<5} {job['name']:<24} seed {job['seed']}: "
@@ -172,6 +176,11 @@ def main() -> int:
     parser.add_argument("--test-speaker", default="theo")
     parser.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
     parser.add_argument("--json", dest="json_out", help="write all rows and summaries here")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished runs under --work and continue interrupted ones from their checkpoint",
+    )
     args = parser.parse_args()
 
     from polyfuse.datasets.av_digits import AVDigitsSpec, build
@@ -199,6 +208,7 @@ def main() -> int:
                         "epochs": args.epochs,
                         "threads": threads,
                         "work": args.work,
+                        "resume": args.resume,
                         **{k: str(v) for k, v in paths.items()},
                     }
                 )
