@@ -74,6 +74,10 @@ class ModalityConfig:
         adapter_lr: learning rate of the adapter and auxiliary head.
         loss_weight: weight of this modality's auxiliary (unimodal) loss; 0 keeps
             the auxiliary head for analysis without letting it shape the encoder.
+        noise: probability of replacing this modality's input with pure noise for a
+            training sample that has another modality (label unchanged), so the model
+            learns that an uninformative input (dead microphone, blank frame) carries
+            no evidence instead of trusting it. Image, audio and time series.
     """
 
     kind: str
@@ -83,6 +87,7 @@ class ModalityConfig:
     encoder_lr: float | None = None
     adapter_lr: float | None = None
     loss_weight: float = 0.3
+    noise: float = 0.0
 
     @classmethod
     def parse(cls, name: str, value: Any) -> ModalityConfig:
@@ -102,7 +107,12 @@ class ModalityConfig:
             encoder_lr=_opt_float(value.get("encoder_lr")),
             adapter_lr=_opt_float(value.get("adapter_lr")),
             loss_weight=float(value.get("loss_weight", 0.3)),
+            noise=float(value.get("noise", 0.0)),
         )
+        if not 0.0 <= out.noise < 1.0:
+            raise ConfigError(f"{where}.noise", f"must be in [0, 1), got {out.noise}")
+        if out.noise and out.kind == "text":
+            raise ConfigError(f"{where}.noise", "noise substitution has no text noise model")
         if not 0.0 <= out.dropout < 1.0:
             raise ConfigError(f"{where}.dropout", f"must be in [0, 1), got {out.dropout}")
         if out.loss_weight < 0:
@@ -119,6 +129,7 @@ class ModalityConfig:
             "encoder_lr": self.encoder_lr,
             "adapter_lr": self.adapter_lr,
             "loss_weight": self.loss_weight,
+            "noise": self.noise,
         }
 
 

@@ -196,6 +196,28 @@ class AudioContract(ModalityContract):
         """Number of spectrogram frames."""
         return int(x.shape[-1])
 
+    def noise(self, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """White, pink or brown noise at a random level (or near-silence), as log-mel
+        with as many frames as ``like``."""
+        frames = int(like.shape[-1])
+        n = max(self.n_fft, (frames - 1) * self.hop_length)
+        white = rng.standard_normal(n)
+        colour = int(rng.integers(3))
+        if colour:  # pink (1/f) or brown (1/f^2) by spectral shaping
+            spec = np.fft.rfft(white)
+            f = np.maximum(np.arange(spec.size), 1.0)
+            white = np.fft.irfft(spec / f ** (0.5 * colour), n)
+        wave = white / (np.sqrt(np.mean(white**2)) + 1e-12) * 10 ** rng.uniform(-4, -0.5)
+        x = self.preprocess(wave.astype(np.float32))
+        if x.shape[-1] < frames:
+            x = torch.nn.functional.pad(x, (0, frames - x.shape[-1]))
+        return x[..., :frames]
+
+    def sample_view(self, batch: ModalityBatch, row: int) -> Tensor:
+        """Row ``row`` cut to its frame length."""
+        data = batch.data[row]
+        return data if batch.lengths is None else data[..., : int(batch.lengths[row])]
+
     def collate(self, items: Sequence[Tensor], present: Tensor) -> ModalityBatch:
         """Pad spectrograms along time: ``(P, n_mels, T_max)`` with frame lengths."""
         data, lengths = pad_stack(items, dim=-1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -146,6 +147,19 @@ class ModalityContract(ABC):
     def padded_length(self, x: Tensor) -> int:
         """Size of a preprocessed tensor along the axis `collate` pads (for length bucketing)."""
         return 1
+
+    def noise(self, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """A preprocessed input of pure noise shaped like the preprocessed sample ``like``.
+
+        Used for noise substitution in training (``modalities.<name>.noise``): the
+        model learns that an uninformative input (a dead microphone, a blank frame)
+        carries no evidence. Contracts without a noise model raise `NotImplementedError`.
+        """
+        raise NotImplementedError(f"{self.kind} inputs have no noise model")
+
+    def sample_view(self, batch: ModalityBatch, row: int) -> Tensor:
+        """Unpadded view of data row ``row`` of a collated batch (writes edit the batch)."""
+        return batch.data[row]
 
     def fit(self, objs: Sequence[Any]) -> Self:
         """Return a contract whose data-dependent statistics are fitted on ``objs``."""

@@ -159,6 +159,20 @@ class ImageContract(ModalityContract):
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
         return (x - mean) / std  # (C, H, W)
 
+    def noise(self, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """Uniform, Gaussian or flat-grey noise image at a random level, preprocessed."""
+        height, width = self.size
+        shape = (height, width, self.channels)
+        kind = int(rng.integers(3))
+        level = rng.uniform(0, 255)
+        if kind == 0:
+            raw = rng.uniform(0, 255, shape)
+        elif kind == 1:
+            raw = rng.normal(level, rng.uniform(10, 80), shape)
+        else:
+            raw = np.full(shape, level) + rng.normal(0, 3, shape)
+        return self.preprocess(np.clip(raw, 0, 255).astype(np.uint8))
+
     def collate(self, items: Sequence[Tensor], present: Tensor) -> ModalityBatch:
         """Stack fixed-size images: ``(P, C, H, W)``."""
         return ModalityBatch(data=torch.stack(list(items)), present=present)

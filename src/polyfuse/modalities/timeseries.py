@@ -151,6 +151,21 @@ class TimeSeriesContract(ModalityContract):
         """Number of steps."""
         return int(x.shape[0])
 
+    def noise(self, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """Gaussian noise (white or random-walk) with as many steps and channels as ``like``."""
+        steps, channels = int(like.shape[0]), int(like.shape[1])
+        raw = rng.standard_normal((steps, channels))
+        if rng.random() < 0.5:
+            raw = np.cumsum(raw, axis=0) / np.sqrt(np.arange(1, steps + 1))[:, None]
+        mean = np.asarray(self.mean) if self.mean is not None else 0.0
+        std = np.asarray(self.std) if self.std is not None else 1.0
+        return self.preprocess((raw * std + mean).astype(np.float32))
+
+    def sample_view(self, batch: ModalityBatch, row: int) -> Tensor:
+        """Row ``row`` cut to its step length."""
+        data = batch.data[row]
+        return data if batch.lengths is None else data[: int(batch.lengths[row])]
+
     def collate(self, items: Sequence[Tensor], present: Tensor) -> ModalityBatch:
         """Pad along time: ``(P, T_max, C)`` with step lengths."""
         data, lengths = pad_stack(items, dim=0)

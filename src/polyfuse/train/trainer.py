@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -98,6 +99,7 @@ class _Run:
     state: _State = field(default_factory=_State)
     gen: torch.Generator = field(default_factory=torch.Generator)
     monitor: StallMonitor = field(default_factory=StallMonitor)
+    noise_rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
 
 class Trainer:
@@ -162,6 +164,7 @@ class Trainer:
             train_ds,
             gen=torch.Generator().manual_seed(self.cfg.seed + 1),
             monitor=StallMonitor(self.cfg.stall_epochs, self.cfg.stall_tolerance),
+            noise_rng=np.random.default_rng(self.cfg.seed + 2),
         )
         state = run.state
         if self.resume:
@@ -309,6 +312,27 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ loop
+    def _substitute_noise(self, run: _Run, batch: Batch) -> None:
+        """Noise substitution: replace inputs by pure noise in place (``modalities.*.noise``).
+
+        Only samples with at least one other modality are eligible, so every
+        substituted sample still carries evidence for its label.
+        """
+        probs = {m: c.noise for m, c in self.config.modalities.items() if c.noise > 0}
+        if not probs:
+            return
+        count = torch.stack([mb.present for mb in batch.inputs.values()]).sum(0)  # (B,)
+        for m, p in probs.items():
+            mb = batch.inputs.get(m)
+            if mb is None or mb.encoded:
+                continue
+            contract = run.train_ds.contracts[m]
+            rows = mb.present.nonzero().flatten().tolist()  # data row j <-> sample rows[j]
+            for j, sample in enumerate(rows):
+                if count[sample] >= 2 and run.noise_rng.random() < p:
+                    view = contract.sample_view(mb, j)
+                    view.copy_(contract.noise(view, run.noise_rng))
+
     def _train_epoch(self, run: _Run, loader: DataLoader[Any], epoch: int) -> dict[str, Any]:
         model, task = run.model, run.task
         model.train()
@@ -325,6 +349,7 @@ class Trainer:
         for cpu_batch in pbar:
             if cpu_batch.size == 0:
                 continue
+            self._substitute_noise(run, cpu_batch)
             batch = cpu_batch.to(self.device)
             with autocast(self.device, self.cfg.precision):
                 encoded = model.encode(batch.inputs, batch.size)
@@ -490,6 +515,7 @@ class Trainer:
             "schedule": run.schedule.state_dict(),
             "rng": rng_state(),
             "dropout_rng": run.gen.get_state(),
+            "noise_rng": run.noise_rng.bit_generator.state,
             "monitor": run.monitor.state_dict(),
             "config": self.config.to_dict(),
             # lengths learned while loading drive batch grouping: a resumed run needs them
@@ -517,6 +543,8 @@ class Trainer:
             setattr(run.state, key, value)
         set_rng_state(ckpt["rng"])
         run.gen.set_state(ckpt["dropout_rng"])
+        if "noise_rng" in ckpt:
+            run.noise_rng.bit_generator.state = ckpt["noise_rng"]
         run.monitor.load_state_dict(ckpt["monitor"])
         run.train_ds.lengths[:] = ckpt["train_lengths"]
         log.info("resumed from %s after epoch %d", path, run.state.epoch)
