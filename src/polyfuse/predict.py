@@ -223,16 +223,19 @@ class Predictor:
             progress=progress,
         )
 
-    def run(self, dataset: MultimodalDataset, progress: bool = True) -> Collected:
-        """Model outputs over a dataset."""
-        loader = DataLoader(
+    def loader(self, dataset: MultimodalDataset) -> DataLoader[Any]:
+        """Batches of ``dataset`` in length-grouped order (least padding)."""
+        return DataLoader(
             dataset,
             collate_fn=Collator(dataset.contracts),
             batch_sampler=LengthGroupedBatchSampler(
                 dataset.lengths, self.batch_size, shuffle=False
             ),
         )
-        return collect(self.artifact.model, loader, self.device, "fp32", progress)
+
+    def run(self, dataset: MultimodalDataset, progress: bool = True) -> Collected:
+        """Model outputs over a dataset."""
+        return collect(self.artifact.model, self.loader(dataset), self.device, "fp32", progress)
 
     def _run(
         self,

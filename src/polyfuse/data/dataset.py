@@ -118,6 +118,9 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         allow_empty: a row with none of ``contracts``' modalities is a valid sample
             with every modality missing (used when feeding a subset of modalities),
             instead of a bad row.
+        transforms: modality -> ``fn(raw_object, row_index) -> raw_object`` applied
+            after loading and before preprocessing (corruption analysis). A
+            transformed modality is never served from the frozen-feature cache.
     """
 
     def __init__(
@@ -130,8 +133,10 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         memory_cache_mb: int = 0,
         require_label: bool = True,
         allow_empty: bool = False,
+        transforms: Mapping[str, Callable[[Any, int], Any]] | None = None,
     ) -> None:
         self.manifest = manifest
+        self.transforms = dict(transforms or {})
         self.rows: list[Row] = manifest.rows
         self.contracts = dict(contracts)
         self.task = task
@@ -157,9 +162,11 @@ class MultimodalDataset(Dataset[Example | BadRow]):
     def load(self, index: int, modality: str) -> Any:
         """Validated raw object of one modality of one row."""
         contract = self.contracts[modality]
-        return contract.load(
+        obj = contract.load(
             self.rows[index].values[modality], field=modality, base_dir=self.manifest.base_dir
         )
+        transform = self.transforms.get(modality)
+        return obj if transform is None else transform(obj, index)
 
     def preprocessed(self, index: int, modality: str) -> Tensor:
         """Preprocessed tensor, memoised in RAM within the budget."""

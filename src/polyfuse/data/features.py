@@ -166,7 +166,9 @@ def attach_frozen_features(
             continue
         source = FrozenFeatures(m, encoder, FeatureCache(root, encoder.fingerprint()), device)
         encoded[m] = sum(
-            source.prepare(ds, batch_size, progress) for ds in datasets if m in ds.contracts
+            source.prepare(ds, batch_size, progress)
+            for ds in datasets
+            if m in ds.contracts and m not in ds.transforms
         )
         log.info(
             "%s: %d inputs encoded by frozen %s, %d read from the cache at %s",
