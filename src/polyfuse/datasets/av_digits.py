@@ -108,7 +108,7 @@ def build(
             else "train"
         )
         pool = pools["test" if split == "test" else "train"][int(digit)]
-        audio = _audio(wav, out_dir, spec, rng, noise, split)
+        audio, audio_meta = _audio(wav, out_dir, spec, rng, noise, split)
         for k in range(spec.pairs if split == "train" else 1):
             idx = int(rng.choice(pool))
             rows[split].append(
@@ -119,6 +119,7 @@ def build(
                     "label": int(digit),
                     "speaker": speaker,
                     "mnist_index": idx,
+                    **audio_meta,
                 }
             )
     for split, path in manifests.items():
@@ -128,8 +129,13 @@ def build(
     return manifests
 
 
+#: Bumped when the files or manifest columns a spec produces change (forces a rebuild).
+BUILD_FORMAT = 2
+
+
 def _jsonable(spec: AVDigitsSpec) -> dict[str, object]:
     data: dict[str, object] = json.loads(json.dumps(asdict(spec)))
+    data["build_format"] = BUILD_FORMAT
     return data
 
 
@@ -138,17 +144,22 @@ def _by_label(labels: np.ndarray, indices: range) -> dict[int, np.ndarray]:
     return {d: idx[labels[idx] == d] for d in range(10)}
 
 
-def _noise_clips(folder: Path) -> dict[str, list[np.ndarray]]:
-    """ESC-50 clips split 70/30 between train and test by a hash of the file name."""
+def _noise_clips(folder: Path) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """ESC-50 clips (with their category) split 70/30 between train and test by file-name hash."""
+    import csv
+
     import soundfile as sf
 
-    clips: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    with (folder / "meta.csv").open(newline="") as fh:
+        category = {r["filename"]: r["category"] for r in csv.DictReader(fh)}
+    clips: dict[str, list[tuple[np.ndarray, str]]] = {"train": [], "test": []}
     for wav in sorted(folder.glob("*.wav")):
         x, _ = sf.read(wav, dtype="float32", always_2d=True)
         x = x.mean(1)
         if np.sqrt(np.mean(x**2)) < 1e-4:
             continue  # silent clip
-        clips["test" if zlib.crc32(wav.name.encode()) % 10 < 3 else "train"].append(x)
+        split = "test" if zlib.crc32(wav.name.encode()) % 10 < 3 else "train"
+        clips[split].append((x, category.get(wav.name, "unknown")))
     return clips
 
 
@@ -183,16 +194,17 @@ def _audio(
     out_dir: Path,
     spec: AVDigitsSpec,
     rng: np.random.Generator,
-    noise: dict[str, list[np.ndarray]] | None,
+    noise: dict[str, list[tuple[np.ndarray, str]]] | None,
     split: str,
-) -> str:
+) -> tuple[str, dict[str, object]]:
+    """Path of the (noisy) recording and metadata for slices: noise category and SNR band."""
     if noise is None:
-        return str(wav.resolve())
+        return str(wav.resolve()), {}
     import soundfile as sf
 
     x, rate = sf.read(wav, dtype="float32")
     pool = noise["test" if split == "test" else "train"]
-    clip = pool[int(rng.integers(len(pool)))]
+    clip, category = pool[int(rng.integers(len(pool)))]
     start = int(rng.integers(0, max(1, clip.size - x.size)))
     n = np.resize(clip[start : start + x.size], x.size)
     snr = rng.uniform(*spec.snr_db)
@@ -201,4 +213,5 @@ def _audio(
     mixed = mixed / max(1.0, float(np.abs(mixed).max()))
     name = f"wav/{wav.stem}.wav"
     sf.write(out_dir / name, mixed.astype(np.float32), rate, subtype="PCM_16")
-    return name
+    low = 2 * int(np.floor(snr / 2))
+    return name, {"noise": category, "snr_db": f"{low}..{low + 2}"}
