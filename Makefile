@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/feature_cache.py --data $(DATA)
 	$(BIN)/python benchmarks/av_digits.py --data $(DATA)
+	$(BIN)/python benchmarks/evaluation_cost.py --data $(DATA)
 
 lint: install
 	$(BIN)/ruff check .

@@ -84,9 +84,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Accuracy, macro-F1 and confusion matrix of an artifact on a labelled manifest."""
+    """Metrics of an artifact on a labelled manifest; with --out, the full analysis and report."""
     from polyfuse.evaluation import evaluate
 
+    if args.full or args.out or args.slices or args.robustness or args.saliency:
+        return _analyse(args)
     result = evaluate(
         args.artifact,
         args.data,
@@ -100,6 +102,77 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(_render_metrics(result.metrics, result.modalities))
         _report_bad(result.bad_rows)
     return EXIT_OK
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    """``evaluate --out DIR``: every analysis, ``metrics.json`` and ``report.html``."""
+    from polyfuse.evaluation.analysis import analyze
+
+    analysis = analyze(
+        args.artifact,
+        args.data,
+        modalities=args.modalities,
+        slices=args.slices,
+        robustness=args.robustness,
+        severities=args.severities,
+        saliency=args.saliency,
+        bootstrap=args.bootstrap,
+        confident=args.confident,
+        gap_threshold=args.gap,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    data = analysis.to_dict()
+    written = []
+    if args.out:
+        from polyfuse.evaluation.report import write_report
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(data, indent=2))
+        written = [out / "metrics.json", write_report(analysis, out / "report.html")]
+    if args.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    print(_render_metrics(analysis.metrics, tuple(analysis.info["fed"])))
+    print(_render_analysis(data))
+    _report_bad(analysis.bad_rows)
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _render_analysis(data: dict[str, Any]) -> str:
+    """Text summary of an analysis: subsets, contributions, agreement, failures, slices."""
+    ab, contrib = data["ablation"], data["contributions"]
+    metric = ab["metric"]
+    lines = ["", f"{metric} by modality subset:"]
+    for key, v in sorted(ab["subsets"].items(), key=lambda kv: -len(kv[1]["modalities"])):
+        lines.append(f"  {key:<28} {v[metric]:.3f}")
+    lines.append(
+        f"  relative robustness {ab['relative_robustness']:.3f}, "
+        f"effective robustness {ab['effective_robustness']:+.3f}"
+    )
+    for vf, entry in contrib["value_functions"].items():
+        shares = ", ".join(f"{m} {v:.0%}" for m, v in entry["share"].items())
+        lines.append(f"Shapley share ({vf}): {shares}")
+    drops = ", ".join(
+        f"{m} {v['mean']:+.3f}" for m, v in contrib["permutation_importance"]["drop"].items()
+    )
+    lines.append(f"permutation importance ({metric} drop): {drops}")
+    if data["agreement"]:
+        for pair, v in data["agreement"]["pairs"].items():
+            lines.append(
+                f"agreement {pair.replace('|', ' vs ')}: kappa {v['kappa']:.3f}, "
+                f"{v['contradictions']} confident contradictions"
+            )
+    if data["failures"]:
+        cats = data["failures"]["categories"]
+        lines.append(f"errors: {', '.join(f'{k} {n}' for k, n in cats.items()) or 'none'}")
+    for col, sl in data["slices"].items():
+        if sl["flagged"]:
+            lines.append(f"slice gap: {col}={sl['worst']} is {sl['gap']:.3f} below overall")
+    return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -270,6 +343,33 @@ def build_parser() -> argparse.ArgumentParser:
     p["predict"].add_argument("--on-bad-row", choices=("skip", "fail"), default="skip")
     p["evaluate"].add_argument(
         "--json", action="store_true", help="print one JSON object (accuracy, n, ...)"
+    )
+    ev = p["evaluate"].add_argument_group(
+        "analysis", "any of these runs the full analysis (subsets, Shapley, agreement, failures)"
+    )
+    ev.add_argument("--out", metavar="DIR", help="write metrics.json and report.html here")
+    ev.add_argument("--full", action="store_true", help="full analysis without writing files")
+    ev.add_argument(
+        "--slices", type=_modalities, metavar="COL,COL", help="metadata columns to slice on"
+    )
+    ev.add_argument("--robustness", action="store_true", help="corruption curves (slower)")
+    ev.add_argument(
+        "--severities",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        default=(1, 2, 3, 4, 5),
+        metavar="1,3,5",
+        help="corruption severities (default 1..5)",
+    )
+    ev.add_argument("--saliency", type=int, default=0, metavar="N", help="IG maps of N errors")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals")
+    ev.add_argument(
+        "--confident",
+        type=float,
+        default=0.8,
+        help="probability above which disagreeing modalities contradict (default 0.8)",
+    )
+    ev.add_argument(
+        "--gap", type=float, default=0.05, help="worst-slice gap that is flagged (default 0.05)"
     )
 
     p["info"].add_argument("artifact", help="artifact folder")

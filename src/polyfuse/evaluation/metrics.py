@@ -110,6 +110,126 @@ def regression_metrics(pred: Tensor, target: Tensor) -> dict[str, Any]:
     }
 
 
+def roc_auc(scores: Tensor, positive: Tensor) -> float | None:
+    """Binary ROC-AUC (Mann-Whitney U with average ranks for ties).
+
+    Returns None when ``positive`` holds only one class (AUC undefined).
+    """
+    pos = positive.bool().flatten()
+    n_pos = int(pos.sum())
+    n_neg = int(pos.numel()) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    s = scores.double().flatten()
+    order = torch.argsort(s)
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    # average rank (1-based) of each run of tied scores
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    avg = ends - (counts.double() - 1) / 2
+    ranks[order] = avg[inverse]
+    u = float(ranks[pos].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def roc_auc_ovr(probs: Tensor, truth: Tensor, labels: Sequence[str]) -> dict[str, Any]:
+    """One-vs-rest ROC-AUC per class and their macro mean over defined classes.
+
+    Args:
+        probs: ``(N, K)`` scores.
+        truth: ``(N, K)`` 0/1 membership (one-hot for multi-class).
+    """
+    per = {lab: roc_auc(probs[:, i], truth[:, i]) for i, lab in enumerate(labels)}
+    defined = [v for v in per.values() if v is not None]
+    return {"macro": sum(defined) / len(defined) if defined else None, "per_class": per}
+
+
+def calibration(confidence: Tensor, correct: Tensor, bins: int = 15) -> dict[str, Any]:
+    """Expected and maximum calibration error over equal-width confidence bins.
+
+    ECE = sum_b (n_b / N) * |accuracy_b - confidence_b| (Guo et al., 2017).
+
+    Args:
+        confidence: ``(N,)`` predicted probability of the predicted outcome.
+        correct: ``(N,)`` whether that outcome happened.
+        bins: number of bins over [0, 1].
+
+    Returns:
+        ``ece``, ``mce`` and per-bin ``{lo, hi, n, confidence, accuracy}`` (the
+        reliability diagram).
+    """
+    conf = confidence.double().flatten().clamp(0, 1)
+    hit = correct.double().flatten()
+    n = conf.numel()
+    # bin b holds (lo, hi]; the first bin also holds 0
+    idx = (conf * bins).ceil().long().clamp(1, bins) - 1
+    count = torch.bincount(idx, minlength=bins).double()
+    conf_sum = torch.bincount(idx, weights=conf, minlength=bins)
+    hit_sum = torch.bincount(idx, weights=hit, minlength=bins)
+    mean_conf = conf_sum / count.clamp_min(1)
+    acc = hit_sum / count.clamp_min(1)
+    gap = (acc - mean_conf).abs()
+    filled = count > 0
+    return {
+        "ece": float((count * gap).sum() / max(n, 1)),
+        "mce": float(gap[filled].max()) if bool(filled.any()) else 0.0,
+        "bins": [
+            {
+                "lo": b / bins,
+                "hi": (b + 1) / bins,
+                "n": int(count[b]),
+                "confidence": float(mean_conf[b]),
+                "accuracy": float(acc[b]),
+            }
+            for b in range(bins)
+        ],
+    }
+
+
+def bootstrap_ci(
+    probs: Tensor,
+    target: Tensor,
+    num_classes: int,
+    samples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap intervals of multi-class accuracy and macro-F1.
+
+    Every resample is drawn at once as multinomial counts over the rows, so the
+    whole bootstrap is a few matrix products.
+
+    Returns:
+        ``{"accuracy": {"low", "high"}, "macro_f1": {"low", "high"}}``.
+    """
+    n = int(target.numel())
+    if n == 0 or samples <= 0:
+        return {}
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.zeros(samples, n, dtype=torch.float64)
+    draws = torch.randint(0, n, (samples, n), generator=gen)
+    weights.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
+    pred = probs.argmax(1)
+    cell = target.long() * num_classes + pred.long()
+    onehot = torch.zeros(n, num_classes**2, dtype=torch.float64)
+    onehot[torch.arange(n), cell] = 1
+    cms = (weights @ onehot).view(samples, num_classes, num_classes)
+    tp = cms.diagonal(dim1=1, dim2=2)
+    support, predicted = cms.sum(2), cms.sum(1)
+    f1 = 2 * tp / (support + predicted).clamp_min(1)
+    active = (support + predicted) > 0
+    macro = (f1 * active).sum(1) / active.sum(1).clamp_min(1)
+    accuracy = tp.sum(1) / n
+    q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
+
+    def interval(x: Tensor) -> dict[str, float]:
+        lo, hi = torch.quantile(x, q).tolist()
+        return {"low": lo, "high": hi}
+
+    return {"accuracy": interval(accuracy), "macro_f1": interval(macro)}
+
+
 def task_metrics(task: Task, probs: Tensor, target: Tensor) -> dict[str, Any]:
     """The metric set of ``task`` for predictions ``probs`` (`Task.probabilities` output)."""
     if isinstance(task, MulticlassTask):
