@@ -74,6 +74,18 @@ def write_synthetic(
     return rows
 
 
+def relabel(rows: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """Turn `write_synthetic` labels into multi-label (class + "even") or regression targets."""
+    for r in rows:
+        y = int(r["label"][1])
+        r["label"] = (
+            ([r["label"], "even"] if y % 2 == 0 else [r["label"]])
+            if task == "multilabel"
+            else float(y) * 1.5
+        )
+    return rows
+
+
 def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
     """JSONL manifest."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

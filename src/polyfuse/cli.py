@@ -21,6 +21,16 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("polyfuse")
 
 
+def _severities(value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,3,5, got '{value}'") from None
+    if not levels or any(not 1 <= s <= 5 for s in levels):
+        raise argparse.ArgumentTypeError(f"severities are 1..5, got '{value}'")
+    return levels
+
+
 def _modalities(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -355,21 +365,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--robustness", action="store_true", help="corruption curves (slower)")
     ev.add_argument(
         "--severities",
-        type=lambda v: tuple(int(x) for x in v.split(",")),
+        type=_severities,
         default=(1, 2, 3, 4, 5),
         metavar="1,3,5",
         help="corruption severities (default 1..5)",
     )
     ev.add_argument("--saliency", type=int, default=0, metavar="N", help="IG maps of N errors")
-    ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals")
+    ev.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N", help="resamples for 95%% intervals"
+    )
     ev.add_argument(
         "--confident",
         type=float,
         default=0.8,
+        metavar="P",
         help="probability above which disagreeing modalities contradict (default 0.8)",
     )
     ev.add_argument(
-        "--gap", type=float, default=0.05, help="worst-slice gap that is flagged (default 0.05)"
+        "--gap",
+        type=float,
+        default=0.05,
+        metavar="D",
+        help="worst-slice gap that is flagged (default 0.05)",
     )
 
     p["info"].add_argument("artifact", help="artifact folder")

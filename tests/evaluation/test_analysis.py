@@ -16,7 +16,7 @@ from polyfuse.evaluation.analysis import Analysis, analyze
 from polyfuse.evaluation.report import SECTIONS, render_report
 from polyfuse.predict import Predictor
 from polyfuse.train import Trainer
-from tests.conftest import SMALL_CONFIG, write_manifest, write_synthetic
+from tests.conftest import SMALL_CONFIG, relabel, write_manifest, write_synthetic
 
 
 @pytest.fixture(scope="module", params=["gated", "cross_attention"])
@@ -141,3 +141,20 @@ def test_report_renders_in_headless_chromium(analysis: Analysis, tmp_path: Path)
         )
         assert len(sizes) >= 8 and min(sizes) > 50
         assert page.evaluate("document.querySelectorAll('audio').length") > 0
+
+
+@pytest.mark.parametrize("task", ["multilabel", "regression"])
+def test_analysis_of_other_tasks(tmp_path: Path, task: str) -> None:
+    rows = relabel(write_synthetic(tmp_path / "data", 40), task)
+    train = write_manifest(tmp_path / "data" / "train.jsonl", rows[:30])
+    val = write_manifest(tmp_path / "data" / "val.jsonl", rows[30:])
+    cfg = copy.deepcopy(SMALL_CONFIG)
+    cfg["task"], cfg["train"]["epochs"] = task, 2
+    art = Trainer(Config.from_dict(cfg), tmp_path / "run", progress=False).fit(train, val).path
+    result = analyze(art, val, robustness=True, severities=(3,), progress=False)
+    for entry in result.contributions["value_functions"].values():
+        assert entry["efficiency_max_error"] < 1e-6
+    assert len(result.ablation["subsets"]) == 15
+    assert result.agreement is None and result.failures is None  # multi-class only
+    assert "<h2 id='robustness'>" in render_report(result)
+    json.dumps(result.to_dict())

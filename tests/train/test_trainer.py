@@ -144,16 +144,9 @@ def test_without_validation_a_tenth_is_held_out(
 
 @pytest.mark.parametrize("task", ["multilabel", "regression"])
 def test_multilabel_and_regression_tasks(tmp_path: Path, task: str) -> None:
-    from tests.conftest import write_manifest, write_synthetic
+    from tests.conftest import relabel, write_manifest, write_synthetic
 
-    rows = write_synthetic(tmp_path / "data", 40)
-    for r in rows:
-        y = int(r["label"][1])
-        r["label"] = (
-            ([r["label"], "even"] if y % 2 == 0 else [r["label"]])
-            if task == "multilabel"
-            else float(y) * 1.5
-        )
+    rows = relabel(write_synthetic(tmp_path / "data", 40), task)
     train = write_manifest(tmp_path / "data" / "train.jsonl", rows[:30])
     val = write_manifest(tmp_path / "data" / "val.jsonl", rows[30:])
     raw = {**SMALL_CONFIG, "task": task, "train": {**SMALL_CONFIG["train"], "epochs": 4}}

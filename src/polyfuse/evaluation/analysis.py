@@ -176,9 +176,10 @@ def analyze(
         for c in shap.coalitions(names)
     }
     ablation = _ablation(task, model.modalities, coalition_logits, full, target)
+    per_coalition = _values(task, coalition_logits, target)  # coalition -> name -> (N,)
     values = {
-        name: {c: v[name] for c, v in _values(task, coalition_logits, target).items()}
-        for name in shap.value_functions(task, full.logits[:1], target[:1])
+        name: {c: v[name] for c, v in per_coalition.items()}
+        for name in per_coalition[frozenset(names)]
     }
     phis = {name: shap.shapley_values(v, names) for name, v in values.items()}
     contributions = _contributions(
@@ -205,17 +206,11 @@ def analyze(
     sliced = _slices(task, rows, probs, target, phis, names, slices, gap_threshold)
     robust = None
     if robustness:
-        robust = _robustness(predictor, manifest, bank, severities, target, seed, progress)
+        robust = _robustness(predictor, manifest, bank, full, severities, target, seed, progress)
     maps: list[tuple[int, Saliency]] = []
     if saliency and fail is not None:
         maps = _saliency(model, ds, bank, full, fail, saliency)
-    # from here on, "row" is the 1-based manifest row (as in bad-row reports)
-    line = [i + 1 for i in bank.indices]
-    maps = [(line[pos], sal) for pos, sal in maps]
-    for rec in [*(fail["errors"] if fail else []), *(agree["contradictions"] if agree else [])]:
-        rec["row"] = line[rec["row"]]
-    for cluster in fail["clusters"] if fail else []:
-        cluster["rows"] = [line[p] for p in cluster["rows"]]
+    maps = _to_manifest_rows(bank, fail, agree, maps)
     info = {
         "artifact": str(getattr(art, "path", "") or ""),
         "data": str(manifest.path),
@@ -247,6 +242,21 @@ def analyze(
         fused=full,
         shapley=phis,
     )
+
+
+def _to_manifest_rows(
+    bank: FeatureBank,
+    fail: dict[str, Any] | None,
+    agree: dict[str, Any] | None,
+    maps: list[tuple[int, Saliency]],
+) -> list[tuple[int, Saliency]]:
+    """Bank positions -> 1-based manifest rows (as in bad-row reports), in place."""
+    line = [i + 1 for i in bank.indices]
+    for rec in [*(fail["errors"] if fail else []), *(agree["contradictions"] if agree else [])]:
+        rec["row"] = line[rec["row"]]
+    for cluster in fail["clusters"] if fail else []:
+        cluster["rows"] = [line[p] for p in cluster["rows"]]
+    return [(line[pos], sal) for pos, sal in maps]
 
 
 def _detailed_metrics(
@@ -287,7 +297,7 @@ def _ablation(
     target: Tensor,
 ) -> dict[str, Any]:
     """Metrics per non-empty subset; curves by number removed; MultiBench robustness."""
-    metric = "accuracy" if not _is_regression(task) else "neg_rmse"
+    metric = _metric(task)
     subsets: dict[str, Any] = {}
     reference: dict[str, float] = {}
     for c, lg in logits.items():
@@ -339,6 +349,11 @@ def _is_regression(task: Task) -> bool:
     return not isinstance(task, MulticlassTask | MultilabelTask)
 
 
+def _metric(task: Task) -> str:
+    """Headline metric of curves and gaps (higher is better)."""
+    return "neg_rmse" if _is_regression(task) else "accuracy"
+
+
 def _contributions(
     model: Any,
     task: Task,
@@ -371,7 +386,7 @@ def _contributions(
         w = full.weights[every_present]
         order = list(model.fusion.modalities)
         out["fusion_weights"] = {
-            "kind": "attention mass" if full.weights is not None and _attention(model) else "gate",
+            "kind": "attention mass" if model.fusion.uses_tokens else "weights",
             "mean": {m: float(w[:, order.index(m)].mean()) if len(w) else 0.0 for m in names},
             "n": int(every_present.sum()),
         }
@@ -379,10 +394,6 @@ def _contributions(
         model, task, bank, full, target, names, permutations, seed
     )
     return out
-
-
-def _attention(model: Any) -> bool:
-    return bool(getattr(model.fusion, "uses_tokens", False))
 
 
 def _permutation(
@@ -396,7 +407,7 @@ def _permutation(
     seed: int,
 ) -> dict[str, Any]:
     """Drop in the headline metric when one modality's features are shuffled across samples."""
-    metric = "accuracy" if not _is_regression(task) else "neg_rmse"
+    metric = _metric(task)
     base = float(_score(task, full.logits, target)[metric])
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {"metric": metric, "baseline": base, "repeats": repeats, "drop": {}}
@@ -432,7 +443,7 @@ def _slices(
             f"no row has the slice column(s) {unknown}",
             hint=f"metadata columns are {sorted({k for m in metadata for k in m})}",
         )
-    metric = "accuracy" if not _is_regression(task) else "neg_rmse"
+    metric = _metric(task)
     phi = phis.get("log_prob", next(iter(phis.values())))
 
     def compute(sel: Tensor) -> dict[str, Any]:
@@ -447,6 +458,7 @@ def _robustness(
     predictor: Any,
     manifest: Manifest,
     bank: FeatureBank,
+    clean: Fused,
     severities: Sequence[int],
     target: Tensor,
     seed: int,
@@ -454,8 +466,7 @@ def _robustness(
 ) -> dict[str, Any]:
     """Accuracy under each corruption of each modality, re-encoding only that modality."""
     model, task = predictor.artifact.model, predictor.artifact.task
-    metric = "accuracy" if not _is_regression(task) else "neg_rmse"
-    clean = fuse_bank(model, bank)
+    metric = _metric(task)
     clean_score = float(_score(task, clean.logits, target)[metric])
     clean_ref = _late_reference(task, clean, frozenset(model.modalities), target, metric)
     jobs = [
