@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from polyfuse.evaluation.agreement import agreement, cohen_kappa, fleiss_kappa
-from polyfuse.evaluation.metrics import bootstrap_ci, calibration, roc_auc, roc_auc_ovr
+from polyfuse.evaluation.metrics import (
+    bootstrap_ci,
+    bootstrap_ci_multilabel,
+    calibration,
+    roc_auc,
+    roc_auc_ovr,
+)
 from polyfuse.evaluation.robustness import effective_robustness, relative_robustness
 from polyfuse.evaluation.shapley import coalitions, shapley_values, shares, value_functions
 from polyfuse.tasks import MulticlassTask
@@ -119,6 +125,19 @@ def test_bootstrap_interval() -> None:
     ci = bootstrap_ci(noisy, target, 4, samples=500)
     assert ci["accuracy"]["low"] < acc < ci["accuracy"]["high"]
     assert ci["accuracy"]["high"] - ci["accuracy"]["low"] < 0.2
+
+
+def test_multilabel_bootstrap_interval() -> None:
+    gen = torch.Generator().manual_seed(2)
+    target = (torch.rand(300, 3, generator=gen) > 0.5).float()
+    probs = target * 0.4 + 0.6 * torch.rand(300, 3, generator=gen)  # some labels wrong
+    ci = bootstrap_ci_multilabel(probs, target, samples=400)
+    pred = probs >= 0.5
+    exact = float((pred == (target > 0.5)).all(1).double().mean())
+    assert ci["accuracy"]["low"] < exact < ci["accuracy"]["high"]
+    assert set(ci) == {"accuracy", "micro_f1", "macro_f1"}
+    perfect = bootstrap_ci_multilabel(target, target, samples=50)
+    assert perfect["micro_f1"] == {"low": 1.0, "high": 1.0}
 
 
 def test_multibench_robustness_by_hand() -> None:

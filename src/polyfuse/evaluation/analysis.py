@@ -29,6 +29,7 @@ from polyfuse.evaluation.corruptions import SEVERITIES, Corruption, corruptions_
 from polyfuse.evaluation.failures import failure_analysis
 from polyfuse.evaluation.metrics import (
     bootstrap_ci,
+    bootstrap_ci_multilabel,
     calibration,
     headline,
     roc_auc_ovr,
@@ -276,6 +277,9 @@ def _detailed_metrics(
         pred = probs >= task.threshold
         conf = torch.where(pred, probs, 1 - probs)
         metrics["calibration"] = calibration(conf.flatten(), (pred == truth).flatten())
+        metrics["confidence_intervals"] = bootstrap_ci_multilabel(
+            probs, target, task.threshold, bootstrap, seed=seed
+        )
     return metrics
 
 

@@ -187,6 +187,28 @@ def calibration(confidence: Tensor, correct: Tensor, bins: int = 15) -> dict[str
     }
 
 
+def _resamples(n: int, samples: int, seed: int) -> Tensor:
+    """``(samples, n)`` multinomial counts: how often each row is drawn in each resample."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = torch.zeros(samples, n, dtype=torch.float64)
+    draws = torch.randint(0, n, (samples, n), generator=gen)
+    return weights.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
+
+
+def _interval(x: Tensor, level: float) -> dict[str, float]:
+    q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(x, q).tolist()
+    return {"low": lo, "high": hi}
+
+
+def _f1(tp: Tensor, fp: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-resample micro and macro F1 from ``(S, K)`` counts (macro over active classes)."""
+    micro = 2 * tp.sum(1) / (2 * tp.sum(1) + fp.sum(1) + fn.sum(1)).clamp_min(1)
+    f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+    active = (tp + fp + fn) > 0
+    return micro, (f1 * active).sum(1) / active.sum(1).clamp_min(1)
+
+
 def bootstrap_ci(
     probs: Tensor,
     target: Tensor,
@@ -206,28 +228,38 @@ def bootstrap_ci(
     n = int(target.numel())
     if n == 0 or samples <= 0:
         return {}
-    gen = torch.Generator().manual_seed(seed)
-    weights = torch.zeros(samples, n, dtype=torch.float64)
-    draws = torch.randint(0, n, (samples, n), generator=gen)
-    weights.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
-    pred = probs.argmax(1)
-    cell = target.long() * num_classes + pred.long()
+    weights = _resamples(n, samples, seed)
+    cell = target.long() * num_classes + probs.argmax(1).long()
     onehot = torch.zeros(n, num_classes**2, dtype=torch.float64)
     onehot[torch.arange(n), cell] = 1
     cms = (weights @ onehot).view(samples, num_classes, num_classes)
     tp = cms.diagonal(dim1=1, dim2=2)
-    support, predicted = cms.sum(2), cms.sum(1)
-    f1 = 2 * tp / (support + predicted).clamp_min(1)
-    active = (support + predicted) > 0
-    macro = (f1 * active).sum(1) / active.sum(1).clamp_min(1)
-    accuracy = tp.sum(1) / n
-    q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
+    _, macro = _f1(tp, cms.sum(1) - tp, cms.sum(2) - tp)
+    return {"accuracy": _interval(tp.sum(1) / n, level), "macro_f1": _interval(macro, level)}
 
-    def interval(x: Tensor) -> dict[str, float]:
-        lo, hi = torch.quantile(x, q).tolist()
-        return {"low": lo, "high": hi}
 
-    return {"accuracy": interval(accuracy), "macro_f1": interval(macro)}
+def bootstrap_ci_multilabel(
+    probs: Tensor,
+    target: Tensor,
+    threshold: float = 0.5,
+    samples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap intervals of multi-label subset accuracy, micro- and macro-F1."""
+    n = int(target.shape[0])
+    if n == 0 or samples <= 0:
+        return {}
+    weights = _resamples(n, samples, seed)
+    pred, truth = probs >= threshold, target >= 0.5
+    tp, fp, fn = (weights @ x.double() for x in (pred & truth, pred & ~truth, ~pred & truth))
+    micro, macro = _f1(tp, fp, fn)
+    exact = weights @ (pred == truth).all(1).double() / n
+    return {
+        "accuracy": _interval(exact, level),
+        "micro_f1": _interval(micro, level),
+        "macro_f1": _interval(macro, level),
+    }
 
 
 def task_metrics(task: Task, probs: Tensor, target: Tensor) -> dict[str, Any]:
