@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from polyfuse.data.manifest import write_jsonl
 from polyfuse.errors import PolyfuseError
@@ -46,6 +47,37 @@ def concepts_of(caption: str) -> set[str]:
     return {c for c, keys in CONCEPTS.items() if words & set(keys)}
 
 
+def _items(src: Path, file: str) -> list[dict[str, Any]]:
+    if not (src / file).is_file():
+        raise PolyfuseError(f"{src / file} not found", hint="pass the shared data folder")
+    return [json.loads(x) for x in (src / file).read_text(encoding="utf-8").splitlines()]
+
+
+def build_alignment(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write image + caption pair manifests (one caption per row) for alignment.
+
+    ``train_2000.jsonl`` is split 1,800 / 200 images into train / val; ``dev.jsonl``
+    (1,000 images, 5,000 captions) is the test set of the retrieval protocol. Rows:
+    ``id``, ``image`` (absolute path), ``text``, ``image_id``.
+    """
+    src = Path(data_dir) / "flickr8k"
+    out = Path(out_dir)
+    splits = {"train": ("train_2000.jsonl", 0, 1800), "val": ("train_2000.jsonl", 1800, None)}
+    splits["dev"] = ("dev.jsonl", 0, None)
+    paths = {}
+    for split, (file, start, stop) in splits.items():
+        rows = []
+        for item in _items(src, file)[start:stop]:
+            image = str((src / item["image"]).resolve())
+            stem = Path(item["image"]).stem
+            for k, caption in enumerate(item["captions"]):
+                rows.append(
+                    {"id": f"{stem}-{k}", "image": image, "text": caption, "image_id": stem}
+                )
+        paths[split] = write_jsonl(out / f"{split}.jsonl", rows)
+    return paths
+
+
 def build_concepts(
     data_dir: str | Path, out_dir: str | Path, min_votes: int = 2
 ) -> dict[str, Path]:
@@ -57,12 +89,9 @@ def build_concepts(
     out = Path(out_dir)
     paths = {}
     for split, file in (("train", "train_2000.jsonl"), ("test", "dev.jsonl")):
-        if not (src / file).is_file():
-            raise PolyfuseError(f"{src / file} not found", hint="pass the shared data folder")
         rows = []
-        for line in (src / file).read_text(encoding="utf-8").splitlines():
-            item = json.loads(line)
-            captions = item["captions"]
+        for item in _items(src, file):
+            captions: list[str] = item["captions"]
             votes: dict[str, int] = {}
             for cap in captions:
                 for c in concepts_of(cap):

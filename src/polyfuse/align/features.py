@@ -1,0 +1,55 @@
+"""Pooled frozen-encoder features of a manifest, served from the disk feature cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from polyfuse.data.dataset import Example, MultimodalDataset
+from polyfuse.data.features import attach_frozen_features
+from polyfuse.data.manifest import Manifest
+from polyfuse.encoders.base import Encoder, lengths_to_mask
+from polyfuse.errors import PolyfuseError
+from polyfuse.progress import bar
+
+
+@torch.no_grad()
+def pooled_features(
+    encoders: Mapping[str, Encoder],
+    manifest: Manifest,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> tuple[dict[str, Tensor], list[int]]:
+    """Pooled features of every row that has all ``encoders``' modalities.
+
+    Each distinct input is encoded once (content-hash cache; several captions of one
+    image share its features) and later runs read the cache.
+
+    Returns:
+        modality -> ``(N, D)`` float32, and the manifest row index of each of the N rows.
+    """
+    contracts = {m: e.contract for m, e in encoders.items()}
+    ds = MultimodalDataset(manifest, contracts, None, require_label=False)
+    attach_frozen_features(encoders, [ds], batch_size=batch_size, progress=progress)
+    out: dict[str, list[Tensor]] = {m: [] for m in encoders}
+    rows: list[int] = []
+    for i in bar(range(len(ds)), enabled=progress, desc="reading features", leave=False):
+        ex = ds[i]
+        if not isinstance(ex, Example) or set(ex.inputs) != set(encoders):
+            continue  # a bad row, or a row without every modality
+        rows.append(i)
+        for m, enc in encoders.items():
+            tokens = ex.inputs[m]
+            if m not in ex.encoded:
+                raise PolyfuseError(
+                    f"encoder for '{m}' is not frozen: alignment needs cached features"
+                )
+            length = torch.tensor([tokens.shape[0]])
+            mask = lengths_to_mask(length, 1, tokens.shape[0], tokens.device)
+            out[m].append(enc.pool(tokens[None], mask)[0])
+    if not rows:
+        raise PolyfuseError(f"{manifest.path}: no row has all of {sorted(encoders)}")
+    return {m: torch.stack(v) for m, v in out.items()}, rows
