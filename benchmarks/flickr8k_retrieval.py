@@ -69,9 +69,7 @@ def main() -> int:
 
 def _features(data: str, work: Path) -> dict[str, dict[str, Any]]:
     """Pooled features per split, the image group of every caption, one row per image."""
-    import torch
-
-    from polyfuse.align.features import pooled_features
+    from polyfuse.align.features import pair_features
     from polyfuse.data.manifest import Manifest
     from polyfuse.datasets.flickr8k import build_alignment
     from polyfuse.encoders import build_encoder, resolve_contract
@@ -82,13 +80,9 @@ def _features(data: str, work: Path) -> dict[str, dict[str, Any]]:
     }
     split: dict[str, dict[str, Any]] = {}
     for name, path in build_alignment(data, work / "manifests").items():
-        manifest = Manifest.load(path, ("image", "text"), "label")
-        feats, rows = pooled_features(encoders, manifest, progress=False)
-        ids = [manifest.rows[i].metadata["image_id"] for i in rows]
-        order = {v: k for k, v in enumerate(dict.fromkeys(ids))}
-        group = torch.tensor([order[v] for v in ids])
-        first = torch.tensor([ids.index(v) for v in order])  # one row per unique image
-        split[name] = {"feats": feats, "group": group, "first": first}
+        manifest = Manifest.load(path, ("image", "text"))
+        pf = pair_features(encoders, manifest, "image_id", progress=False)
+        split[name] = {"feats": pf.feats, "group": pf.group, "first": pf.first}
     return split
 
 

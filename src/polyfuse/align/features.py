@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -53,3 +54,42 @@ def pooled_features(
     if not rows:
         raise PolyfuseError(f"{manifest.path}: no row has all of {sorted(encoders)}")
     return {m: torch.stack(v) for m, v in out.items()}, rows
+
+
+@dataclass
+class PairFeatures:
+    """Pooled features of paired rows grouped by the item they describe.
+
+    Attributes:
+        feats: modality -> ``(N, D)`` per row.
+        group: ``(N,)`` group index of each row (e.g. which image a caption describes).
+        first: ``(G,)`` one row per group, in group order (e.g. to embed each image once).
+        rows: manifest row index of each of the N rows.
+    """
+
+    feats: dict[str, Tensor]
+    group: Tensor
+    first: Tensor
+    rows: list[int]
+
+
+def pair_features(
+    encoders: Mapping[str, Encoder],
+    manifest: Manifest,
+    group_key: str,
+    *,
+    progress: bool = True,
+) -> PairFeatures:
+    """`pooled_features` plus the grouping in metadata column ``group_key``."""
+    feats, rows = pooled_features(encoders, manifest, progress=progress)
+    keys = [str(manifest.rows[i].metadata.get(group_key, manifest.rows[i].id)) for i in rows]
+    order = {v: k for k, v in enumerate(dict.fromkeys(keys))}
+    first: dict[str, int] = {}
+    for j, v in enumerate(keys):
+        first.setdefault(v, j)
+    return PairFeatures(
+        feats,
+        torch.tensor([order[v] for v in keys]),
+        torch.tensor([first[v] for v in order]),
+        rows,
+    )
