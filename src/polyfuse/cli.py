@@ -58,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from polyfuse.train import Trainer
 
     config = Config.from_dict(_load_config(args.config, args.set))
+    if config.task == "contrastive":
+        return _train_alignment(config, args)
     result = Trainer(config, args.out, progress=not args.quiet, resume=args.resume).fit(
         args.train, args.val
     )
@@ -69,6 +71,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     print(
         json.dumps(summary) if args.json else "\n".join(f"{k:>12}: {v}" for k, v in summary.items())
+    )
+    return EXIT_OK
+
+
+def _train_alignment(config: Any, args: argparse.Namespace) -> int:
+    """``task: contrastive``: alignment adapters on frozen encoders."""
+    from polyfuse.align.pipeline import train_alignment
+    from polyfuse.errors import ConfigError
+
+    if args.val is None:
+        raise ConfigError("--val", "contrastive training picks its epoch on a validation manifest")
+    result = train_alignment(config, args.train, args.val, args.out, progress=not args.quiet)
+    summary: dict[str, Any] = {"artifact": str(result.path), "best_epoch": result.best_epoch}
+    for direction, values in result.metrics.items():
+        summary.update({f"val {direction} {k}": v for k, v in values.items()})
+    print(
+        json.dumps(summary) if args.json else "\n".join(f"{k:>28}: {v}" for k, v in summary.items())
     )
     return EXIT_OK
 

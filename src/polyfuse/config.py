@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from polyfuse.errors import ConfigError
 
-TASKS = ("multiclass", "multilabel", "regression")
+TASKS = ("multiclass", "multilabel", "regression", "contrastive")
 PRECISIONS = ("auto", "bf16", "fp32")
 BAD_ROW_POLICIES = ("skip", "fail")
 
@@ -260,7 +260,8 @@ class Config:
     """A full training configuration (the YAML file ``polyfuse train`` reads).
 
     Attributes:
-        task: ``multiclass``, ``multilabel`` or ``regression``.
+        task: ``multiclass``, ``multilabel``, ``regression`` or ``contrastive``
+            (alignment of two modalities into one space; see `polyfuse.align`).
         modalities: modality name -> its configuration; names are the manifest keys.
         model: shared dimension, fusion and head.
         train: optimisation settings.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -80,9 +81,20 @@ def pair_features(
     *,
     progress: bool = True,
 ) -> PairFeatures:
-    """`pooled_features` plus the grouping in metadata column ``group_key``."""
+    """`pooled_features` plus a grouping of the rows.
+
+    Args:
+        group_key: a modality name (rows with the same value, e.g. the same image
+            path, form a group) or a metadata column; rows without it are their own group.
+    """
     feats, rows = pooled_features(encoders, manifest, progress=progress)
-    keys = [str(manifest.rows[i].metadata.get(group_key, manifest.rows[i].id)) for i in rows]
+
+    def key(i: int) -> str:
+        row = manifest.rows[i]
+        value = row.values.get(group_key, row.metadata.get(group_key, f"row {i}"))
+        return json.dumps(value, sort_keys=True, default=str)
+
+    keys = [key(i) for i in rows]
     order = {v: k for k, v in enumerate(dict.fromkeys(keys))}
     first: dict[str, int] = {}
     for j, v in enumerate(keys):

@@ -29,7 +29,7 @@ from polyfuse.data.features import attach_frozen_features
 from polyfuse.data.manifest import Manifest
 from polyfuse.data.sampler import LengthGroupedBatchSampler
 from polyfuse.encoders.cache import default_cache_dir
-from polyfuse.errors import PolyfuseError, TrainingError
+from polyfuse.errors import ConfigError, PolyfuseError, TrainingError
 from polyfuse.evaluation.metrics import headline, task_metrics
 from polyfuse.inference import Collected, collect
 from polyfuse.modalities import ModalityContract
@@ -134,6 +134,13 @@ class Trainer:
             train: training manifest (path or parsed).
             val: validation manifest; when omitted, a seeded 10% of ``train`` is held out.
         """
+        if self.config.task not in TASK_CLASSES:
+            raise ConfigError(
+                "task",
+                f"'{self.config.task}' is not trained by Trainer",
+                hint="contrastive configs train with polyfuse.align.pipeline.train_alignment "
+                "(`polyfuse train` picks it)",
+            )
         seed_everything(self.cfg.seed)
         train_m, val_m = self._manifests(train, val)
         task = TASK_CLASSES[self.config.task].fit([r.label for r in train_m.rows])

@@ -1,0 +1,200 @@
+"""``task: contrastive``: train alignment adapters from a config and use the artifact.
+
+`train_alignment` reads pair manifests (rows with both modalities; several rows may
+share an item, e.g. five captions of one image), serves frozen-encoder features from the
+feature cache, trains `AlignmentModel` with multi-positive InfoNCE (epoch picked on
+validation Recall@5) and writes an artifact folder; `Aligner.load` embeds new inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from polyfuse.align.features import PairFeatures, pair_features
+from polyfuse.align.model import AlignmentModel
+from polyfuse.align.retrieval import retrieval_metrics
+from polyfuse.align.train import fit_alignment
+from polyfuse.build import build_contracts
+from polyfuse.config import Config
+from polyfuse.data.manifest import Manifest
+from polyfuse.encoders import build_encoder
+from polyfuse.encoders.base import Encoder
+from polyfuse.errors import ArtifactError, ConfigError
+from polyfuse.modalities import contract_from_dict
+from polyfuse.modalities.base import ModalityContract
+
+FORMAT = 1
+
+
+def _roles(config: Config) -> tuple[str, str]:
+    """(item modality whose value groups rows, e.g. image; query modality, e.g. text)."""
+    names = list(config.modalities)
+    if config.task != "contrastive" or len(names) != 2:
+        raise ConfigError("modalities", "a contrastive config aligns exactly two modalities")
+    kinds = {m: config.modalities[m].kind for m in names}
+    item = next((m for m in names if kinds[m] != "text"), names[0])
+    return item, next(m for m in names if m != item)
+
+
+def _encoders(config: Config, contracts: dict[str, ModalityContract]) -> dict[str, Encoder]:
+    out = {}
+    for m, mc in config.modalities.items():
+        enc = build_encoder(mc.encoder.name, contracts[m], mc.encoder.params).eval()
+        if not enc.cacheable:
+            raise ConfigError(
+                f"modalities.{m}.encoder",
+                f"'{mc.encoder.name}' is trainable; alignment adapters sit on frozen encoders",
+                hint="use a pretrained encoder (polyfuse list)",
+            )
+        out[m] = enc
+    return out
+
+
+@dataclass
+class AlignmentResult:
+    """What `train_alignment` produced: artifact folder, best epoch, validation metrics."""
+
+    path: Path
+    best_epoch: int
+    metrics: dict[str, dict[str, float]]
+
+
+def train_alignment(
+    config: Config,
+    train: str | Path,
+    val: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+) -> AlignmentResult:
+    """Train alignment adapters for a ``task: contrastive`` config and save the artifact."""
+    item, query = _roles(config)
+    contracts = build_contracts(config)
+    encoders = _encoders(config, contracts)
+    names = tuple(config.modalities)
+    data = {
+        split: pair_features(
+            encoders, Manifest.load(path, names, config.label), item, progress=progress
+        )
+        for split, path in (("train", train), ("val", val))
+    }
+    tr = data["train"]
+    model = AlignmentModel(
+        {m: int(f.shape[1]) for m, f in tr.feats.items()},
+        dim=config.model.dim,
+        dropout=config.model.dropout,
+    )
+
+    def score(m: AlignmentModel) -> float:
+        return _metrics(m, data["val"], item, query)["text_to_image"]["R@5"]
+
+    cfg = config.train
+    fit = fit_alignment(
+        model,
+        tr.feats[item],
+        tr.feats[query],
+        tr.group,
+        names=(item, query),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        score=score,
+        progress=progress,
+    )
+    metrics = _metrics(fit.model, data["val"], item, query)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    save_file(fit.model.state_dict(), str(out / "model.safetensors"))
+    (out / "config.yaml").write_text(config.to_yaml())
+    (out / "contracts.json").write_text(
+        json.dumps({m: c.to_dict() for m, c in contracts.items()}, indent=2)
+    )
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in fit.history))
+    info = {
+        "format": FORMAT,
+        "kind": "alignment",
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "roles": {"item": item, "query": query},
+        "in_dims": {m: int(f.shape[1]) for m, f in tr.feats.items()},
+        "dim": config.model.dim,
+        "best_epoch": fit.best_epoch,
+        "logit_scale": fit.model.scale,
+        "val": metrics,
+    }
+    (out / "artifact.json").write_text(json.dumps(info, indent=2))
+    return AlignmentResult(out, fit.best_epoch, metrics)
+
+
+def _metrics(
+    model: AlignmentModel, data: PairFeatures, item: str, query: str
+) -> dict[str, dict[str, float]]:
+    """Retrieval metrics: queries (e.g. captions) against unique items (e.g. images)."""
+    with torch.no_grad():
+        zq = model.embed(query, data.feats[query])
+        zi = model.embed(item, data.feats[item][data.first])
+    return retrieval_metrics(zq @ zi.T, data.group)
+
+
+class Aligner:
+    """A trained alignment artifact: embeds raw inputs of either modality into the shared space.
+
+    Args:
+        model: the adapters.
+        encoders: modality -> frozen encoder.
+        info: ``artifact.json``.
+    """
+
+    def __init__(self, model: AlignmentModel, encoders: dict[str, Encoder], info: dict[str, Any]):
+        self.model = model.eval()
+        self.encoders = encoders
+        self.info = info
+
+    @classmethod
+    def load(cls, path: str | Path) -> Aligner:
+        """Load an artifact written by `train_alignment`."""
+        path = Path(path)
+        try:
+            info = json.loads((path / "artifact.json").read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{path} is not an alignment artifact (no artifact.json)") from None
+        if info.get("kind") != "alignment" or info.get("format") != FORMAT:
+            raise ArtifactError(
+                f"{path}: artifact kind {info.get('kind')!r} format {info.get('format')!r} "
+                f"is not an alignment artifact of format {FORMAT}",
+                hint="train it with a `task: contrastive` config",
+            )
+        config = Config.from_file(path / "config.yaml")
+        raw = json.loads((path / "contracts.json").read_text())
+        contracts = {m: contract_from_dict(d) for m, d in raw.items()}
+        model = AlignmentModel(info["in_dims"], dim=info["dim"])
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        return cls(model, _encoders(config, contracts), info)
+
+    @torch.no_grad()
+    def embed(self, modality: str, values: Sequence[Any], batch_size: int = 32) -> Tensor:
+        """Unit vectors ``(N, dim)`` for raw values (paths, bytes, strings ...)."""
+        enc = self.encoders[modality]
+        contract = enc.contract
+        out = []
+        for s in range(0, len(values), batch_size):
+            chunk = values[s : s + batch_size]
+            xs = [contract.preprocess(contract.load(v, field=modality)) for v in chunk]
+            mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
+            out.append(self.model.embed(modality, enc(mb.data, mb.lengths).pooled))
+        return torch.cat(out) if out else torch.zeros(0, self.model.dim)
