@@ -216,3 +216,12 @@ def _read_json(folder: Path, name: str) -> Any:
 
 def _sha256(file: Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def artifact_kind(path: str | Path) -> str:
+    """``"alignment"`` for a ``task: contrastive`` artifact, ``"model"`` for the others."""
+    try:
+        info = json.loads((Path(path) / "artifact.json").read_text())
+    except (OSError, ValueError):
+        return "model"  # load_artifact reports what is wrong with it
+    return str(info.get("kind", "model")) if isinstance(info, dict) else "model"

@@ -114,8 +114,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Metrics of an artifact on a labelled manifest; with --out, the full analysis and report."""
+    from polyfuse.artifact import artifact_kind
     from polyfuse.evaluation import evaluate
 
+    if artifact_kind(args.artifact) == "alignment":
+        from polyfuse.align.pipeline import evaluate_alignment
+
+        metrics = evaluate_alignment(args.artifact, args.data, progress=not args.quiet)
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            for direction, values in metrics.items():
+                print(f"{direction}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        return EXIT_OK
     if args.full or args.out or args.slices or args.robustness or args.saliency:
         return _analyse(args)
     result = evaluate(
@@ -299,6 +310,30 @@ def _report_bad(bad: Sequence[Any]) -> None:
 
 
 # ----------------------------------------------------------------------- parser
+def cmd_index(args: argparse.Namespace) -> int:
+    """Embed a pair manifest with an alignment artifact into a LanceDB folder."""
+    from polyfuse.align.pipeline import build_index
+
+    counts = build_index(args.artifact, args.data, args.db, progress=not args.quiet)
+    print(", ".join(f"{n} {name} rows" for name, n in counts.items()) + f" in {args.db}")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search an index by text or by image; prints ranked items with scores."""
+    from polyfuse.align.pipeline import search_index
+
+    modality, value = ("text", args.text) if args.text is not None else ("image", args.image)
+    hits = search_index(args.db, modality, value, args.k)
+    if args.json:
+        for rank, h in enumerate(hits, 1):
+            print(json.dumps({"rank": rank, "id": h.id, "score": h.score, **h.metadata}))
+    else:
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>3}  {h.score:.3f}  {h.id}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "validate": (cmd_validate, "check a manifest before training"),
     "train": (cmd_train, "train a model from a YAML config"),
@@ -306,6 +341,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "evaluate": (cmd_evaluate, "evaluate an artifact on a labelled manifest"),
     "info": (cmd_info, "describe an artifact"),
     "list": (cmd_list, "list modality kinds, encoders and fusions"),
+    "index": (cmd_index, "embed a manifest into a vector index (alignment artifacts)"),
+    "search": (cmd_search, "search a vector index by text or image"),
     "demo": (cmd_demo, "run the whole flow on data that ships with the install"),
 }
 
@@ -409,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p["info"].add_argument("artifact", help="artifact folder")
+    p["index"].add_argument("artifact", help="alignment artifact (task: contrastive)")
+    p["index"].add_argument("--data", required=True, metavar="MANIFEST", help="pair manifest")
+    p["index"].add_argument("--db", required=True, metavar="DIR", help="LanceDB folder to write")
+    p["search"].add_argument("--db", required=True, metavar="DIR", help="folder from `index`")
+    query = p["search"].add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="find images described by this text")
+    query.add_argument("--image", metavar="PATH", help="find texts that describe this image")
+    p["search"].add_argument("-k", type=int, default=10, help="results (default 10)")
+    p["search"].add_argument("--json", action="store_true", help="one JSON object per result")
     p["demo"].add_argument(
         "--out",
         default="demo-output",

@@ -64,3 +64,19 @@ def test_train_alignment_from_the_cli(
     assert images.shape == texts.shape == (10, 512)
     torch.testing.assert_close(images.norm(dim=1), torch.ones(10))
     assert int((texts @ images.T).argmax(1).eq(torch.arange(10)).sum()) >= 3  # chance: 1
+
+    # index the validation pairs and search them from the CLI
+    db = tmp_path / "db"
+    assert main(["index", str(art), "--data", str(val), "--db", str(db), "-q"]) == 0
+    assert "40 image rows, 200 text rows" in capsys.readouterr().out
+    caption = rows[0]["text"]
+    assert main(["search", "--db", str(db), "--text", caption, "-k", "40", "--json"]) == 0
+    hits = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [h["rank"] for h in hits] == list(range(1, 41))  # every image, ranked
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    everything = aligner.embed("image", [h["id"] for h in hits])
+    expected = (aligner.embed("text", [caption]) @ everything.T)[0]
+    torch.testing.assert_close(torch.tensor(scores), expected, atol=1e-4, rtol=1e-4)
+    assert all(len(h["text"]) == 5 for h in hits)  # each image carries its captions
+    assert main(["search", "--db", str(tmp_path / "nope"), "--text", "x"]) == 2

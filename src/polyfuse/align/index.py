@@ -48,9 +48,10 @@ class VectorIndex:
     Similarity is cosine (vectors are normalised when written).
     """
 
-    def __init__(self, path: Path, table: Any) -> None:
+    def __init__(self, path: Path, table: Any, name: str = TABLE) -> None:
         self.path = path
         self.table = table
+        self.name = name
 
     @classmethod
     def create(
@@ -60,6 +61,7 @@ class VectorIndex:
         ids: Sequence[str],
         metadata: Sequence[Mapping[str, Any]] | None = None,
         batch_rows: int = 50_000,
+        name: str = TABLE,
     ) -> VectorIndex:
         """Write (replacing) the index at ``path``.
 
@@ -68,6 +70,7 @@ class VectorIndex:
             ids: one id per row.
             metadata: JSON-able mapping per row (item references, captions ...).
             batch_rows: rows written per batch (bounds memory on big indexes).
+            name: table name (one folder may hold several, e.g. one per modality).
         """
         import pyarrow as pa
 
@@ -101,20 +104,20 @@ class VectorIndex:
             ]
         )
         db = _lancedb().connect(str(path))
-        table = db.create_table(TABLE, data=batches(), schema=schema, mode="overwrite")
-        return cls(Path(path), table)
+        table = db.create_table(name, data=batches(), schema=schema, mode="overwrite")
+        return cls(Path(path), table, name)
 
     @classmethod
-    def open(cls, path: str | Path) -> VectorIndex:
-        """Open an index written by `create`."""
+    def open(cls, path: str | Path, name: str = TABLE) -> VectorIndex:
+        """Open table ``name`` of an index written by `create`."""
         if not Path(path).is_dir():
             raise PolyfuseError(
                 f"no vector index at {path}", hint="build one with `polyfuse index`"
             )
         db = _lancedb().connect(str(path))
-        if TABLE not in db.list_tables().tables:
-            raise PolyfuseError(f"{path} holds no '{TABLE}' table", hint="rebuild the index")
-        return cls(Path(path), db.open_table(TABLE))
+        if name not in db.list_tables().tables:
+            raise PolyfuseError(f"{path} holds no '{name}' table", hint="rebuild the index")
+        return cls(Path(path), db.open_table(name), name)
 
     def __len__(self) -> int:
         return int(self.table.count_rows())

@@ -88,6 +88,7 @@ def train_alignment(
         for split, path in (("train", train), ("val", val))
     }
     tr = data["train"]
+    torch.manual_seed(config.train.seed)  # the adapters' initial weights
     model = AlignmentModel(
         {m: int(f.shape[1]) for m, f in tr.feats.items()},
         dim=config.model.dim,
@@ -149,6 +150,19 @@ def _metrics(
     return retrieval_metrics(zq @ zi.T, data.group)
 
 
+def evaluate_alignment(
+    artifact: str | Path, data: str | Path, *, progress: bool = True
+) -> dict[str, dict[str, float]]:
+    """Retrieval protocol on a pair manifest: R@1/5/10 and median rank in both directions."""
+    aligner = Aligner.load(artifact)
+    item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
+    manifest = Manifest.load(data, tuple(aligner.encoders))
+    pf = pair_features(aligner.encoders, manifest, item, progress=progress)
+    out = _metrics(aligner.model, pf, item, query)
+    out["n"] = {"queries": float(len(pf.group)), "items": float(len(pf.first))}
+    return out
+
+
 class Aligner:
     """A trained alignment artifact: embeds raw inputs of either modality into the shared space.
 
@@ -198,3 +212,82 @@ class Aligner:
             mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
             out.append(self.model.embed(modality, enc(mb.data, mb.lengths).pooled))
         return torch.cat(out) if out else torch.zeros(0, self.model.dim)
+
+
+def build_index(
+    artifact: str | Path,
+    data: str | Path,
+    db: str | Path,
+    *,
+    ann_min_rows: int = 20_000,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Embed a pair manifest's items (e.g. unique images) and queries (e.g. captions) into
+    a LanceDB folder, one table per modality, with their references as metadata.
+
+    Tables of at least ``ann_min_rows`` rows also get an IVF-PQ index (two-stage search);
+    smaller ones are searched exactly.
+
+    Returns:
+        table name -> rows written.
+    """
+    from polyfuse.align.index import VectorIndex
+
+    aligner = Aligner.load(artifact)
+    item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
+    manifest = Manifest.load(data, tuple(aligner.encoders))
+    pf = pair_features(aligner.encoders, manifest, item, progress=progress)
+    rows = [manifest.rows[i] for i in pf.rows]
+    with torch.no_grad():
+        zi = aligner.model.embed(item, pf.feats[item][pf.first]).numpy()
+        zq = aligner.model.embed(query, pf.feats[query]).numpy()
+    texts: dict[int, list[str]] = {}
+    for j, g in enumerate(pf.group.tolist()):
+        texts.setdefault(g, []).append(str(rows[j].values[query]))
+    items = [rows[int(j)] for j in pf.first]
+    tables = {
+        item: (
+            zi,
+            [str(r.values[item]) for r in items],
+            [{item: r.values[item], query: texts[g]} for g, r in enumerate(items)],
+        ),
+        query: (
+            zq,
+            [r.id for r in rows],
+            [{query: r.values[query], item: r.values[item]} for r in rows],
+        ),
+    }
+    ann = {}
+    for name, (vectors, ids, meta) in tables.items():
+        index = VectorIndex.create(db, vectors, ids, meta, name=name)
+        ann[name] = len(ids) >= ann_min_rows
+        if ann[name]:
+            index.build_ann()
+    info = {"artifact": str(Path(artifact).resolve()), "roles": aligner.info["roles"], "ann": ann}
+    (Path(db) / "index.json").write_text(json.dumps(info, indent=2))
+    return {name: len(t[1]) for name, t in tables.items()}
+
+
+def search_index(db: str | Path, modality: str, value: Any, k: int = 10) -> list[Any]:
+    """Items of the *other* modality most similar to ``value`` (e.g. images for a text).
+
+    Args:
+        db: folder written by `build_index`.
+        modality: the query's modality name (``text`` to search images by text).
+        value: the query (a string, an image path ...).
+    """
+    from polyfuse.align.index import VectorIndex
+
+    try:
+        info = json.loads((Path(db) / "index.json").read_text())
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"{db} is not a polyfuse index", hint="build one with `polyfuse index`"
+        ) from None
+    roles = info["roles"]
+    if modality not in (roles["item"], roles["query"]):
+        raise ConfigError("search", f"the index holds {roles['item']} and {roles['query']}")
+    target = roles["item"] if modality == roles["query"] else roles["query"]
+    aligner = Aligner.load(info["artifact"])
+    q = aligner.embed(modality, [value])[0].numpy()
+    return VectorIndex.open(db, target).search(q, k, exact=not info["ann"][target])
