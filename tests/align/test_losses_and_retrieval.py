@@ -57,3 +57,23 @@ def test_querybank_normalisation_removes_a_hub() -> None:
     assert out.argmax(1).item() == 0
     shift = torch.logsumexp(10 * bank, 0) / 10
     torch.testing.assert_close(out, sim - shift[None, :])
+
+
+def test_attribute_swap() -> None:
+    import numpy as np
+
+    from polyfuse.datasets.flickr8k import COLOURS, attribute_swap
+
+    rng = np.random.default_rng(0)
+    out = attribute_swap("a man in a red shirt", rng)
+    assert out is not None and out != "a man in a red shirt"
+    changed = [
+        (a, b)
+        for a, b in zip(["a", "man", "in", "a", "red", "shirt"], out.split(), strict=True)
+        if a != b
+    ]
+    assert len(changed) == 1
+    a, b = changed[0]
+    assert (a, b) == ("man", "woman") or (a == "red" and b in COLOURS)
+    assert attribute_swap("a photo of nothing in particular", rng) is None
+    assert attribute_swap("two dogs", rng) in {"three dogs", "four dogs", "five dogs", "two cats"}

@@ -65,6 +65,24 @@ def test_train_alignment_from_the_cli(
     torch.testing.assert_close(images.norm(dim=1), torch.ones(10))
     assert int((texts @ images.T).argmax(1).eq(torch.arange(10)).sum()) >= 3  # chance: 1
 
+    assert main(["evaluate", str(art), "--data", str(val), "--json", "-q"]) == 0
+    retrieval = json.loads(capsys.readouterr().out)
+    assert set(retrieval["text_to_image"]) == {"R@1", "R@5", "R@10", "median_rank"}
+    assert retrieval["n"] == {"queries": 200, "items": 40}
+
+    # consistency: the threshold calibrated on validation flags about 5% of true pairs
+    from polyfuse.datasets.flickr8k import build_consistency
+
+    cons = build_consistency(shared_data, tmp_path / "c")["val"]
+    small = tmp_path / "cons.jsonl"
+    small.write_text("\n".join(cons.read_text().splitlines()[:300]) + "\n")
+    assert main(["evaluate", str(art), "--data", str(small), "--json", "-q"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert set(c["consistency"]) == {"auc", "threshold", "false_alarm_rate", "recall", "n"}
+    assert c["auc_by_kind"]["random"] > 0.75 and c["consistency"]["false_alarm_rate"] < 0.2
+    score, flag = aligner.consistency([rows[0]["image"]], [rows[0]["text"]])[0]
+    assert -1 <= score <= 1 and isinstance(flag, bool)
+
     # index the validation pairs and search them from the CLI
     db = tmp_path / "db"
     assert main(["index", str(art), "--data", str(val), "--db", str(db), "-q"]) == 0

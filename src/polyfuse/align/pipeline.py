@@ -33,6 +33,8 @@ from polyfuse.modalities import contract_from_dict
 from polyfuse.modalities.base import ModalityContract
 
 FORMAT = 1
+#: Share of true pairs flagged as contradictions at the calibrated threshold.
+FALSE_ALARM = 0.05
 
 
 def _roles(config: Config) -> tuple[str, str]:
@@ -114,6 +116,10 @@ def train_alignment(
         progress=progress,
     )
     metrics = _metrics(fit.model, data["val"], item, query)
+    with torch.no_grad():  # agreement of every true validation pair
+        va = data["val"]
+        true = _agreement(fit.model, va.feats[item], va.feats[query], item, query)
+    threshold = float(torch.quantile(true.double(), FALSE_ALARM))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
@@ -135,9 +141,17 @@ def train_alignment(
         "best_epoch": fit.best_epoch,
         "logit_scale": fit.model.scale,
         "val": metrics,
+        "consistency": {"threshold": threshold, "target_false_alarm": FALSE_ALARM},
     }
     (out / "artifact.json").write_text(json.dumps(info, indent=2))
     return AlignmentResult(out, fit.best_epoch, metrics)
+
+
+def _agreement(
+    model: AlignmentModel, item_feats: Tensor, query_feats: Tensor, item: str, query: str
+) -> Tensor:
+    """Cosine agreement of row-aligned pairs in the shared space."""
+    return (model.embed(item, item_feats) * model.embed(query, query_feats)).sum(1)
 
 
 def _metrics(
@@ -158,8 +172,46 @@ def evaluate_alignment(
     item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
     manifest = Manifest.load(data, tuple(aligner.encoders))
     pf = pair_features(aligner.encoders, manifest, item, progress=progress)
+    labels = [manifest.rows[i].label for i in pf.rows]
+    if set(labels) <= {"match", "mismatch"} and "mismatch" in labels:
+        return _consistency(aligner, manifest, pf, labels)
     out = _metrics(aligner.model, pf, item, query)
     out["n"] = {"queries": float(len(pf.group)), "items": float(len(pf.first))}
+    return out
+
+
+def _consistency(
+    aligner: Aligner, manifest: Manifest, pf: PairFeatures, labels: list[Any]
+) -> dict[str, dict[str, float]]:
+    """AUC, the artifact's calibrated threshold, its false-alarm rate and recall; AUC per
+    ``kind`` column value (each kind's mismatches against its matches, or the plain matches)."""
+    from polyfuse.evaluation.metrics import roc_auc
+
+    item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
+    with torch.no_grad():
+        score = _agreement(aligner.model, pf.feats[item], pf.feats[query], item, query)
+    match = torch.tensor([lab == "match" for lab in labels])
+    threshold = float(aligner.info["consistency"]["threshold"])
+    flagged = score < threshold
+    out: dict[str, dict[str, float]] = {
+        "consistency": {
+            "auc": roc_auc(score, match) or 0.0,
+            "threshold": threshold,
+            "false_alarm_rate": float(flagged[match].double().mean()),
+            "recall": float(flagged[~match].double().mean()),
+            "n": float(len(labels)),
+        }
+    }
+    kinds = [str(manifest.rows[i].metadata.get("kind", "")) for i in pf.rows]
+    by_kind = {}
+    for kind in sorted(set(kinds) - {""}):
+        rows = torch.tensor([k == kind for k in kinds])
+        if bool((rows & match).any()):  # this kind has its own matches (paired negatives)
+            sel = rows
+        else:  # compare its mismatches with the plain matches
+            sel = rows | (match & torch.tensor([k == "" for k in kinds]))
+        by_kind[kind] = roc_auc(score[sel], match[sel]) or 0.0
+    out["auc_by_kind"] = by_kind
     return out
 
 
@@ -199,6 +251,17 @@ class Aligner:
 
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         return cls(model, _encoders(config, contracts), info)
+
+    def consistency(self, items: Sequence[Any], queries: Sequence[Any]) -> list[tuple[float, bool]]:
+        """Agreement score and contradiction flag of each (item, query) pair, e.g. (image, text).
+
+        The flag uses the threshold calibrated on validation data at training time
+        (``FALSE_ALARM`` of true pairs are flagged).
+        """
+        item, query = self.info["roles"]["item"], self.info["roles"]["query"]
+        scores = (self.embed(item, items) * self.embed(query, queries)).sum(1)
+        threshold = float(self.info["consistency"]["threshold"])
+        return [(float(v), float(v) < threshold) for v in scores]
 
     @torch.no_grad()
     def embed(self, modality: str, values: Sequence[Any], batch_size: int = 32) -> Tensor:

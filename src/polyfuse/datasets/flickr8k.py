@@ -78,6 +78,87 @@ def build_alignment(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path
     return paths
 
 
+COLOURS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "orange", "purple")
+COUNTS = ("two", "three", "four", "five")
+OPPOSITES = {"man": "woman", "men": "women", "boy": "girl", "boys": "girls", "dog": "cat"}
+OPPOSITES |= {v: k for k, v in OPPOSITES.items()}
+
+
+def attribute_swap(caption: str, rng: Any) -> str | None:
+    """The caption with one colour, count or object word swapped ("a red shirt" -> "a blue
+    shirt"), or None when it has none. ``rng``: a `numpy.random.Generator`."""
+    words = caption.split()
+    spots = [i for i, w in enumerate(words) if w.lower() in (*COLOURS, *COUNTS, *OPPOSITES)]
+    if not spots:
+        return None
+    i = spots[int(rng.integers(len(spots)))]
+    w = words[i].lower()
+    pool = COLOURS if w in COLOURS else COUNTS if w in COUNTS else (OPPOSITES[w],)
+    words[i] = str(rng.choice([x for x in pool if x != w]))
+    return " ".join(words)
+
+
+def build_consistency(data_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Image-text consistency manifests (``label``: ``match`` / ``mismatch``) for val and dev.
+
+    Per image: its first caption (match), a caption of another image (``kind: random``)
+    and, when possible, an attribute-swapped caption (``kind: swap``) for each caption that
+    has a colour, count or object word.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    src = Path(data_dir) / "flickr8k"
+    out = Path(out_dir)
+    paths = {}
+    for split, (file, start, stop) in {
+        "val": ("train_2000.jsonl", 1800, None),
+        "dev": ("dev.jsonl", 0, None),
+    }.items():
+        items = _items(src, file)[start:stop]
+        rows = []
+        for j, item in enumerate(items):
+            image = str((src / item["image"]).resolve())
+            stem = Path(item["image"]).stem
+            caps: list[str] = item["captions"]
+            other = items[(j + 1 + int(rng.integers(len(items) - 1))) % len(items)]
+            base = {"image": image, "image_id": stem}
+            rows.append({**base, "id": f"{stem}-match", "text": caps[0], "label": "match"})
+            rows.append(
+                {
+                    **base,
+                    "id": f"{stem}-random",
+                    "text": other["captions"][0],
+                    "label": "mismatch",
+                    "kind": "random",
+                }
+            )
+            for k, cap in enumerate(caps):
+                swapped = attribute_swap(cap, rng)
+                if swapped:
+                    rows.append(
+                        {
+                            **base,
+                            "id": f"{stem}-swap{k}",
+                            "text": swapped,
+                            "label": "mismatch",
+                            "kind": "swap",
+                            "original": cap,
+                        }
+                    )
+                    rows.append(
+                        {
+                            **base,
+                            "id": f"{stem}-orig{k}",
+                            "text": cap,
+                            "label": "match",
+                            "kind": "swap",
+                        }
+                    )
+        paths[split] = write_jsonl(out / f"consistency_{split}.jsonl", rows)
+    return paths
+
+
 def build_concepts(
     data_dir: str | Path, out_dir: str | Path, min_votes: int = 2
 ) -> dict[str, Path]:
