@@ -83,6 +83,10 @@ def test_train_alignment_from_the_cli(
     score, flag = aligner.consistency([rows[0]["image"]], [rows[0]["text"]])[0]
     assert -1 <= score <= 1 and isinstance(flag, bool)
 
+    probs = aligner.zero_shot([r["image"] for r in rows], ["dog", "snow", "water"])
+    assert probs.shape == (10, 3)
+    torch.testing.assert_close(probs.sum(1), torch.ones(10))
+
     # index the validation pairs and search them from the CLI
     db = tmp_path / "db"
     assert main(["index", str(art), "--data", str(val), "--db", str(db), "-q"]) == 0

@@ -264,6 +264,19 @@ class Aligner:
         return [(float(v), float(v) < threshold) for v in scores]
 
     @torch.no_grad()
+    def zero_shot(
+        self, items: Sequence[Any], labels: Sequence[str], template: str = "a photo of {}."
+    ) -> Tensor:
+        """Zero-shot class probabilities ``(N, K)`` of items (e.g. images) from text prompts.
+
+        Each label becomes ``template.format(label)``; probabilities are a softmax of the
+        learned logit scale times the cosine similarity to each prompt.
+        """
+        item, query = self.info["roles"]["item"], self.info["roles"]["query"]
+        prompts = self.embed(query, [template.format(lab) for lab in labels])
+        return (self.model.scale * self.embed(item, items) @ prompts.T).softmax(1)
+
+    @torch.no_grad()
     def embed(self, modality: str, values: Sequence[Any], batch_size: int = 32) -> Tensor:
         """Unit vectors ``(N, dim)`` for raw values (paths, bytes, strings ...)."""
         enc = self.encoders[modality]
