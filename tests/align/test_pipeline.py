@@ -36,62 +36,87 @@ def test_config_and_trainer_refusals(tmp_path: Path) -> None:
         Aligner.load(tmp_path)
 
 
-@pytest.mark.integration
-def test_train_alignment_from_the_cli(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small alignment artifact trained through `polyfuse train` (120 images, 4 epochs)."""
     from polyfuse.datasets.flickr8k import build_alignment
+    from tests.conftest import SHARED_DATA
 
-    paths = build_alignment(shared_data, tmp_path / "m")
-    train = tmp_path / "train.jsonl"
-    val = tmp_path / "val.jsonl"
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared data folder at {SHARED_DATA} (absent outside CI)")
+    root = tmp_path_factory.mktemp("align")
+    paths = build_alignment(SHARED_DATA, root / "m")
+    train, val = root / "train.jsonl", root / "val.jsonl"
     train.write_text("\n".join(paths["train"].read_text().splitlines()[:600]) + "\n")  # 120 images
     val.write_text("\n".join(paths["val"].read_text().splitlines()[:200]) + "\n")  # 40 images
-    art = tmp_path / "art"
+    art = root / "art"
     args = ["train", str(EXAMPLES / "flickr8k" / "align.yaml"), "--train", str(train)]
-    args += ["--val", str(val), "--out", str(art), "--json", "-q", "--set", "train.epochs=4"]
+    args += ["--val", str(val), "--out", str(art), "-q", "--set", "train.epochs=4"]
     assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 1 <= summary["best_epoch"] <= 4
-    assert summary["val text_to_image R@10"] > 10 / 40  # better than chance on 40 images
+    return {"art": art, "val": val, "root": root}
+
+
+@pytest.mark.integration
+def test_cli_training_writes_an_alignment_artifact(trained: dict[str, Path]) -> None:
+    art = trained["art"]
     for name in ("artifact.json", "config.yaml", "contracts.json", "model.safetensors"):
         assert (art / name).is_file()
+    info = json.loads((art / "artifact.json").read_text())
+    assert info["kind"] == "alignment" and 1 <= info["best_epoch"] <= 4
+    assert info["val"]["text_to_image"]["R@10"] > 10 / 40  # better than chance on 40 images
 
-    aligner = Aligner.load(art)
-    rows = [json.loads(x) for x in val.read_text().splitlines()[::5][:10]]  # 10 images
+
+def _val_rows(trained: dict[str, Path]) -> list[dict]:
+    return [json.loads(x) for x in trained["val"].read_text().splitlines()[::5][:10]]
+
+
+@pytest.mark.integration
+def test_aligner_embeds_and_classifies_zero_shot(trained: dict[str, Path]) -> None:
+    aligner = Aligner.load(trained["art"])
+    rows = _val_rows(trained)  # 10 images and one caption each
     images = aligner.embed("image", [r["image"] for r in rows])
     texts = aligner.embed("text", [r["text"] for r in rows])
     assert images.shape == texts.shape == (10, 512)
     torch.testing.assert_close(images.norm(dim=1), torch.ones(10))
     assert int((texts @ images.T).argmax(1).eq(torch.arange(10)).sum()) >= 3  # chance: 1
-
-    assert main(["evaluate", str(art), "--data", str(val), "--json", "-q"]) == 0
-    retrieval = json.loads(capsys.readouterr().out)
-    assert set(retrieval["text_to_image"]) == {"R@1", "R@5", "R@10", "median_rank"}
-    assert retrieval["n"] == {"queries": 200, "items": 40}
-
-    # consistency: the threshold calibrated on validation flags about 5% of true pairs
-    from polyfuse.datasets.flickr8k import build_consistency
-
-    cons = build_consistency(shared_data, tmp_path / "c")["val"]
-    small = tmp_path / "cons.jsonl"
-    small.write_text("\n".join(cons.read_text().splitlines()[:300]) + "\n")
-    assert main(["evaluate", str(art), "--data", str(small), "--json", "-q"]) == 0
-    c = json.loads(capsys.readouterr().out)
-    assert set(c["consistency"]) == {"auc", "threshold", "false_alarm_rate", "recall", "n"}
-    assert c["auc_by_kind"]["random"] > 0.75 and c["consistency"]["false_alarm_rate"] < 0.2
-    score, flag = aligner.consistency([rows[0]["image"]], [rows[0]["text"]])[0]
-    assert -1 <= score <= 1 and isinstance(flag, bool)
-
     probs = aligner.zero_shot([r["image"] for r in rows], ["dog", "snow", "water"])
     assert probs.shape == (10, 3)
     torch.testing.assert_close(probs.sum(1), torch.ones(10))
+    score, flag = aligner.consistency([rows[0]["image"]], [rows[0]["text"]])[0]
+    assert -1 <= score <= 1 and isinstance(flag, bool)
 
-    # index the validation pairs and search them from the CLI
-    db = tmp_path / "db"
+
+@pytest.mark.integration
+def test_evaluate_retrieval_and_consistency(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyfuse.datasets.flickr8k import build_consistency
+    from tests.conftest import SHARED_DATA
+
+    art = str(trained["art"])
+    capsys.readouterr()
+    assert main(["evaluate", art, "--data", str(trained["val"]), "--json", "-q"]) == 0
+    retrieval = json.loads(capsys.readouterr().out)
+    assert set(retrieval["text_to_image"]) == {"R@1", "R@5", "R@10", "median_rank"}
+    assert retrieval["n"] == {"queries": 200, "items": 40}
+    # the threshold calibrated on validation flags about 5% of true pairs
+    cons = build_consistency(SHARED_DATA, trained["root"] / "c")["val"]
+    small = trained["root"] / "cons.jsonl"
+    small.write_text("\n".join(cons.read_text().splitlines()[:300]) + "\n")
+    assert main(["evaluate", art, "--data", str(small), "--json", "-q"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert set(c["consistency"]) == {"auc", "threshold", "false_alarm_rate", "recall", "n"}
+    assert c["auc_by_kind"]["random"] > 0.75 and c["consistency"]["false_alarm_rate"] < 0.2
+
+
+@pytest.mark.integration
+def test_index_and_search(trained: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    art, val, db = trained["art"], trained["val"], trained["root"] / "db"
+    aligner = Aligner.load(art)
+    capsys.readouterr()
     assert main(["index", str(art), "--data", str(val), "--db", str(db), "-q"]) == 0
     assert "40 image rows, 200 text rows" in capsys.readouterr().out
-    caption = rows[0]["text"]
+    caption = _val_rows(trained)[0]["text"]
     assert main(["search", "--db", str(db), "--text", caption, "-k", "40", "--json"]) == 0
     hits = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [h["rank"] for h in hits] == list(range(1, 41))  # every image, ranked
@@ -101,4 +126,4 @@ def test_train_alignment_from_the_cli(
     expected = (aligner.embed("text", [caption]) @ everything.T)[0]
     torch.testing.assert_close(torch.tensor(scores), expected, atol=1e-4, rtol=1e-4)
     assert all(len(h["text"]) == 5 for h in hits)  # each image carries its captions
-    assert main(["search", "--db", str(tmp_path / "nope"), "--text", "x"]) == 2
+    assert main(["search", "--db", str(trained["root"] / "nope"), "--text", "x"]) == 2
