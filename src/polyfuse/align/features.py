@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -105,3 +106,34 @@ def pair_features(
         torch.tensor([first[v] for v in order]),
         rows,
     )
+
+
+@torch.no_grad()
+def image_tokens(
+    encoder: Encoder, paths: list[str], *, batch_size: int = 32, progress: bool = True
+) -> Tensor:
+    """``(N, T, D)`` frozen-encoder tokens of fixed-size inputs (e.g. 7x7 image maps),
+    served from the feature cache."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest_path = Path(tmp) / "items.jsonl"
+        name = encoder.contract.name
+        manifest_path.write_text(
+            "".join(json.dumps({"id": str(i), name: p}) + "\n" for i, p in enumerate(paths))
+        )
+        ds = MultimodalDataset(
+            Manifest.load(manifest_path, (name,)),
+            {name: encoder.contract},
+            None,
+            require_label=False,
+            on_bad_row="fail",
+        )
+        attach_frozen_features({name: encoder}, [ds], batch_size=batch_size, progress=progress)
+        out = []
+        for i in range(len(ds)):
+            ex = ds[i]
+            if not isinstance(ex, Example):  # pragma: no cover - "fail" raises first
+                raise PolyfuseError(f"cannot read {paths[i]}")
+            out.append(ex.inputs[name])
+    return torch.stack(out)
