@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from polyfuse.align.caption import CaptionDecoder, Vocabulary, train_decoder
@@ -35,3 +38,18 @@ def test_decoder_learns_and_decodes() -> None:
         "two dogs in snow",
     ]
     assert vocab.decode(dec.beam(tokens[1], width=3)) == "two dogs in snow"
+
+
+@pytest.mark.integration
+def test_image_tokens_from_the_real_encoder(shared_data: Path) -> None:
+    import os
+
+    from polyfuse.align.features import image_tokens
+    from polyfuse.encoders import build_encoder, resolve_contract
+
+    contract = resolve_contract("image", "image", "efficientnet_lite0", {}, {})
+    encoder = build_encoder("efficientnet_lite0", contract, {}).eval()
+    images = sorted((shared_data / "flickr8k" / "images").glob("*.jpg"))[:2]
+    relative = os.path.relpath(images[1])  # relative to the working directory is fine
+    tokens = image_tokens(encoder, [str(images[0]), relative], progress=False)
+    assert tokens.shape == (2, 49, 1280) and not torch.equal(tokens[0], tokens[1])

@@ -120,7 +120,10 @@ def image_tokens(
         manifest_path = Path(tmp) / "items.jsonl"
         name = encoder.contract.name
         manifest_path.write_text(
-            "".join(json.dumps({"id": str(i), name: p}) + "\n" for i, p in enumerate(paths))
+            "".join(
+                json.dumps({"id": str(i), name: str(Path(p).resolve())}) + "\n"
+                for i, p in enumerate(paths)
+            )
         )
         ds = MultimodalDataset(
             Manifest.load(manifest_path, (name,)),
