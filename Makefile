@@ -28,6 +28,9 @@ bench: install
 	$(BIN)/python benchmarks/feature_cache.py --data $(DATA)
 	$(BIN)/python benchmarks/av_digits.py --data $(DATA)
 	$(BIN)/python benchmarks/evaluation_cost.py --data $(DATA)
+	$(BIN)/python benchmarks/flickr8k_retrieval.py --data $(DATA)
+	$(BIN)/python benchmarks/vector_search.py --data $(DATA)
+	$(BIN)/python benchmarks/flickr8k_caption.py --data $(DATA)
 
 lint: install
 	$(BIN)/ruff check .
