@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from polyfuse.data.dataset import BadRow, Batch
-from polyfuse.model import MultimodalModel
+from polyfuse.model import Encoded, MultimodalModel
 from polyfuse.progress import bar
 from polyfuse.runtime import autocast
 
@@ -52,6 +52,31 @@ def subset_key(subset: Iterable[str]) -> str:
     return "+".join(sorted(subset))
 
 
+def encoded_batches(
+    model: MultimodalModel,
+    batches: Iterable[Batch],
+    device: torch.device,
+    precision: str,
+    bad: list[BadRow],
+    progress: bool = False,
+    desc: str = "predicting",
+) -> Iterator[tuple[Batch, Encoded]]:
+    """Non-empty batches with their encoder outputs; bad rows are appended to ``bad``.
+
+    The shared loop of `collect` and `polyfuse.evaluation.bank.encode_bank`; call it
+    under ``torch.no_grad()``.
+    """
+    model.eval()
+    for batch in bar(batches, enabled=progress, desc=desc, leave=False):
+        bad += batch.bad_rows
+        if batch.size == 0:
+            continue
+        on_device = batch.to(device)
+        with autocast(device, precision):
+            encoded = model.encode(on_device.inputs, on_device.size)
+        yield batch, encoded
+
+
 @torch.no_grad()
 def collect(
     model: MultimodalModel,
@@ -68,7 +93,6 @@ def collect(
         subsets: modality subsets to also fuse for every batch, reusing the encoder
             outputs (only fusion and heads run again).
     """
-    model.eval()
     parts: dict[str, list[Tensor]] = {"logits": [], "embedding": [], "weights": [], "targets": []}
     uni: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
     pres: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
@@ -76,13 +100,8 @@ def collect(
     indices: list[int] = []
     bad: list[BadRow] = []
     all_targets = True
-    for batch in bar(batches, enabled=progress, desc=desc, leave=False):
-        bad += batch.bad_rows
-        if batch.size == 0:
-            continue
-        on_device = batch.to(device)
+    for batch, encoded in encoded_batches(model, batches, device, precision, bad, progress, desc):
         with autocast(device, precision):
-            encoded = model.encode(on_device.inputs, on_device.size)
             out = model.fuse(encoded)
             for subset in subsets:
                 shown = {m: encoded.present[m] & (m in subset) for m in model.modalities}

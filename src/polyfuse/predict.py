@@ -89,6 +89,15 @@ class Predictor:
         artifact.model.to(self.device).eval()
 
     @classmethod
+    def of(cls, artifact: Any, device: str = "auto") -> Predictor:
+        """A predictor for an artifact folder, a loaded `Artifact`, or a `Predictor` (as is)."""
+        if isinstance(artifact, Predictor):
+            return artifact
+        if isinstance(artifact, Artifact):
+            return cls(artifact, device)
+        return cls.load(artifact, device)
+
+    @classmethod
     def load(cls, path: str | Path, device: str = "auto", batch_size: int = 32) -> Predictor:
         """Load an artifact folder (verifying versions and contracts)."""
         return cls(load_artifact(path, resolve_device(device)), device, batch_size)

@@ -138,16 +138,10 @@ def analyze(
         device: where to run.
         seed: seed of bootstrap, permutations, corruptions and clustering.
     """
-    from polyfuse.artifact import Artifact
     from polyfuse.predict import Predictor
 
     t0 = time.perf_counter()
-    if isinstance(artifact, Predictor):
-        predictor = artifact
-    elif isinstance(artifact, Artifact):
-        predictor = Predictor(artifact, device)
-    else:
-        predictor = Predictor.load(artifact, device)
+    predictor = Predictor.of(artifact, device)
     art = predictor.artifact
     model, task = art.model, art.task
     manifest = (

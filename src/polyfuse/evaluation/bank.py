@@ -15,9 +15,8 @@ import torch
 from torch import Tensor
 
 from polyfuse.data.dataset import BadRow, Batch
+from polyfuse.inference import encoded_batches
 from polyfuse.model import Encoded, ModelOutput, MultimodalModel
-from polyfuse.progress import bar
-from polyfuse.runtime import autocast
 
 
 @dataclass
@@ -127,7 +126,6 @@ def encode_bank(
     desc: str = "encoding",
 ) -> FeatureBank:
     """Run the encoders and adapters of ``model`` once over ``batches``."""
-    model.eval()
     pooled: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
     present: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
     tokens: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
@@ -135,13 +133,7 @@ def encode_bank(
     indices: list[int] = []
     bad: list[BadRow] = []
     all_targets = True
-    for batch in bar(batches, enabled=progress, desc=desc, leave=False):
-        bad += batch.bad_rows
-        if batch.size == 0:
-            continue
-        on_device = batch.to(device)
-        with autocast(device, precision):
-            enc = model.encode(on_device.inputs, on_device.size)
+    for batch, enc in encoded_batches(model, batches, device, precision, bad, progress, desc):
         indices += batch.indices
         for m in model.modalities:
             pooled[m].append(enc.pooled[m].float().cpu())

@@ -61,15 +61,9 @@ def evaluate(
         progress: show progress bars.
         device: where to run.
     """
-    from polyfuse.artifact import Artifact
     from polyfuse.predict import Predictor
 
-    if isinstance(artifact, Predictor):
-        predictor = artifact
-    elif isinstance(artifact, Artifact):
-        predictor = Predictor(artifact, device)
-    else:
-        predictor = Predictor.load(artifact, device)
+    predictor = Predictor.of(artifact, device)
     manifest = (
         data
         if isinstance(data, Manifest)
