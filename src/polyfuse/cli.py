@@ -60,6 +60,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = Config.from_dict(_load_config(args.config, args.set))
     if config.task == "contrastive":
         return _train_alignment(config, args)
+    if config.task == "captioning":
+        from polyfuse.align.caption import train_captioning
+        from polyfuse.errors import ConfigError
+
+        if args.val is None:
+            raise ConfigError("--val", "captioning reports BLEU / CIDEr on a validation manifest")
+        done = train_captioning(config, args.train, args.val, args.out, progress=not args.quiet)
+        lines = [f"{k:>16}: {v}" for k, v in done.items()]
+        print(json.dumps(done) if args.json else "\n".join(lines))
+        return EXIT_OK
     result = Trainer(config, args.out, progress=not args.quiet, resume=args.resume).fit(
         args.train, args.val
     )
@@ -319,6 +329,16 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    """Caption images with a captioning artifact."""
+    from polyfuse.align.caption import Captioner
+
+    captions = Captioner(args.artifact).caption(args.images, beam=args.beam)
+    for path, text in zip(args.images, captions, strict=True):
+        print(json.dumps({"image": path, "caption": text}) if args.json else f"{path}\t{text}")
+    return EXIT_OK
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Search an index by text or by image; prints ranked items with scores."""
     from polyfuse.align.pipeline import search_index
@@ -343,8 +363,26 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "list": (cmd_list, "list modality kinds, encoders and fusions"),
     "index": (cmd_index, "embed a manifest into a vector index (alignment artifacts)"),
     "search": (cmd_search, "search a vector index by text or image"),
+    "caption": (cmd_caption, "caption images with a captioning artifact"),
     "demo": (cmd_demo, "run the whole flow on data that ships with the install"),
 }
+
+
+def _alignment_arguments(p: dict[str, argparse.ArgumentParser]) -> None:
+    """Arguments of index, search and caption."""
+    p["index"].add_argument("artifact", help="alignment artifact (task: contrastive)")
+    p["index"].add_argument("--data", required=True, metavar="MANIFEST", help="pair manifest")
+    p["index"].add_argument("--db", required=True, metavar="DIR", help="LanceDB folder to write")
+    p["caption"].add_argument("artifact", help="captioning artifact (task: captioning)")
+    p["caption"].add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p["caption"].add_argument("--beam", type=int, default=3, help="beam width (1: greedy)")
+    p["caption"].add_argument("--json", action="store_true", help="one JSON object per image")
+    p["search"].add_argument("--db", required=True, metavar="DIR", help="folder from `index`")
+    query = p["search"].add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="find images described by this text")
+    query.add_argument("--image", metavar="PATH", help="find texts that describe this image")
+    p["search"].add_argument("-k", type=int, default=10, help="results (default 10)")
+    p["search"].add_argument("--json", action="store_true", help="one JSON object per result")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -446,15 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p["info"].add_argument("artifact", help="artifact folder")
-    p["index"].add_argument("artifact", help="alignment artifact (task: contrastive)")
-    p["index"].add_argument("--data", required=True, metavar="MANIFEST", help="pair manifest")
-    p["index"].add_argument("--db", required=True, metavar="DIR", help="LanceDB folder to write")
-    p["search"].add_argument("--db", required=True, metavar="DIR", help="folder from `index`")
-    query = p["search"].add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", help="find images described by this text")
-    query.add_argument("--image", metavar="PATH", help="find texts that describe this image")
-    p["search"].add_argument("-k", type=int, default=10, help="results (default 10)")
-    p["search"].add_argument("--json", action="store_true", help="one JSON object per result")
+    _alignment_arguments(p)
     p["demo"].add_argument(
         "--out",
         default="demo-output",

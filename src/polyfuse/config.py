@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from polyfuse.errors import ConfigError
 
-TASKS = ("multiclass", "multilabel", "regression", "contrastive")
+TASKS = ("multiclass", "multilabel", "regression", "contrastive", "captioning")
 PRECISIONS = ("auto", "bf16", "fp32")
 BAD_ROW_POLICIES = ("skip", "fail")
 

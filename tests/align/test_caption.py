@@ -53,3 +53,32 @@ def test_image_tokens_from_the_real_encoder(shared_data: Path) -> None:
     relative = os.path.relpath(images[1])  # relative to the working directory is fine
     tokens = image_tokens(encoder, [str(images[0]), relative], progress=False)
     assert tokens.shape == (2, 49, 1280) and not torch.equal(tokens[0], tokens[1])
+
+
+@pytest.mark.integration
+def test_captioning_task_from_the_cli(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from polyfuse.cli import main
+    from polyfuse.datasets.flickr8k import build_alignment
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    paths = build_alignment(shared_data, tmp_path / "m")
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text("\n".join(paths["train"].read_text().splitlines()[:500]) + "\n")  # 100 images
+    val.write_text("\n".join(paths["val"].read_text().splitlines()[:50]) + "\n")  # 10 images
+    art = tmp_path / "cap"
+    args = ["train", str(examples / "flickr8k" / "caption.yaml"), "--train", str(train)]
+    args += ["--val", str(val), "--out", str(art), "--json", "-q", "--set", "train.epochs=2"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= summary["val BLEU-1"] <= 1 and summary["val CIDEr"] >= 0
+    info = json.loads((art / "artifact.json").read_text())
+    assert info["kind"] == "captioning" and info["loss"][-1] < info["loss"][0]
+    image = json.loads(val.read_text().splitlines()[0])["image"]
+    assert main(["caption", str(art), image, "--json", "--beam", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["image"] == image and isinstance(out["caption"], str) and out["caption"]
+    assert main(["caption", str(tmp_path), image]) == 2  # not an artifact: a clear error

@@ -7,10 +7,13 @@ Decoding is greedy or beam search with a length-normalised score.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -198,3 +201,146 @@ def train_decoder(
         history.append(sum(losses) / max(1, len(losses)))
     decoder.eval()
     return history
+
+
+FORMAT = 1
+
+
+def train_captioning(
+    config: Any, train: str | Path, val: str | Path, out_dir: str | Path, *, progress: bool = True
+) -> dict[str, Any]:
+    """``task: captioning``: a decoder over the frozen image encoder's tokens, from a config.
+
+    Manifests: rows with an image and its caption (``text``); rows may share an image.
+    Writes ``model.safetensors``, ``vocab.json``, ``config.yaml``, ``contracts.json`` and
+    ``artifact.json`` (with validation BLEU / CIDEr-D of beam search) to ``out_dir``.
+    """
+    from safetensors.torch import save_file
+
+    from polyfuse.align.features import image_tokens
+    from polyfuse.build import build_contracts
+    from polyfuse.data.manifest import Manifest
+    from polyfuse.encoders import build_encoder
+    from polyfuse.errors import ConfigError
+    from polyfuse.evaluation.text_metrics import bleu, cider_d
+
+    image, text = _caption_roles(config)
+    contracts = build_contracts(config)
+    mc = config.modalities[image]
+    encoder = build_encoder(mc.encoder.name, contracts[image], mc.encoder.params).eval()
+    if not encoder.cacheable:
+        raise ConfigError(f"modalities.{image}.encoder", "captioning reads frozen image tokens")
+    data = {}
+    for split, path in (("train", train), ("val", val)):
+        rows = Manifest.load(path, (image, text)).rows
+        rows = [r for r in rows if image in r.values and text in r.values]
+        refs: dict[str, list[str]] = {}
+        for r in rows:
+            refs.setdefault(str(r.values[image]), []).append(str(r.values[text]))
+        paths = list(refs)
+        base = Path(path).parent
+        resolved = [str(p if Path(p).is_absolute() else base / p) for p in paths]
+        data[split] = (paths, refs, image_tokens(encoder, resolved, progress=progress))
+    paths, refs, tokens = data["train"]
+    captions = [c for p in paths for c in refs[p]]
+    image_of = torch.tensor([i for i, p in enumerate(paths) for _ in refs[p]])
+    vocab = Vocabulary.build(captions, min_count=3)
+    torch.manual_seed(config.train.seed)
+    decoder = CaptionDecoder(
+        len(vocab),
+        image_dim=tokens.shape[2],
+        image_tokens=tokens.shape[1],
+        width=config.model.dim,
+        dropout=config.model.dropout,
+    )
+    history = train_decoder(
+        decoder,
+        tokens,
+        [vocab.encode(c, decoder.max_len) for c in captions],
+        image_of,
+        epochs=config.train.epochs,
+        batch_size=config.train.batch_size,
+        lr=config.train.lr,
+        seed=config.train.seed,
+    )
+    vpaths, vrefs, vtokens = data["val"]
+    hyps = [vocab.decode(decoder.beam(vtokens[i])) for i in range(len(vpaths))]
+    metrics = {**bleu(hyps, [vrefs[p] for p in vpaths])}
+    metrics["CIDEr"] = cider_d(hyps, [vrefs[p] for p in vpaths])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(decoder.state_dict(), str(out / "model.safetensors"))
+    (out / "vocab.json").write_text(json.dumps(vocab.words))
+    (out / "config.yaml").write_text(config.to_yaml())
+    (out / "contracts.json").write_text(
+        json.dumps({m: c.to_dict() for m, c in contracts.items()}, indent=2)
+    )
+    info = {
+        "format": FORMAT,
+        "kind": "captioning",
+        "roles": {"image": image, "text": text},
+        "decoder": {
+            "image_dim": int(tokens.shape[2]),
+            "image_tokens": int(tokens.shape[1]),
+            "width": config.model.dim,
+        },
+        "loss": history,
+        "val": metrics,
+    }
+    (out / "artifact.json").write_text(json.dumps(info, indent=2))
+    return {"artifact": str(out), **{f"val {k}": v for k, v in metrics.items()}}
+
+
+def _caption_roles(config: Any) -> tuple[str, str]:
+    from polyfuse.errors import ConfigError
+
+    kinds = {m: c.kind for m, c in config.modalities.items()}
+    images = [m for m, k in kinds.items() if k == "image"]
+    texts = [m for m, k in kinds.items() if k == "text"]
+    if len(kinds) != 2 or len(images) != 1 or len(texts) != 1:
+        raise ConfigError("modalities", "a captioning config has one image and one text modality")
+    return images[0], texts[0]
+
+
+class Captioner:
+    """A trained captioning artifact: ``caption(paths)`` writes a caption per image."""
+
+    def __init__(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        from polyfuse.config import Config
+        from polyfuse.encoders import build_encoder
+        from polyfuse.errors import ArtifactError
+        from polyfuse.modalities import contract_from_dict
+
+        path = Path(path)
+        try:
+            self.info = json.loads((path / "artifact.json").read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{path} is not a captioning artifact (no artifact.json)") from None
+        if self.info.get("kind") != "captioning":
+            raise ArtifactError(
+                f"{path} holds a {self.info.get('kind', 'model')!r} artifact, not a captioning one",
+                hint="train one with task: captioning",
+            )
+        config = Config.from_file(path / "config.yaml")
+        image = self.info["roles"]["image"]
+        contract = contract_from_dict(json.loads((path / "contracts.json").read_text())[image])
+        mc = config.modalities[image]
+        self.encoder = build_encoder(mc.encoder.name, contract, mc.encoder.params).eval()
+        self.vocab = Vocabulary(json.loads((path / "vocab.json").read_text()))
+        d = self.info["decoder"]
+        self.decoder = CaptionDecoder(
+            len(self.vocab), d["image_dim"], d["image_tokens"], d["width"]
+        )
+        self.decoder.load_state_dict(load_file(str(path / "model.safetensors")))
+        self.decoder.eval()
+
+    def caption(self, paths: Sequence[str], beam: int = 3) -> list[str]:
+        """One caption per image path (beam search; ``beam=1``: greedy)."""
+        from polyfuse.align.features import image_tokens
+
+        tokens = image_tokens(self.encoder, list(paths), progress=False)
+        if beam <= 1:
+            return [self.vocab.decode(x) for x in self.decoder.greedy(tokens)]
+        return [self.vocab.decode(self.decoder.beam(t, beam)) for t in tokens]
