@@ -127,6 +127,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from polyfuse.artifact import artifact_kind
     from polyfuse.evaluation import evaluate
 
+    if artifact_kind(args.artifact) == "captioning":
+        from polyfuse.align.caption import evaluate_captioning
+
+        scores = evaluate_captioning(args.artifact, args.data)
+        print(
+            json.dumps(scores)
+            if args.json
+            else ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+        )
+        return EXIT_OK
     if artifact_kind(args.artifact) == "alignment":
         from polyfuse.align.pipeline import evaluate_alignment
 

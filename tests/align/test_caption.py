@@ -82,3 +82,8 @@ def test_captioning_task_from_the_cli(
     out = json.loads(capsys.readouterr().out)
     assert out["image"] == image and isinstance(out["caption"], str) and out["caption"]
     assert main(["caption", str(tmp_path), image]) == 2  # not an artifact: a clear error
+    capsys.readouterr()
+    assert main(["evaluate", str(art), "--data", str(val), "--json", "-q"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr", "n"}
+    assert scores["n"] == 10
