@@ -62,15 +62,11 @@ def test_captioning_task_from_the_cli(
     import json
 
     from polyfuse.cli import main
-    from polyfuse.datasets.flickr8k import build_alignment
+    from tests.align.flickr import EXAMPLES, small_split
 
-    examples = Path(__file__).resolve().parents[2] / "examples"
-    paths = build_alignment(shared_data, tmp_path / "m")
-    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
-    train.write_text("\n".join(paths["train"].read_text().splitlines()[:500]) + "\n")  # 100 images
-    val.write_text("\n".join(paths["val"].read_text().splitlines()[:50]) + "\n")  # 10 images
+    train, val = small_split(shared_data, tmp_path, 500, 50)  # 100 / 10 images
     art = tmp_path / "cap"
-    args = ["train", str(examples / "flickr8k" / "caption.yaml"), "--train", str(train)]
+    args = ["train", str(EXAMPLES / "flickr8k" / "caption.yaml"), "--train", str(train)]
     args += ["--val", str(val), "--out", str(art), "--json", "-q", "--set", "train.epochs=2"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -13,8 +13,7 @@ from polyfuse.cli import main
 from polyfuse.config import Config
 from polyfuse.errors import ArtifactError, ConfigError
 from polyfuse.train import Trainer
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.align.flickr import EXAMPLES
 
 
 def test_config_and_trainer_refusals(tmp_path: Path) -> None:
@@ -39,16 +38,13 @@ def test_config_and_trainer_refusals(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small alignment artifact trained through `polyfuse train` (120 images, 4 epochs)."""
-    from polyfuse.datasets.flickr8k import build_alignment
+    from tests.align.flickr import small_split
     from tests.conftest import SHARED_DATA
 
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared data folder at {SHARED_DATA} (absent outside CI)")
     root = tmp_path_factory.mktemp("align")
-    paths = build_alignment(SHARED_DATA, root / "m")
-    train, val = root / "train.jsonl", root / "val.jsonl"
-    train.write_text("\n".join(paths["train"].read_text().splitlines()[:600]) + "\n")  # 120 images
-    val.write_text("\n".join(paths["val"].read_text().splitlines()[:200]) + "\n")  # 40 images
+    train, val = small_split(SHARED_DATA, root, 600, 200)  # 120 / 40 images
     art = root / "art"
     args = ["train", str(EXAMPLES / "flickr8k" / "align.yaml"), "--train", str(train)]
     args += ["--val", str(val), "--out", str(art), "-q", "--set", "train.epochs=4"]
