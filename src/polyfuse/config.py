@@ -256,6 +256,56 @@ class TrainConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Options of ``task: contrastive`` beyond the adapters themselves.
+
+    Attributes:
+        ensemble: adapter pairs trained with seeds ``train.seed + k``; the artifact's
+            similarity is the mean of their cosines (its embedding their concatenation
+            scaled by ``1/sqrt(ensemble)``).
+        querybank: keep the training queries (pooled features) in the artifact and apply
+            querybank normalisation (QB-norm) when ranking in `evaluate`.
+        scorer: also train the token-level consistency scorer
+            (`polyfuse.align.consistency`) on true pairs against attribute-swapped and
+            random captions; the artifact's consistency score then combines it with
+            the cosine (weights fitted on validation data).
+        scorer_members: scorers trained with different seeds and averaged.
+        scorer_epochs: epochs per scorer (the best validation epoch is kept).
+        scorer_dim: width of the scorer.
+        colour: give the scorer colour-name tokens of the image (`polyfuse.align.colour`).
+        alternatives_per_step: swapped versions of each training caption drawn per step
+            (the scorer ranks the true caption above them).
+    """
+
+    ensemble: int = 1
+    querybank: bool = False
+    scorer: bool = False
+    scorer_members: int = 2
+    scorer_epochs: int = 8
+    scorer_dim: int = 256
+    colour: bool = True
+    alternatives_per_step: int = 3
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any]) -> AlignConfig:
+        """Parse the ``align`` section."""
+        check_keys(value, [f.name for f in dataclasses.fields(cls)], where="align")
+        out = cls()
+        for key, raw in value.items():
+            setattr(out, key, _coerce(f"align.{key}", raw, getattr(out, key)))
+        for key in (
+            "ensemble",
+            "scorer_members",
+            "scorer_epochs",
+            "scorer_dim",
+            "alternatives_per_step",
+        ):
+            if getattr(out, key) < 1:
+                raise ConfigError(f"align.{key}", "must be >= 1")
+        return out
+
+
+@dataclass
 class Config:
     """A full training configuration (the YAML file ``polyfuse train`` reads).
 
@@ -266,6 +316,7 @@ class Config:
         model: shared dimension, fusion and head.
         train: optimisation settings.
         label: manifest key holding the target.
+        align: ensemble, query bank and consistency scorer of ``task: contrastive``.
     """
 
     task: str
@@ -273,13 +324,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     label: str = "label"
+    align: AlignConfig = field(default_factory=AlignConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Validate and build from a mapping (parsed YAML)."""
         if not isinstance(data, Mapping):
             raise ConfigError("<root>", "a config must be a mapping")
-        check_keys(data, ["task", "modalities", "model", "train", "label"], where="<root>")
+        check_keys(data, ["task", "modalities", "model", "train", "label", "align"], where="<root>")
         task = str(data.get("task", "multiclass"))
         if task not in TASKS:
             raise ConfigError("task", f"must be one of {', '.join(TASKS)}, got '{task}'")
@@ -296,6 +348,7 @@ class Config:
             model=ModelConfig.parse(data.get("model") or {}),
             train=TrainConfig.parse(data.get("train") or {}),
             label=label,
+            align=AlignConfig.parse(data.get("align") or {}),
         )
 
     @classmethod
@@ -320,6 +373,7 @@ class Config:
             "modalities": {k: m.to_dict() for k, m in self.modalities.items()},
             "model": self.model.to_dict(),
             "train": dataclasses.asdict(self.train),
+            **({"align": dataclasses.asdict(self.align)} if self.task == "contrastive" else {}),
         }
 
     def to_yaml(self) -> str:

@@ -62,7 +62,7 @@ def test_querybank_normalisation_removes_a_hub() -> None:
 def test_attribute_swap() -> None:
     import numpy as np
 
-    from polyfuse.datasets.flickr8k import COLOURS, attribute_swap
+    from polyfuse.align.negatives import COLOURS, attribute_swap
 
     rng = np.random.default_rng(0)
     out = attribute_swap("a man in a red shirt", rng)
@@ -76,4 +76,9 @@ def test_attribute_swap() -> None:
     a, b = changed[0]
     assert (a, b) == ("man", "woman") or (a == "red" and b in COLOURS)
     assert attribute_swap("a photo of nothing in particular", rng) is None
+    from polyfuse.align.negatives import alternatives
+
+    assert alternatives("two dogs") == ["three dogs", "four dogs", "five dogs"]
+    assert alternatives("a dog") == ["a cat"]
+    assert len(alternatives("a man in a red shirt")) == 1 + 9 and alternatives("a cup") == []
     assert attribute_swap("two dogs", rng) in {"three dogs", "four dogs", "five dogs", "two cats"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     art = root / "art"
     args = ["train", str(EXAMPLES / "flickr8k" / "align.yaml"), "--train", str(train)]
     args += ["--val", str(val), "--out", str(art), "-q", "--set", "train.epochs=4"]
+    args += ["--set", "align.ensemble=2", "--set", "align.scorer_epochs=3"]
     assert main(args) == 0
     return {"art": art, "val": val, "root": root}
 
@@ -55,10 +57,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.integration
 def test_cli_training_writes_an_alignment_artifact(trained: dict[str, Path]) -> None:
     art = trained["art"]
-    for name in ("artifact.json", "config.yaml", "contracts.json", "model.safetensors"):
+    files = ("artifact.json", "config.yaml", "contracts.json", "model.safetensors")
+    for name in (*files, "querybank.safetensors", "scorer.safetensors"):
         assert (art / name).is_file()
     info = json.loads((art / "artifact.json").read_text())
     assert info["kind"] == "alignment" and 1 <= info["best_epoch"] <= 4
+    assert info["ensemble"] == 2 and len(info["best_epochs"]) == 2
+    assert info["consistency"]["scorer"]["members"] == 2
+    assert info["consistency"]["scorer"]["extra_dim"] == 11  # colour tokens
     assert info["val"]["text_to_image"]["R@10"] > 10 / 40  # better than chance on 40 images
 
 
@@ -72,14 +78,18 @@ def test_aligner_embeds_and_classifies_zero_shot(trained: dict[str, Path]) -> No
     rows = _val_rows(trained)  # 10 images and one caption each
     images = aligner.embed("image", [r["image"] for r in rows])
     texts = aligner.embed("text", [r["text"] for r in rows])
-    assert images.shape == texts.shape == (10, 512)
+    assert images.shape == texts.shape == (10, 1024)  # two adapter pairs, concatenated
     torch.testing.assert_close(images.norm(dim=1), torch.ones(10))
     assert int((texts @ images.T).argmax(1).eq(torch.arange(10)).sum()) >= 3  # chance: 1
     probs = aligner.zero_shot([r["image"] for r in rows], ["dog", "snow", "water"])
     assert probs.shape == (10, 3)
     torch.testing.assert_close(probs.sum(1), torch.ones(10))
-    score, flag = aligner.consistency([rows[0]["image"]], [rows[0]["text"]])[0]
-    assert -1 <= score <= 1 and isinstance(flag, bool)
+    pairs = aligner.consistency([rows[0]["image"]] * 2, [rows[0]["text"], rows[5]["text"]])
+    (true, true_flag), (wrong, _) = pairs
+    assert math.isfinite(true) and isinstance(true_flag, bool) and wrong < true
+    # the direct path (raw inputs through the encoders) matches the cached one
+    cached = aligner.pair_scores([(rows[0]["image"], rows[0]["text"])], cached=True)
+    assert abs(float(cached[0]) - true) < 1e-3
 
 
 @pytest.mark.integration
@@ -96,7 +106,7 @@ def test_evaluate_retrieval_and_consistency(
     assert set(retrieval["text_to_image"]) == {"R@1", "R@5", "R@10", "median_rank"}
     assert retrieval["n"] == {"queries": 200, "items": 40}
     # the threshold calibrated on validation flags about 5% of true pairs
-    cons = build_consistency(SHARED_DATA, trained["root"] / "c")["val"]
+    cons = build_consistency(SHARED_DATA, trained["root"] / "c", neighbours=False)["val"]
     small = trained["root"] / "cons.jsonl"
     small.write_text("\n".join(cons.read_text().splitlines()[:300]) + "\n")
     assert main(["evaluate", art, "--data", str(small), "--json", "-q"]) == 0

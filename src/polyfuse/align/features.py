@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -109,21 +110,24 @@ def pair_features(
 
 
 @torch.no_grad()
-def image_tokens(
-    encoder: Encoder, paths: list[str], *, batch_size: int = 32, progress: bool = True
-) -> Tensor:
-    """``(N, T, D)`` frozen-encoder tokens of fixed-size inputs (e.g. 7x7 image maps),
-    served from the feature cache."""
+def encoded_tokens(
+    encoder: Encoder, values: Sequence[Any], *, batch_size: int = 32, progress: bool = True
+) -> list[Tensor]:
+    """Frozen-encoder tokens ``(T_i, D)`` of raw values (image paths, caption strings ...),
+    served from the feature cache (each distinct input is encoded once)."""
     import tempfile
+
+    name = encoder.contract.name
+
+    def field(v: Any) -> Any:
+        return (
+            str(Path(v).resolve()) if isinstance(v, Path) or encoder.contract.kind != "text" else v
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         manifest_path = Path(tmp) / "items.jsonl"
-        name = encoder.contract.name
         manifest_path.write_text(
-            "".join(
-                json.dumps({"id": str(i), name: str(Path(p).resolve())}) + "\n"
-                for i, p in enumerate(paths)
-            )
+            "".join(json.dumps({"id": str(i), name: field(v)}) + "\n" for i, v in enumerate(values))
         )
         ds = MultimodalDataset(
             Manifest.load(manifest_path, (name,)),
@@ -137,6 +141,26 @@ def image_tokens(
         for i in range(len(ds)):
             ex = ds[i]
             if not isinstance(ex, Example):  # pragma: no cover - "fail" raises first
-                raise PolyfuseError(f"cannot read {paths[i]}")
+                raise PolyfuseError(f"cannot read input {i}: {values[i]!r}")
             out.append(ex.inputs[name])
-    return torch.stack(out)
+    return out
+
+
+def image_tokens(
+    encoder: Encoder, paths: list[str], *, batch_size: int = 32, progress: bool = True
+) -> Tensor:
+    """``(N, T, D)`` frozen-encoder tokens of fixed-size inputs (e.g. 7x7 image maps)."""
+    return torch.stack(encoded_tokens(encoder, paths, batch_size=batch_size, progress=progress))
+
+
+def pad_tokens(seqs: Sequence[Tensor], max_len: int | None = None) -> tuple[Tensor, Tensor]:
+    """Variable-length ``(T_i, D)`` sequences -> padded ``(N, T, D)`` and mask ``(N, T)``
+    (true for real tokens); sequences longer than ``max_len`` are cut."""
+    longest = max(int(s.shape[0]) for s in seqs)
+    t = min(longest, max_len) if max_len else longest
+    out = torch.zeros(len(seqs), t, int(seqs[0].shape[1]), dtype=seqs[0].dtype)
+    mask = torch.zeros(len(seqs), t, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        n = min(int(s.shape[0]), t)
+        out[i, :n], mask[i, :n] = s[:n], True
+    return out, mask

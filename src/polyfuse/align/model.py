@@ -54,3 +54,28 @@ class AlignmentModel(nn.Module):
     def scale(self) -> float:
         """Current logit scale (inverse temperature), capped at 100 as in CLIP."""
         return float(self.logit_scale.detach().exp().clamp(max=100.0))
+
+
+class AlignmentEnsemble(nn.Module):
+    """Several adapter pairs used as one: the embedding is the members' unit embeddings
+    concatenated and scaled by ``1/sqrt(K)``, so the cosine of two embeddings is the mean
+    of the members' cosines (and vector search over it ranks by that mean)."""
+
+    def __init__(self, members: list[AlignmentModel]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.modalities = members[0].modalities
+        self.dim = members[0].dim * len(members)
+
+    def embed(self, modality: str, pooled: Tensor) -> Tensor:
+        """``(N, D_in)`` pooled features -> ``(N, dim)`` unit vectors."""
+        parts = [m.embed(modality, pooled) for m in self.members]  # type: ignore[operator]
+        return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+    @property
+    def scale(self) -> float:
+        """Mean logit scale of the members."""
+        scales = [m.scale for m in self.members if isinstance(m, AlignmentModel)]
+        return sum(scales) / len(scales)

@@ -8,6 +8,7 @@ validation Recall@5) and writes an artifact folder; `Aligner.load` embeds new in
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import platform
@@ -20,8 +21,8 @@ import torch
 from torch import Tensor
 
 from polyfuse.align.features import PairFeatures, pair_features
-from polyfuse.align.model import AlignmentModel
-from polyfuse.align.retrieval import retrieval_metrics
+from polyfuse.align.model import AlignmentEnsemble, AlignmentModel
+from polyfuse.align.retrieval import querybank_normalise, retrieval_metrics
 from polyfuse.align.train import fit_alignment
 from polyfuse.build import build_contracts
 from polyfuse.config import Config
@@ -32,7 +33,7 @@ from polyfuse.errors import ArtifactError, ConfigError
 from polyfuse.modalities import contract_from_dict
 from polyfuse.modalities.base import ModalityContract
 
-FORMAT = 1
+FORMAT = 2
 #: Share of true pairs flagged as contradictions at the calibrated threshold.
 FALSE_ALARM = 0.05
 
@@ -78,58 +79,83 @@ def train_alignment(
     *,
     progress: bool = True,
 ) -> AlignmentResult:
-    """Train alignment adapters for a ``task: contrastive`` config and save the artifact."""
+    """Train alignment adapters for a ``task: contrastive`` config and save the artifact.
+
+    With ``align.ensemble > 1`` several adapter pairs are trained (seeds ``train.seed + k``);
+    with ``align.querybank`` the training features are kept for QB-norm; with
+    ``align.scorer`` token-level consistency scorers are trained and combined with the
+    cosine (see `polyfuse.align.scoring`).
+    """
     item, query = _roles(config)
+    ac = config.align
+    if ac.scorer and config.modalities[query].kind != "text":
+        raise ConfigError("align.scorer", "the consistency scorer swaps words of a text query")
     contracts = build_contracts(config)
     encoders = _encoders(config, contracts)
     names = tuple(config.modalities)
-    data = {
-        split: pair_features(
-            encoders, Manifest.load(path, names, config.label), item, progress=progress
-        )
+    manifests = {
+        split: Manifest.load(path, names, config.label)
         for split, path in (("train", train), ("val", val))
     }
+    data = {
+        split: pair_features(encoders, m, item, progress=progress) for split, m in manifests.items()
+    }
     tr = data["train"]
-    torch.manual_seed(config.train.seed)  # the adapters' initial weights
-    model = AlignmentModel(
-        {m: int(f.shape[1]) for m, f in tr.feats.items()},
-        dim=config.model.dim,
-        dropout=config.model.dropout,
-    )
-
-    def score(m: AlignmentModel) -> float:
-        return _metrics(m, data["val"], item, query)["text_to_image"]["R@5"]
-
+    bank = {query: tr.feats[query], item: tr.feats[item][tr.first]} if ac.querybank else None
+    members: list[AlignmentModel] = []
+    history: list[dict[str, float]] = []
+    best_epochs: list[int] = []
     cfg = config.train
-    fit = fit_alignment(
-        model,
-        tr.feats[item],
-        tr.feats[query],
-        tr.group,
-        names=(item, query),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        score=score,
-        progress=progress,
+    for k in range(ac.ensemble):
+        torch.manual_seed(cfg.seed + k)  # the adapters' initial weights
+        model = AlignmentModel(
+            {m: int(f.shape[1]) for m, f in tr.feats.items()},
+            dim=config.model.dim,
+            dropout=config.model.dropout,
+        )
+
+        def score(m: AlignmentModel) -> float:
+            return _metrics(m, data["val"], item, query)["text_to_image"]["R@5"]
+
+        fit = fit_alignment(
+            model,
+            tr.feats[item],
+            tr.feats[query],
+            tr.group,
+            names=(item, query),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            seed=cfg.seed + k,
+            score=score,
+            progress=progress,
+        )
+        members.append(fit.model)
+        best_epochs.append(fit.best_epoch)
+        history.extend({"member": float(k), **h} for h in fit.history)
+    ensemble = AlignmentEnsemble(members).eval()
+    metrics = _metrics(ensemble, data["val"], item, query, bank)
+    consistency, scorers = _calibrate(
+        config, encoders, manifests, data, ensemble, item, query, progress=progress
     )
-    metrics = _metrics(fit.model, data["val"], item, query)
-    with torch.no_grad():  # agreement of every true validation pair
-        va = data["val"]
-        true = _agreement(fit.model, va.feats[item], va.feats[query], item, query)
-    threshold = float(torch.quantile(true.double(), FALSE_ALARM))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
-    save_file(fit.model.state_dict(), str(out / "model.safetensors"))
+    save_file(ensemble.state_dict(), str(out / "model.safetensors"))
+    if bank is not None:
+        save_file(
+            {m: f.half().contiguous() for m, f in bank.items()}, str(out / "querybank.safetensors")
+        )
+    if scorers:
+        state = {f"{k}.{n}": t for k, s in enumerate(scorers) for n, t in s.state_dict().items()}
+        save_file(state, str(out / "scorer.safetensors"))
     (out / "config.yaml").write_text(config.to_yaml())
     (out / "contracts.json").write_text(
         json.dumps({m: c.to_dict() for m, c in contracts.items()}, indent=2)
     )
-    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in fit.history))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     info = {
         "format": FORMAT,
         "kind": "alignment",
@@ -138,58 +164,185 @@ def train_alignment(
         "roles": {"item": item, "query": query},
         "in_dims": {m: int(f.shape[1]) for m, f in tr.feats.items()},
         "dim": config.model.dim,
-        "best_epoch": fit.best_epoch,
-        "logit_scale": fit.model.scale,
+        "ensemble": ac.ensemble,
+        "querybank": ac.querybank,
+        "best_epoch": best_epochs[0],
+        "best_epochs": best_epochs,
+        "logit_scale": ensemble.scale,
         "val": metrics,
-        "consistency": {"threshold": threshold, "target_false_alarm": FALSE_ALARM},
+        "consistency": consistency,
     }
     (out / "artifact.json").write_text(json.dumps(info, indent=2))
-    return AlignmentResult(out, fit.best_epoch, metrics)
+    return AlignmentResult(out, best_epochs[0], metrics)
+
+
+def _validation_pairs(
+    manifest: Manifest, pf: PairFeatures, item: str, query: str, seed: int
+) -> tuple[list[tuple[Any, Any]], list[bool], list[str], list[bool]]:
+    """Per validation row: the true pair, a query of another item (kind ``random``) and,
+    where the query has a swappable word, an attribute-swapped query (kind ``swap``).
+
+    Returns:
+        pairs, agreement, kind, and whether the row is a swap or the true pair it swaps.
+    """
+    import numpy as np
+
+    from polyfuse.align.negatives import attribute_swap
+
+    rng = np.random.default_rng(seed)
+    rows = [manifest.rows[i] for i in pf.rows]
+    groups = pf.group.tolist()
+    out: list[tuple[tuple[Any, Any], bool, str, bool]] = []
+    for j, row in enumerate(rows):
+        a, b = row.values[item], row.values[query]
+        swapped = attribute_swap(str(b), rng) if isinstance(b, str) else None
+        out.append(((a, b), True, "", swapped is not None))
+        other = int(rng.integers(len(rows)))
+        if groups[other] != groups[j]:
+            out.append(((a, rows[other].values[query]), False, "random", False))
+        if swapped is not None:
+            out.append(((a, swapped), False, "swap", True))
+    return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out], [o[3] for o in out]
+
+
+def _calibrate(
+    config: Config,
+    encoders: dict[str, Encoder],
+    manifests: dict[str, Manifest],
+    data: dict[str, PairFeatures],
+    ensemble: AlignmentEnsemble,
+    item: str,
+    query: str,
+    *,
+    progress: bool,
+) -> tuple[dict[str, Any], list[Any]]:
+    """Train the optional scorers, fit the combination and pick the contradiction
+    threshold at ``FALSE_ALARM`` of the validation true pairs."""
+    ac = config.align
+    with torch.no_grad():
+        va = data["val"]
+        true = _agreement(ensemble, va.feats[item], va.feats[query], item, query)
+    if not ac.scorer:
+        threshold = float(torch.quantile(true.double(), FALSE_ALARM))
+        return {"threshold": threshold, "target_false_alarm": FALSE_ALARM, "scorer": None}, []
+    from polyfuse.align.negatives import alternatives
+    from polyfuse.align.scoring import Combination, pair_tokens, signals, train_scorers
+
+    tr_rows = [manifests["train"].rows[i] for i in data["train"].rows]
+    tr_pairs = [(r.values[item], r.values[query]) for r in tr_rows]
+    swaps = [alternatives(str(b)) for _, b in tr_pairs]
+    train_tok = pair_tokens(
+        encoders, item, query, tr_pairs, swaps=swaps, colour=ac.colour, progress=progress
+    )
+    pairs, agree_list, kinds, for_swap = _validation_pairs(
+        manifests["val"], va, item, query, config.train.seed
+    )
+    val_tok = pair_tokens(encoders, item, query, pairs, colour=ac.colour, progress=progress)
+    agree = torch.tensor(agree_list)
+    scorers = train_scorers(
+        train_tok.data,
+        val_tok.data,
+        torch.tensor(for_swap),
+        agree,
+        members=ac.scorer_members,
+        epochs=ac.scorer_epochs,
+        dim=ac.scorer_dim,
+        alternatives_per_step=ac.alternatives_per_step,
+        seed=config.train.seed,
+        progress=progress,
+    )
+    cosine, logit, rel = signals(
+        ensemble,
+        scorers,
+        encoders,
+        item,
+        query,
+        pairs,
+        colour=ac.colour,
+        cached=True,
+        progress=progress,
+    )
+    assert logit is not None and rel is not None
+    combo = Combination.fit(cosine, logit, rel, agree, kinds)
+    score = combo(cosine, logit, rel)
+    threshold = float(torch.quantile(score[agree].double(), FALSE_ALARM))
+    spec = {
+        "members": ac.scorer_members,
+        "dim": ac.scorer_dim,
+        "item_dim": int(train_tok.data.items.shape[2]),
+        "query_dim": int(train_tok.data.texts.shape[2]),
+        "extra_dim": 0 if train_tok.data.extra is None else int(train_tok.data.extra.shape[2]),
+        "colour": ac.colour,
+    }
+    return {
+        "threshold": threshold,
+        "target_false_alarm": FALSE_ALARM,
+        "scorer": spec,
+        "combination": dataclasses.asdict(combo),
+    }, scorers
 
 
 def _agreement(
-    model: AlignmentModel, item_feats: Tensor, query_feats: Tensor, item: str, query: str
+    model: Any, item_feats: Tensor, query_feats: Tensor, item: str, query: str
 ) -> Tensor:
     """Cosine agreement of row-aligned pairs in the shared space."""
-    return (model.embed(item, item_feats) * model.embed(query, query_feats)).sum(1)
+    cosine: Tensor = (model.embed(item, item_feats) * model.embed(query, query_feats)).sum(1)
+    return cosine
 
 
 def _metrics(
-    model: AlignmentModel, data: PairFeatures, item: str, query: str
+    model: Any,
+    data: PairFeatures,
+    item: str,
+    query: str,
+    bank: dict[str, Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Retrieval metrics: queries (e.g. captions) against unique items (e.g. images)."""
+    """Retrieval metrics: queries (e.g. captions) against unique items (e.g. images),
+    with QB-norm in both directions when a bank of training features is given."""
     with torch.no_grad():
         zq = model.embed(query, data.feats[query])
         zi = model.embed(item, data.feats[item][data.first])
-    return retrieval_metrics(zq @ zi.T, data.group)
+        sim = zq @ zi.T
+        if bank is None:
+            return retrieval_metrics(sim, data.group)
+        bq, bi = model.embed(query, bank[query].float()), model.embed(item, bank[item].float())
+        beta = model.scale
+        t2i = querybank_normalise(sim, bq @ zi.T, beta)
+        i2t = querybank_normalise(sim.T, bi @ zq.T, beta).T
+    out = retrieval_metrics(t2i, data.group)
+    out["image_to_text"] = retrieval_metrics(i2t, data.group)["image_to_text"]
+    return out
 
 
 def evaluate_alignment(
     artifact: str | Path, data: str | Path, *, progress: bool = True
 ) -> dict[str, dict[str, float]]:
-    """Retrieval protocol on a pair manifest: R@1/5/10 and median rank in both directions."""
+    """Retrieval protocol on a pair manifest (R@1/5/10 and median rank in both
+    directions), or consistency metrics on a manifest labelled ``match`` / ``mismatch``."""
     aligner = Aligner.load(artifact)
     item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
     manifest = Manifest.load(data, tuple(aligner.encoders))
     pf = pair_features(aligner.encoders, manifest, item, progress=progress)
     labels = [manifest.rows[i].label for i in pf.rows]
     if set(labels) <= {"match", "mismatch"} and "mismatch" in labels:
-        return _consistency(aligner, manifest, pf, labels)
-    out = _metrics(aligner.model, pf, item, query)
+        return _consistency(aligner, manifest, pf, labels, progress=progress)
+    out = _metrics(aligner.model, pf, item, query, aligner.bank)
     out["n"] = {"queries": float(len(pf.group)), "items": float(len(pf.first))}
     return out
 
 
 def _consistency(
-    aligner: Aligner, manifest: Manifest, pf: PairFeatures, labels: list[Any]
+    aligner: Aligner, manifest: Manifest, pf: PairFeatures, labels: list[Any], *, progress: bool
 ) -> dict[str, dict[str, float]]:
     """AUC, the artifact's calibrated threshold, its false-alarm rate and recall; AUC per
     ``kind`` column value (each kind's mismatches against its matches, or the plain matches)."""
     from polyfuse.evaluation.metrics import roc_auc
 
     item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
-    with torch.no_grad():
-        score = _agreement(aligner.model, pf.feats[item], pf.feats[query], item, query)
+    rows = [manifest.rows[i] for i in pf.rows]
+    score = aligner.pair_scores(
+        [(r.values[item], r.values[query]) for r in rows], cached=True, progress=progress
+    )
     match = torch.tensor([lab == "match" for lab in labels])
     threshold = float(aligner.info["consistency"]["threshold"])
     flagged = score < threshold
@@ -202,32 +355,44 @@ def _consistency(
             "n": float(len(labels)),
         }
     }
-    kinds = [str(manifest.rows[i].metadata.get("kind", "")) for i in pf.rows]
+    kinds = [str(r.metadata.get("kind", "")) for r in rows]
     by_kind = {}
     for kind in sorted(set(kinds) - {""}):
-        rows = torch.tensor([k == kind for k in kinds])
-        if bool((rows & match).any()):  # this kind has its own matches (paired negatives)
-            sel = rows
+        sel_rows = torch.tensor([k == kind for k in kinds])
+        if bool((sel_rows & match).any()):  # this kind has its own matches (paired negatives)
+            sel = sel_rows
         else:  # compare its mismatches with the plain matches
-            sel = rows | (match & torch.tensor([k == "" for k in kinds]))
+            sel = sel_rows | (match & torch.tensor([k == "" for k in kinds]))
         by_kind[kind] = roc_auc(score[sel], match[sel]) or 0.0
     out["auc_by_kind"] = by_kind
     return out
 
 
 class Aligner:
-    """A trained alignment artifact: embeds raw inputs of either modality into the shared space.
+    """A trained alignment artifact: embeds raw inputs of either modality into the shared
+    space and scores whether pairs agree.
 
     Args:
-        model: the adapters.
+        model: the adapters (an `AlignmentEnsemble`).
         encoders: modality -> frozen encoder.
         info: ``artifact.json``.
+        bank: training features for QB-norm, or None.
+        scorers: token-level consistency scorers, or none.
     """
 
-    def __init__(self, model: AlignmentModel, encoders: dict[str, Encoder], info: dict[str, Any]):
+    def __init__(
+        self,
+        model: AlignmentEnsemble,
+        encoders: dict[str, Encoder],
+        info: dict[str, Any],
+        bank: dict[str, Tensor] | None = None,
+        scorers: Sequence[Any] = (),
+    ):
         self.model = model.eval()
         self.encoders = encoders
         self.info = info
+        self.bank = bank
+        self.scorers = [s.eval() for s in scorers]
 
     @classmethod
     def load(cls, path: str | Path) -> Aligner:
@@ -241,27 +406,78 @@ class Aligner:
             raise ArtifactError(
                 f"{path}: artifact kind {info.get('kind')!r} format {info.get('format')!r} "
                 f"is not an alignment artifact of format {FORMAT}",
-                hint="train it with a `task: contrastive` config",
+                hint="train it again with a `task: contrastive` config",
             )
         config = Config.from_file(path / "config.yaml")
         raw = json.loads((path / "contracts.json").read_text())
         contracts = {m: contract_from_dict(d) for m, d in raw.items()}
-        model = AlignmentModel(info["in_dims"], dim=info["dim"])
+        members = [
+            AlignmentModel(info["in_dims"], dim=info["dim"]) for _ in range(info["ensemble"])
+        ]
+        model = AlignmentEnsemble(members)
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(path / "model.safetensors")))
-        return cls(model, _encoders(config, contracts), info)
+        bank = load_file(str(path / "querybank.safetensors")) if info.get("querybank") else None
+        scorers = []
+        spec = info["consistency"].get("scorer")
+        if spec:
+            from polyfuse.align.consistency import ConsistencyScorer
+
+            state = load_file(str(path / "scorer.safetensors"))
+            for k in range(spec["members"]):
+                s = ConsistencyScorer(
+                    spec["item_dim"],
+                    spec["query_dim"],
+                    dim=spec["dim"],
+                    extra_dim=spec["extra_dim"],
+                )
+                prefix = f"{k}."
+                s.load_state_dict(
+                    {n[len(prefix) :]: t for n, t in state.items() if n.startswith(prefix)}
+                )
+                scorers.append(s)
+        return cls(model, _encoders(config, contracts), info, bank, scorers)
 
     def consistency(self, items: Sequence[Any], queries: Sequence[Any]) -> list[tuple[float, bool]]:
         """Agreement score and contradiction flag of each (item, query) pair, e.g. (image, text).
 
-        The flag uses the threshold calibrated on validation data at training time
+        The score is the cosine in the shared space or, for artifacts trained with
+        ``align.scorer``, the log-odds of agreement from cosine and token scorers. The
+        flag uses the threshold calibrated on validation data at training time
         (``FALSE_ALARM`` of true pairs are flagged).
         """
-        item, query = self.info["roles"]["item"], self.info["roles"]["query"]
-        scores = (self.embed(item, items) * self.embed(query, queries)).sum(1)
+        if len(items) != len(queries):
+            raise ValueError(f"{len(items)} items but {len(queries)} queries")
+        scores = self.pair_scores(list(zip(items, queries, strict=True)), cached=False)
         threshold = float(self.info["consistency"]["threshold"])
         return [(float(v), float(v) < threshold) for v in scores]
+
+    @torch.no_grad()
+    def pair_scores(
+        self, pairs: Sequence[tuple[Any, Any]], *, cached: bool = False, progress: bool = False
+    ) -> Tensor:
+        """Agreement scores ``(N,)`` of raw (item, query) pairs (see `consistency`)."""
+        from polyfuse.align.scoring import Combination, signals
+
+        if not pairs:
+            return torch.zeros(0)
+        item, query = self.info["roles"]["item"], self.info["roles"]["query"]
+        spec = self.info["consistency"].get("scorer")
+        cosine, logit, rel = signals(
+            self.model,
+            self.scorers,
+            self.encoders,
+            item,
+            query,
+            pairs,
+            colour=bool(spec and spec["colour"]),
+            cached=cached,
+            progress=progress,
+        )
+        if not spec:
+            return cosine
+        return Combination(**self.info["consistency"]["combination"])(cosine, logit, rel)
 
     @torch.no_grad()
     def zero_shot(

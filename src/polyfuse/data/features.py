@@ -50,6 +50,7 @@ class FrozenFeatures(FeatureSource):
         self._fingerprint = encoder.fingerprint()
         self._keys: dict[tuple[int, int], str] = {}
         self.encoded_items = 0
+        self.found = 0  # inputs `prepare` found already cached
 
     def key(self, dataset: MultimodalDataset, index: int) -> str:
         """Cache key of one row: content hash of the raw input + encoder fingerprint."""
@@ -105,6 +106,8 @@ class FrozenFeatures(FeatureSource):
                 continue
             if key not in self.cache:
                 missing.append((i, key))
+            else:
+                self.found += 1
         pbar = bar(
             total=len(missing),
             enabled=progress,
@@ -175,7 +178,7 @@ def attach_frozen_features(
             m,
             encoded[m],
             type(encoder).__name__,
-            source.cache.hits,
+            source.found,
             source.cache.dir,
         )
     return encoded

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from polyfuse.align.negatives import attribute_swap
 from polyfuse.data.manifest import write_jsonl
 from polyfuse.errors import PolyfuseError
 
@@ -78,32 +79,17 @@ def build_alignment(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path
     return paths
 
 
-COLOURS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "orange", "purple")
-COUNTS = ("two", "three", "four", "five")
-OPPOSITES = {"man": "woman", "men": "women", "boy": "girl", "boys": "girls", "dog": "cat"}
-OPPOSITES |= {v: k for k, v in OPPOSITES.items()}
-
-
-def attribute_swap(caption: str, rng: Any) -> str | None:
-    """The caption with one colour, count or object word swapped ("a red shirt" -> "a blue
-    shirt"), or None when it has none. ``rng``: a `numpy.random.Generator`."""
-    words = caption.split()
-    spots = [i for i, w in enumerate(words) if w.lower() in (*COLOURS, *COUNTS, *OPPOSITES)]
-    if not spots:
-        return None
-    i = spots[int(rng.integers(len(spots)))]
-    w = words[i].lower()
-    pool = COLOURS if w in COLOURS else COUNTS if w in COUNTS else (OPPOSITES[w],)
-    words[i] = str(rng.choice([x for x in pool if x != w]))
-    return " ".join(words)
-
-
-def build_consistency(data_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+def build_consistency(
+    data_dir: str | Path, out_dir: str | Path, seed: int = 0, neighbours: bool = True
+) -> dict[str, Path]:
     """Image-text consistency manifests (``label``: ``match`` / ``mismatch``) for val and dev.
 
-    Per image: its first caption (match), a caption of another image (``kind: random``)
-    and, when possible, an attribute-swapped caption (``kind: swap``) for each caption that
-    has a colour, count or object word.
+    Per image: its first caption (match), a caption of another image (``kind: random``),
+    with ``neighbours`` the first caption of its most similar other image of the split
+    (``kind: neighbour``; frozen EfficientNet-Lite0 features, cached) and, when
+    possible, an attribute-swapped caption (``kind: swap``) for each caption that has a
+    colour, count or object word. Neighbour captions are hard and noisy negatives: a
+    near-duplicate photo's caption may describe this photo too.
     """
     import numpy as np
 
@@ -116,6 +102,9 @@ def build_consistency(data_dir: str | Path, out_dir: str | Path, seed: int = 0) 
         "dev": ("dev.jsonl", 0, None),
     }.items():
         items = _items(src, file)[start:stop]
+        near = (
+            _nearest([str((src / it["image"]).resolve()) for it in items]) if neighbours else None
+        )
         rows = []
         for j, item in enumerate(items):
             image = str((src / item["image"]).resolve())
@@ -133,6 +122,16 @@ def build_consistency(data_dir: str | Path, out_dir: str | Path, seed: int = 0) 
                     "kind": "random",
                 }
             )
+            if near is not None:
+                rows.append(
+                    {
+                        **base,
+                        "id": f"{stem}-neighbour",
+                        "text": items[near[j]]["captions"][0],
+                        "label": "mismatch",
+                        "kind": "neighbour",
+                    }
+                )
             for k, cap in enumerate(caps):
                 swapped = attribute_swap(cap, rng)
                 if swapped:
@@ -157,6 +156,22 @@ def build_consistency(data_dir: str | Path, out_dir: str | Path, seed: int = 0) 
                     )
         paths[split] = write_jsonl(out / f"consistency_{split}.jsonl", rows)
     return paths
+
+
+def _nearest(paths: list[str]) -> list[int]:
+    """Index of each image's most similar other image (cosine of pooled frozen features)."""
+    import torch
+
+    from polyfuse.align.features import encoded_tokens
+    from polyfuse.encoders import build_encoder, resolve_contract
+
+    name = "efficientnet_lite0"
+    encoder = build_encoder(name, resolve_contract("image", "image", name, {}, {}), {}).eval()
+    pooled = torch.stack([t.mean(0) for t in encoded_tokens(encoder, paths, progress=False)])
+    z = torch.nn.functional.normalize(pooled, dim=1)
+    sim = z @ z.T
+    sim.fill_diagonal_(-2.0)
+    return [int(i) for i in sim.argmax(1)]
 
 
 def build_concepts(
