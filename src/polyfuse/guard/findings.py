@@ -1,0 +1,120 @@
+"""One finding type for every modality (contract version 1).
+
+A `Finding` says *what* was found (an entity or threat type named like Presidio's:
+``US_SSN``, ``CREDIT_CARD``, ``PROMPT_INJECTION``, ``HIDDEN_TEXT``, ``FACE`` ...), *how
+sure* the detector is, *where* it is in the input (a character span of text, a pixel box
+of an image, a time range of audio, a page of a document), *who* found it (detector name
+and version) and a masked snippet that is safe to log. The raw matched text is kept in
+memory only (``text``) for redaction and is never serialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: Version of the finding contract; bump on an incompatible change of `Finding.to_dict`.
+FINDING_VERSION = 1
+
+Modality = Literal["text", "image", "audio", "document"]
+Action = Literal["allow", "flag", "redact", "block"]
+#: Actions from mildest to strictest; an input's action is its strictest finding's.
+ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "block")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a finding is. Set the fields that apply to the modality:
+
+    Attributes:
+        span: ``(start, end)`` character offsets in the (extracted) text, end exclusive.
+        box: ``(x0, y0, x1, y1)`` pixel box in the image, x1/y1 exclusive.
+        seconds: ``(start, end)`` time range in the audio, in seconds.
+        page: 1-based page of a document.
+        source: which text the span refers to: ``text`` (the input), ``ocr``,
+            ``ocr:enhanced``, ``asr``, ``metadata:<key>``, ``pdf:text`` ...
+    """
+
+    span: tuple[int, int] | None = None
+    box: tuple[int, int, int, int] | None = None
+    seconds: tuple[float, float] | None = None
+    page: int | None = None
+    source: str = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form with only the fields that are set (plus ``source``)."""
+        out: dict[str, Any] = {"source": self.source}
+        if self.span is not None:
+            out["span"] = list(self.span)
+        if self.box is not None:
+            out["box"] = list(self.box)
+        if self.seconds is not None:
+            out["seconds"] = [round(self.seconds[0], 3), round(self.seconds[1], 3)]
+        if self.page is not None:
+            out["page"] = self.page
+        return out
+
+
+def mask(value: str, keep: int = 2) -> str:
+    """A snippet safe to log: the last ``keep`` alphanumerics stay, other letters and
+    digits become ``*``, separators stay ("123-45-6789" -> "***-**-**89")."""
+    alnum = [i for i, c in enumerate(value) if c.isalnum()]
+    show = set(alnum[-keep:]) if keep and len(alnum) > 2 * keep else set()
+    return "".join(c if (not c.isalnum() or i in show) else "*" for i, c in enumerate(value))
+
+
+@dataclass
+class Finding:
+    """One detection in one input.
+
+    Attributes:
+        type: entity or threat type (``US_SSN``, ``PROMPT_INJECTION``, ``HIDDEN_TEXT`` ...).
+        score: detector confidence in [0, 1].
+        modality: the input's modality.
+        location: where it is.
+        detector: detector name (``presidio``, ``luhn``, ``rapidocr+presidio`` ...).
+        detector_version: its version (package version or our rule-set version).
+        snippet: masked text safe to log (see `mask`).
+        explanation: why it fired, for humans ("Luhn checksum valid", "contrast 1.03:1").
+        text: the raw matched text, kept for redaction only; never serialised.
+    """
+
+    type: str
+    score: float
+    modality: Modality
+    location: Location
+    detector: str
+    detector_version: str
+    snippet: str
+    explanation: str = ""
+    text: str = field(default="", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the ``--json`` output and the audit log); no raw text."""
+        return {
+            "type": self.type,
+            "score": round(float(self.score), 4),
+            "modality": self.modality,
+            "location": self.location.to_dict(),
+            "detector": self.detector,
+            "detector_version": self.detector_version,
+            "snippet": self.snippet,
+            "explanation": self.explanation,
+        }
+
+
+class TextDetector:
+    """What every text detector provides (PII, prompt injection ...): findings with
+    character spans in ``text``. Image and audio scanners run text detectors on OCR text
+    and transcripts and map the spans back to pixel boxes and time ranges.
+
+    Subclasses set ``name`` and ``version`` and implement `detect`.
+    """
+
+    name: str = "text-detector"
+    version: str = "0"
+
+    def detect(self, text: str, *, source: str = "text") -> list[Finding]:
+        """Findings in ``text`` with ``modality="text"`` and ``location.span`` set
+        (``location.source`` = ``source``)."""
+        raise NotImplementedError

@@ -1,0 +1,121 @@
+"""Input safety: what a file really is, whether it is small enough, and a time budget.
+
+The type comes from the content (magic bytes), not the file name: a ``.txt`` that is
+a PNG is scanned as an image, and an unknown binary is refused instead of being fed to
+a decoder. Size limits are checked before decoding; pixel and duration limits are
+enforced by the image and audio scanners from headers; every scan runs under a time
+budget so one malformed or adversarial item cannot hang a batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from polyfuse.errors import InvalidInputError, PolyfuseError
+
+T = TypeVar("T")
+
+#: (magic prefix, offset, modality, format)
+_MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image", "png"),
+    (b"\xff\xd8\xff", 0, "image", "jpeg"),
+    (b"GIF87a", 0, "image", "gif"),
+    (b"GIF89a", 0, "image", "gif"),
+    (b"BM", 0, "image", "bmp"),
+    (b"II*\x00", 0, "image", "tiff"),
+    (b"MM\x00*", 0, "image", "tiff"),
+    (b"WEBP", 8, "image", "webp"),
+    (b"WAVE", 8, "audio", "wav"),
+    (b"fLaC", 0, "audio", "flac"),
+    (b"OggS", 0, "audio", "ogg"),
+    (b"ID3", 0, "audio", "mp3"),
+    (b"\xff\xfb", 0, "audio", "mp3"),
+    (b"\xff\xf3", 0, "audio", "mp3"),
+    (b"%PDF-", 0, "document", "pdf"),
+)
+
+
+class ScanTimeoutError(PolyfuseError):
+    """A scan ran past its time budget."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one scanned item.
+
+    Attributes:
+        max_bytes: largest accepted input.
+        max_pixels: largest image (width x height), checked from the header.
+        max_seconds: longest audio, checked from the header.
+        max_chars: longest text.
+        time_budget: seconds one item may take (0 disables).
+    """
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_seconds: float = 600.0
+    max_chars: int = 1_000_000
+    time_budget: float = 60.0
+
+
+def sniff(data: bytes) -> tuple[str, str]:
+    """``(modality, format)`` of raw content from its magic bytes; UTF-8 text is
+    ``("text", "utf-8")``.
+
+    Raises:
+        InvalidInputError: empty content, or binary content of no supported type.
+    """
+    if not data:
+        raise InvalidInputError("input", "empty input", hint="pass a non-empty file or string")
+    for magic, offset, modality, fmt in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            if fmt in ("wav", "webp") and data[:4] != b"RIFF":
+                continue
+            return modality, fmt
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(
+            "input",
+            "unknown binary content (not a supported image, audio, PDF or UTF-8 text)",
+            hint="supported: PNG, JPEG, GIF, BMP, TIFF, WebP, WAV, FLAC, OGG, MP3, PDF, text",
+        ) from None
+    if "\x00" in text:
+        raise InvalidInputError("input", "text contains NUL bytes: binary content of unknown type")
+    return "text", "utf-8"
+
+
+def check_size(data: bytes, limits: Limits) -> None:
+    """Refuse content over ``limits.max_bytes`` before anything decodes it."""
+    if len(data) > limits.max_bytes:
+        raise InvalidInputError(
+            "input",
+            f"{len(data)} bytes is over the limit of {limits.max_bytes}",
+            hint="raise Limits.max_bytes if such inputs are expected",
+        )
+
+
+def within_budget(fn: Callable[[], T], seconds: float, what: str = "scan") -> T:
+    """Run ``fn`` and return its result, or raise `ScanTimeoutError` after ``seconds``.
+
+    The work runs in a daemon worker thread; on timeout the caller gets the error at
+    once and the thread's result is discarded when it ends (Python cannot kill a thread
+    stuck inside a C decoder, but it no longer blocks the batch).
+    """
+    if seconds <= 0:
+        return fn()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-scan")
+    try:
+        future = pool.submit(fn)
+        try:
+            return future.result(timeout=seconds)
+        except concurrent.futures.TimeoutError:
+            raise ScanTimeoutError(
+                f"{what} took longer than its budget of {seconds:g} s",
+                hint="raise Limits.time_budget or check the input",
+            ) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
