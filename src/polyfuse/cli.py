@@ -364,6 +364,59 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _scan_paths(items: Sequence[str]) -> list[Path]:
+    """Files named on the command line; folders are walked (sorted, hidden files skipped)."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            out.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            out.append(path)
+    return out
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Scan files for PII, prompt injection and hidden text under one policy.
+
+    Exit status: 0 when every input is allowed or only flagged, 1 when any input is
+    redacted or blocked (unreadable inputs are blocked), 2 on usage errors.
+    """
+    from polyfuse.guard.policy import Policy
+    from polyfuse.guard.scan import Guard
+    from polyfuse.progress import bar
+
+    guard = Guard(Policy.load(args.policy), audit=args.audit)
+    paths = _scan_paths(args.paths)
+    if not paths:
+        print("error: no files to scan", file=sys.stderr)
+        return EXIT_ERROR
+    status = EXIT_OK
+    for path in bar(
+        paths, enabled=not (args.quiet or args.json) and len(paths) > 1, desc="scanning"
+    ):
+        result = guard.scan(path)
+        redacted = guard.redact(path, result, args.redact_out) if args.redact_out else None
+        if result.action in ("redact", "block"):
+            status = EXIT_FINDINGS
+        if args.json:
+            line = result.to_dict()
+            if redacted is not None:
+                line["redacted"] = str(redacted)
+            print(json.dumps(line), flush=True)
+            continue
+        types = sorted({f.type for f, _ in result.findings})
+        detail = result.error if result.error else (", ".join(types) or "no findings")
+        extra = f" -> {redacted}" if redacted else ""
+        print(f"{result.action:<7} {result.modality:<6} {path}: {detail}{extra}", flush=True)
+    return status
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "validate": (cmd_validate, "check a manifest before training"),
     "train": (cmd_train, "train a model from a YAML config"),
@@ -374,6 +427,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "index": (cmd_index, "embed a manifest into a vector index (alignment artifacts)"),
     "search": (cmd_search, "search a vector index by text or image"),
     "caption": (cmd_caption, "caption images with a captioning artifact"),
+    "scan": (cmd_scan, "scan files for PII, prompt injection and hidden text"),
     "demo": (cmd_demo, "run the whole flow on data that ships with the install"),
 }
 
@@ -495,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p["info"].add_argument("artifact", help="artifact folder")
     _alignment_arguments(p)
+    p["scan"].add_argument("paths", nargs="+", metavar="PATH", help="files or folders to scan")
+    p["scan"].add_argument("--policy", metavar="FILE", help="policy YAML (default: built-in)")
+    p["scan"].add_argument(
+        "--redact-out", metavar="DIR", help="write redacted copies of redacted inputs here"
+    )
+    p["scan"].add_argument("--audit", metavar="FILE", help="append decisions to this JSONL log")
+    p["scan"].add_argument("--json", action="store_true", help="one JSON object per input")
     p["demo"].add_argument(
         "--out",
         default="demo-output",

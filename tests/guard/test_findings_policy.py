@@ -45,7 +45,10 @@ def test_policy_rules_overrides_thresholds_and_strictest_action() -> None:
     policy = Policy.from_dict(
         {
             "default": {"action": "flag", "threshold": 0.5},
-            "entities": {"US_SSN": "redact", "PROMPT_INJECTION": {"action": "block", "threshold": 0.8}},
+            "entities": {
+                "US_SSN": "redact",
+                "PROMPT_INJECTION": {"action": "block", "threshold": 0.8},
+            },
             "modalities": {"audio": {"US_SSN": "block"}},
         }
     )
