@@ -198,12 +198,13 @@ def relative_scores(
 class Combination:
     """Agreement log-odds from three calibrated signals:
 
-    ``min(cosine_w * cosine + cosine_b, (scorer + relative) / 2)`` with
-    ``scorer = scorer_w * logit + scorer_b`` and ``relative = relative_w * rel + relative_b``.
+    ``softmin(cosine_w * cosine + cosine_b, (scorer + relative) / 2)`` with
+    ``scorer = scorer_w * logit + scorer_b``, ``relative = relative_w * rel + relative_b``
+    and ``softmin(a, b) = -log(exp(-a) + exp(-b))``.
 
     The cosine (calibrated on true pairs vs random captions) catches captions about
     something else; the scorers (calibrated on true pairs vs attribute swaps) catch a wrong
-    colour, count or object; the minimum flags a pair when either kind of evidence
+    colour, count or object; the (smooth) minimum flags a pair when either kind of evidence
     contradicts it. Without scorers the agreement is the calibrated cosine alone.
     """
 
@@ -223,7 +224,7 @@ class Combination:
         tokens = (
             self.scorer_w * logit + self.scorer_b + self.relative_w * rel + self.relative_b
         ) / 2
-        return torch.minimum(out, tokens)
+        return -torch.logsumexp(torch.stack([-out, -tokens]), dim=0)
 
     @classmethod
     def fit(
