@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from polyfuse.errors import ConfigError
 
@@ -231,10 +231,7 @@ class TrainConfig:
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> TrainConfig:
         """Parse the ``train`` section."""
-        check_keys(value, [f.name for f in dataclasses.fields(cls)], where="train")
-        out = cls()
-        for key, raw in value.items():
-            setattr(out, key, _coerce(f"train.{key}", raw, getattr(out, key)))
+        out = _parse_section(cls(), value, "train")
         out.check()
         return out
 
@@ -289,10 +286,7 @@ class AlignConfig:
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> AlignConfig:
         """Parse the ``align`` section."""
-        check_keys(value, [f.name for f in dataclasses.fields(cls)], where="align")
-        out = cls()
-        for key, raw in value.items():
-            setattr(out, key, _coerce(f"align.{key}", raw, getattr(out, key)))
+        out = _parse_section(cls(), value, "align")
         for key in (
             "ensemble",
             "scorer_members",
@@ -381,6 +375,18 @@ class Config:
         import yaml
 
         return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+_S = TypeVar("_S")
+
+
+def _parse_section(out: _S, value: Mapping[str, Any], where: str) -> _S:
+    """Set the fields of a flat dataclass section from YAML values, each coerced to the
+    type of its default; unknown keys are refused."""
+    check_keys(value, [f.name for f in dataclasses.fields(out)], where=where)  # type: ignore[arg-type]
+    for key, raw in value.items():
+        setattr(out, key, _coerce(f"{where}.{key}", raw, getattr(out, key)))
+    return out
 
 
 def _opt_float(value: Any) -> float | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -24,30 +23,16 @@ from polyfuse.guard.audio import (
     redact_audio,
     transcribe,
 )
-from polyfuse.guard.findings import Finding, Location, TextDetector
+from polyfuse.guard.findings import Finding, Location
 from polyfuse.guard.spoken import Word
+from tests.guard.fakes import RegexDetector
 
-
-class RegexDetector(TextDetector):
-    """A tiny text detector (the test boundary): SSNs, 16-digit cards, e-mails."""
-
-    name = "regex"
-    version = "1"
-    PATTERNS: ClassVar[dict[str, str]] = {
-        "US_SSN": r"\b\d{3}[- ]?\d{2}[- ]?\d{4}\b",
-        "CREDIT_CARD": r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b",
-        "EMAIL_ADDRESS": r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",
-    }
-
-    def detect(self, text: str, *, source: str = "text") -> list[Finding]:
-        out = []
-        for kind, pattern in self.PATTERNS.items():
-            for m in re.finditer(pattern, text):
-                out.append(
-                    Finding(kind, 0.9, "text", Location(span=m.span(), source=source),
-                            self.name, self.version, "x", text=m.group())
-                )  # fmt: skip
-        return out
+#: Tiny text detectors (the test boundary): SSNs, 16-digit cards, e-mails.
+DETECTORS = [
+    RegexDetector(r"\b\d{3}[- ]?\d{2}[- ]?\d{4}\b", "US_SSN"),
+    RegexDetector(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b", "CREDIT_CARD"),
+    RegexDetector(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", "EMAIL_ADDRESS"),
+]
 
 
 def wav_bytes(x: np.ndarray, sr: int, fmt: str = "WAV") -> bytes:
@@ -167,7 +152,7 @@ def test_text_findings_become_audio_findings(monkeypatch: pytest.MonkeyPatch) ->
         return spoken
 
     monkeypatch.setattr(audio_mod, "transcribe", fake)
-    found = AudioScanner([RegexDetector()], max_seconds=9.0, beam_size=2).scan((tone(5.0), 22050))
+    found = AudioScanner(DETECTORS, max_seconds=9.0, beam_size=2).scan((tone(5.0), 22050))
     assert seen["max_seconds"] == 9.0 and seen["beam_size"] == 2 and seen["model"] == "base"
     assert [(f.type, f.location.seconds) for f in found] == [
         ("US_SSN", (0.8, 3.0)),
@@ -175,7 +160,7 @@ def test_text_findings_become_audio_findings(monkeypatch: pytest.MonkeyPatch) ->
     ]
     ssn = found[0]
     assert ssn.modality == "audio" and ssn.location.source == "asr"
-    assert ssn.detector == "whisper-base+regex" and ssn.detector_version.endswith("+1")
+    assert ssn.detector == "whisper-base+test.regex" and ssn.detector_version.endswith("+1")
     assert ssn.snippet == "***-**-**37" and ssn.text == "219-09-1937"
     assert "219" not in str(ssn.to_dict())
 
@@ -263,7 +248,7 @@ def test_spoken_ssn_is_found_where_it_is_said(whisper_base: str) -> None:
     duration = x.size / sr
     words = transcribe((x, sr), model=whisper_base)
     assert words and all(0.0 <= w.start <= w.end <= duration + 0.05 for w in words)
-    found = AudioScanner([RegexDetector()]).scan(wav_bytes(x, sr))
+    found = AudioScanner(DETECTORS).scan(wav_bytes(x, sr))
     ssn = [f for f in found if f.type == "US_SSN"]
     assert len(ssn) == 1 and re.sub(r"\D", "", ssn[0].text) == "219091937"
     assert ssn[0].location.seconds is not None
@@ -275,12 +260,12 @@ def test_spoken_ssn_is_found_where_it_is_said(whisper_base: str) -> None:
     i0, i1 = int((start - 0.1) * sr), int((end + 0.1) * sr)
     assert np.all(quiet[max(0, i0) : i1] == 0)
     assert np.array_equal(quiet[: max(0, i0)], x[: max(0, i0)])
-    assert not AudioScanner([RegexDetector()]).scan((quiet, sr))  # nothing left to find
+    assert not AudioScanner(DETECTORS).scan((quiet, sr))  # nothing left to find
 
 
 @pytest.mark.integration
 def test_spoken_email_and_silence(whisper_base: str) -> None:
     x, sr = say("My email is bob@gmail.com.")  # eSpeak says "bob at gmail dot com"
-    found = AudioScanner([RegexDetector()]).scan((x, sr))
+    found = AudioScanner(DETECTORS).scan((x, sr))
     assert [f.text for f in found if f.type == "EMAIL_ADDRESS"] == ["bob@gmail.com"]
-    assert AudioScanner([RegexDetector()]).scan((np.zeros(sr, np.float32), sr)) == []
+    assert AudioScanner(DETECTORS).scan((np.zeros(sr, np.float32), sr)) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 from pathlib import Path
@@ -16,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from polyfuse.errors import InvalidInputError
-from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.guard.findings import Finding, Location
 from polyfuse.guard.image import (
     ImageScanner,
     OcrText,
@@ -26,37 +25,10 @@ from polyfuse.guard.image import (
     ocr_words,
     redact_image,
 )
+from tests.guard.fakes import RegexDetector
 
-
-class Regex(TextDetector):
-    """A tiny regex detector: the test boundary for the text detectors."""
-
-    name = "test.regex"
-    version = "1"
-
-    def __init__(self, pattern: str, type_: str) -> None:
-        self.pattern = re.compile(pattern)
-        self.type = type_
-
-    def detect(self, text: str, *, source: str = "text") -> list[Finding]:
-        return [
-            Finding(
-                self.type,
-                0.9,
-                "text",
-                Location(span=m.span(), source=source),
-                self.name,
-                self.version,
-                mask(m.group()),
-                "test pattern",
-                m.group(),
-            )
-            for m in self.pattern.finditer(text)
-        ]
-
-
-EMAIL = Regex(r"[\w.+-]+@[\w-]+\.[\w.]+", "EMAIL_ADDRESS")
-INJECTION = Regex(r"(?i)ignore (all )?previous instructions", "PROMPT_INJECTION")
+EMAIL = RegexDetector(r"[\w.+-]+@[\w-]+\.[\w.]+", "EMAIL_ADDRESS")
+INJECTION = RegexDetector(r"(?i)ignore (all )?previous instructions", "PROMPT_INJECTION")
 
 
 def png_bytes(img: Image.Image, **kw: object) -> bytes:

@@ -12,13 +12,13 @@ contradicted word can sink the score) into one logit. It is trained with
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from polyfuse.align.train import BestEpoch
 from polyfuse.progress import bar
 
 
@@ -183,7 +183,7 @@ def fit_consistency(
     steps_total = epochs * max(1, n // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps_total, pct_start=0.1)
     has_swap = torch.tensor([bool(s) for s in data.swaps])
-    best, best_score, best_epoch = copy.deepcopy(model.state_dict()), float("-inf"), 0
+    best = BestEpoch(model)
     history: list[dict[str, float]] = []
     bce = nn.functional.binary_cross_entropy_with_logits
     for epoch in bar(range(1, epochs + 1), enabled=progress, desc="consistency", leave=False):
@@ -228,16 +228,8 @@ def fit_consistency(
         record = {"epoch": float(epoch), "loss": total / max(1, steps)}
         if score is not None:
             record["score"] = score(model)
-            if record["score"] > best_score:
-                best, best_score, best_epoch = (
-                    copy.deepcopy(model.state_dict()),
-                    record["score"],
-                    epoch,
-                )
+            best.update(model, epoch, record["score"])
         history.append(record)
-    if score is not None:
-        model.load_state_dict(best)
-    else:
-        best_epoch = epochs
+    best_epoch = best.restore(model, epochs, score is not None)
     model.eval()
     return ConsistencyFit(model, best_epoch, history)

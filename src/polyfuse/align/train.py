@@ -14,6 +14,28 @@ from polyfuse.align.model import AlignmentModel
 from polyfuse.progress import bar
 
 
+class BestEpoch:
+    """Keeps the weights of the best-scoring epoch of a training loop (higher is better)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.state = copy.deepcopy(model.state_dict())
+        self.score = float("-inf")
+        self.epoch = 0
+
+    def update(self, model: torch.nn.Module, epoch: int, score: float) -> None:
+        """Remember ``model``'s weights if ``score`` beats the best so far."""
+        if score > self.score:
+            self.state, self.score, self.epoch = copy.deepcopy(model.state_dict()), score, epoch
+
+    def restore(self, model: torch.nn.Module, epochs: int, scored: bool) -> int:
+        """Load the best weights into ``model`` (when epochs were scored) and return the
+        epoch they come from (the last epoch otherwise)."""
+        if not scored:
+            return epochs
+        model.load_state_dict(self.state)
+        return self.epoch
+
+
 @dataclass
 class AlignmentFit:
     """Outcome of `fit_alignment`.
@@ -58,7 +80,7 @@ def fit_alignment(
     model.fit_standardisation({names[0]: a, names[1]: b})
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = a.shape[0]
-    best, best_score, best_epoch = copy.deepcopy(model.state_dict()), float("-inf"), 0
+    best = BestEpoch(model)
     history = []
     for epoch in bar(range(1, epochs + 1), enabled=progress, desc="aligning", leave=False):
         model.train()
@@ -77,16 +99,8 @@ def fit_alignment(
         if score is not None:
             with torch.no_grad():
                 record["score"] = score(model)
-            if record["score"] > best_score:
-                best, best_score, best_epoch = (
-                    copy.deepcopy(model.state_dict()),
-                    record["score"],
-                    epoch,
-                )
+            best.update(model, epoch, record["score"])
         history.append(record)
-    if score is not None:
-        model.load_state_dict(best)
-    else:
-        best_epoch = epochs
+    best_epoch = best.restore(model, epochs, score is not None)
     model.eval()
     return AlignmentFit(model, best_epoch, history)
