@@ -63,7 +63,7 @@ def test_unreadable_inputs_are_blocked_not_raised(tmp_path: Path) -> None:
     big = guard.scan(b"x" * 200)
     assert big.action == "block" and "over the limit" in str(big.error)
     assert guard.scan(tmp_path / "missing.txt").action == "block"
-    assert guard.scan(b"%PDF-1.4 ...").action == "block"  # documents: typed refusal
+    assert guard.scan(b"%PDF-1.4 ...").action == "block"  # a broken PDF: typed refusal
 
 
 class _Slow(TextDetector):

@@ -51,6 +51,7 @@ class Limits:
         max_pixels: largest image (width x height), checked from the header.
         max_seconds: longest audio, checked from the header.
         max_chars: longest text.
+        max_pages: most pages of a document; longer documents are refused (not truncated).
         time_budget: seconds one item may take (0 disables).
     """
 
@@ -58,6 +59,7 @@ class Limits:
     max_pixels: int = 40_000_000
     max_seconds: float = 600.0
     max_chars: int = 1_000_000
+    max_pages: int = 50
     time_budget: float = 60.0
 
 

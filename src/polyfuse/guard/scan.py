@@ -72,6 +72,8 @@ class Guard:
             `TextPII` and `InjectionDetector`).
         image_scanner: scanner of images (default `ImageScanner` with the text detectors).
         audio_scanner: scanner of audio (default `AudioScanner` with the text detectors).
+        document_scanner: scanner of PDFs (default `DocumentScanner` with the text
+            detectors, rendering pages through the image scanner).
         limits: size, pixel, duration limits and the per-item time budget.
         audit: where to append the audit log (a path or an `AuditLog`), or None.
     """
@@ -83,6 +85,7 @@ class Guard:
         text_detectors: Sequence[TextDetector] | None = None,
         image_scanner: Any = None,
         audio_scanner: Any = None,
+        document_scanner: Any = None,
         limits: Limits | None = None,
         audit: str | Path | AuditLog | None = None,
     ) -> None:
@@ -91,6 +94,7 @@ class Guard:
         self._text = list(text_detectors) if text_detectors is not None else None
         self._image = image_scanner
         self._audio = audio_scanner
+        self._document = document_scanner
         self.audit = AuditLog(audit) if isinstance(audit, (str, Path)) else audit
 
     # -- parts, built on first use ----------------------------------------------------
@@ -121,6 +125,21 @@ class Guard:
 
             self._audio = AudioScanner(self.text_detectors, max_seconds=self.limits.max_seconds)
         return self._audio
+
+    @property
+    def document_scanner(self) -> Any:
+        """The document (PDF) scanner (default built on first use)."""
+        if self._document is None:
+            from polyfuse.guard.document import DocumentScanner
+
+            self._document = DocumentScanner(
+                self.text_detectors,
+                image_scanner=self.image_scanner,
+                max_pages=self.limits.max_pages,
+                max_pixels=self.limits.max_pixels,
+                time_budget=self.limits.time_budget,
+            )
+        return self._document
 
     # -- scanning ---------------------------------------------------------------------
     def scan(self, item: str | Path | bytes, *, name: str | None = None) -> ScanResult:
@@ -198,11 +217,10 @@ class Guard:
         if modality == "audio":
             heard: list[Finding] = self.audio_scanner.scan(data)
             return heard
-        raise InvalidInputError(
-            modality,
-            "documents (PDF) are not scanned yet",
-            hint="convert pages to images and scan those",
-        )
+        if modality == "document":
+            paged: list[Finding] = self.document_scanner.scan(data)
+            return paged
+        raise InvalidInputError(modality, f"no scanner for modality {modality!r}")
 
     def _finish(self, result: ScanResult) -> ScanResult:
         if self.audit is not None:
@@ -231,7 +249,8 @@ class Guard:
 
         Findings whose action is ``redact`` are removed: text spans replaced by
         ``<TYPE>``, image boxes filled (``mode="blur"`` blurs) and metadata dropped,
-        audio ranges bleeped (``mode="silence"`` silences). Nothing is written for a
+        audio ranges bleeped (``mode="silence"`` silences), PDF pages rendered with
+        their boxes filled (or blurred) into an image-only PDF. Nothing is written for a
         ``block`` result or an input without anything to redact.
         """
         if result.action == "block" or result.error is not None:
@@ -278,4 +297,26 @@ class Guard:
             target = out / (Path(stem).stem + ".wav")
             sf.write(target, clean, sr)
             return target
+        if result.modality == "document":
+            return self._redact_document(data, todo, out / (Path(stem).stem + ".pdf"), mode)
         return None
+
+    def _redact_document(
+        self, data: bytes, todo: Sequence[Finding], target: Path, mode: str
+    ) -> Path:
+        """The pages rendered as the scanner rendered them, boxes filled (or blurred),
+        saved as an image-only PDF: no text layer (so no hidden text) and no metadata."""
+        from polyfuse.guard.document import DEFAULT_SCALE, redact_document
+
+        if mode not in ("", "fill", "blur"):
+            raise ConfigError("mode", f"documents are redacted by fill or blur, not {mode!r}")
+        doc = redact_document(
+            data,
+            todo,
+            mode="blur" if mode == "blur" else "fill",
+            scale=float(getattr(self.document_scanner, "scale", DEFAULT_SCALE)),
+            max_pages=self.limits.max_pages,
+            max_pixels=self.limits.max_pixels,
+        )
+        doc.save(target)
+        return target
