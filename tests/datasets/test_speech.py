@@ -19,6 +19,18 @@ def test_renders_audible_speech_whose_length_follows_the_text() -> None:
     assert 0.01 < float(np.sqrt(np.mean(short**2))) < 1.0
 
 
+def test_ssml_marks_report_when_they_are_reached() -> None:
+    tts = Espeak.get()
+    plain = tts.say("one two three")
+    x, marks = tts.say_ssml(
+        '<speak>one <mark name="a"/>two <break time="500ms"/> three<mark name="b"/></speak>'
+    )
+    seconds = x.size / tts.sample_rate
+    assert set(marks) == {"a", "b"}
+    assert 0.1 < marks["a"] < marks["b"] <= seconds + 0.01
+    assert x.size > plain.size + 0.3 * tts.sample_rate  # the break is silence added
+
+
 def test_voices_differ_and_unknown_voice_is_an_error() -> None:
     tts = Espeak.get()
     a, b = tts.say("seven", "en-us+m3", pitch=30), tts.say("seven", "en-us+f3", pitch=80)
