@@ -13,6 +13,7 @@ from polyfuse.guard.recognizers import (
     find_dates_of_birth,
     find_driver_licenses,
     find_emails,
+    find_heard,
     find_ibans,
     find_ip_addresses,
     find_passports,
@@ -158,6 +159,13 @@ def test_ssn_formats_with_context(ssn: str) -> None:
 def test_ssn_bare_digits_without_context_score_low() -> None:
     (m,) = find_ssns("ref 536221234")
     assert m.score < 0.4
+
+
+def test_ssn_shape_after_phone_words_ranks_below_a_phone_number() -> None:
+    (m,) = find_ssns("please call me at 699-95-6915")
+    assert m.score < 0.5
+    (kept,) = find_ssns("my SSN is 699-95-6915, call me")
+    assert kept.score >= 0.85
 
 
 @pytest.mark.parametrize(
@@ -379,3 +387,40 @@ def test_find_all_filters_and_sorts() -> None:
 def test_plain_text_has_no_findings() -> None:
     text = "The quick brown fox jumps over the lazy dog on 3 occasions in 2021."
     assert find_all(text) == []
+
+
+# ------------------------------------------------------------------ heard forms (speech)
+
+
+@pytest.mark.parametrize(
+    ("text", "etype", "value"),
+    [
+        ("What is the limit for card 4454 7451139 0933?", "CREDIT_CARD", "4454 7451139 0933"),
+        ("My credit card $1586 1089 8433 2171 was lost", "CREDIT_CARD", "1586 1089 8433 2171"),
+        ("Here's my SSN, 023 010866", "US_SSN", "023 010866"),
+        ("They are not answering at 788 651 4509", "PHONE_NUMBER", "788 651 4509"),
+        ("Can someone call me on 9472? 7916?", "PHONE_NUMBER", "9472? 7916"),
+        ("on my email myonarrossetriter.com", "EMAIL_ADDRESS", "myonarrossetriter.com"),
+    ],
+)
+def test_heard_forms_need_the_words_that_introduce_them(text: str, etype: str, value: str) -> None:
+    (m,) = find_heard(text)
+    assert (m.type, text[m.start : m.end]) == (etype, value)
+    assert m.score <= 0.6 and m.rule == "polyfuse.heard"
+    for words, other in (("credit card", "bill"), ("card", "thing"), ("SSN", "one")):
+        text = text.replace(words, other)
+    text = text.replace("email", "site").replace("answering at", "seeing").replace("call", "see")
+    assert find_heard(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My card ends in 4242",  # too few digits for a card
+        "I paid 2024 dollars in 2023",
+        "Order 1234567890123 shipped",  # long number, no card words
+        "visit example.com for details",  # a domain without e-mail words
+    ],
+)
+def test_heard_forms_negatives(text: str) -> None:
+    assert find_heard(text) == []

@@ -164,3 +164,11 @@ def test_words_with_empty_text_are_kept_in_the_map() -> None:
     nt = normalise_spoken([Word("", 0.0, 0.1), Word(" one", 0.1, 0.2), Word(" two", 0.2, 0.3)])
     assert nt.text == "12"
     assert nt.words_of((0, 2)) == [1, 2]
+
+
+def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
+    words = [Word(" for", 0.0, 0.3), Word(" CC4288", 0.3, 1.0), Word(" 4716", 1.0, 1.5)]
+    out = normalise_spoken(words)
+    assert out.text == "for CC 4288 4716"
+    assert out.seconds_of((7, 16)) == (0.3, 1.5)
+    assert normalise_spoken([Word(" COVID", 0.0, 0.5), Word("-19", 0.5, 0.9)]).text == "COVID-19"

@@ -116,6 +116,17 @@ def test_ocr_and_asr_style_text(rules: TextPII) -> None:
     assert spoken[f.location.span[0] : f.location.span[1]] == "john dot smith at example dot com"
 
 
+def test_heard_forms_only_in_speech_transcripts(rules: TextPII) -> None:
+    text = "what is the limit for card 4454 7451139 0933"  # 15 digits, Luhn fails
+    assert rules.detect(text) == []
+    (f,) = rules.detect(text, source="asr")
+    assert (f.type, f.text, f.location.source) == ("CREDIT_CARD", "4454 7451139 0933", "asr")
+    assert f.score == 0.6 and "mishear" in f.explanation
+    valid = "card 4111 1111 1111 1111"  # a valid number keeps its validated finding
+    (v,) = rules.detect(valid, source="asr")
+    assert v.score == 1.0 and v.detector == "polyfuse.luhn"
+
+
 def test_other_rule_types(rules: TextPII) -> None:
     text = (
         "I was born on March 3, 1985. My driver's license number is F162823540116. "

@@ -163,14 +163,17 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
 def find_ssns(text: str) -> list[Match]:
     """US social security numbers ``AAA-GG-SSSS`` (dashes, spaces, dots or none, used
     consistently) that pass `ssn_valid`. Dashed numbers score 0.85; spaced, dotted or bare
-    nine digits need SSN words nearby to reach that (bare digits alone score 0.3)."""
+    nine digits need SSN words nearby to reach that (bare digits alone score 0.3). After
+    phone words with no SSN words nearby the score is 0.45, below a phone number's."""
     out: list[Match] = []
     for m in _SSN.finditer(text):
         area, sep, group, serial = m.groups()
         if not ssn_valid(area, group, serial):
             continue
         context = _near(text, m.start(), m.end(), _SSN_CONTEXT)
-        if sep == "-":
+        if not context and _phone_context(text, m.start(), m.end()):
+            score = 0.45  # "call me at 699-95-6915": phone words, no SSN words
+        elif sep == "-":
             score = 0.85 if not context else 0.95
         elif context:
             score = 0.85
@@ -695,6 +698,61 @@ def find_secrets(text: str) -> list[Match]:
             continue
         why = f"high-entropy token ({shannon_entropy(token):.1f} bits/char) near secret words"
         out.append(Match(s, e, "SECRET", 0.7, why, "polyfuse.secret"))
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------- heard forms
+
+#: A run of digits as a speech recogniser writes a misheard number: groups split by
+#: spaces, dashes, dots or commas, or by the punctuation it writes for a pause
+#: ("9472? 7916"), possibly with a currency sign in front ("$1586 1089").
+_HEARD_RUN = re.compile(r"(?<![\w.])[$£€]?\d+(?:(?:[ .,-]|[,.?] )\d+)*(?![\w-])")
+#: Words after which a transcript says an e-mail address.
+_HEARD_EMAIL_CONTEXT = _context(
+    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,3})$"
+)
+_HEARD_DOMAIN = re.compile(r"[\w.-]*\w\.[a-z]{2,24}\b", re.IGNORECASE)
+
+
+def find_heard(text: str) -> list[Match]:
+    """Numbers and addresses in a speech transcript that the validated recognizers
+    reject because the recogniser misheard them, found by the words that introduce them.
+
+    Speech recognisers drop, double or swap digits ("4454 7451139 0933" for a 16-digit
+    card) and merge a spoken "at" into the next word ("myelorossi atwriter.com"), so the
+    checksums and shapes that keep text findings precise fail on speech even though the
+    words around the number make its kind plain. This rule set reports, at lower scores:
+
+    * ``CREDIT_CARD`` (0.6): 13-19 digits within a few words after card words;
+    * ``US_SSN`` (0.6): 8-10 digits after SSN words;
+    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words;
+    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``) at most three words
+      after "e-mail".
+
+    Run it on transcripts only (`TextPII` does for ``source="asr"``): on typed text a
+    checksum failure means the number is not what it claims to be.
+    """
+    out: list[Match] = []
+    kinds = (
+        ("CREDIT_CARD", "card", 13, 19, _CARD_CONTEXT, 0.6),
+        ("US_SSN", "SSN", 8, 10, _SSN_CONTEXT, 0.6),
+        ("PHONE_NUMBER", "phone", 7, 15, _PHONE_CONTEXT, 0.5),
+    )
+    for m in _HEARD_RUN.finditer(text):
+        start = m.start() + (1 if m.group()[0] in "$£€" else 0)
+        n = len(_digits(m.group()))
+        for etype, label, lo, hi, words, score in kinds:
+            if lo <= n <= hi and words.search(text, max(0, start - 32), start):
+                why = f"{n} digits after {label} words in speech"
+                why += " (no checksum: recognisers mishear digits)"
+                out.append(Match(start, m.end(), etype, score, why, "polyfuse.heard"))
+                break
+    for m in _HEARD_DOMAIN.finditer(text):
+        ctx = _HEARD_EMAIL_CONTEXT.search(text, max(0, m.start() - 48), m.start())
+        if ctx is not None:  # the words between "e-mail" and the domain are the local part
+            why = "an address-like word after 'e-mail' in speech (the 'at' was not heard)"
+            start = ctx.start("local") if ctx.group("local") else m.start()
+            out.append(Match(start, m.end(), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard"))
     return sorted(out)
 
 

@@ -24,6 +24,8 @@ Rules (deliberately few, each tested):
   the digit count has a standard form; commas without a space ("78,651,450") are
   thousands separators and are dropped. Other runs keep the speaker's groups when every group has at
   least two digits and Whisper did not use thousands commas, else become one digit run.
+* **Glued abbreviations.** A number of three or more digits written right after a
+  word ("CC4047737215142", "SN84966389") is split from it.
 * **E-mail.** ``at``/``@`` with a dotted chain on each side (``dot``/``.``, and ``_``,
   ``underscore``, ``-``, ``dash`` in the local part) becomes an address only when the
   result has a valid e-mail shape and a plausible top-level domain.
@@ -487,10 +489,15 @@ def normalise_spoken(words: Sequence[Word]) -> NormalisedText:
     items = _emails(_numbers(_items(words), words))
     text: list[str] = []
     cw: list[int] = []
+    prev: _Item | None = None
     for it in items:
-        if it.space and text:
+        # Whisper glues an abbreviation to the number after it ("CC4047737215142"): split.
+        glued = prev is not None and prev.kind == "word" and prev.text.isalpha()
+        glued = glued and it.kind == "num" and sum(c.isdigit() for c in it.text) >= 3
+        if (it.space or glued) and text:
             text.append(" ")
             cw.append(-1)
+        prev = it
         text.append(it.text)
         cw.extend(it.cw)
     return NormalisedText("".join(text), tuple(cw), words)

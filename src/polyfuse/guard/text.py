@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from polyfuse import __version__
 from polyfuse.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
-from polyfuse.guard.recognizers import RECOGNIZERS, RULES_VERSION, find_all
+from polyfuse.guard.recognizers import RECOGNIZERS, RULES_VERSION, find_all, find_heard
 
 #: Entity types `TextPII` can report.
 SUPPORTED_ENTITIES: tuple[str, ...] = (
@@ -230,11 +230,27 @@ class TextPII(TextDetector):
             )
         return out
 
-    def candidates(self, text: str) -> list[Candidate]:
-        """Every raw candidate above the threshold, before overlaps are resolved."""
+    def candidates(self, text: str, *, heard: bool = False) -> list[Candidate]:
+        """Every raw candidate above the threshold, before overlaps are resolved.
+
+        With ``heard`` (speech transcripts), `find_heard` adds numbers and addresses
+        that a recogniser misheard, found by the words that introduce them.
+        """
+        matches = find_all(text, self.entities)
+        if heard:
+            matches += find_heard(text)
         rules = [
-            Candidate(m.start, m.end, m.type, m.score, m.explanation, m.rule, RULES_VERSION, True)
-            for m in find_all(text, self.entities)
+            Candidate(
+                m.start,
+                m.end,
+                m.type,
+                m.score,
+                m.explanation,
+                m.rule,
+                RULES_VERSION,
+                m.rule != "polyfuse.heard",  # heard forms pass no validity check
+            )
+            for m in matches
         ]
         wanted = set(self.entities)
         return [
@@ -270,7 +286,7 @@ class TextPII(TextDetector):
                 explanation=c.explanation,
                 text=text[c.start : c.end],
             )
-            for c in resolve_overlaps(self.candidates(text))
+            for c in resolve_overlaps(self.candidates(text, heard=source == "asr"))
         ]
 
 
