@@ -4,6 +4,7 @@ policy, audit log, redaction and the CLI."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def test_time_budget() -> None:
     with pytest.raises(ScanTimeoutError):
         within_budget(lambda: time.sleep(2.0), 0.2)
     assert time.perf_counter() - start < 1.0  # the caller is not held up
+    stuck = [t for t in threading.enumerate() if t.name == "guard-scan"]
+    assert stuck and all(t.daemon for t in stuck)  # never keeps the process alive
+    with pytest.raises(ZeroDivisionError):  # the work's own errors reach the caller
+        within_budget(lambda: 1 // 0, 1.0)
 
 
 def test_text_scan_policy_and_audit_without_raw_content(tmp_path: Path) -> None:

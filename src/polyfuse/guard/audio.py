@@ -18,6 +18,7 @@ import importlib.util
 import io
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -57,9 +58,13 @@ _MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
+_STREAM_REPR = re.compile(r"<_io\.\w+ object at 0x[0-9a-f]+>")
+
+
 def _bad(
     reason: str, *, path: str | os.PathLike[str] | None = None, hint: str | None = None
 ) -> InvalidInputError:
+    reason = _STREAM_REPR.sub("the input", reason)  # libsndfile names the stream object
     return InvalidInputError(
         "audio", reason, path=None if path is None else os.fspath(path), hint=hint
     )

@@ -9,7 +9,7 @@ budget so one malformed or adversarial item cannot hang a batch.
 
 from __future__ import annotations
 
-import concurrent.futures
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -109,15 +109,23 @@ def within_budget(fn: Callable[[], T], seconds: float, what: str = "scan") -> T:
     """
     if seconds <= 0:
         return fn()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-scan")
-    try:
-        future = pool.submit(fn)
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
         try:
-            return future.result(timeout=seconds)
-        except concurrent.futures.TimeoutError:
-            raise ScanTimeoutError(
-                f"{what} took longer than its budget of {seconds:g} s",
-                hint="raise Limits.time_budget or check the input",
-            ) from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller below
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name="guard-scan", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ScanTimeoutError(
+            f"{what} took longer than its budget of {seconds:g} s",
+            hint="raise Limits.time_budget or check the input",
+        )
+    if error:
+        raise error[0]
+    return result[0]
