@@ -1,0 +1,1 @@
+"""Serving: an HTTP inference service over a trained artifact (see docs/serving.md)."""
