@@ -1,0 +1,201 @@
+"""Observability of the HTTP layer: Prometheus metrics (one registry per app), the
+runtime's ``stats()`` as gauges at scrape time, OpenTelemetry spans per stage (off by
+default, imported lazily) and the JSONL request log (hashes, never raw content).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from polyfuse.errors import ConfigError, DependencyError
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RuntimeStatsCollector(Collector):
+    """Exports ``stats()`` of the runtime as gauges when Prometheus scrapes.
+
+    Nested keys join with ``_`` under ``polyfuse_runtime_``; numbers and booleans
+    become values, a string becomes ``{state="VALUE"} 1`` (breaker states), lists are
+    skipped. ``{"cache": {"hit_ratio": 0.5}}`` -> ``polyfuse_runtime_cache_hit_ratio 0.5``.
+    """
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge family per leaf of ``stats()``."""
+        try:
+            stats = self.stats()
+        except Exception:  # a failing stats() must not break the scrape
+            return
+        for path, value in _leaves(stats, ()):
+            name = "polyfuse_runtime_" + "_".join(_metric_name(p) for p in path)
+            doc = "runtime stats: " + ".".join(path)
+            if isinstance(value, str):
+                family = GaugeMetricFamily(name, doc, labels=["state"])
+                family.add_metric([value], 1.0)
+            else:
+                family = GaugeMetricFamily(name, doc, value=float(value))
+            yield family
+
+
+def _leaves(
+    data: Mapping[str, Any], path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key, value in data.items():
+        here = (*path, str(key))
+        if isinstance(value, Mapping):
+            yield from _leaves(value, here)
+        elif isinstance(value, bool | int | float) and math.isfinite(float(value)):
+            yield here, float(value)
+        elif isinstance(value, str):
+            yield here, value
+
+
+def _metric_name(part: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", part).strip("_").lower() or "x"
+
+
+class Metrics:
+    """The metrics of one app, in their own registry.
+
+    Args:
+        stats: the runtime's ``stats`` (exported at scrape time), or None.
+    """
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.latency = Histogram(
+            "polyfuse_request_seconds",
+            "request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "polyfuse_stage_seconds",
+            "latency of one pipeline stage",
+            ["route", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "polyfuse_requests", "requests by route and status", ["route", "status"], registry=r
+        )
+        self.errors = Counter("polyfuse_errors", "errors by code", ["route", "code"], registry=r)
+        self.findings = Counter(
+            "polyfuse_firewall_findings", "firewall findings", ["type", "action"], registry=r
+        )
+        self.degraded = Counter(
+            "polyfuse_degraded",
+            "degraded answers by modality and reason",
+            ["modality", "reason"],
+            registry=r,
+        )
+        self.missing = Counter(
+            "polyfuse_missing_modality", "answers without a modality", ["modality"], registry=r
+        )
+        if stats is not None:
+            r.register(RuntimeStatsCollector(stats))
+
+
+class Tracer:
+    """OpenTelemetry spans, or nothing: ``span(name)`` is a no-op for ``none``.
+
+    Args:
+        exporter: ``none``, ``console`` or ``otlp`` (the OTLP endpoint comes from the
+            standard ``OTEL_EXPORTER_OTLP_*`` environment variables).
+    """
+
+    def __init__(self, exporter: str = "none") -> None:
+        self.exporter = exporter
+        self.provider: Any = None if exporter == "none" else _otel_provider(exporter)
+        self._tracer = None if self.provider is None else self.provider.get_tracer("polyfuse")
+
+    @contextlib.contextmanager
+    def span(self, name: str, **attributes: str | int | float | bool) -> Iterator[None]:
+        """A span around the block (attributes must not hold raw input)."""
+        if self._tracer is None:
+            yield
+            return
+        with self._tracer.start_as_current_span(name, attributes=attributes):
+            yield
+
+    def close(self) -> None:
+        """Flush and stop the exporter."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def _otel_provider(exporter: str) -> Any:
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        raise DependencyError("opentelemetry-sdk", "--otel", "serve") from None
+    if exporter == "console":
+        span_exporter: Any = ConsoleSpanExporter()
+    elif exporter == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            raise DependencyError(
+                "opentelemetry-exporter-otlp-proto-http", "--otel otlp", "otlp"
+            ) from None
+        span_exporter = OTLPSpanExporter()
+    else:
+        raise ConfigError("--otel", f"unknown exporter {exporter!r}", hint="none, console, otlp")
+    provider = TracerProvider(resource=Resource.create({"service.name": "polyfuse"}))
+    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    return provider
+
+
+def digest(value: bytes | str) -> dict[str, Any]:
+    """What logs may say about one input: its SHA-256 and size."""
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def embedding_summary(vector: Sequence[float]) -> dict[str, Any]:
+    """Dimension, L2 norm and mean of one embedding (never the vector itself)."""
+    n = len(vector)
+    return {
+        "dim": n,
+        "norm": round(math.sqrt(sum(v * v for v in vector)), 6),
+        "mean": round(sum(vector) / n, 6) if n else 0.0,
+    }
+
+
+class RequestLog:
+    """Appends one JSON line per answered request (thread-safe).
+
+    Args:
+        path: the JSONL file (parents are created).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append ``record`` with a ``ts`` (Unix seconds)."""
+        line = json.dumps({"ts": round(time.time(), 3), **record}, default=str)
+        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
