@@ -12,10 +12,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from polyfuse import __version__
 from polyfuse.errors import PolyfuseError
+
+if TYPE_CHECKING:
+    from polyfuse.serve.config import ServeConfig
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("polyfuse")
@@ -417,6 +420,68 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve an artifact over HTTP: REST (/v1/predict, /v1/embed, /v1/scan), the Open
+    Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at /docs.
+
+    Without API keys (--api-keys FILE or POLYFUSE_API_KEYS) the server answers on
+    loopback only; binding another address without keys needs --insecure.
+    """
+    config = _serve_config(args)
+    config.check()  # refuse unsafe settings before loading any model
+    try:
+        import uvicorn
+
+        from polyfuse.serve.app import create_app
+    except ImportError as exc:
+        from polyfuse.errors import DependencyError
+
+        raise DependencyError(exc.name or "fastapi", "polyfuse serve", "serve") from None
+    from polyfuse.serve.runtime import ModelRuntime
+
+    app = create_app(ModelRuntime.load(args.artifact), config)
+    if not config.auth_enabled:
+        log.warning(
+            "no API keys configured: %s",
+            "serving without authentication (--insecure)"
+            if config.insecure
+            else "answering loopback clients only",
+        )
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(
+        f"polyfuse serving {args.artifact} at http://{host}:{config.port} "
+        f"(API docs: http://{host}:{config.port}/docs)",
+        flush=True,
+    )
+    level = "debug" if args.verbose else "warning" if args.quiet else "info"
+    uvicorn.run(app, host=config.host, port=config.port, log_level=level, access_log=False)
+    return EXIT_OK
+
+
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    """`ServeConfig` from --config, then the flags given, then the keys."""
+    import dataclasses
+
+    from polyfuse.serve.config import ServeConfig, env_key_hashes, read_key_hashes
+
+    config = ServeConfig.from_file(args.config) if args.config else ServeConfig()
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "policy": args.policy,
+        "request_log": args.request_log,
+        "otel": args.otel,
+        "rate_limit": args.rate_limit,
+        "cors_origins": tuple(args.cors_origin) if args.cors_origin else None,
+        "insecure": args.insecure or None,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    keys = config.api_key_hashes + env_key_hashes()
+    if args.api_keys:
+        keys += read_key_hashes(args.api_keys)
+    return dataclasses.replace(config, api_key_hashes=tuple(dict.fromkeys(keys)))
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "validate": (cmd_validate, "check a manifest before training"),
     "train": (cmd_train, "train a model from a YAML config"),
@@ -429,6 +494,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "caption": (cmd_caption, "caption images with a captioning artifact"),
     "scan": (cmd_scan, "scan files for PII, prompt injection and hidden text"),
     "demo": (cmd_demo, "run the whole flow on data that ships with the install"),
+    "serve": (cmd_serve, "serve an artifact over HTTP (REST and Open Inference Protocol v2)"),
 }
 
 
@@ -447,6 +513,29 @@ def _alignment_arguments(p: dict[str, argparse.ArgumentParser]) -> None:
     query.add_argument("--image", metavar="PATH", help="find texts that describe this image")
     p["search"].add_argument("-k", type=int, default=10, help="results (default 10)")
     p["search"].add_argument("--json", action="store_true", help="one JSON object per result")
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of serve (unset flags leave --config's values)."""
+    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--policy", metavar="FILE", help="firewall policy YAML (default: no firewall)")
+    p.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help="API keys, one a line (or sha256:HEX); adds to POLYFUSE_API_KEYS",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback address without API keys"
+    )
+    p.add_argument("--request-log", metavar="FILE", help="append one JSON line per request")
+    p.add_argument("--otel", choices=("none", "console", "otlp"), help="trace exporter")
+    p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests/second per key")
+    p.add_argument(
+        "--cors-origin", action="append", metavar="ORIGIN", help="allowed origin (repeatable)"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML with any ServeConfig field")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -563,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for data and the artifact (default: demo-output)",
     )
     p["demo"].add_argument("--quick", action="store_true", help="smaller data, fewer epochs")
+    _serve_arguments(p["serve"])
     return parser
 
 

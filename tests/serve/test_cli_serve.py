@@ -1,0 +1,108 @@
+"""``polyfuse serve``: flags -> config, the safe-by-default check, runtime loading and
+uvicorn start-up (uvicorn and the runtime module are faked; no socket is opened)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polyfuse import cli
+from polyfuse.serve.config import hash_key
+from tests.serve.fakes import FakeRuntime
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Fakes ModelRuntime.load and uvicorn.run; returns what they were called with."""
+    calls: dict[str, Any] = {}
+
+    class ModelRuntime:
+        @staticmethod
+        def load(artifact: str) -> FakeRuntime:
+            calls["artifact"] = artifact
+            return FakeRuntime()
+
+    module = types.ModuleType("polyfuse.serve.runtime")
+    module.ModelRuntime = ModelRuntime  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "polyfuse.serve.runtime", module)
+    import uvicorn
+
+    def run(app: Any, **kwargs: Any) -> None:
+        calls["app"] = app
+        calls.update(kwargs)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.delenv("POLYFUSE_API_KEYS", raising=False)
+    return calls
+
+
+def test_serve_defaults_to_loopback_and_prints_the_url(
+    started: dict[str, Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    assert cli.main(["serve", "art"]) == cli.EXIT_OK
+    assert started["artifact"] == "art"
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8000)
+    assert "http://127.0.0.1:8000" in capsys.readouterr().out
+    assert "loopback clients only" in caplog.text
+
+
+def test_serve_refuses_public_address_without_keys(
+    started: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["serve", "art", "--host", "0.0.0.0"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "refusing" in err and "--insecure" in err
+    assert "artifact" not in started  # refused before loading the model
+
+
+def test_serve_public_address_with_insecure_or_keys(
+    started: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.main(["serve", "art", "--host", "0.0.0.0", "--insecure"]) == cli.EXIT_OK
+    keys = tmp_path / "keys"
+    keys.write_text("k1\n")
+    monkeypatch.setenv("POLYFUSE_API_KEYS", "k2")
+    argv = ["serve", "art", "--host", "::", "--port", "9001", "--api-keys", str(keys)]
+    assert cli.main(argv) == cli.EXIT_OK
+    config = started["app"].state.service.config
+    assert config.api_key_hashes == (hash_key("k2"), hash_key("k1"))
+    assert started["port"] == 9001
+
+
+def test_serve_flags_override_the_config_file(started: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text("port: 9000\nrate_limit: 5\nmax_items: 4\n")
+    argv = ["serve", "art", "--config", str(path), "--port", "9100", "--cors-origin", "https://a"]
+    assert cli.main([*argv, "--request-log", str(tmp_path / "r.jsonl")]) == cli.EXIT_OK
+    config = started["app"].state.service.config
+    assert (config.port, config.rate_limit, config.max_items) == (9100, 5.0, 4)
+    assert config.cors_origins == ("https://a",)
+    assert config.request_log == str(tmp_path / "r.jsonl")
+
+
+def test_serve_with_policy_builds_the_firewall(started: dict[str, Any], tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nentities:\n  US_SSN: block\n")
+    assert cli.main(["serve", "art", "--policy", str(policy)]) == cli.EXIT_OK
+    guard = started["app"].state.service.guard
+    assert guard.policy.rule("US_SSN", "text").action == "block"
+
+
+def test_serve_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--host",
+        "--port",
+        "--policy",
+        "--api-keys",
+        "--insecure",
+        "--request-log",
+        "--otel",
+    ):
+        assert flag in out
