@@ -439,7 +439,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise DependencyError(exc.name or "fastapi", "polyfuse serve", "serve") from None
     from polyfuse.serve.runtime import ModelRuntime
 
-    app = create_app(ModelRuntime.load(args.artifact), config)
+    options = {"device": args.device} if args.device else {}
+    app = create_app(ModelRuntime.load(args.artifact, **options), config)
     if not config.auth_enabled:
         log.warning(
             "no API keys configured: %s",
@@ -536,6 +537,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         "--cors-origin", action="append", metavar="ORIGIN", help="allowed origin (repeatable)"
     )
     p.add_argument("--config", metavar="FILE", help="YAML with any ServeConfig field")
+    p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

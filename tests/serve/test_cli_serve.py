@@ -22,8 +22,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     class ModelRuntime:
         @staticmethod
-        def load(artifact: str) -> FakeRuntime:
+        def load(artifact: str, **options: Any) -> FakeRuntime:
             calls["artifact"] = artifact
+            calls["options"] = options
             return FakeRuntime()
 
     module = types.ModuleType("polyfuse.serve.runtime")
@@ -44,7 +45,7 @@ def test_serve_defaults_to_loopback_and_prints_the_url(
     started: dict[str, Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     assert cli.main(["serve", "art"]) == cli.EXIT_OK
-    assert started["artifact"] == "art"
+    assert started["artifact"] == "art" and started["options"] == {}
     assert (started["host"], started["port"]) == ("127.0.0.1", 8000)
     assert "http://127.0.0.1:8000" in capsys.readouterr().out
     assert "loopback clients only" in caplog.text
@@ -67,10 +68,11 @@ def test_serve_public_address_with_insecure_or_keys(
     keys.write_text("k1\n")
     monkeypatch.setenv("POLYFUSE_API_KEYS", "k2")
     argv = ["serve", "art", "--host", "::", "--port", "9001", "--api-keys", str(keys)]
+    argv += ["--device", "cpu"]
     assert cli.main(argv) == cli.EXIT_OK
     config = started["app"].state.service.config
     assert config.api_key_hashes == (hash_key("k2"), hash_key("k1"))
-    assert started["port"] == 9001
+    assert started["port"] == 9001 and started["options"] == {"device": "cpu"}
 
 
 def test_serve_flags_override_the_config_file(started: dict[str, Any], tmp_path: Path) -> None:

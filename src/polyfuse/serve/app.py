@@ -439,7 +439,11 @@ class Service:
     async def warm_guard(self) -> None:
         """Build the firewall's models once (first scans are otherwise slow)."""
         if self.guard is not None:
-            await self._in_pool(self.guard.scan, "warm up", name="warm-up")
+            try:
+                await self._in_pool(self.guard.scan, "warm up", name="warm-up")
+            except Exception:  # stays not ready; /readyz answers 503
+                log.exception(json.dumps({"event": "firewall_warm_up_failed"}))
+                return
         self.guard_ready = True
 
     def ready(self) -> bool:
