@@ -107,6 +107,18 @@ def test_when_request_over_limit_then_413() -> None:
     assert_error(client.post("/v1/predict", json={"inputs": {"text": "x" * 200}}), 413, "too_large")
 
 
+def test_when_streamed_body_over_limit_then_413() -> None:
+    async def chunks():  # type: ignore[no-untyped-def]  # no Content-Length: counted as it arrives
+        yield b'{"inputs": {"text": "'
+        yield b"x" * 200
+        yield b'"}}'
+
+    response = make(max_request_bytes=100).post(
+        "/v1/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert_error(response, 413, "too_large")
+
+
 def test_when_item_over_limit_then_413_names_it() -> None:
     client = make(max_item_bytes=10)
     response = client.post("/v1/predict", files={"image": ("a.png", PNG, "image/png")})
@@ -199,6 +211,7 @@ def test_embed_returns_vectors_per_modality() -> None:
 def test_openapi_lists_the_routes() -> None:
     paths = make().get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/embed", "/v1/scan", "/v2/models/{model}/infer"} <= set(paths)
+    assert make().get("/docs").status_code == 200
 
 
 # ------------------------------------------------------------------ firewall
