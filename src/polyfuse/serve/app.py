@@ -39,10 +39,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyfuse import __version__
 from polyfuse.guard.findings import ACTIONS, Action
-from polyfuse.serve.auth import AuthMiddleware, KeyStore, RateLimiter
+from polyfuse.serve.auth import PUBLIC_PATHS, AuthMiddleware, KeyStore, RateLimiter
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.metrics import Metrics, RequestLog, Tracer, digest, embedding_summary
 from polyfuse.serve.types import ERROR_STATUS, Runtime, ServeError, ServeRequest, ServeResult
+from polyfuse.serve.web import WEB_PATHS, add_web_routes
 
 log = logging.getLogger("polyfuse.serve")
 T = TypeVar("T")
@@ -699,6 +700,7 @@ def create_app(
     from polyfuse.serve.oip import oip_router
 
     app.include_router(oip_router(service, config.model_name))
+    add_web_routes(app)
     _add_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes)
     app.add_middleware(
@@ -706,6 +708,7 @@ def create_app(
         keys=KeyStore(config.api_key_hashes),
         limiter=RateLimiter(config.rate_limit, config.rate_burst),
         insecure=config.insecure,
+        public=PUBLIC_PATHS | WEB_PATHS,
     )
     if config.cors_origins:
         app.add_middleware(
@@ -744,6 +747,13 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         """Firewall verdicts (PII, prompt injection, hidden text); no model is run."""
         ctx = context(request, "/v1/scan")
         return await service.scan(await read_inputs(request, service.config), ctx)
+
+    @app.get("/v1/info", tags=["v1"])
+    async def info() -> dict[str, Any]:
+        """The model: name, version, modalities, labels, task and input contracts."""
+        data = service.runtime.info()
+        keys = ("name", "version", "modalities", "labels", "task", "contracts")
+        return {k: data[k] for k in keys if k in data}
 
     for name, why in _NOT_YET.items():
         _add_unsupported(app, name, why)
