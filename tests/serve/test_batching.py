@@ -1,0 +1,202 @@
+"""MicroBatcher and autotune with small fake batch functions (no timing assertions)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from polyfuse.serve.batching import MicroBatcher, autotune
+from polyfuse.serve.types import ServeError
+
+
+class GatedFn:
+    """Records every batch; the first call blocks until `release`, so later items queue up."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.fail = fail
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail:
+            raise RuntimeError("encoder exploded")
+        return [x * 10 for x in items]
+
+
+async def _queue_behind_first(
+    batcher: MicroBatcher[int, int], fn: GatedFn, later: list[int]
+) -> list[asyncio.Task[int]]:
+    """Submit 0, wait until its batch runs, then queue ``later`` behind it."""
+    tasks = [asyncio.create_task(batcher.submit(0))]
+    await asyncio.to_thread(fn.started.wait, 10)
+    for x in later:
+        tasks.append(asyncio.create_task(batcher.submit(x)))
+    while batcher.stats().queue_depth < len(later):
+        await asyncio.sleep(0)
+    return tasks
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(coro())
+
+
+def test_items_queued_while_a_batch_runs_form_the_next_batch() -> None:
+    fn = GatedFn()
+    batcher = MicroBatcher(fn, max_batch=4, max_wait=0.0, name="text")
+
+    async def go() -> list[int]:
+        tasks = await _queue_behind_first(batcher, fn, [1, 2, 3, 4, 5])
+        fn.gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert run(go) == [0, 10, 20, 30, 40, 50]
+    assert fn.batches == [[0], [1, 2, 3, 4], [5]]
+    stats = batcher.stats()
+    assert stats.batch_sizes == {1: 2, 4: 1} and stats.items == 6 and stats.batches == 3
+
+
+def test_batches_group_items_of_similar_size() -> None:
+    fn = GatedFn()
+    batcher = MicroBatcher(fn, max_batch=2, max_wait=0.0, size_key=lambda x: x)
+
+    async def go() -> None:
+        tasks = await _queue_behind_first(batcher, fn, [1, 100, 2, 101])
+        fn.gate.set()
+        await asyncio.gather(*tasks)
+
+    run(go)
+    assert fn.batches == [[0], [1, 2], [100, 101]]
+
+
+def test_an_exception_reaches_every_item_of_the_batch() -> None:
+    fn = GatedFn(fail=True)
+    batcher = MicroBatcher(fn, max_batch=8, max_wait=0.0)
+
+    async def go() -> list[Any]:
+        tasks = await _queue_behind_first(batcher, fn, [1, 2, 3])
+        fn.gate.set()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    results = run(go)
+    assert len(results) == 4
+    assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+    assert batcher.stats().errors == 2
+
+
+def test_a_full_queue_answers_overloaded_with_retry_after() -> None:
+    fn = GatedFn()
+    batcher = MicroBatcher(fn, max_batch=1, max_wait=0.0, max_queue=2, name="image")
+
+    async def go() -> ServeError:
+        tasks = await _queue_behind_first(batcher, fn, [1, 2])
+        with pytest.raises(ServeError) as info:
+            await batcher.submit(3)
+        fn.gate.set()
+        await asyncio.gather(*tasks)
+        return info.value
+
+    err = run(go)
+    assert err.code == "overloaded" and err.status == 503
+    assert err.retry_after is not None and err.retry_after >= 1
+    assert err.details == {"modality": "image"}
+    assert batcher.stats().rejected == 1
+
+
+def test_waits_for_company_until_the_batch_is_full() -> None:
+    calls: list[list[int]] = []
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(items)
+        return items
+
+    # a long max_wait: the batch goes as soon as it is full, not when the wait ends
+    batcher = MicroBatcher(fn, max_batch=3, max_wait=30.0)
+
+    async def go() -> list[int]:
+        return list(await asyncio.gather(*(batcher.submit(i) for i in range(3))))
+
+    assert run(go) == [0, 1, 2]
+    assert calls == [[0, 1, 2]]
+
+
+def test_a_wrong_number_of_results_is_an_internal_error() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: [1, 2, 3], max_batch=1)
+
+    async def go() -> None:
+        await batcher.submit(1)
+
+    with pytest.raises(ServeError, match="returned 3 results for 1 items") as info:
+        run(go)
+    assert info.value.code == "internal"
+
+
+def test_a_closed_batcher_is_unavailable_and_works_across_event_loops() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: items, max_batch=2)
+
+    async def one() -> int:
+        return await batcher.submit(7)
+
+    assert run(one) == 7
+    assert run(one) == 7  # a second asyncio.run binds a new worker
+
+    async def close_then_submit() -> None:
+        await batcher.close()
+        await batcher.submit(1)
+
+    with pytest.raises(ServeError) as info:
+        run(close_then_submit)
+    assert info.value.code == "unavailable"
+
+
+@pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_queue": 0}, {"max_wait": -1.0}])
+def test_bad_settings_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="need max_batch"):
+        MicroBatcher(lambda items: items, **bad)
+
+
+class FakeCost:
+    """A batch function whose cost in fake seconds is ``cost(batch size)``."""
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        self.now = 0.0
+        self.cost = cost
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.now += self.cost(len(items))
+        return items
+
+
+def test_autotune_picks_the_fastest_batch_when_batching_helps() -> None:
+    # MiniLM-like: a fixed overhead per call, cheap per item
+    fake = FakeCost(lambda b: 0.010 + 0.002 * b)
+    result = autotune(fake, [1], sizes=(1, 2, 4, 8, 16), clock=fake.clock)
+    assert result.max_batch == 16
+    assert result.throughput[1] == pytest.approx(1 / 0.012)
+    assert result.speedup > 2
+
+
+def test_autotune_keeps_batch_one_when_bigger_batches_are_slower_per_item() -> None:
+    # EfficientNet-Lite0 on 2 cores: per-item cost grows with the batch
+    fake = FakeCost(lambda b: 0.0175 * b * (1 + 0.05 * (b - 1)))
+    result = autotune(fake, [1], sizes=(1, 2, 4, 8, 16, 32, 64), clock=fake.clock)
+    assert result.max_batch == 1 and result.speedup == 1.0
+    assert result.throughput[32] < result.throughput[1] / 2
+    assert 64 not in result.throughput  # stopped once a size fell under half the best
+
+
+def test_autotune_needs_a_real_gain_to_batch() -> None:
+    fake = FakeCost(lambda b: 0.01 * b * (0.95 if b > 1 else 1.0))  # 5 % faster: not enough
+    assert autotune(fake, [1], sizes=(1, 2, 4), clock=fake.clock).max_batch == 1
+    with pytest.raises(ValueError, match="at least one sample"):
+        autotune(fake, [], clock=fake.clock)
