@@ -74,7 +74,7 @@ def load_image(
     """
     if isinstance(image, np.ndarray):
         return _from_array(image, max_pixels), {}
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     path: str | None = None
     if isinstance(image, Image.Image):
@@ -104,7 +104,8 @@ def load_image(
             pil = Image.open(io.BytesIO(data))
             _check_size(pil.size, max_pixels, path)
             pil.load()
-            rgb = _from_pil(pil, max_pixels, path)
+            # Upright as a viewer shows it (phone photos store rotation in EXIF).
+            rgb = _from_pil(ImageOps.exif_transpose(pil) or pil, max_pixels, path)
             meta = _metadata_text(pil)
     except InvalidInputError:
         raise
@@ -372,7 +373,9 @@ def _rapidocr_words(rgb: RGBArray) -> list[OcrWord]:
     engine = _rapidocr_engine()
     h, w = rgb.shape[:2]
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    result = engine(bgr, return_word_box=True)
+    # No text-direction classifier: it turns long upright lines upside down ("Ignore any
+    # previous ..." read as "lne , us rs pe suotsus ..."); EXIF orientation is applied on load.
+    result = engine(bgr, return_word_box=True, use_cls=False)
     boxes = getattr(result, "boxes", None)
     txts = getattr(result, "txts", None)
     scores = getattr(result, "scores", None)
