@@ -43,7 +43,7 @@ def _train_module() -> Any:
     return mod
 
 
-def _baseline() -> tuple[Callable[[str], bool], Callable[[str], bool]]:
+def baseline() -> tuple[Callable[[str], bool], Callable[[str], bool]]:
     from svguardian import resolve_runtime
     from svguardian.model.pure_infer import PureGuardian
     from svguardian.window import predict_windowed
@@ -107,7 +107,7 @@ def main() -> int:
     model = InjectionDetector(use_rules=False)
     combined.detect("warm up")
     model.detect("warm up")
-    base_any, base_inj = _baseline()
+    base_any, base_inj = baseline()
     base_any("warm up")
     systems: dict[str, Callable[[str], bool]] = {
         "rules only": lambda t: bool(rules.detect(t)),

@@ -10,10 +10,17 @@ Each text is rendered as
 * ``image metadata``: a benign visible line, the text in a PNG ``Description`` chunk;
 * ``speech``: eSpeak NG (en-us, 160 wpm), first 40 words.
 
-and scanned by `ImageScanner` / `AudioScanner` with the `InjectionDetector`. A rendering
-counts as detected when a ``PROMPT_INJECTION`` finding is reported; ``blocked`` also counts
-``HIDDEN_TEXT`` (the default policy blocks hidden text whatever it says, so hidden benign
-controls are blocked too, by design).
+and scanned by `ImageScanner` / `AudioScanner` with two text detectors side by side: our
+`InjectionDetector` and the ``securevector-guardian-model`` baseline (a text-only model,
+here given the same OCR text, hidden text, metadata and transcripts our scanners extract;
+counted when its verdict is malicious). A rendering counts as detected by a detector when
+that detector reports ``PROMPT_INJECTION``; ``blocked`` also counts ``HIDDEN_TEXT`` (the
+default policy blocks hidden text whatever it says, so hidden benign controls are blocked
+too, by design).
+
+Every attack our detector misses in a rendering is put in one of two classes: the
+detector also misses the original text (a detector miss), or it finds the original but
+not what OCR/ASR read from the rendering (a reading loss); ``--misses FILE`` writes them.
 
     python benchmarks/guard_injection_media.py --data ../shared/data --n 32
 """
@@ -31,7 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 BENIGN_LINE = "Quarterly report: sales grew in every region."
 
@@ -84,11 +94,64 @@ def speak(text: str) -> bytes:
     return buf.getvalue()
 
 
+def run_rendering(
+    how: str, attacks: list[str], benign: list[str], scanner: Any, det: Any, base_name: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """TPR/FPR of ours and the baseline on one rendering, and our missed attacks."""
+    detectors = {"ours": det.name, "securevector": base_name}
+    res: dict[str, Any] = {}
+    misses: list[dict[str, Any]] = []
+    lat = []
+    for label, texts in (("attack", attacks), ("benign", benign)):
+        hits = dict.fromkeys(detectors, 0)
+        blocked = 0
+        for t in texts:
+            blob = speak(t) if how == "speech" else render(t, how)
+            start = time.perf_counter()
+            found = scanner.scan(blob)
+            lat.append(time.perf_counter() - start)
+            flagged = {
+                key: any(x.type == "PROMPT_INJECTION" and name in x.detector for x in found)
+                for key, name in detectors.items()
+            }
+            for key in detectors:
+                hits[key] += flagged[key]
+            blocked += flagged["ours"] or any(x.type == "HIDDEN_TEXT" for x in found)
+            if label == "attack" and not flagged["ours"]:
+                kind = "reading loss" if det.detect(" ".join(t.split()[:60])) else "detector"
+                misses.append({"rendering": how, "kind": kind, "text": t[:300]})
+        rate = "tpr" if label == "attack" else "fpr"
+        res[label] = {f"{rate}_{k}": v / len(texts) for k, v in hits.items()}
+        res[label]["blocked"] = blocked / len(texts)
+    res["latency_p50_ms"] = statistics.median(1000 * x for x in lat)
+    return res, misses
+
+
+class Baseline(TextDetector):
+    """The securevector model as a text detector: one finding over the whole text when
+    its verdict is malicious (any threat category)."""
+
+    name = "securevector"
+    version = "baseline"
+
+    def __init__(self) -> None:
+        from guard_injection import baseline
+
+        self._any_threat = baseline()[0]
+
+    def detect(self, text: str, *, source: str = "text") -> list[Finding]:
+        if not text.strip() or not self._any_threat(text):
+            return []
+        loc = Location(span=(0, len(text)), source=source)
+        return [Finding("PROMPT_INJECTION", 1.0, "text", loc, self.name, self.version, mask(text))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--n", type=int, default=32, help="attacks (and as many benign controls)")
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--misses", type=Path, help="write our missed attacks here (JSONL)")
     args = parser.parse_args()
 
     from polyfuse.guard.audio import AudioScanner
@@ -101,40 +164,40 @@ def main() -> int:
     pii = json.loads((data / "pii" / "presidio_synth_dataset_v2.json").read_text())
     benign = [x["full_text"].replace("\n", " ") for x in pii[: len(attacks)]]
     det = InjectionDetector()
-    images = ImageScanner([det], faces=False)
-    audio = AudioScanner([det])
+    base = Baseline()
+    images = ImageScanner([det, base], faces=False)
+    audio = AudioScanner([det, base])
     rows: dict[str, Any] = {}
+    misses: list[dict[str, Any]] = []
     for how in ("plain", "hidden", "tiny", "metadata", "speech"):
-        res: dict[str, Any] = {}
-        for label, texts in (("attack", attacks), ("benign", benign)):
-            inj = blocked = 0
-            lat = []
-            for t in texts:
-                blob = speak(t) if how == "speech" else render(t, how)
-                start = time.perf_counter()
-                found = (audio if how == "speech" else images).scan(blob)
-                lat.append(time.perf_counter() - start)
-                types = {x.type for x in found}
-                inj += "PROMPT_INJECTION" in types
-                blocked += bool(types & {"PROMPT_INJECTION", "HIDDEN_TEXT"})
-            res[label] = {"injection": inj / len(texts), "blocked": blocked / len(texts)}
-            res.setdefault("latency_ms", []).extend(1000 * x for x in lat)
-        res["latency_p50_ms"] = statistics.median(res.pop("latency_ms"))
-        rows[how] = res
+        scanner = audio if how == "speech" else images
+        rows[how], missed = run_rendering(how, attacks, benign, scanner, det, base.name)
+        misses += missed
+        kinds = [m["kind"] for m in missed]
+        a, b = rows[how]["attack"], rows[how]["benign"]
         print(
-            f"{how:<9} TPR {res['attack']['injection']:.3f}  FPR {res['benign']['injection']:.3f}  "
-            f"blocked attack {res['attack']['blocked']:.3f} benign {res['benign']['blocked']:.3f}  "
-            f"p50 {res['latency_p50_ms']:.0f} ms",
+            f"{how:<9} ours TPR {a['tpr_ours']:.3f} FPR {b['fpr_ours']:.3f} | "
+            f"securevector TPR {a['tpr_securevector']:.3f} FPR {b['fpr_securevector']:.3f} | "
+            f"blocked attack {a['blocked']:.3f} benign {b['blocked']:.3f} | "
+            f"our misses: {kinds.count('detector')} detector, "
+            f"{kinds.count('reading loss')} reading loss | "
+            f"p50 {rows[how]['latency_p50_ms']:.0f} ms",
             flush=True,
         )
     text_tpr = sum(bool(det.detect(t)) for t in attacks) / len(attacks)
     text_fpr = sum(bool(det.detect(t)) for t in benign) / len(benign)
+    base_tpr = sum(bool(base.detect(t)) for t in attacks) / len(attacks)
+    base_fpr = sum(bool(base.detect(t)) for t in benign) / len(benign)
     print(
-        f"text      TPR {text_tpr:.3f}  FPR {text_fpr:.3f}  "
+        f"text      ours TPR {text_tpr:.3f} FPR {text_fpr:.3f} | "
+        f"securevector TPR {base_tpr:.3f} FPR {base_fpr:.3f} "
         f"({len(attacks)} attacks, {len(benign)} benign)"
     )
+    if args.misses:
+        args.misses.write_text("".join(json.dumps(m) + "\n" for m in misses))
     if args.json_out:
-        rows["text"] = {"tpr": text_tpr, "fpr": text_fpr}
+        rows["text"] = {"tpr": text_tpr, "fpr": text_fpr, "tpr_securevector": base_tpr}
+        rows["text"]["fpr_securevector"] = base_fpr
         Path(args.json_out).write_text(
             json.dumps({"command": " ".join(["python", *sys.argv]), "results": rows}, indent=2)
         )

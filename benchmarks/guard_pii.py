@@ -7,22 +7,31 @@ The presidio-research synthetic sentences (``../shared/data/pii``) are scanned a
   several fonts and sizes, dark-on-light or light-on-dark colours, plain or noisy
   backgrounds, a slight rotation, blur and JPEG compression (`ImageScanner`: OCR, then the
   same text detector, spans mapped back to pixel boxes);
-* **audio**: the sentence spoken by eSpeak NG in several voices and speeds
-  (`AudioScanner`: Whisper base ASR with word timestamps, spoken digits normalised, the
-  same text detector, spans mapped back to time ranges).
+* **audio**: the sentence spoken by eSpeak NG in three voices and speeds, with each key
+  entity read out as people read one (digit by digit in groups, e-mails with "dot" and
+  "at"; ``audio-espeak`` instead lets eSpeak read the written form, which says a card
+  number as "four quadrillion ..."). The voices are the three that Whisper base
+  understood best on random numbers (``--screen-voices``). `AudioScanner`: Whisper base
+  ASR with word timestamps, spoken digits normalised, the same text detector plus the
+  heard-form rules for speech, spans mapped back to time ranges.
 
 A gold entity counts as found when a finding of the same type carries the same value
 (digits only for numbers, lower-cased without spaces for e-mails), so the three
 renderings are scored the same way although OCR and ASR text differ from the input.
+Audio is also scored *located*: found when a finding of the type covers the seconds
+where the entity is said (SSML marks give them), whatever digits the recogniser wrote:
+what a firewall needs to flag or bleep the right place.
 Sentences are those with at least one of the key types (US_SSN, CREDIT_CARD,
 PHONE_NUMBER, EMAIL_ADDRESS), stratified up to ``--per-type`` per type.
 
     python benchmarks/guard_pii.py --data ../shared/data --per-type 30
+    python benchmarks/guard_pii.py --screen-voices
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import re
@@ -40,7 +49,25 @@ FONTS = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
     "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
 )
-VOICES = (("en-us", 150), ("en-us+f3", 170), ("en+m3", 140))
+#: Voices and speeds of the audio rendering: the three eSpeak voices that Whisper base
+#: understood best in `screen_voices` (``--screen-voices``; the figures are in
+#: docs/benchmarks.md), each at its own speed.
+VOICES = (("en-us+f2", 150), ("en-us+klatt2", 170), ("en-us+f3", 140))
+#: Voices `screen_voices` compares.
+CANDIDATE_VOICES = (
+    "en-us",
+    "en-us+f2",
+    "en-us+f3",
+    "en-us+f4",
+    "en-us+m1",
+    "en-us+m3",
+    "en-us+m4",
+    "en+f4",
+    "en+m3",
+    "en-us+klatt",
+    "en-us+klatt2",
+    "en-gb-x-rp",
+)
 
 
 def norm(type_: str, value: str) -> str:
@@ -115,18 +142,144 @@ def render_image(text: str, k: int) -> bytes:
     return buf.getvalue()
 
 
-def render_audio(text: str, k: int) -> bytes:
-    """The sentence spoken by eSpeak NG (voice and speed cycle with ``k``), as WAV."""
+_DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+#: Digit groups a reader uses for an ungrouped run of this many digits.
+_READ_GROUPS = {9: (3, 2, 4), 10: (3, 3, 4), 15: (4, 6, 5), 16: (4, 4, 4, 4)}
+
+
+def read_number(value: str) -> str:
+    """SSML for a number read out as people read one: digit by digit, in the value's own
+    groups (an ungrouped card in fours), with a short pause between groups."""
+    groups = re.findall(r"\d+", value)
+    if len(groups) == 1 and len(groups[0]) > 6:
+        run = groups[0]
+        layout = _READ_GROUPS.get(len(run)) or (4,) * (len(run) // 4) + (
+            (len(run) % 4,) if len(run) % 4 else ()
+        )
+        groups, pos = [], 0
+        for n in layout:
+            groups.append(run[pos : pos + n])
+            pos += n
+    return ' <break time="250ms"/> '.join(" ".join(_DIGIT_WORDS[int(c)] for c in g) for g in groups)
+
+
+def read_email(value: str) -> str:
+    """An address as people say it: names split at capitals, "dot", "at", digits as words."""
+
+    def part(x: str) -> str:
+        x = re.sub(r"([a-z])([A-Z])", r"\1 \2", x)
+        for sym, word in ((".", " dot "), ("_", " underscore "), ("-", " dash ")):
+            x = x.replace(sym, word)
+        return re.sub(r"\d", lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", x)
+
+    local, _, domain = value.partition("@")
+    return f"{part(local)} at {part(domain)}"
+
+
+def speech_script(item: dict[str, Any], read: bool) -> str:
+    """SSML for the sentence with a ``<mark>`` before (``s<i>``) and after (``e<i>``) each
+    key entity; with ``read`` the entity is read as a person reads it (`read_number`,
+    `read_email`), else as eSpeak reads the written form ("four quadrillion ...")."""
+    from xml.sax.saxutils import escape
+
+    text, out, pos = item["full_text"], [], 0
+    for i, span in enumerate(sorted(item["spans"], key=lambda s: s["start_position"])):
+        if span["entity_type"] not in KEY_TYPES or span["start_position"] < pos:
+            continue
+        value = text[span["start_position"] : span["end_position"]]
+        spoken = escape(value)
+        if read:
+            email = span["entity_type"] == "EMAIL_ADDRESS"
+            spoken = escape(read_email(value)) if email else read_number(value)
+        out += [escape(text[pos : span["start_position"]]), f'<mark name="s{i}"/> ', spoken]
+        out.append(f' <mark name="e{i}"/>')
+        pos = span["end_position"]
+    out.append(escape(text[pos:]))
+    return "<speak>" + "".join(out).replace("\n", ", ") + "</speak>"
+
+
+def render_audio(
+    item: dict[str, Any], k: int, read: bool = True
+) -> tuple[bytes, list[tuple[str, float, float]]]:
+    """The sentence spoken by eSpeak NG (voice and speed cycle with ``k``) as WAV, and
+    the time range in seconds where each key entity is said."""
     import soundfile as sf
 
     from polyfuse.datasets.speech import Espeak
 
     voice, rate = VOICES[k % len(VOICES)]
     tts = Espeak.get()
-    samples = tts.say(text.replace("\n", ", "), voice=voice, rate=rate)
+    samples, marks = tts.say_ssml(speech_script(item, read), voice=voice, rate=rate)
+    spans = sorted(item["spans"], key=lambda s: s["start_position"])
+    ranges = [
+        (spans[i]["entity_type"], marks[f"s{i}"], marks[f"e{i}"])
+        for i in range(len(spans))
+        if f"s{i}" in marks and f"e{i}" in marks
+    ]
     buf = io.BytesIO()
     sf.write(buf, samples, tts.sample_rate, format="WAV")
-    return buf.getvalue()
+    return buf.getvalue(), ranges
+
+
+def screen_voices(
+    voices: tuple[str, ...] = CANDIDATE_VOICES, n: int = 12, rate: int = 160, seed: int = 0
+) -> list[tuple[str, float]]:
+    """How well Whisper base understands each eSpeak voice: the share of ``n`` random
+    9-16 digit numbers (not from the benchmark data) read out with `read_number` whose
+    digits come back exactly. Synthetic voices differ a lot in intelligibility; this
+    picks the voices for the audio rendering without looking at the PII sentences."""
+    import numpy as np
+
+    from polyfuse.datasets.speech import Espeak
+    from polyfuse.guard.audio import transcribe
+    from polyfuse.guard.spoken import normalise_spoken
+
+    rng = np.random.default_rng(seed)
+    numbers = ["".join(map(str, rng.integers(0, 10, int(rng.integers(9, 17))))) for _ in range(n)]
+    tts = Espeak.get()
+    out = []
+    for voice in voices:
+        ok = 0
+        for number in numbers:
+            samples, _ = tts.say_ssml(
+                f"<speak>The number is {read_number(number)}.</speak>", voice, rate=rate
+            )
+            heard = normalise_spoken(transcribe((samples, tts.sample_rate))).text
+            ok += number in re.sub(r"\D", "", heard)
+        out.append((voice, ok / n))
+        print(f"{voice:14} {ok}/{n} numbers heard exactly", flush=True)
+    return sorted(out, key=lambda v: -v[1])
+
+
+def score_located(
+    found: list[list[tuple[str, tuple[float, float]]]],
+    gold: list[list[tuple[str, float, float]]],
+    types: tuple[str, ...],
+    slack: float = 0.3,
+) -> dict[str, dict[str, float]]:
+    """Per type: recall and precision of findings by time: a gold entity is found when a
+    finding of its type overlaps the seconds where it is said (``slack`` seconds of
+    tolerance on each side), whatever value the transcript wrote."""
+
+    def overlaps(a: tuple[float, float], s: float, e: float) -> bool:
+        return a[0] <= e + slack and a[1] >= s - slack
+
+    out: dict[str, dict[str, float]] = {}
+    for t in types:
+        tp = fn = fp = 0
+        for f_item, g_item in zip(found, gold, strict=True):
+            g = [(s, e) for tt, s, e in g_item if tt == t]
+            f = [sec for tt, sec in f_item if tt == t]
+            hits = sum(any(overlaps(x, s, e) for x in f) for s, e in g)
+            tp += hits
+            fn += len(g) - hits
+            fp += sum(not any(overlaps(x, s, e) for s, e in g) for x in f)
+        out[t] = {
+            "gold": float(tp + fn),
+            "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        }
+    return out
 
 
 def score(
@@ -153,51 +306,63 @@ def score(
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--per-type", type=int, default=30, help="sentences per key type")
-    parser.add_argument("--renderings", default="text,image,audio")
-    parser.add_argument("--json", dest="json_out")
-    args = parser.parse_args()
+RENDERINGS = ("text", "image", "audio", "audio-espeak")
 
-    from polyfuse.guard.text import TextPII
 
-    items = select(Path(args.data), args.per_type)
-    gold = [[(s["entity_type"], s["entity_value"]) for s in it["spans"]] for it in items]
-    print(f"{len(items)} sentences", flush=True)
-    pii = TextPII()
-    scanners: dict[str, Any] = {}
-    results: dict[str, Any] = {}
-    for rendering in args.renderings.split(","):
-        if rendering == "image":
-            from polyfuse.guard.image import ImageScanner
+def run_rendering(
+    rendering: str,
+    items: list[dict[str, Any]],
+    gold: list[list[tuple[str, str]]],
+    pii: Any,
+    dump: Any = None,
+) -> dict[str, Any]:
+    """Scan every item in one rendering; scores by value (and by time for audio)."""
+    audio = rendering.startswith("audio")
+    scanner: Any = None
+    if rendering == "image":
+        from polyfuse.guard.image import ImageScanner
 
-            scanners[rendering] = ImageScanner([pii], faces=False, hidden=False, metadata=False)
-        elif rendering == "audio":
-            from polyfuse.guard.audio import AudioScanner
+        scanner = ImageScanner([pii], faces=False, hidden=False, metadata=False)
+    elif audio:
+        from polyfuse.guard.audio import AudioScanner
 
-            scanners[rendering] = AudioScanner([pii])
-        found, latency = [], []
-        for k, it in enumerate(items):
-            text = it["full_text"]
-            data = (
-                render_image(text, k)
-                if rendering == "image"
-                else render_audio(text, k)
-                if rendering == "audio"
-                else None
-            )
+        scanner = AudioScanner([pii])
+    found, latency, located, gold_times = [], [], [], []
+    for k, it in enumerate(items):
+        text = it["full_text"]
+        if rendering == "text":
             start = time.perf_counter()
-            fs = pii.detect(text) if data is None else scanners[rendering].scan(data)
-            latency.append(time.perf_counter() - start)
-            found.append([(f.type, f.text) for f in fs])
-        results[rendering] = {
-            "scores": score(found, gold, KEY_TYPES),
-            "latency_p50_ms": 1000 * statistics.median(latency),
-            "latency_p95_ms": 1000 * sorted(latency)[int(0.95 * (len(latency) - 1))],
-        }
-        print(f"{rendering}: done, p50 {results[rendering]['latency_p50_ms']:.0f} ms", flush=True)
+            fs = pii.detect(text)
+        elif rendering == "image":
+            data = render_image(text, k)
+            start = time.perf_counter()
+            fs = scanner.scan(data)
+        else:
+            data, ranges = render_audio(it, k, read=rendering == "audio")
+            gold_times.append(ranges)
+            start = time.perf_counter()
+            heard = scanner.transcript(data)
+            fs = scanner.findings_in(heard)
+            located.append([(f.type, f.location.seconds) for f in fs])
+            if dump is not None:
+                rec = {"k": k, "rendering": rendering, "text": text, "heard": heard.text}
+                rec["gold"] = [g for g in gold[k] if g[0] in KEY_TYPES]
+                rec["found"] = [(f.type, f.text, f.location.seconds) for f in fs]
+                dump.write(json.dumps(rec) + "\n")
+        latency.append(time.perf_counter() - start)
+        found.append([(f.type, f.text) for f in fs])
+    out: dict[str, Any] = {
+        "scores": score(found, gold, KEY_TYPES),
+        "latency_p50_ms": 1000 * statistics.median(latency),
+        "latency_p95_ms": 1000 * sorted(latency)[int(0.95 * (len(latency) - 1))],
+    }
+    if audio:
+        out["located"] = score_located(located, gold_times, KEY_TYPES)
+    return out
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    """Recall and precision side by side, ratios to text, located audio scores, latency."""
     names = list(results)
     print("\n| type | gold | " + " | ".join(f"{r} recall | {r} precision" for r in names) + " |")
     print("|---|---|" + "---|---|" * len(names))
@@ -209,17 +374,25 @@ def main() -> int:
         print(
             f"| {t} | {int(results[names[0]]['scores'][t]['gold'])} | " + " | ".join(cells) + " |"
         )
-    if "text" in results:
-        for r in names:
-            if r == "text":
-                continue
-            ratios = {
-                t: results[r]["scores"][t]["recall"] / results["text"]["scores"][t]["recall"]
+    text = results.get("text")
+    for r in names:
+        if r != "text" and text is not None:
+            ratios = ", ".join(
+                f"{t} {results[r]['scores'][t]['recall'] / text['scores'][t]['recall']:.2f}"
                 for t in KEY_TYPES
-            }
-            print(
-                f"{r} recall / text recall: " + ", ".join(f"{t} {v:.2f}" for t, v in ratios.items())
             )
+            print(f"{r} recall / text recall: {ratios}")
+        if "located" not in results[r]:
+            continue
+        loc = results[r]["located"]
+        print(f"\n{r}, located (a finding of the type where the entity is said):")
+        for t in KEY_TYPES:
+            print(f"  {t:14} recall {loc[t]['recall']:.3f} precision {loc[t]['precision']:.3f}")
+        if text is not None:
+            ratios = ", ".join(
+                f"{t} {loc[t]['recall'] / text['scores'][t]['recall']:.2f}" for t in KEY_TYPES
+            )
+            print(f"{r} located recall / text recall: {ratios}")
     print(
         "latency p50/p95 ms: "
         + ", ".join(
@@ -227,6 +400,47 @@ def main() -> int:
             for r in names
         )
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--per-type", type=int, default=30, help="sentences per key type")
+    parser.add_argument(
+        "--renderings",
+        default="text,image,audio",
+        help="comma list of text, image, audio (entities read as people read them), "
+        "audio-espeak (eSpeak's own reading of the written form)",
+    )
+    parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--dump", type=Path, help="write audio transcripts and findings (JSONL)")
+    parser.add_argument(
+        "--screen-voices",
+        action="store_true",
+        help="only rank the candidate eSpeak voices by how well Whisper hears numbers",
+    )
+    args = parser.parse_args()
+    if args.screen_voices:
+        screen_voices()
+        return 0
+    renderings = args.renderings.split(",")
+    if unknown := set(renderings) - set(RENDERINGS):
+        parser.error(f"unknown rendering(s) {sorted(unknown)}; choose from {RENDERINGS}")
+
+    from polyfuse.guard.text import TextPII
+
+    items = select(Path(args.data), args.per_type)
+    gold = [[(s["entity_type"], s["entity_value"]) for s in it["spans"]] for it in items]
+    print(f"{len(items)} sentences", flush=True)
+    pii = TextPII()
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        dump = stack.enter_context(args.dump.open("w")) if args.dump else None
+        for rendering in renderings:
+            results[rendering] = run_rendering(rendering, items, gold, pii, dump)
+            p50 = results[rendering]["latency_p50_ms"]
+            print(f"{rendering}: done, p50 {p50:.0f} ms", flush=True)
+    print_tables(results)
     if args.json_out:
         Path(args.json_out).write_text(
             json.dumps({"command": " ".join(["python", *sys.argv]), "results": results}, indent=2)
