@@ -64,12 +64,13 @@ class BatchSettings:
     Attributes:
         max_batch: items per forward pass, or ``"auto"`` to measure at start-up
             (`polyfuse.serve.batching.autotune`; 1 when batching does not help).
-        max_wait_ms: how long a batch waits for company after its first item.
+        max_wait_ms: how long a batch waits for company after its first item (0: a lone
+            request never waits; under load batches still fill from the queue).
         max_auto: largest batch size ``"auto"`` tries.
     """
 
     max_batch: int | Literal["auto"] = "auto"
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_auto: int = 32
 
 
