@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	@touch $(STAMP)
 
+# Trains the demo model once (spoken + written digits), then serves it until Ctrl-C.
 demo: install
-	$(BIN)/polyfuse demo --out demo-output
+	@test -f demo-output/model/artifact.json || $(BIN)/polyfuse demo --out demo-output
+	$(BIN)/polyfuse serve demo-output/model
 
 test: install
 	$(BIN)/python -m pytest -q
