@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from polyfuse.artifact import Artifact, load_artifact
-from polyfuse.config import Config
+from polyfuse.artifact import Artifact
 from polyfuse.errors import ConfigError
 from polyfuse.serve.breaker import BreakerState
 from polyfuse.serve.runtime import (
@@ -23,34 +22,7 @@ from polyfuse.serve.runtime import (
     RuntimeConfig,
 )
 from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
-from polyfuse.train import Trainer
-from tests.conftest import SMALL_CONFIG, write_manifest, write_synthetic
-
-CONFIG: dict[str, Any] = {
-    **SMALL_CONFIG,
-    "modalities": {m: SMALL_CONFIG["modalities"][m] for m in ("image", "text")},
-    "train": {**SMALL_CONFIG["train"], "epochs": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("serve")
-    rows = write_synthetic(folder / "data", 24, missing=False)
-    train = write_manifest(folder / "data" / "train.jsonl", rows[:18])
-    val = write_manifest(folder / "data" / "val.jsonl", rows[18:])
-    Trainer(Config.from_dict(CONFIG), folder / "art", progress=False).fit(train, val)
-    return folder / "art", folder / "data"
-
-
-@pytest.fixture(scope="module")
-def artifact(trained: tuple[Path, Path]) -> Artifact:
-    return load_artifact(trained[0])
-
-
-@pytest.fixture(scope="module")
-def png(trained: tuple[Path, Path]) -> bytes:
-    return (trained[1] / "img0.png").read_bytes()
+from tests.serve.conftest import CONFIG
 
 
 class Switch:
