@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
@@ -563,7 +563,7 @@ async def _multipart(request: Request, config: ServeConfig) -> Inputs:
 def _json_inputs(body: bytes) -> Inputs:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # too deeply nested
         raise ServeError("invalid_input", "the body is not valid JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), dict):
         raise ServeError(
@@ -770,7 +770,7 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
             raise ServeError("unavailable", "not ready yet", hint="retry", retry_after=1.0)
         return {"status": "ready", "model": _model_info(service.runtime)}
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus metrics of this app (and the runtime's stats)."""
         body = generate_latest(service.metrics.registry)

@@ -29,6 +29,7 @@ from polyfuse.serve.types import ServeError, ServeResult
 
 HEADER_LENGTH = "inference-header-content-length"
 OUTPUTS = ("label", "probabilities")
+YEAR_US = 365 * 24 * 3600 * 10**6
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,12 @@ def oip_router(service: Service, model_name: str | None = None) -> APIRouter:
         """Server name, version and protocol extensions."""
         return {"name": "polyfuse", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    @router.get("/health/live")
+    @router.get("/health/live", response_class=Response)
     async def live() -> Response:
         """200 while the process answers."""
         return Response(status_code=200)
 
-    @router.get("/health/ready")
+    @router.get("/health/ready", response_class=Response)
     async def ready() -> Response:
         """200 once the model is ready, else 503."""
         return Response(status_code=200 if service.ready() else 503)
@@ -104,7 +105,13 @@ def oip_router(service: Service, model_name: str | None = None) -> APIRouter:
 
     for prefix in ("/models/{model}", "/models/{model}/versions/{model_version}"):
         router.add_api_route(prefix, metadata, methods=["GET"], summary="model metadata")
-        router.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"], summary="ready")
+        router.add_api_route(
+            f"{prefix}/ready",
+            model_ready,
+            methods=["GET"],
+            summary="ready",
+            response_class=Response,
+        )
         router.add_api_route(f"{prefix}/infer", infer, methods=["POST"], summary="infer")
     return router
 
@@ -127,7 +134,7 @@ async def _read_infer(
         head, binary = body, b""
     try:
         header = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ServeError("invalid_input", "the inference request is not valid JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise ServeError("invalid_input", "the inference request needs an 'inputs' list")
@@ -158,10 +165,10 @@ def _tensor(
     shape = spec.get("shape", [])
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ServeError("invalid_input", f"input {name!r} has a bad shape")
-    params = spec.get("parameters") or {}
+    params = _params(spec, f"input {name!r}")
     size = params.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or offset + size > len(binary):
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise ServeError("invalid_input", f"input {name!r}: binary_data_size is wrong")
         elements: list[bytes | str] = list(_split_bytes(name, binary[offset : offset + size]))
         offset += size
@@ -209,8 +216,7 @@ def _flatten(data: Any) -> Any:
 
 def _wanted_outputs(header: dict[str, Any]) -> dict[str, bool]:
     """Output name -> binary? (all outputs when the request names none)."""
-    params = header.get("parameters") or {}
-    default = bool(params.get("binary_data_output", False))
+    default = bool(_params(header, "the request").get("binary_data_output", False))
     asked = header.get("outputs")
     if not asked:
         return dict.fromkeys(OUTPUTS, default)
@@ -221,16 +227,27 @@ def _wanted_outputs(header: dict[str, Any]) -> dict[str, bool]:
             raise ServeError(
                 "invalid_input", f"unknown output {out!r}", hint=f"outputs: {', '.join(OUTPUTS)}"
             )
-        wants[out] = bool((spec.get("parameters") or {}).get("binary_data", default))
+        wants[out] = bool(_params(spec, f"output {out!r}").get("binary_data", default))
     return wants
 
 
 def _with_timeout(ctx: Context, header: dict[str, Any]) -> Context:
     """Triton's ``parameters.timeout`` (microseconds) when no header set a deadline."""
-    micros = (header.get("parameters") or {}).get("timeout")
+    micros = _params(header, "the request").get("timeout")
     if ctx.deadline is None and isinstance(micros, int) and micros > 0:
-        ctx.deadline = time.monotonic() + micros / 1e6
+        # capped at a year (an int past a float's range would raise OverflowError)
+        ctx.deadline = time.monotonic() + min(micros, YEAR_US) / 1e6
     return ctx
+
+
+def _params(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``parameters`` object of a request, input or output ({} when absent)."""
+    params = spec.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ServeError("invalid_input", f"'parameters' of {where} must be an object")
+    return params
 
 
 async def _predict_batch(
