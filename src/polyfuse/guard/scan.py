@@ -17,7 +17,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from polyfuse.errors import ConfigError, InvalidInputError, PolyfuseError
 from polyfuse.guard.audit import AuditLog
@@ -271,13 +271,8 @@ class Guard:
         if result.modality == "image":
             from polyfuse.guard.image import redact_image
 
-            if mode not in ("", "fill", "blur"):
-                raise ConfigError("mode", f"images are redacted by fill or blur, not {mode!r}")
             image = redact_image(
-                data,
-                todo,
-                mode="blur" if mode == "blur" else "fill",
-                max_pixels=self.limits.max_pixels,
+                data, todo, mode=_box_mode(mode, "images"), max_pixels=self.limits.max_pixels
             )
             fmt = "JPEG" if result.format == "jpeg" else "PNG"
             target = out / (Path(stem).stem + (".jpg" if fmt == "JPEG" else ".png"))
@@ -308,15 +303,20 @@ class Guard:
         saved as an image-only PDF: no text layer (so no hidden text) and no metadata."""
         from polyfuse.guard.document import DEFAULT_SCALE, redact_document
 
-        if mode not in ("", "fill", "blur"):
-            raise ConfigError("mode", f"documents are redacted by fill or blur, not {mode!r}")
         doc = redact_document(
             data,
             todo,
-            mode="blur" if mode == "blur" else "fill",
+            mode=_box_mode(mode, "documents"),
             scale=float(getattr(self.document_scanner, "scale", DEFAULT_SCALE)),
             max_pages=self.limits.max_pages,
             max_pixels=self.limits.max_pixels,
         )
         doc.save(target)
         return target
+
+
+def _box_mode(mode: str, what: str) -> Literal["fill", "blur"]:
+    """The box redaction mode for ``mode`` (``""`` means fill)."""
+    if mode not in ("", "fill", "blur"):
+        raise ConfigError("mode", f"{what} are redacted by fill or blur, not {mode!r}")
+    return "blur" if mode == "blur" else "fill"
