@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from polyfuse.cli import main
-from polyfuse.errors import InvalidInputError
+from polyfuse.errors import ConfigError, InvalidInputError
 from polyfuse.guard.document import (
     DocumentScanner,
     open_pdf,
@@ -346,6 +346,8 @@ def test_guard_scans_and_redacts_a_pdf(tmp_path: Path) -> None:
     x0, y0, x1, y1 = ssn.location.box or (0, 0, 0, 0)
     assert page[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].max() < 10  # filled black
     assert "219-09-1937" not in (tmp_path / "a.jsonl").read_text()
+    with pytest.raises(ConfigError, match="fill or blur"):
+        guard.redact(src, r, tmp_path / "red", mode="smudge")
 
 
 def test_cli_scans_a_pdf(
