@@ -172,3 +172,6 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
     assert out.text == "for CC 4288 4716"
     assert out.seconds_of((7, 16)) == (0.3, 1.5)
     assert normalise_spoken([Word(" COVID", 0.0, 0.5), Word("-19", 0.5, 0.9)]).text == "COVID-19"
+    after = [Word(" call", 0.0, 0.3), Word(" 1-984-182-0190mobile", 0.3, 2.0)]
+    assert normalise_spoken(after).text == "call 1-984-182-0190 mobile"
+    assert normalise_spoken([Word(" the", 0.0, 0.2), Word(" 1990s", 0.2, 0.8)]).text == "the 1990s"

@@ -24,8 +24,9 @@ Rules (deliberately few, each tested):
   the digit count has a standard form; commas without a space ("78,651,450") are
   thousands separators and are dropped. Other runs keep the speaker's groups when every group has at
   least two digits and Whisper did not use thousands commas, else become one digit run.
-* **Glued abbreviations.** A number of three or more digits written right after a
-  word ("CC4047737215142", "SN84966389") is split from it.
+* **Glued words.** A number of three or more digits written right after or before a
+  word ("CC4047737215142", "SN84966389", "1-984-182-0190mobile") is split from it
+  (not from "st", "nd", "rd", "th", "s": "1990s").
 * **E-mail.** ``at``/``@`` with a dotted chain on each side (``dot``/``.``, and ``_``,
   ``underscore``, ``-``, ``dash`` in the local part) becomes an address only when the
   result has a valid e-mail shape and a plausible top-level domain.
@@ -474,6 +475,21 @@ def _emails(items: list[_Item]) -> list[_Item]:
 
 # --- the whole pass -------------------------------------------------------------------------
 
+#: Suffixes that belong to the number before them ("21st", "1990s").
+_NUMBER_SUFFIXES = frozenset({"st", "nd", "rd", "th", "s"})
+
+
+def _glued(word: _Item | None, number: _Item | None) -> bool:
+    """Whether ``word`` and ``number`` are a letters-only word and a 3+ digit number
+    written without a space between them (in either order)."""
+    if word is None or number is None or word.kind != "word" or number.kind != "num":
+        return False
+    return (
+        word.text.isalpha()
+        and word.low not in _NUMBER_SUFFIXES
+        and sum(c.isdigit() for c in number.text) >= 3
+    )
+
 
 def normalise_spoken(words: Sequence[Word]) -> NormalisedText:
     """Rewrite recognised ``words`` into detector-friendly text with a char -> word map.
@@ -491,9 +507,9 @@ def normalise_spoken(words: Sequence[Word]) -> NormalisedText:
     cw: list[int] = []
     prev: _Item | None = None
     for it in items:
-        # Whisper glues an abbreviation to the number after it ("CC4047737215142"): split.
-        glued = prev is not None and prev.kind == "word" and prev.text.isalpha()
-        glued = glued and it.kind == "num" and sum(c.isdigit() for c in it.text) >= 3
+        # Whisper glues an abbreviation to the number after it ("CC4047737215142") and a
+        # word to the number before it ("0190mobile"): split them.
+        glued = _glued(prev, it) or _glued(it, prev)
         if (it.space or glued) and text:
             text.append(" ")
             cw.append(-1)
