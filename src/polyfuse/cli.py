@@ -19,6 +19,7 @@ from polyfuse.errors import PolyfuseError
 
 if TYPE_CHECKING:
     from polyfuse.serve.config import ServeConfig
+    from polyfuse.serve.types import Runtime
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("polyfuse")
@@ -440,7 +441,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from polyfuse.serve.runtime import ModelRuntime
 
     options = {"device": args.device} if args.device else {}
-    app = create_app(ModelRuntime.load(args.artifact, **options), config)
+    if args.ray or args.ray_address or args.ray_config:
+        import dataclasses
+
+        from polyfuse.serve.ray_backend import RayConfig, RayRuntime, import_ray
+
+        import_ray()  # DependencyError with the install hint before loading anything
+        ray_config = RayConfig.from_file(args.ray_config) if args.ray_config else RayConfig()
+        if args.ray_address:
+            ray_config = dataclasses.replace(ray_config, address=args.ray_address)
+        runtime: Runtime = RayRuntime.load(args.artifact, ray_config=ray_config, **options)
+    else:
+        runtime = ModelRuntime.load(args.artifact, **options)
+    app = create_app(runtime, config)
     if not config.auth_enabled:
         log.warning(
             "no API keys configured: %s",
@@ -538,6 +551,23 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="YAML with any ServeConfig field")
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the encoders as Ray Serve deployments (pip install 'polyfuse[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join: 'auto' (ray start on this node) or ray://HOST:10001; "
+        "implies --ray (default: a local Ray instance)",
+    )
+    p.add_argument(
+        "--ray-config",
+        metavar="FILE",
+        help="YAML of RayConfig: deployment (batching, autoscaling, resources), "
+        "per_modality; implies --ray",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ import json
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,7 +36,7 @@ from polyfuse.artifact import Artifact
 from polyfuse.config import check_keys
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.modalities.base import ModalityContract
-from polyfuse.model import Encoded, ModelOutput
+from polyfuse.model import Encoded, ModelOutput, MultimodalModel
 from polyfuse.serve.batching import MicroBatcher, TuneResult, autotune
 from polyfuse.serve.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.cache import (
@@ -268,15 +268,19 @@ class ModelRuntime:
             self._cache = self._make_cache()
         weights = str(self.artifact.info.get("files", {}).get("model.safetensors", ""))[:12]
         for m in self.model.modalities:
-            self._versions[m] = f"{self.model.encoder(m).fingerprint()}-{weights}"
-            self._breakers[m] = CircuitBreaker(
-                m,
-                failure_threshold=self.config.breaker_failures,
-                reset_timeout=self.config.breaker_reset_s,
-                half_open_max=self.config.breaker_half_open,
-            )
+            self._register(m, weights)
             self._batchers[m] = self._make_batcher(m)
         self._ready = True
+
+    def _register(self, m: str, weights: str) -> None:
+        """The cache version and the circuit breaker of one modality's encoder."""
+        self._versions[m] = f"{self.model.encoder(m).fingerprint()}-{weights}"
+        self._breakers[m] = CircuitBreaker(
+            m,
+            failure_threshold=self.config.breaker_failures,
+            reset_timeout=self.config.breaker_reset_s,
+            half_open_max=self.config.breaker_half_open,
+        )
 
     def _make_pool(self) -> Executor:
         workers = self.config.workers
@@ -498,15 +502,19 @@ class ModelRuntime:
             hit = await self._cache_call(self._cache.get, key)
             if hit is not None:
                 return _Stage(hit, cached=True)
+        await self._compute(m, raw, stage)
+        if stage.value is not None and key is not None and self._cache is not None:
+            await self._cache_call(self._cache.put, key, stage.value)
+        return stage
+
+    async def _compute(self, m: str, raw: bytes | str, stage: _Stage) -> None:
+        """Preprocess and encode one input into ``stage`` (a remote runtime overrides it)."""
         t = time.perf_counter()
         x = await self._preprocess(m, raw)
         stage.timings[f"preprocess:{m}"] = _ms(t)
         t = time.perf_counter()
-        stage.value, stage.reason = await self._encode(m, x)
+        stage.value, stage.reason = await self._encode(m, lambda: self._batchers[m].submit(x))
         stage.timings[f"encode:{m}"] = _ms(t)
-        if stage.value is not None and key is not None and self._cache is not None:
-            await self._cache_call(self._cache.put, key, stage.value)
-        return stage
 
     async def _cache_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._cache is not None and self._cache.blocking:
@@ -527,17 +535,18 @@ class ModelRuntime:
             )
         return torch.from_numpy(done.array)
 
-    async def _encode(self, m: str, x: Tensor) -> tuple[CachedValue | None, str | None]:
-        """The embedding, or None and a reason code; a full queue raises ``overloaded``."""
+    async def _encode(
+        self, m: str, call: Callable[[], Awaitable[CachedValue]]
+    ) -> tuple[CachedValue | None, str | None]:
+        """``call()``'s embedding behind the breaker and the timeout, or None and a reason
+        code; a `ServeError` (full queue: ``overloaded``, bad input) passes through."""
         breaker = self._breakers[m]
         try:
             breaker.acquire()
         except BreakerOpenError:
             return None, "breaker_open"
         try:
-            value = await asyncio.wait_for(
-                self._batchers[m].submit(x), self.config.encoder_timeout_s
-            )
+            value = await asyncio.wait_for(call(), self.config.encoder_timeout_s)
         except TimeoutError:
             breaker.record_failure()
             log.warning("%s encoder timed out after %.1f s", m, self.config.encoder_timeout_s)
@@ -554,25 +563,8 @@ class ModelRuntime:
 
     # ---- model work (batcher threads / event loop) ------------------------------
     def _encode_batch(self, m: str, items: list[Tensor]) -> list[CachedValue]:
-        """Encoder + adapter over present items; one ``{"pooled", ["tokens", "mask"]}`` each."""
-        contract = self.contracts[m]
-        mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(self.device)
-        adapter = self.model.adapters[m]
-        with torch.inference_mode():
-            res = self.model.encoder(m)(mb.data, mb.lengths)
-            pooled = adapter(res.pooled).float().cpu()  # (P, D)
-            tokens = adapter(res.tokens).float().cpu() if self.model.fusion.uses_tokens else None
-        mask = res.mask.cpu()  # (P, T)
-        out: list[CachedValue] = []
-        for i in range(len(items)):
-            value = {"pooled": pooled[i].clone()}
-            if tokens is not None:
-                valid = mask[i].nonzero()
-                n = int(valid.max()) + 1 if valid.numel() else 1
-                value["tokens"] = tokens[i, :n].clone()  # (T_i, D)
-                value["mask"] = mask[i, :n].clone()
-            out.append(value)
-        return out
+        """Encoder + adapter over present items (see `encode_items`)."""
+        return encode_items(self.model, self.contracts[m], items, self.device)
 
     def _fuse(self, used: Mapping[str, CachedValue]) -> ModelOutput:
         """Fusion and heads for one request over the modalities in ``used``."""
@@ -628,6 +620,32 @@ class ModelRuntime:
         )
 
 
+def encode_items(
+    model: MultimodalModel, contract: ModalityContract, items: list[Tensor], device: Any
+) -> list[CachedValue]:
+    """Encoder + adapter of ``contract``'s modality over preprocessed items: one
+    ``{"pooled", ["tokens", "mask"]}`` each (shared by `ModelRuntime` and the Ray encoder
+    deployments)."""
+    m = contract.name
+    mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
+    adapter = model.adapters[m]
+    with torch.inference_mode():
+        res = model.encoder(m)(mb.data, mb.lengths)
+        pooled = adapter(res.pooled).float().cpu()  # (P, D)
+        tokens = adapter(res.tokens).float().cpu() if model.fusion.uses_tokens else None
+    mask = res.mask.cpu()  # (P, T)
+    out: list[CachedValue] = []
+    for i in range(len(items)):
+        value = {"pooled": pooled[i].clone()}
+        if tokens is not None:
+            valid = mask[i].nonzero()
+            n = int(valid.max()) + 1 if valid.numel() else 1
+            value["tokens"] = tokens[i, :n].clone()  # (T_i, D)
+            value["mask"] = mask[i, :n].clone()
+        out.append(value)
+    return out
+
+
 def _ms(since: float) -> float:
     return round(1000 * (time.perf_counter() - since), 3)
 
@@ -640,4 +658,11 @@ def _deadline_error(request: ServeRequest) -> ServeError:
     )
 
 
-__all__ = ["BatchSettings", "EncodeFn", "EncoderWrapper", "ModelRuntime", "RuntimeConfig"]
+__all__ = [
+    "BatchSettings",
+    "EncodeFn",
+    "EncoderWrapper",
+    "ModelRuntime",
+    "RuntimeConfig",
+    "encode_items",
+]
