@@ -180,14 +180,20 @@ def test_a_full_queue_answers_overloaded(artifact: Artifact) -> None:
     rt = make(
         artifact, {"text": text}, cache="none", queue_size=1, batching=BatchSettings(max_batch=1)
     )
+    text.entered.clear()  # set by the warm-up in make(); wait for the first request's call
     text.block = True
 
     async def body() -> ServeError:
         first = asyncio.create_task(rt.predict(req(1, text="red apple")))
-        await asyncio.to_thread(text.entered.wait, 10)
+        assert await asyncio.to_thread(text.entered.wait, 10), "the encoder was never called"
         second = asyncio.create_task(rt.predict(req(2, text="blue sky")))
-        while rt.stats()["batchers"]["text"]["queue_depth"] < 1:
+        for _ in range(10_000):  # at most ~10 s: fail, never hang
+            if rt.stats()["batchers"]["text"]["queue_depth"] >= 1:
+                break
             await asyncio.sleep(0.001)
+        else:
+            text.gate.set()
+            raise AssertionError("the second request never reached the queue")
         with pytest.raises(ServeError) as info:
             await rt.predict(req(3, text="gold ring"))
         text.gate.set()
