@@ -1,0 +1,346 @@
+"""Shared pieces of the HTTP serving benchmarks (`serve_load.py`, `serve_soak.py`).
+
+- runtime variants (naive / batched / cached) with the options of `serve_batching.py`;
+- a server in its own process (``uvicorn`` + `create_app` + `ModelRuntime`) on a free
+  loopback port: run this file with ``--port`` to start one, `Server` does it for you;
+- request inputs: the test manifest of an artifact, or `serve_batching.make_inputs`;
+- a closed-loop HTTP client (aiohttp, ``concurrency`` workers until a deadline);
+- percentiles and the resident memory of a process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from serve_batching import build_artifact, make_inputs  # noqa: E402
+
+Inputs = dict[str, bytes | str]
+MODELS = ("av-digits", "minilm", "effnet")  # built by serve_batching (random weights)
+_MIME = {"image": ("x.png", "image/png"), "audio": ("x.wav", "audio/wav")}
+
+
+def variant_options(variant: str, **extra: Any) -> dict[str, Any]:
+    """`RuntimeConfig` options of a variant, as JSON-able values (``batching`` a dict).
+
+    ``naive``: one forward per request, no cache; ``batched``: batch size measured at
+    start-up, no cache; ``cached``: batched + memory cache.
+    """
+    batching: dict[str, Any] = (
+        {"max_batch": 1, "max_wait_ms": 0}
+        if variant == "naive"
+        else {"max_batch": "auto", "max_wait_ms": 0, "max_auto": 64}
+    )
+    options = {
+        "batching": batching,
+        "cache": "memory" if variant == "cached" else "none",
+        "queue_size": 1024,
+        "preprocess": "process",
+        "workers": 2,
+        "autotune_budget_s": 6.0,
+    }
+    options.update(extra)
+    return options
+
+
+def make_runtime(target: str, options: dict[str, Any]) -> Any:
+    """A started `ModelRuntime`: ``target`` is an artifact folder or a name of `MODELS`."""
+    from polyfuse.serve.runtime import BatchSettings, ModelRuntime, RuntimeConfig
+
+    options = dict(options)
+    batching = BatchSettings(**options.pop("batching", {}))
+    per = {m: BatchSettings(**b) for m, b in options.pop("per_modality", {}).items()}
+    config = RuntimeConfig.from_options(batching=batching, per_modality=per, **options)
+    if target in MODELS:
+        artifact = build_artifact(target)
+    else:
+        from polyfuse.artifact import load_artifact
+        from polyfuse.runtime import resolve_device
+
+        artifact = load_artifact(target, resolve_device(config.device))
+    runtime = ModelRuntime(artifact, config)
+    runtime.setup()
+    return runtime
+
+
+def load_inputs(target: str, n: int, seed: int = 1) -> list[Inputs]:
+    """``n`` requests' inputs: rows of ``<artifact>/../data/test.jsonl`` for an artifact
+    (the demo layout), generated ones (`serve_batching.make_inputs`) for a model name."""
+    if target in MODELS:
+        return make_inputs(target, n, seed=seed)
+    manifest = Path(target).resolve().parent / "data" / "test.jsonl"
+    if not manifest.is_file():
+        raise SystemExit(f"no test manifest at {manifest}; pass --manifest")
+    return manifest_inputs(manifest, n)
+
+
+def manifest_inputs(manifest: Path, n: int) -> list[Inputs]:
+    """The first ``n`` rows of a JSONL manifest as request inputs (files read as bytes)."""
+    out: list[Inputs] = []
+    for line in manifest.read_text(encoding="utf-8").splitlines()[:n]:
+        row = json.loads(line)
+        item: Inputs = {}
+        for key in ("image", "audio"):
+            if key in row:
+                item[key] = (manifest.parent / row[key]).read_bytes()
+        if "text" in row:
+            item["text"] = str(row["text"])
+        out.append(item)
+    return out
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`create_app` over a runtime, served by uvicorn in a child process (a context
+    manager: starts, waits for ``/readyz``, stops)."""
+
+    def __init__(self, target: str, options: dict[str, Any], *, ready_timeout: float = 300):
+        self.target, self.options, self.ready_timeout = target, options, ready_timeout
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        cmd = [sys.executable, str(HERE / "serve_common.py"), "--target", self.target]
+        cmd += ["--port", str(self.port), "--options", json.dumps(self.options)]
+        self.proc = subprocess.Popen(cmd)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with status {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"server not ready after {self.ready_timeout:.0f} s")
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil  # type: ignore[import-untyped]
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        # the preprocessing pool's spawned workers can outlive a terminated server
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        psutil.wait_procs(children, timeout=10)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` gauges without labels, name -> value."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+                with contextlib.suppress(ValueError):
+                    out[parts[0]] = float(parts[1])
+        return out
+
+    def batch_sizes(self, modalities: Sequence[str]) -> dict[str, int]:
+        """The batch size each encoder runs with (measured at start-up for ``auto``)."""
+        gauges = self.metrics()
+        return {
+            m: int(gauges.get(f"polyfuse_runtime_batchers_{m}_max_batch", 0)) for m in modalities
+        }
+
+
+@dataclass
+class Result:
+    """Requests of one load level."""
+
+    concurrency: int
+    wall_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    cpu_s: float = 0.0  # CPU time of the driving process (client, or client + runtime)
+
+    @property
+    def cpu_cores(self) -> float:
+        """Cores the driving process kept busy on average."""
+        return self.cpu_s / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_ms) / self.wall_s if self.wall_s else 0.0
+
+    def pct(self, q: int) -> float:
+        """Latency percentile ``q`` (1..99) in ms; nan without requests."""
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else float("nan")
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "requests": len(self.latencies_ms),
+            "rps": round(self.rps, 2),
+            "p50_ms": round(self.pct(50), 2),
+            "p95_ms": round(self.pct(95), 2),
+            "p99_ms": round(self.pct(99), 2),
+            "statuses": dict(self.statuses),
+            "driver_cpu_cores": round(self.cpu_cores, 2),
+        }
+
+
+def form(inputs: Inputs) -> Any:
+    """Multipart body: one file part per file modality, a text field for text."""
+    import aiohttp
+
+    data = aiohttp.FormData()
+    for name, value in inputs.items():
+        if isinstance(value, bytes):
+            filename, mime = _MIME.get(name, ("x.bin", "application/octet-stream"))
+            data.add_field(name, value, filename=filename, content_type=mime)
+        else:
+            data.add_field(name, value)
+    return data
+
+
+Request = tuple[str, dict[str, Any]]  # path, aiohttp keyword arguments (data= / json=)
+
+
+async def closed_loop(
+    url: str,
+    next_request: Callable[[int], Request],
+    concurrency: int,
+    seconds: float,
+    *,
+    on_status: Callable[[int, int, str], None] | None = None,
+) -> Result:
+    """``concurrency`` workers, each sending its next request as soon as the last one is
+    answered, until ``seconds`` have passed. ``next_request(i)`` builds request ``i``;
+    ``on_status(i, status, body)`` sees each answer (status 0: no answer)."""
+    import aiohttp
+
+    result = Result(concurrency, 0.0)
+    counter = 0
+    timeout = aiohttp.ClientTimeout(total=120)
+    conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(url, connector=conn, timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal counter
+            while time.perf_counter() < end:
+                i = counter
+                counter += 1
+                path, kwargs = next_request(i)
+                t = time.perf_counter()
+                try:
+                    async with session.post(path, **kwargs) as resp:
+                        body = await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, body = 0, repr(exc).encode()
+                result.latencies_ms.append(1000 * (time.perf_counter() - t))
+                result.statuses[f"{status // 100}xx" if status else "conn_error"] += 1
+                if on_status is not None:
+                    on_status(i, status, body[:300].decode("utf-8", "replace"))
+
+        start, cpu = time.perf_counter(), time.process_time()
+        end = start + seconds
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.wall_s = time.perf_counter() - start
+        result.cpu_s = time.process_time() - cpu
+    return result
+
+
+async def in_process_loop(
+    runtime: Any, inputs: Sequence[Inputs], concurrency: int, seconds: float
+) -> Result:
+    """`closed_loop` without HTTP: ``runtime.predict`` called in this process."""
+    from polyfuse.serve.types import ServeRequest
+
+    result = Result(concurrency, 0.0)
+    counter = 0
+
+    async def worker() -> None:
+        nonlocal counter
+        while time.perf_counter() < end:
+            i = counter
+            counter += 1
+            t = time.perf_counter()
+            await runtime.predict(ServeRequest(inputs[i % len(inputs)], f"r{i}"))
+            result.latencies_ms.append(1000 * (time.perf_counter() - t))
+            result.statuses["2xx"] += 1
+
+    start, cpu = time.perf_counter(), time.process_time()
+    end = start + seconds
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - start
+    result.cpu_s = time.process_time() - cpu
+    return result
+
+
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory (MB) of process ``pid`` alone and with its children."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    own = proc.memory_info().rss
+    total = own
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += child.memory_info().rss
+    return own / 2**20, total / 2**20
+
+
+def _serve_main() -> None:
+    """Child process: serve ``--target`` with ``--options`` on 127.0.0.1:``--port``."""
+    parser = argparse.ArgumentParser(description="serve one runtime variant (benchmarks)")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--options", default="{}", help="RuntimeConfig options as JSON")
+    args = parser.parse_args()
+    import torch
+    import uvicorn
+
+    from polyfuse.serve.app import create_app
+    from polyfuse.serve.config import ServeConfig
+
+    torch.set_num_threads(2)
+    runtime = make_runtime(args.target, json.loads(args.options))
+    app = create_app(runtime, ServeConfig(port=args.port))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    _serve_main()
