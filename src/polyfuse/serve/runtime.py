@@ -356,7 +356,10 @@ class ModelRuntime:
         for b in self._batchers.values():
             await b.close()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Wait for the workers to exit: without the join, a stopped server left its
+            # spawn workers running (and holding its pipes).
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            self._pool = None
         if self._cache is not None:
             self._cache.close()
 
