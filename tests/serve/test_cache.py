@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from polyfuse.serve.cache import (
+    ENTRY_OVERHEAD,
     CacheKey,
     EmbeddingCache,
     MemoryCache,
@@ -26,8 +27,12 @@ def emb(n: int = 16, fill: float = 1.0) -> dict[str, torch.Tensor]:
     return {"pooled": torch.full((n,), fill)}  # n float32 = 4n bytes
 
 
+#: What the budget counts for one `emb()`: 64 bytes of data plus the entry overhead.
+EMB = 64 + ENTRY_OVERHEAD
+
+
 def test_lru_evicts_least_recently_used_within_the_byte_budget() -> None:
-    cache = MemoryCache(max_bytes=3 * 64)  # room for three 64-byte values
+    cache = MemoryCache(max_bytes=3 * EMB)  # room for three values
     for name in "abc":
         cache.put(key(name), emb())
     assert cache.get(key("a")) is not None  # a is now the most recent
@@ -35,18 +40,18 @@ def test_lru_evicts_least_recently_used_within_the_byte_budget() -> None:
     assert cache.get(key("b")) is None  # b was least recent
     assert all(cache.get(key(n)) is not None for n in "acd")
     s = cache.stats()
-    assert (s.entries, s.bytes, s.evictions) == (3, 192, 1)
+    assert (s.entries, s.bytes, s.evictions) == (3, 3 * EMB, 1)
     assert (s.hits, s.misses) == (4, 1) and s.hit_ratio == pytest.approx(0.8)
     assert s.to_dict()["hit_ratio"] == pytest.approx(0.8)
 
 
 def test_too_big_values_are_not_stored_and_replacing_keeps_bytes_right() -> None:
-    cache = MemoryCache(max_bytes=100)
+    cache = MemoryCache(max_bytes=100 + ENTRY_OVERHEAD)
     cache.put(key("big"), emb(100))
     assert len(cache) == 0
     cache.put(key("a"), emb(4, 1.0))
     cache.put(key("a"), emb(8, 2.0))
-    assert cache.stats().bytes == 32
+    assert cache.stats().bytes == 32 + ENTRY_OVERHEAD
     got = cache.get(key("a"))
     assert got is not None and float(got["pooled"][0]) == 2.0
 
@@ -58,12 +63,13 @@ def test_keys_separate_modality_version_and_content() -> None:
     assert cache.get(key("x", modality="image")) is None
     assert content_digest("é") == content_digest("é".encode())
     assert key("x").text().startswith("polyfuse:emb:text:v1:")
-    assert value_bytes({"a": torch.zeros(2, 3), "b": torch.zeros(4, dtype=torch.int64)}) == 56
+    pair = {"a": torch.zeros(2, 3), "b": torch.zeros(4, dtype=torch.int64)}
+    assert value_bytes(pair) == 24 + 32 + 2 * ENTRY_OVERHEAD
     assert isinstance(cache, EmbeddingCache)
 
 
 def test_memory_cache_is_thread_safe() -> None:
-    cache = MemoryCache(max_bytes=50 * 64)
+    cache = MemoryCache(max_bytes=50 * EMB)
     errors: list[BaseException] = []
 
     def work(worker: int) -> None:
@@ -83,7 +89,7 @@ def test_memory_cache_is_thread_safe() -> None:
     s = cache.stats()
     assert not errors
     assert s.hits + s.misses == 1200
-    assert s.bytes == 64 * s.entries <= 50 * 64
+    assert s.bytes == EMB * s.entries <= 50 * EMB
 
 
 def test_redis_cache_round_trips_through_a_real_server(tmp_path: Path) -> None:
