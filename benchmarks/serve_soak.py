@@ -223,7 +223,7 @@ def main() -> None:
         f"with workers {samples[0][2]:.1f} / {mid[2]:.1f} / {samples[-1][2]:.1f} MB\n"
         f"after {warm:.0f} s warm-up: growth {growth:+.1f} MB, slope {slope:+.2f} MB/min "
         f"(limit {args.max_growth_mb:g} MB)\n"
-        f"cache (its budget counts tensor bytes only): {cache}\n"
+        f"cache: {cache}\n"
         f"5xx or connection errors: {five}\n{'PASS' if ok else 'FAIL'}"
     )
     for line in fives[:5]:
