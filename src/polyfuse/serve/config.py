@@ -138,13 +138,7 @@ class ServeConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> ServeConfig:
         """A config from a YAML mapping (see `from_dict`)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError("--config", f"cannot read {path}: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError("--config", f"{path} must hold a mapping of settings")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml_mapping(path, "--config"))
 
     def check(self) -> None:
         """Refuse unsafe or inconsistent settings (raises `ConfigError` with a hint)."""
@@ -164,3 +158,15 @@ class ServeConfig:
                 raise ConfigError(name, "must be at least 1")
         if self.rate_limit < 0 or self.rate_burst < 1:
             raise ConfigError("rate_limit", "rate must be >= 0 and burst >= 1")
+
+
+def read_yaml_mapping(path: str | Path, option: str) -> Mapping[str, Any]:
+    """The YAML mapping in ``path`` (empty file: ``{}``); `ConfigError` naming ``option``
+    when it cannot be read or is not a mapping."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(option, f"cannot read {path}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(option, f"{path} must hold a mapping of settings")
+    return data

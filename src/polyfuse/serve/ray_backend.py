@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from polyfuse.artifact import Artifact
 from polyfuse.config import check_keys
@@ -178,13 +177,9 @@ class RayConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> RayConfig:
         """From a YAML mapping (see `from_dict`)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError("--ray-config", f"cannot read {path}: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError("--ray-config", f"{path} must hold a mapping of settings")
-        return cls.from_dict(data)
+        from polyfuse.serve.config import read_yaml_mapping
+
+        return cls.from_dict(read_yaml_mapping(path, "--ray-config"))
 
 
 class EncoderReplica:
