@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,7 +257,7 @@ async def closed_loop(
     conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(url, connector=conn, timeout=timeout) as session:
 
-        async def worker() -> None:
+        async def worker(end: float) -> None:
             nonlocal counter
             while time.perf_counter() < end:
                 i = counter
@@ -275,11 +275,18 @@ async def closed_loop(
                 if on_status is not None:
                     on_status(i, status, body[:300].decode("utf-8", "replace"))
 
-        start, cpu = time.perf_counter(), time.process_time()
-        end = start + seconds
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.wall_s = time.perf_counter() - start
-        result.cpu_s = time.process_time() - cpu
+        return await _drive(result, worker, concurrency, seconds)
+
+
+async def _drive(
+    result: Result, worker: Callable[[float], Awaitable[None]], concurrency: int, seconds: float
+) -> Result:
+    """Run ``concurrency`` copies of ``worker(end)`` until ``seconds`` have passed; fill in
+    the wall and CPU time of ``result``."""
+    start, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker(start + seconds) for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - start
+    result.cpu_s = time.process_time() - cpu
     return result
 
 
@@ -292,7 +299,7 @@ async def in_process_loop(
     result = Result(concurrency, 0.0)
     counter = 0
 
-    async def worker() -> None:
+    async def worker(end: float) -> None:
         nonlocal counter
         while time.perf_counter() < end:
             i = counter
@@ -302,12 +309,7 @@ async def in_process_loop(
             result.latencies_ms.append(1000 * (time.perf_counter() - t))
             result.statuses["2xx"] += 1
 
-    start, cpu = time.perf_counter(), time.process_time()
-    end = start + seconds
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result.wall_s = time.perf_counter() - start
-    result.cpu_s = time.process_time() - cpu
-    return result
+    return await _drive(result, worker, concurrency, seconds)
 
 
 def tree_rss_mb(pid: int) -> tuple[float, float]:
