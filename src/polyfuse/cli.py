@@ -476,7 +476,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     """`ServeConfig` from --config, then the flags given, then the keys."""
     import dataclasses
 
-    from polyfuse.serve.config import ServeConfig, env_key_hashes, read_key_hashes
+    from polyfuse.serve.config import ServeConfig, env_key_hashes, read_keys_file
 
     config = ServeConfig.from_file(args.config) if args.config else ServeConfig()
     flags = {
@@ -491,9 +491,12 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     }
     config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
     keys = config.api_key_hashes + env_key_hashes()
+    limits = dict(config.key_limits)
     if args.api_keys:
-        keys += read_key_hashes(args.api_keys)
-    return dataclasses.replace(config, api_key_hashes=tuple(dict.fromkeys(keys)))
+        file_keys, file_limits = read_keys_file(args.api_keys)
+        keys += file_keys
+        limits.update(file_limits)  # the keys file wins over --config for the same key
+    return dataclasses.replace(config, api_key_hashes=tuple(dict.fromkeys(keys)), key_limits=limits)
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {

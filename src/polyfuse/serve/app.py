@@ -706,7 +706,7 @@ def create_app(
     app.add_middleware(
         AuthMiddleware,
         keys=KeyStore(config.api_key_hashes),
-        limiter=RateLimiter(config.rate_limit, config.rate_burst),
+        limiter=RateLimiter(config.rate_limit, config.rate_burst, limits=config.key_limits),
         insecure=config.insecure,
         public=PUBLIC_PATHS | WEB_PATHS,
     )

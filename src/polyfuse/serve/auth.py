@@ -11,13 +11,13 @@ import hmac
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from polyfuse.serve.config import hash_key, is_loopback
+from polyfuse.serve.config import KeyLimit, hash_key, is_loopback
 from polyfuse.serve.types import ServeError
 
 
@@ -73,39 +73,56 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One `TokenBucket` per key id.
+    """One `TokenBucket` per key id, with the key's own limit where it has one.
 
     Args:
         rate: requests per second per key (0 disables the limit).
         burst: requests a key may make at once.
         clock: monotonic clock (tests pass a fake one).
+        limits: a key's own ``(rate, burst)`` by key hash (a 12-hex key id works too);
+            None in either place takes ``rate`` / ``burst``, a rate of 0 is no limit.
     """
 
     def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        limits: Mapping[str, KeyLimit] | None = None,
     ) -> None:
         self.rate = rate
         self.burst = burst
         self.clock = clock
+        self._limits = {
+            digest.lower()[:12]: (
+                rate if own_rate is None else own_rate,
+                burst if own_burst is None else own_burst,
+            )
+            for digest, (own_rate, own_burst) in (limits or {}).items()
+        }
         self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
+    def limit(self, key_id: str) -> tuple[float, int]:
+        """``(rate, burst)`` of ``key_id``: its own limit, else the default."""
+        return self._limits.get(key_id, (self.rate, self.burst))
+
     def check(self, key_id: str) -> None:
         """Spend one request of ``key_id``; raises ``rate_limited`` when none is left."""
-        if self.rate <= 0:
+        rate, burst = self.limit(key_id)
+        if rate <= 0:
             return
         now = self.clock()
         with self._lock:
             bucket = self._buckets.get(key_id)
             if bucket is None:
-                bucket = self._buckets[key_id] = TokenBucket(
-                    self.rate, self.burst, float(self.burst), now
-                )
+                bucket = self._buckets[key_id] = TokenBucket(rate, burst, float(burst), now)
             wait = bucket.take(now)
         if wait > 0:
             raise ServeError(
                 "rate_limited",
-                f"more than {self.rate:g} requests a second (burst {self.burst}) for this key",
+                f"more than {rate:g} requests a second (burst {burst}) for this key",
                 hint="slow down and retry after the Retry-After header's seconds",
                 retry_after=float(math.ceil(wait)),
             )

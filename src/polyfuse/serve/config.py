@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,26 +31,106 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def read_key_hashes(path: str | Path) -> tuple[str, ...]:
-    """Key hashes from a keys file: one key per line, or ``sha256:HEX`` for a key that
-    is stored hashed already; blank lines and ``#`` comments are skipped."""
+#: A key's own rate limit: (requests a second, burst); None takes ``rate_limit`` /
+#: ``rate_burst`` of the config. A rate of 0 means no limit for that key.
+KeyLimit = tuple[float | None, int | None]
+
+#: The valid form of a keys-file line (said in every error about one).
+KEYS_FILE_FORM = (
+    "each line is KEY or sha256:HEX, optionally followed by rate=FLOAT (>= 0; 0: no limit) "
+    "and/or burst=INT (>= 1), separated by spaces, e.g. 'sha256:ab12... rate=50 burst=100'"
+)
+
+
+def _check_digest(digest: str) -> bool:
+    return len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
+def _parse_rate(text: str) -> float | None:
+    """``text`` as a finite rate >= 0, else None."""
+    try:
+        rate = float(text)
+    except ValueError:
+        return None
+    return rate if math.isfinite(rate) and rate >= 0 else None
+
+
+def _parse_burst(text: str) -> int | None:
+    """``text`` as an integer burst >= 1, else None."""
+    try:
+        burst = int(text)
+    except ValueError:
+        return None
+    return burst if burst >= 1 else None
+
+
+def _parse_options(tokens: list[str]) -> tuple[KeyLimit | None, str | None]:
+    """``rate=FLOAT`` / ``burst=INT`` tokens as a limit (None: no tokens), or an error.
+
+    An error quotes only ``rate=`` / ``burst=`` values: any other word may be part of a
+    key written with a space in it.
+    """
+    values: dict[str, str] = {}
+    for position, token in enumerate(tokens, 2):
+        name, sep, value = token.partition("=")
+        if not sep:
+            return None, f"unexpected word {position} after the key (keys cannot hold spaces)"
+        if name not in ("rate", "burst"):
+            return None, f"word {position} is not rate=... or burst=..."
+        if name in values:
+            return None, f"{name}= given twice"
+        values[name] = value
+    if not values:
+        return None, None
+    rate = burst = None
+    if "rate" in values and (rate := _parse_rate(values["rate"])) is None:
+        return None, f"rate={values['rate'][:20]} is not a number >= 0"
+    if "burst" in values and (burst := _parse_burst(values["burst"])) is None:
+        return None, f"burst={values['burst'][:20]} is not an integer >= 1"
+    return (rate, burst), None
+
+
+def read_keys_file(path: str | Path) -> tuple[tuple[str, ...], dict[str, KeyLimit]]:
+    """Key hashes and per-key limits from a keys file.
+
+    Each line is a key, or ``sha256:HEX`` for a key that is stored hashed already,
+    optionally followed by ``rate=FLOAT`` and/or ``burst=INT`` (that key's own rate
+    limit; see `KeyLimit`). Blank lines and ``#`` comments are skipped. Returns the
+    hashes in file order and ``{hash: (rate, burst)}`` for the keys that set a limit.
+    """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError("--api-keys", f"cannot read {path}: {exc}") from None
     hashes: list[str] = []
+    limits: dict[str, KeyLimit] = {}
     for number, raw in enumerate(lines, 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        words = raw.split("#", 1)[0].split()
+        if not words:
             continue
-        if line.startswith("sha256:"):
-            digest = line.removeprefix("sha256:").lower()
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ConfigError("--api-keys", f"{path}, line {number}: not a SHA-256 hex digest")
-            hashes.append(digest)
+        first = words[0]
+        if first.startswith("sha256:"):
+            digest = first.removeprefix("sha256:").lower()
+            if not _check_digest(digest):
+                raise ConfigError(
+                    "--api-keys",
+                    f"{path}, line {number}: not a SHA-256 hex digest",
+                    hint=KEYS_FILE_FORM,
+                )
         else:
-            hashes.append(hash_key(line))
-    return tuple(hashes)
+            digest = hash_key(first)
+        limit, error = _parse_options(words[1:])
+        if error is not None:
+            raise ConfigError("--api-keys", f"{path}, line {number}: {error}", hint=KEYS_FILE_FORM)
+        hashes.append(digest)
+        if limit is not None:
+            limits[digest] = limit
+    return tuple(hashes), limits
+
+
+def read_key_hashes(path: str | Path) -> tuple[str, ...]:
+    """Key hashes from a keys file (see `read_keys_file`; per-key limits are dropped)."""
+    return read_keys_file(path)[0]
 
 
 def env_key_hashes(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -82,6 +163,8 @@ class ServeConfig:
         insecure: allow binding a non-loopback address without API keys.
         rate_limit: requests per second per key (0: no limit).
         rate_burst: bucket size of the per-key rate limit.
+        key_limits: a key's own ``(rate, burst)`` by key hash (see `KeyLimit`); keys not
+            in it, and None values, take ``rate_limit`` / ``rate_burst``.
         max_request_bytes: largest request body.
         max_item_bytes: largest single input (after base64 decoding).
         max_items: most inputs in one request.
@@ -100,6 +183,7 @@ class ServeConfig:
     insecure: bool = False
     rate_limit: float = 0.0
     rate_burst: int = 20
+    key_limits: dict[str, KeyLimit] = dataclasses.field(default_factory=dict)
     max_request_bytes: int = 64 * 1024 * 1024
     max_item_bytes: int = 32 * 1024 * 1024
     max_items: int = 16
@@ -117,9 +201,13 @@ class ServeConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServeConfig:
-        """A config from a mapping of field names (``api_keys`` holds raw keys or
-        ``sha256:HEX`` entries); unknown keys are refused."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"api_key_hashes"}
+        """A config from a mapping of field names; unknown keys are refused.
+
+        ``api_keys`` entries are a raw key, ``sha256:HEX``, or a mapping
+        ``{key: KEY, rate: R, burst: B}`` / ``{sha256: HEX, rate: R, burst: B}`` that
+        gives the key its own rate limit (``rate`` and ``burst`` optional).
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"api_key_hashes", "key_limits"}
         unknown = set(data) - names - {"api_keys"}
         if unknown:
             raise ConfigError(
@@ -129,11 +217,17 @@ class ServeConfig:
         for key in ("cors_origins",):
             if key in values:
                 values[key] = tuple(values[key] or ())
-        keys = [str(k) for k in data.get("api_keys") or ()]
-        hashes = tuple(
-            k.removeprefix("sha256:") if k.startswith("sha256:") else hash_key(k) for k in keys
-        )
-        return cls(**values, api_key_hashes=hashes)
+        entries = data.get("api_keys") or ()
+        if not isinstance(entries, list | tuple):
+            raise ConfigError("api_keys", "must be a list", hint=API_KEY_ENTRY_FORM)
+        hashes: list[str] = []
+        limits: dict[str, KeyLimit] = {}
+        for index, entry in enumerate(entries):
+            digest, limit = _api_key_entry(entry, f"api_keys[{index}]")
+            hashes.append(digest)
+            if limit is not None:
+                limits[digest] = limit
+        return cls(**values, api_key_hashes=tuple(hashes), key_limits=limits)
 
     @classmethod
     def from_file(cls, path: str | Path) -> ServeConfig:
@@ -158,6 +252,64 @@ class ServeConfig:
                 raise ConfigError(name, "must be at least 1")
         if self.rate_limit < 0 or self.rate_burst < 1:
             raise ConfigError("rate_limit", "rate must be >= 0 and burst >= 1")
+        known = {h.lower() for h in self.api_key_hashes}
+        for digest, (rate, burst) in self.key_limits.items():
+            where = f"key_limits[{digest[:12]}]"  # the key id, as in logs; never the key
+            if digest.lower() not in known:
+                raise ConfigError(where, "a limit for a key that is not in api_key_hashes")
+            if rate is not None and not (math.isfinite(rate) and rate >= 0):
+                raise ConfigError(where, f"rate must be a finite number >= 0, got {rate}")
+            if burst is not None and burst < 1:
+                raise ConfigError(where, f"burst must be >= 1, got {burst}")
+
+
+#: The valid forms of a YAML ``api_keys`` entry (said in every error about one).
+API_KEY_ENTRY_FORM = (
+    "an api_keys entry is KEY, 'sha256:HEX', or a mapping {key: KEY, rate: R, burst: B} "
+    "or {sha256: HEX, rate: R, burst: B} (rate >= 0, 0: no limit; burst >= 1; both optional)"
+)
+
+
+def _api_key_entry(entry: object, where: str) -> tuple[str, KeyLimit | None]:
+    """The hash and own limit (None: none) of one YAML ``api_keys`` entry."""
+    if not isinstance(entry, Mapping):
+        text = str(entry)
+        if not text.startswith("sha256:"):
+            return hash_key(text), None
+        digest = text.removeprefix("sha256:").lower()
+        if not _check_digest(digest):
+            raise ConfigError(where, "not a SHA-256 hex digest", hint=API_KEY_ENTRY_FORM)
+        return digest, None
+    unknown = set(entry) - {"key", "sha256", "rate", "burst"}
+    if unknown:
+        raise ConfigError(  # not named: a misplaced key would end up in the message
+            where, f"{len(unknown)} unknown field(s)", hint=API_KEY_ENTRY_FORM
+        )
+    if ("key" in entry) == ("sha256" in entry):
+        raise ConfigError(where, "needs exactly one of key or sha256", hint=API_KEY_ENTRY_FORM)
+    if "key" in entry:
+        digest = hash_key(str(entry["key"]))
+    else:
+        digest = str(entry["sha256"]).removeprefix("sha256:").lower()
+        if not _check_digest(digest):
+            raise ConfigError(where, "sha256 is not a SHA-256 hex digest", hint=API_KEY_ENTRY_FORM)
+    rate, burst = entry.get("rate"), entry.get("burst")
+    if rate is not None and (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | float)
+        or not math.isfinite(rate)
+        or rate < 0
+    ):
+        raise ConfigError(
+            where, f"rate must be a number >= 0, got {rate!r:.40}", hint=API_KEY_ENTRY_FORM
+        )
+    if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 1):
+        raise ConfigError(
+            where, f"burst must be an integer >= 1, got {burst!r:.40}", hint=API_KEY_ENTRY_FORM
+        )
+    if rate is None and burst is None:
+        return digest, None
+    return digest, (None if rate is None else float(rate), burst)
 
 
 def read_yaml_mapping(path: str | Path, option: str) -> Mapping[str, Any]:
