@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from polyfuse.serve.batching import MicroBatcher, autotune
+from polyfuse.serve.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
 from polyfuse.serve.types import ServeError
 
 
@@ -200,3 +200,148 @@ def test_autotune_needs_a_real_gain_to_batch() -> None:
     assert autotune(fake, [1], sizes=(1, 2, 4), clock=fake.clock).max_batch == 1
     with pytest.raises(ValueError, match="at least one sample"):
         autotune(fake, [], clock=fake.clock)
+
+
+# ---- online tuning -------------------------------------------------------------------
+
+
+def minilm(b: int) -> float:
+    """Fake seconds of a batch of ``b``: fixed overhead, cheap per item (batching helps)."""
+    return 0.010 + 0.002 * b
+
+
+def efficientnet(b: int) -> float:
+    """Fake seconds of a batch of ``b``: per-item cost grows with the batch (2-core CPU)."""
+    return 0.0175 * b * (1 + 0.05 * (b - 1))
+
+
+def seed(max_batch: int, batch_seconds: dict[int, float]) -> TuneResult:
+    throughput = {b: b / s for b, s in batch_seconds.items()}
+    return TuneResult(max_batch, throughput, batch_seconds)
+
+
+def drive(tuner: OnlineTuner, cost: Callable[[int], float], batches: int) -> list[int]:
+    """Run ``batches`` batches with a full queue; the cap after each one."""
+    caps = []
+    for _ in range(batches):
+        size = tuner.limit(queued=100)
+        assert 1 <= size <= tuner.max_batch
+        tuner.observe(size, cost(size))
+        caps.append(tuner.cap)
+    return caps
+
+
+def test_online_cap_grows_from_one_to_the_best_size_when_batching_helps() -> None:
+    tuner = OnlineTuner(16, every=5)
+    assert tuner.cap == 1
+    caps = drive(tuner, minilm, 200)
+    assert caps[-1] == 16
+    # step by step, one bucket per exploration, never back down
+    assert [c for i, c in enumerate(caps) if i == 0 or c != caps[i - 1]] == [1, 2, 4, 8, 16]
+    assert tuner.throughput()[16] == pytest.approx(16 / minilm(16))
+
+
+def test_online_explores_past_a_small_gain_and_stops_at_the_best_size() -> None:
+    # 2 is only 1.1x unbatched (under min_gain), 4 is 1.4x, 8 is no better than 1
+    per_item = {1: 1.0, 2: 1 / 1.1, 4: 1 / 1.4, 8: 1.0, 16: 1.2}
+    tuner = OnlineTuner(16, every=4)
+    caps = drive(tuner, lambda b: b * per_item[b], 300)
+    assert caps[-1] == 4 and max(caps) == 4
+    assert 2 not in caps  # 1.1x never justified batching
+
+
+def test_online_cap_shrinks_to_one_when_bigger_batches_are_slower_per_item() -> None:
+    # start-up chose 16 (small synthetic sample, and a busy machine made 1 look slow)
+    start = seed(16, {1: 0.030, 2: 0.020, 4: 0.030, 8: 0.050, 16: 0.080})
+    tuner = OnlineTuner(32, seed=start, every=10)
+    assert tuner.cap == 16
+    caps = drive(tuner, efficientnet, 600)
+    assert caps[-1] == 1 and set(caps[-200:]) == {1}
+    # bucket 1 was refreshed by exploring down: now the real 57 items/s
+    assert tuner.throughput()[1] == pytest.approx(1 / efficientnet(1), rel=0.02)
+
+
+def test_online_cap_stays_between_one_and_max_batch() -> None:
+    # seeded with 32 but the batcher allows 8: cap 8, and exploring never goes above it
+    tuner = OnlineTuner(8, seed=seed(32, {1: 0.01, 8: 0.02, 32: 0.04}), every=2)
+    assert tuner.cap == 8
+    assert set(drive(tuner, minilm, 100)) == {8}
+    assert tuner.explorations == 50  # all down (to 4): up is not allowed
+    # batches bigger than max_batch (a batcher with a larger ceiling) count in its bucket
+    tuner.observe(20, 0.01)
+    assert set(tuner.per_item) <= {1, 2, 4, 8}
+
+    slow = OnlineTuner(8, every=2)
+    assert set(drive(slow, efficientnet, 100)) == {1}
+    slow.observe(1, 0.0)  # a clock that did not move must not break anything
+    assert slow.cap == 1
+    with pytest.raises(ValueError, match="OnlineTuner needs"):
+        OnlineTuner(0)
+
+
+def test_online_explores_every_n_batches_alternately_up_and_down() -> None:
+    # measured best is 4, so up means 8 and down means 2
+    tuner = OnlineTuner(16, seed=seed(4, {1: 0.01, 2: 0.012, 4: 0.016, 8: 0.04}), every=5)
+    limits = [tuner.limit(queued=100) for _ in range(20)]
+    assert limits == [4, 4, 4, 4, 8, 4, 4, 4, 4, 2] * 2
+    assert tuner.explorations == 4
+
+    # at cap 1 an exploration waits until the queue can fill a batch of 2
+    one = OnlineTuner(16, every=3)
+    assert [one.limit(queued=1) for _ in range(5)] == [1, 1, 1, 1, 1]
+    assert one.explorations == 0
+    assert one.limit(queued=2) == 2 and one.explorations == 1
+    assert [one.limit(queued=9) for _ in range(3)] == [1, 1, 2]
+
+
+class TimedGatedFn(GatedFn):
+    """A GatedFn that also advances a fake clock by ``cost(batch size)``."""
+
+    def __init__(self, cost: Callable[[int], float], fail: bool = False) -> None:
+        super().__init__(fail)
+        self.now = 0.0
+        self.cost = cost
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.now += self.cost(len(items))
+        return super().__call__(items)
+
+
+def test_a_batcher_forms_batches_up_to_the_online_cap_and_shows_it_in_stats() -> None:
+    fake = TimedGatedFn({1: 0.010, 2: 0.012}.__getitem__)
+    tuner = OnlineTuner(8, seed=seed(2, {1: 0.010, 2: 0.012, 4: 0.040}), every=1000)
+    batcher = MicroBatcher(fake, max_batch=8, max_wait=0.0, online=tuner, clock=fake.clock)
+
+    async def go() -> list[int]:
+        tasks = await _queue_behind_first(batcher, fake, [1, 2, 3, 4, 5, 6])
+        fake.gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert run(go) == [0, 10, 20, 30, 40, 50, 60]
+    assert fake.batches == [[0], [1, 2], [3, 4], [5, 6]]  # cap 2, not max_batch 8
+    assert tuner.samples[1] == 3 + 1 and tuner.samples[2] == 3 + 3  # seed + observed
+    stats = batcher.stats()
+    assert stats.online_cap == 2 and stats.max_batch == 8
+    assert stats.online_throughput[2] == pytest.approx(2 / 0.012)
+    assert stats.to_dict()["online_cap"] == 2 and stats.online_explorations == 0
+
+
+def test_online_tuning_is_off_by_default_and_ignores_failed_batches() -> None:
+    plain: MicroBatcher[int, int] = MicroBatcher(lambda items: items, max_batch=4)
+    assert plain.tuner is None
+    assert plain.stats().to_dict()["online_cap"] is None
+
+    fake = TimedGatedFn(lambda b: 0.01, fail=True)
+    batcher = MicroBatcher(fake, max_batch=4, max_wait=0.0, online=True, clock=fake.clock)
+    assert batcher.tuner is not None and batcher.stats().online_cap == 1
+
+    async def go() -> None:
+        tasks = await _queue_behind_first(batcher, fake, [1])
+        fake.gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    run(go)
+    assert batcher.stats().errors == 2 and not batcher.tuner.samples

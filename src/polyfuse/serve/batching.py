@@ -10,6 +10,10 @@ load nothing waits longer than ``max_wait``.
 `autotune` measures an encoder at several batch sizes and picks the fastest; it answers
 ``max_batch=1`` (no batching) when batching does not beat unbatched throughput, because on
 a small CPU some encoders (EfficientNet-Lite0) get *slower* per item in bigger batches.
+
+`OnlineTuner` keeps choosing while serving: start-up measurement can be wrong (a busy
+machine, a synthetic sample smaller than real inputs), so a batcher given one caps its
+batches at the size that real batches show to be fastest (see the class docstring).
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class BatcherStats:
         rejected: submissions refused because the queue was full.
         batch_sizes: batch size -> number of batches of that size.
         mean_batch_ms: mean wall time of one batch.
+        online_cap: batch size the online tuner allows now (None: no online tuning).
+        online_throughput: tuner's size bucket -> measured items per second.
+        online_explorations: batches the tuner ran at a neighbouring size to measure it.
     """
 
     name: str
@@ -71,6 +78,9 @@ class BatcherStats:
     rejected: int
     batch_sizes: dict[int, int] = field(default_factory=dict)
     mean_batch_ms: float = 0.0
+    online_cap: int | None = None
+    online_throughput: dict[int, float] = field(default_factory=dict)
+    online_explorations: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -89,6 +99,9 @@ class MicroBatcher(Generic[T, R]):
         size_key: item -> size (tokens, samples); a batch takes the items whose size is
             closest to its oldest item's, so little padding is wasted. None: arrival order.
         name: shown in stats and errors (the modality).
+        online: an `OnlineTuner` (or True for a default one) that caps each batch by
+            measurement; ``max_batch`` stays the hard ceiling. False: always ``max_batch``.
+        clock: seconds counter timing each batch (tests pass a fake one).
     """
 
     def __init__(
@@ -100,6 +113,8 @@ class MicroBatcher(Generic[T, R]):
         max_queue: int = 256,
         size_key: Callable[[T], int] | None = None,
         name: str = "batcher",
+        online: OnlineTuner | bool = False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError(
@@ -112,6 +127,12 @@ class MicroBatcher(Generic[T, R]):
         self.max_queue = max_queue
         self.size_key = size_key
         self.name = name
+        self.tuner: OnlineTuner | None = None
+        if isinstance(online, OnlineTuner):
+            self.tuner = online
+        elif online:
+            self.tuner = OnlineTuner(max_batch)
+        self.clock = clock
         self._pending: list[_Pending[T, R]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()  # replaced per event loop by _bind
@@ -172,15 +193,16 @@ class MicroBatcher(Generic[T, R]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._fill()
+            cap = self.max_batch if self.tuner is None else self.tuner.cap
+            await self._fill(min(cap, self.max_batch))
             batch = self._take()
             if batch:
                 await self._execute(batch)
 
-    async def _fill(self) -> None:
-        """Wait until a full batch is queued or the oldest item has waited ``max_wait``."""
+    async def _fill(self, size: int) -> None:
+        """Wait until ``size`` items are queued or the oldest item has waited ``max_wait``."""
         oldest = self._pending[0].arrived
-        while len(self._pending) < self.max_batch:
+        while len(self._pending) < size:
             remaining = oldest + self.max_wait - time.monotonic()
             if remaining <= 0:
                 return
@@ -198,12 +220,15 @@ class MicroBatcher(Generic[T, R]):
         self._drop_cancelled()
         if not self._pending:
             return []
+        limit = self.max_batch
+        if self.tuner is not None:
+            limit = min(self.tuner.limit(len(self._pending)), limit)
         first, rest = self._pending[0], self._pending[1:]
         if self.size_key is not None:
             order = sorted(range(len(rest)), key=lambda i: (abs(rest[i].key - first.key), i))
         else:
             order = list(range(len(rest)))
-        chosen = set(order[: self.max_batch - 1])
+        chosen = set(order[: limit - 1])
         batch = [first] + [rest[i] for i in sorted(chosen)]
         self._pending = [rest[i] for i in range(len(rest)) if i not in chosen]
         return batch
@@ -211,12 +236,14 @@ class MicroBatcher(Generic[T, R]):
     async def _execute(self, batch: list[_Pending[T, R]]) -> None:
         items = [p.item for p in batch]
         self._in_flight = len(batch)
-        start = time.perf_counter()
+        start = self.clock()
+        failed = False
         try:
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._executor, self._call, items)
         except Exception as exc:  # forwarded to every caller of the batch
             self._errors += 1
+            failed = True
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
@@ -226,7 +253,10 @@ class MicroBatcher(Generic[T, R]):
                     p.future.set_result(r)
         finally:
             self._in_flight = 0
-            self._batch_seconds += time.perf_counter() - start
+            seconds = self.clock() - start
+            self._batch_seconds += seconds
+            if self.tuner is not None and not failed:  # a failed call's time says nothing
+                self.tuner.observe(len(batch), seconds)
             self._sizes[len(batch)] += 1
             self._items += len(batch)
 
@@ -255,6 +285,9 @@ class MicroBatcher(Generic[T, R]):
             rejected=self._rejected,
             batch_sizes=dict(sorted(self._sizes.items())),
             mean_batch_ms=1000 * self._batch_seconds / batches if batches else 0.0,
+            online_cap=None if self.tuner is None else self.tuner.cap,
+            online_throughput={} if self.tuner is None else self.tuner.throughput(),
+            online_explorations=0 if self.tuner is None else self.tuner.explorations,
         )
 
     async def close(self) -> None:
@@ -343,4 +376,102 @@ def autotune(
     return TuneResult(best_size, throughput, seconds)
 
 
-__all__ = ["BatchFn", "BatcherStats", "MicroBatcher", "TuneResult", "autotune"]
+def _bucket(size: int) -> int:
+    """The power of two at or below ``size`` (a batch of 3 counts in bucket 2)."""
+    return 1 << (max(size, 1).bit_length() - 1)
+
+
+class OnlineTuner:
+    """Chooses a batcher's batch size while it serves, from the batches it really ran.
+
+    Every batch reports its size and wall seconds (`observe`). Per-item seconds are kept
+    per size bucket, a power of two: a batch of ``n`` items counts in the largest power of
+    two <= ``n`` (3 -> 2, 12 -> 8). That is honest about low load: a small batch is
+    small because few requests were queued, and it only speaks for the sizes it reached;
+    a bucket's number is an exponentially weighted mean (weight ``alpha`` per batch), so it
+    follows drift. The cap is the bucket with the most items per second among buckets
+    with ``min_samples`` batches, but a bucket other than 1 wins only when at least
+    ``min_gain`` times faster than bucket 1: batching never makes an encoder slower.
+    The cap is thus a power of two, at most ``max_batch``, at least 1.
+
+    Every ``every`` batches one batch explores a neighbouring size, alternately up and
+    down. Up: twice the largest measured bucket that is at least as fast as the cap (so
+    a 1.1x gain at 2 still leads on to try 4), only when that many items are queued
+    (otherwise the exploration waits for a fuller queue) and never above ``max_batch``.
+    Down: half the cap, refreshing a smaller bucket whose number may be stale.
+
+    Args:
+        max_batch: largest batch size it may allow (the batcher's ``max_batch``).
+        seed: start-up `TuneResult`; its sizes seed the buckets (as ``min_samples``
+            batches each) and its choice is the first cap. None: start at 1.
+        every: batches between explorations.
+        min_samples: batches a bucket needs before it can be chosen.
+        min_gain: throughput ratio over bucket 1 needed to batch at all.
+        alpha: weight of the newest batch in a bucket's mean.
+    """
+
+    def __init__(
+        self,
+        max_batch: int,
+        *,
+        seed: TuneResult | None = None,
+        every: int = 20,
+        min_samples: int = 3,
+        min_gain: float = 1.15,
+        alpha: float = 0.3,
+    ) -> None:
+        if max_batch < 1 or every < 1 or min_samples < 1 or not 0 < alpha <= 1:
+            raise ValueError("OnlineTuner needs max_batch, every, min_samples >= 1, 0 < alpha <= 1")
+        self.max_batch, self.every, self.min_samples = max_batch, every, min_samples
+        self.min_gain, self.alpha = min_gain, alpha
+        self.per_item: dict[int, float] = {}  # bucket -> mean seconds per item
+        self.samples: Counter[int] = Counter()  # bucket -> batches seen
+        self.cap = 1
+        self.explorations = 0
+        self._since = 0  # batches since the last exploration
+        self._up = True  # direction of the next exploration
+        if seed is not None:
+            for size, seconds in seed.batch_seconds.items():
+                if size == _bucket(size) and size <= max_batch:
+                    self.per_item[size] = seconds / size
+                    self.samples[size] = min_samples
+            self.cap = _bucket(min(seed.max_batch, max_batch))
+
+    def throughput(self) -> dict[int, float]:
+        """Bucket -> items per second, for buckets with enough batches."""
+        return {
+            b: 1 / max(self.per_item[b], 1e-12)
+            for b in sorted(self.per_item)
+            if self.samples[b] >= self.min_samples
+        }
+
+    def limit(self, queued: int) -> int:
+        """Most items the next batch may take with ``queued`` waiting (call once a batch)."""
+        self._since += 1
+        if self._since < self.every:
+            return self.cap
+        rates = self.throughput()
+        frontier = max([b for b in rates if rates[b] >= rates.get(self.cap, 0.0)] + [self.cap])
+        up, down = 2 * frontier, self.cap // 2
+        can_up, can_down = up <= self.max_batch and queued >= up, down >= 1
+        if not (can_up or can_down):
+            return self.cap  # still due: explore once the queue can fill a bigger batch
+        go_up = can_up and (self._up or not can_down)
+        self._since, self._up = 0, not go_up
+        self.explorations += 1
+        return up if go_up else down
+
+    def observe(self, size: int, seconds: float) -> None:
+        """Record a batch of ``size`` items that took ``seconds``; update the cap."""
+        b = min(_bucket(size), _bucket(self.max_batch))
+        per_item = max(seconds, 0.0) / max(size, 1)
+        old = self.per_item.get(b)
+        self.per_item[b] = per_item if old is None else old + self.alpha * (per_item - old)
+        self.samples[b] += 1
+        rates = self.throughput()
+        if 1 in rates:  # without an unbatched baseline the cap stays as it is
+            best = max(rates, key=lambda s: (rates[s], -s))
+            self.cap = best if rates[best] >= self.min_gain * rates[1] else 1
+
+
+__all__ = ["BatchFn", "BatcherStats", "MicroBatcher", "OnlineTuner", "TuneResult", "autotune"]

@@ -67,11 +67,15 @@ class BatchSettings:
         max_wait_ms: how long a batch waits for company after its first item (0: a lone
             request never waits; under load batches still fill from the queue).
         max_auto: largest batch size ``"auto"`` tries.
+        online: with ``"auto"``, keep tuning while serving
+            (`polyfuse.serve.batching.OnlineTuner`, seeded with the start-up choice and
+            free to move up to ``max_auto``); False keeps the start-up choice.
     """
 
     max_batch: int | Literal["auto"] = "auto"
     max_wait_ms: float = 0.0
     max_auto: int = 32
+    online: bool = True
 
 
 @dataclass(frozen=True)
@@ -302,17 +306,23 @@ class ModelRuntime:
         return None
 
     def _make_batcher(self, m: str) -> MicroBatcher[Tensor, CachedValue]:
+        from polyfuse.serve.batching import OnlineTuner
+
         fn: EncodeFn = functools.partial(self._encode_batch, m)
         if m in self._wrappers:
             fn = self._wrappers[m](fn)
         settings = self.config.batch_for(m)
         sample = self._sample(m)
+        online: OnlineTuner | None = None
         if settings.max_batch == "auto":
             sizes = [s for s in (1, 2, 4, 8, 16, 32, 64) if s <= settings.max_auto]
             tuned = autotune(fn, [sample], sizes=sizes, budget_s=self.config.autotune_budget_s)
             self._tuning[m] = tuned
             max_batch = tuned.max_batch
             log.info("%s: batch size %d (%.2fx unbatched)", m, max_batch, tuned.speedup)
+            if settings.online:  # starts at the start-up choice, may grow to max_auto
+                max_batch = max(settings.max_auto, 1)
+                online = OnlineTuner(max_batch, seed=tuned)
         else:
             max_batch = settings.max_batch
             fn([sample])  # warm-up
@@ -324,6 +334,7 @@ class ModelRuntime:
             max_queue=self.config.queue_size,
             size_key=contract.padded_length,
             name=m,
+            online=online or False,
         )
 
     def _sample(self, m: str) -> Tensor:
