@@ -422,8 +422,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve an artifact over HTTP: REST (/v1/predict, /v1/embed, /v1/scan), the Open
-    Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at /docs.
+    """Serve an artifact over HTTP: REST (/v1/predict, /v1/embed, /v1/scan with --policy,
+    /v1/search with --index, /v1/consistency with --align, /v1/caption with --caption),
+    the Open Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at
+    /docs.
 
     Without API keys (--api-keys FILE or POLYFUSE_API_KEYS) the server answers on
     loopback only; binding another address without keys needs --insecure.
@@ -438,8 +440,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from polyfuse.errors import DependencyError
 
         raise DependencyError(exc.name or "fastapi", "polyfuse serve", "serve") from None
+    from polyfuse.serve.align import AlignServices
     from polyfuse.serve.runtime import ModelRuntime
 
+    align = AlignServices.load(index=args.index, align=args.align, caption=args.caption)
     options = {"device": args.device} if args.device else {}
     if args.ray or args.ray_address or args.ray_config:
         import dataclasses
@@ -453,7 +457,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime: Runtime = RayRuntime.load(args.artifact, ray_config=ray_config, **options)
     else:
         runtime = ModelRuntime.load(args.artifact, **options)
-    app = create_app(runtime, config)
+    app = create_app(runtime, config, align=align)
     if not config.auth_enabled:
         log.warning(
             "no API keys configured: %s",
@@ -538,6 +542,18 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--policy", metavar="FILE", help="firewall policy YAML (default: no firewall)")
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        help="vector index written by 'polyfuse index': enables /v1/search",
+    )
+    p.add_argument(
+        "--align",
+        metavar="DIR",
+        help="alignment artifact: enables /v1/consistency (default with --index: the "
+        "artifact the index was built with)",
+    )
+    p.add_argument("--caption", metavar="DIR", help="captioning artifact: enables /v1/caption")
     p.add_argument(
         "--api-keys",
         metavar="FILE",

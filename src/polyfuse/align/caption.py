@@ -337,10 +337,23 @@ class Captioner:
         self.decoder.eval()
 
     def caption(self, paths: Sequence[str], beam: int = 3) -> list[str]:
-        """One caption per image path (beam search; ``beam=1``: greedy)."""
+        """One caption per image path (beam search; ``beam=1``: greedy); the image
+        tokens go through the disk feature cache."""
         from polyfuse.align.features import image_tokens
 
-        tokens = image_tokens(self.encoder, list(paths), progress=False)
+        return self._decode(image_tokens(self.encoder, list(paths), progress=False), beam)
+
+    @torch.no_grad()
+    def caption_images(self, images: Sequence[Any], beam: int = 3) -> list[str]:
+        """One caption per image given as bytes, an array or a PIL image (no disk cache;
+        what a server uses for uploads)."""
+        contract = self.encoder.contract
+        xs = [contract.preprocess(contract.load(v, field=contract.name)) for v in images]
+        mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
+        return self._decode(self.encoder(mb.data, mb.lengths).tokens, beam)
+
+    @torch.no_grad()
+    def _decode(self, tokens: Tensor, beam: int) -> list[str]:
         if beam <= 1:
             return [self.vocab.decode(x) for x in self.decoder.greedy(tokens)]
         return [self.vocab.decode(self.decoder.beam(t, beam)) for t in tokens]

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyfuse import __version__
 from polyfuse.guard.findings import ACTIONS, Action
+from polyfuse.serve.align import MAX_BEAM, MAX_K, AlignServices, not_served
 from polyfuse.serve.auth import PUBLIC_PATHS, AuthMiddleware, KeyStore, RateLimiter
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.metrics import Metrics, RequestLog, Tracer, digest, embedding_summary
@@ -221,6 +222,7 @@ class Service:
         metrics: where to count.
         tracer: spans per stage.
         request_log: the JSONL request log, or None.
+        align: search, consistency and captioning artifacts, or None.
     """
 
     def __init__(
@@ -232,8 +234,10 @@ class Service:
         metrics: Metrics,
         tracer: Tracer,
         request_log: RequestLog | None = None,
+        align: AlignServices | None = None,
     ) -> None:
         self.runtime = runtime
+        self.align = align
         self.config = config
         self.guard = guard
         self.metrics = metrics
@@ -379,6 +383,33 @@ class Service:
             "model": _model_info(self.runtime),
         }
 
+    async def aligned(
+        self, route: str, inputs: Inputs, ctx: Context, **options: Any
+    ) -> dict[str, Any]:
+        """``/v1/search``, ``/v1/consistency`` or ``/v1/caption`` through validation,
+        the firewall and the request's deadline (``options``: ``k`` or ``beam``)."""
+        align = self.served(route)
+        with self.stage(ctx, "validate"):
+            self.validate(inputs, ctx, known=align.modalities(route))
+        with self.stage(ctx, "firewall"):
+            screened = await self.screen(inputs, ctx)
+        calls: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "search": lambda: align.search(screened.inputs, **options),
+            "consistency": lambda: align.consistency(screened.inputs),
+            "caption": lambda: align.caption(screened.inputs, **options),
+        }
+        with self.stage(ctx, route):
+            out = await self.call_runtime(ctx, calls[route])
+        self._log(ctx, inputs)
+        return {"request_id": ctx.request_id, **out, "findings": screened.findings}
+
+    def served(self, route: str) -> AlignServices:
+        """The artifacts behind ``route``; 404 ``not_found`` naming the flag to pass."""
+        if self.align is None:
+            raise not_served(route)
+        self.align.require(route)
+        return self.align
+
     async def scan(self, inputs: Inputs, ctx: Context) -> dict[str, Any]:
         """Firewall verdicts only (no model)."""
         if self.guard is None:
@@ -454,6 +485,8 @@ class Service:
     async def close(self) -> None:
         """Close the runtime and the firewall's threads."""
         await self.runtime.close()
+        if self.align is not None:
+            self.align.close()
         self.guard_pool.shutdown(wait=False, cancel_futures=True)
         self.tracer.close()
 
@@ -642,11 +675,6 @@ _INPUT_BODY = {
         },
     ],
 }
-_NOT_YET = {
-    "search": "vector search needs an alignment artifact with an index",
-    "caption": "captioning needs a captioning artifact",
-    "consistency": "cross-modal consistency needs an alignment artifact",
-}
 
 
 def create_app(
@@ -654,6 +682,7 @@ def create_app(
     config: ServeConfig | None = None,
     *,
     guard: Any = None,
+    align: AlignServices | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``runtime``.
 
@@ -662,6 +691,9 @@ def create_app(
         config: settings (default `ServeConfig()`).
         guard: a `polyfuse.guard.scan.Guard`; default: built from ``config.policy``
             when set, else no firewall.
+        align: alignment / index / captioning artifacts for ``/v1/search``,
+            ``/v1/consistency`` and ``/v1/caption`` (`AlignServices.load`); without
+            them those routes answer 404 ``not_found`` naming the flag to pass.
     """
     config = config or ServeConfig()
     if guard is None and config.policy is not None:
@@ -677,6 +709,7 @@ def create_app(
         metrics=metrics,
         tracer=Tracer(config.otel),
         request_log=RequestLog(config.request_log) if config.request_log else None,
+        align=align,
     )
 
     @contextlib.asynccontextmanager
@@ -753,10 +786,42 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         """The model: name, version, modalities, labels, task and input contracts."""
         data = service.runtime.info()
         keys = ("name", "version", "modalities", "labels", "task", "contracts")
-        return {k: data[k] for k in keys if k in data}
+        out = {k: data[k] for k in keys if k in data}
+        out["routes"] = ["predict", "embed", *(service.align.routes if service.align else ())]
+        if service.guard is not None:
+            out["routes"].append("scan")
+        if service.align is not None:
+            out["alignment"] = service.align.info()
+        return out
 
-    for name, why in _NOT_YET.items():
-        _add_unsupported(app, name, why)
+    @app.post("/v1/search", tags=["v1"], openapi_extra=_query_body("k", 10, MAX_K))
+    async def search(request: Request) -> dict[str, Any]:
+        """The nearest items of the other modality in the index (``--index DIR``): send
+        one query (a text, or an image file); ``?k=`` results (default 10)."""
+        service.served("search")
+        ctx = context(request, "/v1/search")
+        k = _int_param(request, "k", 10)
+        inputs = await read_inputs(request, service.config)
+        return await service.aligned("search", inputs, ctx, k=k)
+
+    @app.post("/v1/consistency", tags=["v1"], openapi_extra=_INPUT_BODY)
+    async def consistency(request: Request) -> dict[str, Any]:
+        """Whether an (image, text) pair agrees (``--align DIR``): a score, the
+        calibrated threshold, and ``contradiction`` when the score is below it."""
+        service.served("consistency")
+        ctx = context(request, "/v1/consistency")
+        inputs = await read_inputs(request, service.config)
+        return await service.aligned("consistency", inputs, ctx)
+
+    @app.post("/v1/caption", tags=["v1"], openapi_extra=_query_body("beam", 3, MAX_BEAM))
+    async def caption(request: Request) -> dict[str, Any]:
+        """A caption of the uploaded image (``--caption DIR``); ``?beam=`` width (1:
+        greedy)."""
+        service.served("caption")
+        ctx = context(request, "/v1/caption")
+        beam = _int_param(request, "beam", 3)
+        inputs = await read_inputs(request, service.config)
+        return await service.aligned("caption", inputs, ctx, beam=beam)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -777,12 +842,27 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_unsupported(app: FastAPI, name: str, why: str) -> None:
-    async def unsupported() -> dict[str, Any]:
-        raise ServeError("not_found", f"this artifact does not support /v1/{name}", hint=why)
+def _query_body(name: str, default: int, most: int) -> dict[str, Any]:
+    """`_INPUT_BODY` plus one integer query parameter."""
+    parameter = {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": most, "default": default},
+    }
+    return {**_INPUT_BODY, "parameters": [*_INPUT_BODY["parameters"], parameter]}
 
-    unsupported.__doc__ = f"Not supported by this artifact yet: {why} (404 ``not_found``)."
-    app.post(f"/v1/{name}", tags=["v1"], name=name)(unsupported)
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ServeError(
+            "invalid_input", f"query parameter {name} must be an integer, got {raw[:20]!r}"
+        ) from None
 
 
 def _add_error_handlers(app: FastAPI) -> None:
