@@ -269,3 +269,51 @@ def test_bad_options_name_the_key() -> None:
         RuntimeConfig.from_options(degraded="maybe")
     with pytest.raises(ConfigError, match=r"serve\.batching\.max_batch"):
         RuntimeConfig.from_options(batching=BatchSettings(max_batch=0))
+
+
+@pytest.fixture(scope="module")
+def token_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """The image + text artifact with cross-attention over token sequences."""
+    from polyfuse.artifact import load_artifact
+    from tests.serve.conftest import train_tiny
+
+    config = {**CONFIG, "model": {**CONFIG["model"], "fusion": "cross_attention"}}
+    folder, _ = train_tiny(tmp_path_factory.mktemp("tokens"), config, n=12)
+    return load_artifact(folder)
+
+
+@pytest.mark.parametrize("which", ["gated", "cross_attention"])
+def test_batched_fusion_equals_one_request_at_a_time(
+    which: str, artifact: Artifact, token_artifact: Artifact, png: bytes
+) -> None:
+    """Requests fused together (different modalities present, text of different token
+    lengths) get the answer each gets alone."""
+    art = artifact if which == "gated" else token_artifact
+    texts = ["red", "a much longer sentence about a blue sky over the sea", None, "green leaf"]
+    images = [png, None, png, png]
+    requests = [
+        req(i, **{k: v for k, v in (("image", im), ("text", t)) if v is not None})
+        for i, (im, t) in enumerate(zip(images, texts, strict=True))
+    ]
+    alone = make(art, cache="none", batching=BatchSettings(max_batch=1))
+
+    async def one_by_one() -> list[ServeResult]:
+        return [await alone.predict(r) for r in requests]
+
+    expected = run(alone, one_by_one)
+    together = make(art, cache="none", batching=BatchSettings(max_batch=8, max_wait_ms=5000))
+
+    async def all_at_once() -> list[ServeResult]:
+        return list(await asyncio.gather(*(together.predict(r) for r in requests)))
+
+    results = run(together, all_at_once)
+    sizes = together.stats()["fusion"]["batch_sizes"]
+    assert sum(k * v for k, v in sizes.items()) == 4 and max(sizes) >= 2  # fused together
+    assert alone.stats()["fusion"]["batch_sizes"] == {1: 4}
+    for got, want in zip(results, expected, strict=True):
+        assert got.modalities_used == want.modalities_used
+        assert got.label == want.label
+        for lab, p in want.probabilities.items():
+            assert got.probabilities[lab] == pytest.approx(p, abs=1e-5)
+        if want.contributions is not None:
+            assert got.contributions == pytest.approx(want.contributions, abs=1e-5)

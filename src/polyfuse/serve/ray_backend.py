@@ -318,6 +318,7 @@ class RayRuntime(ModelRuntime):
             handle = serve.run(app, name=self._app_name(m), route_prefix=None)
             self._handles[m] = handle
             log.info("%s: deployed %s on Ray Serve", m, self._app_name(m))
+        self._fuser = self._make_fuser()  # fusion stays in the driver, batched
         self._ready = True
 
     def _app_name(self, m: str) -> str:
@@ -343,6 +344,7 @@ class RayRuntime(ModelRuntime):
             "requests": dict(self._counts),
             "breakers": {m: b.snapshot() for m, b in self._breakers.items()},
             "cache": None if self._cache is None else self._cache.stats().to_dict(),
+            "fusion": None if self._fuser is None else self._fuser.stats().to_dict(),
             "deployments": {
                 m: {
                     "max_batch_size": self.ray_config.settings(m).max_batch_size,
@@ -369,6 +371,8 @@ class RayRuntime(ModelRuntime):
                 ray.shutdown()
 
         await asyncio.to_thread(stop)
+        if self._fuser is not None:
+            await self._fuser.close()
         if self._cache is not None:
             self._cache.close()
 

@@ -37,7 +37,7 @@ from polyfuse.config import check_keys
 from polyfuse.errors import ConfigError, PolyfuseError
 from polyfuse.modalities.base import ModalityContract
 from polyfuse.model import Encoded, ModelOutput, MultimodalModel
-from polyfuse.serve.batching import MicroBatcher, TuneResult, autotune
+from polyfuse.serve.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
 from polyfuse.serve.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.cache import (
     CachedValue,
@@ -153,6 +153,15 @@ class RuntimeConfig:
         return self.per_modality.get(modality, self.batching)
 
 
+@dataclass(frozen=True)
+class _Fused:
+    """One request's rows of a batched fusion forward."""
+
+    probabilities: Tensor  # (K,) the task's probabilities of the row
+    weights: Tensor | None  # (1, M) fusion importance weights, if the fusion has them
+    modalities: tuple[str, ...]  # order of ``weights``
+
+
 @dataclass
 class _Stage:
     """What one modality's stage produced for a request."""
@@ -229,10 +238,13 @@ class ModelRuntime:
         self._cache = cache
         self._pool: Executor | None = None
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
+        self._fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] | None = None
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
         self._tuning: dict[str, TuneResult] = {}
         self._counts = {"requests": 0, "degraded": 0, "errors": 0}
+        self._payloads: dict[str, str] = {}  # modality -> contract JSON for pool workers
+        self._info: dict[str, Any] | None = None
         self._ready = False
 
     @classmethod
@@ -274,6 +286,7 @@ class ModelRuntime:
         for m in self.model.modalities:
             self._register(m, weights)
             self._batchers[m] = self._make_batcher(m)
+        self._fuser = self._make_fuser()
         self._ready = True
 
     def _register(self, m: str, weights: str) -> None:
@@ -306,8 +319,6 @@ class ModelRuntime:
         return None
 
     def _make_batcher(self, m: str) -> MicroBatcher[Tensor, CachedValue]:
-        from polyfuse.serve.batching import OnlineTuner
-
         fn: EncodeFn = functools.partial(self._encode_batch, m)
         if m in self._wrappers:
             fn = self._wrappers[m](fn)
@@ -336,6 +347,23 @@ class ModelRuntime:
             name=m,
             online=online or False,
         )
+
+    def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], _Fused]:
+        """Fusion + head batched across requests on their own thread (off the event
+        loop): many small forwards cost far more than one forward over their rows.
+        Batches of up to ``max_auto`` rows with ``"auto"`` batching (fusion is a small
+        network that batching always helps), else the configured ``max_batch``."""
+        b = self.config.batching
+        max_batch = b.max_auto if b.max_batch == "auto" else b.max_batch
+        fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] = MicroBatcher(
+            self._fuse_batch,
+            max_batch=max(1, max_batch),
+            max_wait=0.0,
+            max_queue=self.config.queue_size,
+            name="fusion",
+        )
+        fuser.fn([{}])  # warm-up: every modality missing
+        return fuser
 
     def _sample(self, m: str) -> Tensor:
         """A preprocessed input of typical size for warm-up and batch-size measurement."""
@@ -366,6 +394,8 @@ class ModelRuntime:
         self._ready = False
         for b in self._batchers.values():
             await b.close()
+        if self._fuser is not None:
+            await self._fuser.close()
         if self._pool is not None:
             # Wait for the workers to exit: without the join, a stopped server left its
             # spawn workers running (and holding its pipes).
@@ -381,7 +411,13 @@ class ModelRuntime:
         return tuple(self.model.modalities)
 
     def info(self) -> dict[str, Any]:
-        """``{"name", "version", "modalities", "contracts", "labels", "task", "encoders"}``."""
+        """``{"name", "version", "modalities", "contracts", "labels", "task", "encoders"}``
+        (built once after `setup`; callers get a copy)."""
+        if self._info is None or not self._ready:
+            self._info = self._describe()
+        return dict(self._info)
+
+    def _describe(self) -> dict[str, Any]:
         path = self.artifact.path
         files = self.artifact.info.get("files", {})
         return {
@@ -399,6 +435,7 @@ class ModelRuntime:
         return {
             "requests": dict(self._counts),
             "batchers": {m: b.stats().to_dict() for m, b in self._batchers.items()},
+            "fusion": None if self._fuser is None else self._fuser.stats().to_dict(),
             "breakers": {m: b.snapshot() for m, b in self._breakers.items()},
             "cache": None if self._cache is None else self._cache.stats().to_dict(),
             "autotune": {
@@ -423,7 +460,9 @@ class ModelRuntime:
             raise
         used = {m: s.value for m, s in stages.items() if s.value is not None}
         t = time.perf_counter()
-        out = self._fuse(used)
+        if self._fuser is None:
+            raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
+        out = await self._fuser.submit(used)
         result = self._result(request, out, stages)
         result.timings_ms["fuse"] = _ms(t)
         result.timings_ms["total"] = _ms(start)
@@ -539,7 +578,9 @@ class ModelRuntime:
         contract = self.contracts[m]
         loop = asyncio.get_running_loop()
         if isinstance(self._pool, ProcessPoolExecutor):
-            payload = json.dumps(contract.to_dict(), sort_keys=True)
+            payload = self._payloads.get(m)
+            if payload is None:
+                payload = self._payloads[m] = json.dumps(contract.to_dict(), sort_keys=True)
             done = await loop.run_in_executor(self._pool, _preprocess_in_worker, payload, raw)
         else:
             done = await loop.run_in_executor(self._pool, _preprocess, contract, raw)
@@ -580,40 +621,52 @@ class ModelRuntime:
         """Encoder + adapter over present items (see `encode_items`)."""
         return encode_items(self.model, self.contracts[m], items, self.device)
 
-    def _fuse(self, used: Mapping[str, CachedValue]) -> ModelOutput:
-        """Fusion and heads for one request over the modalities in ``used``."""
+    def _fuse_batch(self, requests: list[Mapping[str, CachedValue]]) -> list[_Fused]:
+        """Fusion and heads over several requests' embeddings in one forward (a request
+        lacking a modality gets zeros and ``present=False``; token sequences are padded
+        and masked), split back into one `_Fused` per request."""
+        n = len(requests)
         dim, device = self.model.fusion.dim, self.model.prior.device
         enc = Encoded({}, {}, {}, {})
         tokens = self.model.fusion.uses_tokens
         for m in self.model.modalities:
-            v = used.get(m)
-            enc.present[m] = torch.tensor([v is not None], device=device)
-            enc.pooled[m] = (
-                torch.zeros(1, dim, device=device) if v is None else v["pooled"][None].to(device)
-            )
+            values = [r.get(m) for r in requests]
+            enc.present[m] = torch.tensor([v is not None for v in values], device=device)
+            pooled = torch.zeros(n, dim)
+            for i, v in enumerate(values):
+                if v is not None:
+                    pooled[i] = v["pooled"]
+            enc.pooled[m] = pooled.to(device)
             if tokens:
-                enc.tokens[m] = (
-                    torch.zeros(1, 1, dim, device=device)
-                    if v is None
-                    else v["tokens"][None].to(device)
+                longest = max(
+                    (int(v["tokens"].shape[0]) for v in values if v is not None), default=1
                 )
-                enc.masks[m] = (
-                    torch.zeros(1, 1, dtype=torch.bool, device=device)
-                    if v is None
-                    else v["mask"][None].to(device)
-                )
+                tok = torch.zeros(n, longest, dim)
+                mask = torch.zeros(n, longest, dtype=torch.bool)
+                for i, v in enumerate(values):
+                    if v is not None:
+                        k = int(v["tokens"].shape[0])
+                        tok[i, :k] = v["tokens"]
+                        mask[i, :k] = v["mask"]
+                enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
         with torch.inference_mode():
-            return self.model.fuse(enc)
+            out: ModelOutput = self.model.fuse(enc)
+        probs = self.artifact.task.probabilities(out.logits.cpu())
+        weights = None if out.fusion.weights is None else out.fusion.weights.cpu()
+        return [
+            _Fused(probs[i], None if weights is None else weights[i : i + 1], out.modalities)
+            for i in range(n)
+        ]
 
     def _result(
-        self, request: ServeRequest, out: ModelOutput, stages: Mapping[str, _Stage]
+        self, request: ServeRequest, out: _Fused, stages: Mapping[str, _Stage]
     ) -> ServeResult:
         task = self.artifact.task
-        probs = task.probabilities(out.logits)[0]
+        probs = out.probabilities
         contributions = None
-        if out.fusion.weights is not None:
-            w = out.fusion.weights[0]
-            contributions = {m: round(float(w[i]), 6) for i, m in enumerate(out.modalities)}
+        if out.weights is not None:
+            w = out.weights[0].tolist()
+            contributions = {m: round(w[i], 6) for i, m in enumerate(out.modalities)}
         timings: dict[str, float] = {}
         for s in stages.values():
             timings.update(s.timings)
@@ -622,7 +675,7 @@ class ModelRuntime:
             request_id=request.request_id,
             label=task.decode(probs),
             probabilities={
-                lab: round(float(p), 6) for lab, p in zip(task.labels, probs, strict=True)
+                lab: round(p, 6) for lab, p in zip(task.labels, probs.tolist(), strict=True)
             },
             contributions=contributions,
             modalities_used=[m for m in self.modalities if m in stages and stages[m].value],
