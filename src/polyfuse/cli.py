@@ -444,7 +444,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from polyfuse.serve.runtime import ModelRuntime
 
     align = AlignServices.load(index=args.index, align=args.align, caption=args.caption)
-    options = {"device": args.device} if args.device else {}
+    threads = "auto" if args.threads is None else args.threads
+    options: dict[str, Any] = {"torch_threads": threads}
+    if args.device:
+        options["device"] = args.device
     if args.ray or args.ray_address or args.ray_config:
         import dataclasses
 
@@ -570,6 +573,12 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="YAML with any ServeConfig field")
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch intra-op threads (default: the cores divided among the encoders)",
+    )
     p.add_argument(
         "--ray",
         action="store_true",

@@ -45,10 +45,15 @@ def test_serve_defaults_to_loopback_and_prints_the_url(
     started: dict[str, Any], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     assert cli.main(["serve", "art"]) == cli.EXIT_OK
-    assert started["artifact"] == "art" and started["options"] == {}
+    assert started["artifact"] == "art" and started["options"] == {"torch_threads": "auto"}
     assert (started["host"], started["port"]) == ("127.0.0.1", 8000)
     assert "http://127.0.0.1:8000" in capsys.readouterr().out
     assert "loopback clients only" in caplog.text
+
+
+def test_serve_threads_flag(started: dict[str, Any]) -> None:
+    assert cli.main(["serve", "art", "--threads", "3", "--device", "cpu"]) == cli.EXIT_OK
+    assert started["options"] == {"torch_threads": 3, "device": "cpu"}
 
 
 def test_serve_refuses_public_address_without_keys(
@@ -72,7 +77,10 @@ def test_serve_public_address_with_insecure_or_keys(
     assert cli.main(argv) == cli.EXIT_OK
     config = started["app"].state.service.config
     assert config.api_key_hashes == (hash_key("k2"), hash_key("k1"))
-    assert started["port"] == 9001 and started["options"] == {"device": "cpu"}
+    assert started["port"] == 9001 and started["options"] == {
+        "torch_threads": "auto",
+        "device": "cpu",
+    }
 
 
 def test_serve_flags_override_the_config_file(started: dict[str, Any], tmp_path: Path) -> None:

@@ -317,3 +317,47 @@ def test_batched_fusion_equals_one_request_at_a_time(
             assert got.probabilities[lab] == pytest.approx(p, abs=1e-5)
         if want.contributions is not None:
             assert got.contributions == pytest.approx(want.contributions, abs=1e-5)
+
+
+def test_serving_threads_divide_the_cores_among_the_encoders() -> None:
+    from polyfuse.serve.runtime import serving_threads
+
+    assert serving_threads(2, cpus=2) == 1
+    assert serving_threads(1, cpus=2) == 2
+    assert serving_threads(3, cpus=16) == 5
+    assert serving_threads(4, cpus=1) == 1
+    assert serving_threads(0, cpus=4) == 4
+
+
+def test_torch_threads_option_is_applied_and_checked(artifact: Artifact) -> None:
+    before = torch.get_num_threads()
+    try:
+        rt = make(artifact, torch_threads=1)
+        assert torch.get_num_threads() == 1
+        run(rt, lambda: rt.predict(req(text="red apple")))
+    finally:
+        torch.set_num_threads(before)
+    rt = make(artifact)  # the library default leaves torch alone
+    assert torch.get_num_threads() == before
+    run(rt, lambda: rt.predict(req(text="red apple")))
+    with pytest.raises(ConfigError, match="torch_threads"):
+        RuntimeConfig(torch_threads=0).check()
+
+
+def test_process_pool_preprocessing_batches_and_keeps_bad_inputs_apart(
+    artifact: Artifact, png: bytes
+) -> None:
+    """Inputs queued together go to the pool in one batch; a broken image in the batch
+    fails only its own request."""
+    rt = make(artifact, preprocess="process", workers=2, cache="none")
+
+    async def body() -> list[Any]:
+        requests = [rt.predict(req(i, image=png, text=f"red {i}")) for i in range(6)]
+        requests.append(rt.predict(req(9, image=b"\x89PNG broken", text="x")))
+        return list(await asyncio.gather(*requests, return_exceptions=True))
+
+    results = run(rt, body)
+    assert all(isinstance(r, ServeResult) for r in results[:6])
+    assert isinstance(results[6], ServeError) and results[6].code == "invalid_input"
+    sizes = rt.stats()["preprocess"]["image"]["batch_sizes"]
+    assert sum(k * v for k, v in sizes.items()) == 7 and max(sizes) >= 2

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -98,7 +99,15 @@ class RuntimeConfig:
         preprocess: ``process`` (a process pool, off the event loop and the GIL) or
             ``thread`` (a thread pool; cheaper start-up, for tests and tiny inputs).
         workers: preprocessing workers.
+        preprocess_batch: most inputs of one modality sent to the process pool in one
+            call (split across the workers): one round trip per batch instead of per
+            input, as requests pile up under load; a lone request goes alone at once.
         device: ``cpu``, ``cuda`` or ``auto``.
+        torch_threads: torch intra-op threads of the whole process, set at `setup`:
+            ``"auto"`` (`serving_threads`: the cores shared among the encoders, whose
+            batchers run at once on their own threads; what ``polyfuse serve`` uses), a
+            number, or None to leave torch's setting alone (the library default: a
+            runtime inside another program does not change its threads).
         autotune_budget_s: seconds of measurement per encoder for ``"auto"``.
     """
 
@@ -115,7 +124,9 @@ class RuntimeConfig:
     degraded: Literal["allow", "refuse"] = "allow"
     preprocess: Literal["process", "thread"] = "process"
     workers: int = 2
+    preprocess_batch: int = 16
     device: str = "cpu"
+    torch_threads: int | Literal["auto"] | None = None
     autotune_budget_s: float = 8.0
 
     @classmethod
@@ -136,10 +147,19 @@ class RuntimeConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"serve.{key}", f"must be one of {', '.join(allowed)}")
-        positive = ("queue_size", "workers", "breaker_failures", "breaker_half_open")
+        positive = (
+            "queue_size",
+            "workers",
+            "preprocess_batch",
+            "breaker_failures",
+            "breaker_half_open",
+        )
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"serve.{key}", "must be at least 1")
+        t = self.torch_threads
+        if t is not None and t != "auto" and (not isinstance(t, int) or t < 1):
+            raise ConfigError("serve.torch_threads", "must be 'auto', an integer >= 1 or null")
         if self.encoder_timeout_s <= 0:
             raise ConfigError("serve.encoder_timeout_s", "must be > 0 seconds")
         for name, b in {"batching": self.batching, **self.per_modality}.items():
@@ -199,6 +219,11 @@ def _preprocess_in_worker(contract_json: str, value: bytes | str) -> _Preprocess
     return _preprocess(contract, value)
 
 
+def _preprocess_many_in_worker(contract_json: str, values: list[Any]) -> list[_Preprocessed]:
+    """`_preprocess_in_worker` over several inputs in one pool call."""
+    return [_preprocess_in_worker(contract_json, v) for v in values]
+
+
 def _preprocess(contract: ModalityContract, value: Any) -> _Preprocessed:
     try:
         x = contract.preprocess(contract.load(value, field=contract.name))
@@ -239,6 +264,7 @@ class ModelRuntime:
         self._pool: Executor | None = None
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
         self._fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] | None = None
+        self._pre: dict[str, MicroBatcher[bytes | str, _Preprocessed]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
         self._tuning: dict[str, TuneResult] = {}
@@ -279,6 +305,7 @@ class ModelRuntime:
 
         self.device = resolve_device(self.config.device)
         self.model.to(self.device).eval()
+        self._set_threads()
         self._pool = self._make_pool()
         if self._cache is None:
             self._cache = self._make_cache()
@@ -286,8 +313,19 @@ class ModelRuntime:
         for m in self.model.modalities:
             self._register(m, weights)
             self._batchers[m] = self._make_batcher(m)
+            if isinstance(self._pool, ProcessPoolExecutor):
+                self._pre[m] = self._make_preprocessor(m, self._pool)
         self._fuser = self._make_fuser()
         self._ready = True
+
+    def _set_threads(self) -> None:
+        """Apply ``config.torch_threads`` (before autotune measures anything)."""
+        threads = self.config.torch_threads
+        if threads == "auto":
+            threads = serving_threads(len(self.model.modalities))
+        if threads is not None:
+            torch.set_num_threads(threads)
+            log.info("torch intra-op threads: %d", threads)
 
     def _register(self, m: str, weights: str) -> None:
         """The cache version and the circuit breaker of one modality's encoder."""
@@ -348,6 +386,38 @@ class ModelRuntime:
             online=online or False,
         )
 
+    def _make_preprocessor(
+        self, m: str, pool: ProcessPoolExecutor
+    ) -> MicroBatcher[bytes | str, _Preprocessed]:
+        """Inputs of modality ``m`` to the process pool in batches: each batch is split
+        into one chunk per worker, so under load a pool round trip (pickling, pipes, the
+        pool's manager thread) serves many inputs instead of one."""
+        payload = self._payload(m)
+        workers = self.config.workers
+
+        def run(values: list[bytes | str]) -> list[_Preprocessed]:
+            size = -(-len(values) // min(workers, len(values)))  # ceil
+            futures = [
+                pool.submit(_preprocess_many_in_worker, payload, values[i : i + size])
+                for i in range(0, len(values), size)
+            ]
+            return [done for f in futures for done in f.result()]
+
+        return MicroBatcher(
+            run,
+            max_batch=self.config.preprocess_batch,
+            max_wait=0.0,
+            max_queue=self.config.queue_size,
+            name=f"preprocess-{m}",
+        )
+
+    def _payload(self, m: str) -> str:
+        """The contract of ``m`` as JSON, for pool workers (built once)."""
+        payload = self._payloads.get(m)
+        if payload is None:
+            payload = self._payloads[m] = json.dumps(self.contracts[m].to_dict(), sort_keys=True)
+        return payload
+
     def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], _Fused]:
         """Fusion + head batched across requests on their own thread (off the event
         loop): many small forwards cost far more than one forward over their rows.
@@ -394,6 +464,8 @@ class ModelRuntime:
         self._ready = False
         for b in self._batchers.values():
             await b.close()
+        for p in self._pre.values():
+            await p.close()
         if self._fuser is not None:
             await self._fuser.close()
         if self._pool is not None:
@@ -436,6 +508,7 @@ class ModelRuntime:
             "requests": dict(self._counts),
             "batchers": {m: b.stats().to_dict() for m, b in self._batchers.items()},
             "fusion": None if self._fuser is None else self._fuser.stats().to_dict(),
+            "preprocess": {m: b.stats().to_dict() for m, b in self._pre.items()},
             "breakers": {m: b.snapshot() for m, b in self._breakers.items()},
             "cache": None if self._cache is None else self._cache.stats().to_dict(),
             "autotune": {
@@ -575,15 +648,11 @@ class ModelRuntime:
         return fn(*args)
 
     async def _preprocess(self, m: str, raw: bytes | str) -> Tensor:
-        contract = self.contracts[m]
-        loop = asyncio.get_running_loop()
-        if isinstance(self._pool, ProcessPoolExecutor):
-            payload = self._payloads.get(m)
-            if payload is None:
-                payload = self._payloads[m] = json.dumps(contract.to_dict(), sort_keys=True)
-            done = await loop.run_in_executor(self._pool, _preprocess_in_worker, payload, raw)
+        if m in self._pre:
+            done = await self._pre[m].submit(raw)
         else:
-            done = await loop.run_in_executor(self._pool, _preprocess, contract, raw)
+            loop = asyncio.get_running_loop()
+            done = await loop.run_in_executor(self._pool, _preprocess, self.contracts[m], raw)
         if done.array is None:
             raise ServeError(
                 "invalid_input", str(done.error), hint=done.hint, details={"modality": m}
@@ -713,6 +782,20 @@ def encode_items(
     return out
 
 
+def serving_threads(encoders: int, cpus: int | None = None) -> int:
+    """Torch intra-op threads for a serving process: the usable cores divided among the
+    encoders (each encoder's batcher runs on its own thread, at the same time as the
+    others), at least 1: more threads oversubscribe the cores, which the batchers, the
+    fusion thread, the event loop and the preprocessing workers already share
+    (measured in docs/benchmarks.md, "Serving over HTTP")."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, encoders))
+
+
 def _ms(since: float) -> float:
     return round(1000 * (time.perf_counter() - since), 3)
 
@@ -732,4 +815,5 @@ __all__ = [
     "ModelRuntime",
     "RuntimeConfig",
     "encode_items",
+    "serving_threads",
 ]
