@@ -9,9 +9,14 @@ Models (random weights: throughput does not depend on what the weights learned):
 
 Modes:
 
-- ``naive``: one encoder forward per request (max_batch=1), no cache;
-- ``batched``: dynamic micro-batching, batch size measured at start-up (``auto``), no cache;
+- ``naive``: nothing batched (one encoder forward, one fusion forward and one
+  preprocessing pool call per request), no cache;
+- ``batched``: dynamic micro-batching, batch sizes measured at start-up and tuned online
+  (``auto``), no cache;
 - ``cached``: batching + memory cache, requests cycling over 8 distinct inputs.
+
+Options are `serve_common.variant_options` (the HTTP benchmarks use the same), with torch
+threads set as ``polyfuse serve`` sets them.
 
 Run: ``.venv/bin/python benchmarks/serve_batching.py`` (about 4 minutes on 2 CPU cores);
 ``--models minilm --concurrency 1 16`` for a subset.
@@ -161,23 +166,9 @@ async def drive(runtime: Any, inputs: list[dict[str, bytes | str]], concurrency:
 def run_mode(
     name: str, mode: str, levels: list[int], requests: int, log: Callable[[str], None]
 ) -> list[Row]:
-    from polyfuse.serve.runtime import BatchSettings, ModelRuntime, RuntimeConfig
+    from serve_common import make_runtime, variant_options  # (it imports this module)
 
-    batching = (
-        BatchSettings(max_batch=1, max_wait_ms=0)
-        if mode == "naive"
-        else BatchSettings(max_batch="auto", max_wait_ms=0, max_auto=64)
-    )
-    config = RuntimeConfig(
-        batching=batching,
-        cache="memory" if mode == "cached" else "none",
-        queue_size=1024,
-        preprocess="process",
-        workers=2,
-        autotune_budget_s=6.0,
-    )
-    runtime = ModelRuntime(build_artifact(name), config)
-    runtime.setup()
+    runtime = make_runtime(name, variant_options(mode))
     distinct = make_inputs(name, 8 if mode == "cached" else requests, seed=1)
 
     async def go() -> list[Row]:
@@ -188,7 +179,9 @@ def run_mode(
             row = await drive(runtime, inputs, c)
             sizes = runtime.stats()["batchers"]
             row.model, row.mode = name, mode
-            row.batch = " ".join(f"{m}:{s['max_batch']}" for m, s in sizes.items())
+            row.batch = " ".join(
+                f"{m}:{s['online_cap'] or s['max_batch']}" for m, s in sizes.items()
+            )
             rows.append(row)
             log(
                 f"{name:<10}{mode:<9}c={c:<4}{row.rps:8.1f} req/s  p50 {row.p50:7.1f}  "
@@ -206,7 +199,6 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--requests", type=int, default=128, help="requests per level")
     args = parser.parse_args()
-    torch.set_num_threads(2)
     start = time.perf_counter()
     rows: list[Row] = []
     for name in args.models:

@@ -39,8 +39,10 @@ _MIME = {"image": ("x.png", "image/png"), "audio": ("x.wav", "audio/wav")}
 def variant_options(variant: str, **extra: Any) -> dict[str, Any]:
     """`RuntimeConfig` options of a variant, as JSON-able values (``batching`` a dict).
 
-    ``naive``: one forward per request, no cache; ``batched``: batch size measured at
-    start-up, no cache; ``cached``: batched + memory cache.
+    ``naive``: nothing batched (one encoder forward, one fusion forward and one
+    preprocessing pool call per request), no cache; ``batched``: batch sizes measured at
+    start-up and tuned online, no cache; ``cached``: batched + memory cache. Torch
+    threads as ``polyfuse serve`` sets them (``auto``).
     """
     batching: dict[str, Any] = (
         {"max_batch": 1, "max_wait_ms": 0}
@@ -52,8 +54,10 @@ def variant_options(variant: str, **extra: Any) -> dict[str, Any]:
         "cache": "memory" if variant == "cached" else "none",
         "queue_size": 1024,
         "preprocess": "process",
+        "preprocess_batch": 1 if variant == "naive" else 16,
         "workers": 2,
         "autotune_budget_s": 6.0,
+        "torch_threads": "auto",  # as `polyfuse serve` runs
     }
     options.update(extra)
     return options
@@ -176,11 +180,14 @@ class Server:
         return out
 
     def batch_sizes(self, modalities: Sequence[str]) -> dict[str, int]:
-        """The batch size each encoder runs with (measured at start-up for ``auto``)."""
+        """The batch size each encoder may run now: the online tuner's cap, else the
+        fixed (or start-up measured) ``max_batch``."""
         gauges = self.metrics()
-        return {
-            m: int(gauges.get(f"polyfuse_runtime_batchers_{m}_max_batch", 0)) for m in modalities
-        }
+        out = {}
+        for m in modalities:
+            name = f"polyfuse_runtime_batchers_{m}"
+            out[m] = int(gauges.get(f"{name}_online_cap", gauges.get(f"{name}_max_batch", 0)))
+        return out
 
 
 @dataclass
@@ -332,13 +339,11 @@ def _serve_main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--options", default="{}", help="RuntimeConfig options as JSON")
     args = parser.parse_args()
-    import torch
     import uvicorn
 
     from polyfuse.serve.app import create_app
     from polyfuse.serve.config import ServeConfig
 
-    torch.set_num_threads(2)
     runtime = make_runtime(args.target, json.loads(args.options))
     app = create_app(runtime, ServeConfig(port=args.port))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
