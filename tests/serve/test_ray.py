@@ -173,5 +173,8 @@ def test_cli_ray_flags_reach_the_ray_runtime(
     assert cli.main([*argv, "--device", "cpu"]) == cli.EXIT_OK
     rc = calls["ray_config"]
     assert rc.address == "auto" and rc.deployment.max_replicas == 6
-    assert rc.settings("image").device == "cuda" and calls["options"] == {"device": "cpu"}
+    assert rc.settings("image").device == "cuda" and calls["options"] == {
+        "torch_threads": "auto",
+        "device": "cpu",
+    }
     assert calls["artifact"] == "art" and "app" in calls

@@ -48,6 +48,7 @@ from polyfuse.serve.cache import (
     RedisCache,
     content_digest,
 )
+from polyfuse.serve.trace import EncodeStage, StageFn, trace_stage
 from polyfuse.serve.types import ServeError, ServeRequest, ServeResult
 
 log = logging.getLogger("polyfuse.serve.runtime")
@@ -109,6 +110,11 @@ class RuntimeConfig:
             number, or None to leave torch's setting alone (the library default: a
             runtime inside another program does not change its threads).
         autotune_budget_s: seconds of measurement per encoder for ``"auto"``.
+        trace: compile each encoder + adapter with TorchScript tracing at `setup`
+            (`polyfuse.serve.trace`): the traced graph runs without the GIL, so the
+            encoders stop competing with the HTTP event loop. Checked against eager
+            PyTorch on batches of other sizes; any difference or failure keeps eager
+            (``stats()["encoders"]`` says which). False: always eager.
     """
 
     batching: BatchSettings = BatchSettings()
@@ -128,6 +134,7 @@ class RuntimeConfig:
     device: str = "cpu"
     torch_threads: int | Literal["auto"] | None = None
     autotune_budget_s: float = 8.0
+    trace: bool = True
 
     @classmethod
     def from_options(cls, **options: Any) -> RuntimeConfig:
@@ -268,6 +275,8 @@ class ModelRuntime:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
         self._tuning: dict[str, TuneResult] = {}
+        self._stages: dict[str, StageFn] = {}
+        self._stage_status: dict[str, str] = {}
         self._counts = {"requests": 0, "degraded": 0, "errors": 0}
         self._payloads: dict[str, str] = {}  # modality -> contract JSON for pool workers
         self._info: dict[str, Any] | None = None
@@ -362,6 +371,7 @@ class ModelRuntime:
             fn = self._wrappers[m](fn)
         settings = self.config.batch_for(m)
         sample = self._sample(m)
+        self._stages[m] = self._make_stage(m, [sample, self._sample(m, short=True)])
         online: OnlineTuner | None = None
         if settings.max_batch == "auto":
             sizes = [s for s in (1, 2, 4, 8, 16, 32, 64) if s <= settings.max_auto]
@@ -435,18 +445,46 @@ class ModelRuntime:
         fuser.fn([{}])  # warm-up: every modality missing
         return fuser
 
-    def _sample(self, m: str) -> Tensor:
-        """A preprocessed input of typical size for warm-up and batch-size measurement."""
+    def _make_stage(self, m: str, samples: list[Tensor]) -> StageFn:
+        """The encoder + adapter stage of ``m``: traced when ``config.trace`` and the
+        traced graph matches eager on a batch of 1 and a batch of 3 mixed sizes."""
+        contract = self.contracts[m]
+        first = contract.collate(samples[:1], torch.ones(1, dtype=torch.bool))
+        stage = EncodeStage(
+            self.model.encoder(m),
+            self.model.adapters[m],
+            tokens=self.model.fusion.uses_tokens,
+            lengths=first.lengths is not None,
+        ).eval()
+        if not self.config.trace:
+            self._stage_status[m] = "eager (trace off)"
+            return stage.run
+        mixed = [samples[-1], samples[0], samples[-1]]
+        batches = [
+            first.to(self.device),
+            contract.collate(mixed, torch.ones(3, dtype=torch.bool)).to(self.device),
+        ]
+        traced, status = trace_stage(stage, batches)
+        self._stage_status[m] = status if traced is not None else f"eager ({status})"
+        log.info("%s encoder: %s", m, self._stage_status[m])
+        return traced or stage.run
+
+    def _sample(self, m: str, short: bool = False) -> Tensor:
+        """A preprocessed input of typical size for warm-up and batch-size measurement
+        (``short``: a shorter one, for checking traced encoders on other lengths)."""
         contract = self.contracts[m]
         rng = np.random.default_rng(0)
+        seconds = 0.5 if short else 1.0
         samples: dict[str, Any] = {
-            "text": "a short sentence of about fifteen words to warm up the text encoder now",
+            "text": "a short sentence"
+            if short
+            else "a short sentence of about fifteen words to warm up the text encoder now",
             "image": rng.integers(0, 255, (*getattr(contract, "size", (64, 64)), 3), np.uint8),
-            "audio": (0.1 * rng.standard_normal(getattr(contract, "sample_rate", 16000))).astype(
-                np.float32
-            ),
+            "audio": (
+                0.1 * rng.standard_normal(int(seconds * getattr(contract, "sample_rate", 16000)))
+            ).astype(np.float32),
             "timeseries": rng.standard_normal(
-                (100, getattr(contract, "channels", None) or 1)
+                (60 if short else 100, getattr(contract, "channels", None) or 1)
             ).astype(np.float32),
         }
         if contract.kind not in samples:
@@ -515,6 +553,7 @@ class ModelRuntime:
                 m: {"max_batch": t.max_batch, "throughput": t.throughput}
                 for m, t in self._tuning.items()
             },
+            "encoders": dict(self._stage_status),
         }
 
     def breaker(self, modality: str) -> CircuitBreaker:
@@ -688,7 +727,9 @@ class ModelRuntime:
     # ---- model work (batcher threads / event loop) ------------------------------
     def _encode_batch(self, m: str, items: list[Tensor]) -> list[CachedValue]:
         """Encoder + adapter over present items (see `encode_items`)."""
-        return encode_items(self.model, self.contracts[m], items, self.device)
+        return encode_items(
+            self.model, self.contracts[m], items, self.device, stage=self._stages.get(m)
+        )
 
     def _fuse_batch(self, requests: list[Mapping[str, CachedValue]]) -> list[_Fused]:
         """Fusion and heads over several requests' embeddings in one forward (a request
@@ -757,19 +798,29 @@ class ModelRuntime:
 
 
 def encode_items(
-    model: MultimodalModel, contract: ModalityContract, items: list[Tensor], device: Any
+    model: MultimodalModel,
+    contract: ModalityContract,
+    items: list[Tensor],
+    device: Any,
+    stage: StageFn | None = None,
 ) -> list[CachedValue]:
     """Encoder + adapter of ``contract``'s modality over preprocessed items: one
     ``{"pooled", ["tokens", "mask"]}`` each (shared by `ModelRuntime` and the Ray encoder
-    deployments)."""
+    deployments). ``stage``: a (traced) `StageFn` to run instead of the eager modules."""
     m = contract.name
     mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
-    adapter = model.adapters[m]
+    if stage is None:
+        stage = EncodeStage(
+            model.encoder(m),
+            model.adapters[m],
+            tokens=model.fusion.uses_tokens,
+            lengths=mb.lengths is not None,
+        ).run
     with torch.inference_mode():
-        res = model.encoder(m)(mb.data, mb.lengths)
-        pooled = adapter(res.pooled).float().cpu()  # (P, D)
-        tokens = adapter(res.tokens).float().cpu() if model.fusion.uses_tokens else None
-    mask = res.mask.cpu()  # (P, T)
+        pooled_t, tokens_t, mask_t = stage(mb.data, mb.lengths)
+        pooled = pooled_t.float().cpu()  # (P, D)
+        tokens = None if tokens_t is None else tokens_t.float().cpu()
+    mask = mask_t.cpu()  # (P, T)
     out: list[CachedValue] = []
     for i in range(len(items)):
         value = {"pooled": pooled[i].clone()}
