@@ -156,7 +156,67 @@ def test_a_closed_batcher_is_unavailable_and_works_across_event_loops() -> None:
     assert info.value.code == "unavailable"
 
 
-@pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_queue": 0}, {"max_wait": -1.0}])
+class TwoGates:
+    """Each call blocks on its own gate (by call number), so two batches can be running."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.running = threading.Semaphore(0)
+        self.gates = [threading.Event() for _ in range(8)]
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        with self.lock:
+            k = len(self.batches)
+            self.batches.append(list(items))
+        self.running.release()
+        self.gates[k].wait(10)
+        return [x * 10 for x in items]
+
+
+def test_concurrency_runs_a_second_batch_while_the_first_is_busy() -> None:
+    fn = TwoGates()
+    batcher = MicroBatcher(fn, max_batch=3, max_wait=0.0, concurrency=2, name="pre")
+
+    async def go() -> list[int]:
+        first = asyncio.create_task(batcher.submit(0))
+        await asyncio.to_thread(fn.running.acquire, True, 10)  # batch 0 runs, blocked
+        later = [asyncio.create_task(batcher.submit(x)) for x in (1, 2, 3)]
+        await asyncio.to_thread(fn.running.acquire, True, 10)  # batch 1 runs too
+        assert batcher.stats().in_flight == 4  # both batches at once
+        third = asyncio.create_task(batcher.submit(4))  # no free slot: waits
+        await asyncio.sleep(0.05)
+        assert len(fn.batches) == 2 and batcher.stats().queue_depth == 1
+        fn.gates[1].set()  # the second batch finishes first
+        done = await asyncio.gather(*later)
+        assert not first.done()
+        fn.gates[0].set()
+        fn.gates[2].set()
+        return [await first, *done, await third]
+
+    assert run(go) == [0, 10, 20, 30, 40]
+    assert fn.batches == [[0], [1, 2, 3], [4]]
+    assert batcher.stats().in_flight == 0
+
+
+def test_closing_fails_the_items_of_running_batches() -> None:
+    fn = TwoGates()
+    batcher = MicroBatcher(fn, max_batch=2, concurrency=2, name="pre")
+
+    async def go() -> BaseException | int:
+        task = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(fn.running.acquire, True, 10)
+        await batcher.close()
+        fn.gates[0].set()
+        return (await asyncio.gather(task, return_exceptions=True))[0]
+
+    err = run(go)
+    assert isinstance(err, ServeError) and err.code == "unavailable"
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_batch": 0}, {"max_queue": 0}, {"max_wait": -1.0}, {"concurrency": 0}]
+)
 def test_bad_settings_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="need max_batch"):
         MicroBatcher(lambda items: items, **bad)

@@ -102,6 +102,9 @@ class MicroBatcher(Generic[T, R]):
         online: an `OnlineTuner` (or True for a default one) that caps each batch by
             measurement; ``max_batch`` stays the hard ceiling. False: always ``max_batch``.
         clock: seconds counter timing each batch (tests pass a fake one).
+        concurrency: batches that may run at once, each on its own thread (1: the next
+            batch forms while one runs; more pipelines work that waits on something
+            else, e.g. a process pool with several workers).
     """
 
     def __init__(
@@ -115,11 +118,12 @@ class MicroBatcher(Generic[T, R]):
         name: str = "batcher",
         online: OnlineTuner | bool = False,
         clock: Callable[[], float] = time.perf_counter,
+        concurrency: int = 1,
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or max_wait < 0:
+        if max_batch < 1 or max_queue < 1 or max_wait < 0 or concurrency < 1:
             raise ValueError(
-                f"{name}: need max_batch >= 1, max_queue >= 1 and max_wait >= 0 "
-                f"(got {max_batch}, {max_queue}, {max_wait})"
+                f"{name}: need max_batch >= 1, max_queue >= 1, max_wait >= 0 and "
+                f"concurrency >= 1 (got {max_batch}, {max_queue}, {max_wait}, {concurrency})"
             )
         self.fn = fn
         self.max_batch = max_batch
@@ -137,7 +141,10 @@ class MicroBatcher(Generic[T, R]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()  # replaced per event loop by _bind
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{name}")
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)  # replaced per event loop by _bind
+        self._running: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}")
         self._lock = threading.Lock()
         self._sizes: Counter[int] = Counter()
         self._in_flight = 0
@@ -184,6 +191,7 @@ class MicroBatcher(Generic[T, R]):
         self._loop = loop
         self._pending = [p for p in self._pending if not p.future.done()]
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._worker = loop.create_task(self._run(), name=f"batcher-{self.name}")
 
     async def _run(self) -> None:
@@ -193,11 +201,30 @@ class MicroBatcher(Generic[T, R]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            cap = self.max_batch if self.tuner is None else self.tuner.cap
-            await self._fill(min(cap, self.max_batch))
-            batch = self._take()
-            if batch:
-                await self._execute(batch)
+            if self.concurrency == 1:  # the next batch forms while this one runs
+                batch = await self._next_batch()
+                if batch:
+                    await self._execute(batch)
+                continue
+            await self._slots.acquire()
+            batch = await self._next_batch() if self._pending else []
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute_and_release(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending[T, R]]:
+        cap = self.max_batch if self.tuner is None else self.tuner.cap
+        await self._fill(min(cap, self.max_batch))
+        return self._take()
+
+    async def _execute_and_release(self, batch: list[_Pending[T, R]]) -> None:
+        try:
+            await self._execute(batch)
+        finally:
+            self._slots.release()
 
     async def _fill(self, size: int) -> None:
         """Wait until ``size`` items are queued or the oldest item has waited ``max_wait``."""
@@ -235,12 +262,20 @@ class MicroBatcher(Generic[T, R]):
 
     async def _execute(self, batch: list[_Pending[T, R]]) -> None:
         items = [p.item for p in batch]
-        self._in_flight = len(batch)
+        self._in_flight += len(batch)
         start = self.clock()
         failed = False
         try:
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._executor, self._call, items)
+        except asyncio.CancelledError:  # closed while running: nobody waits forever
+            failed = True
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(
+                        ServeError("unavailable", f"the {self.name} batcher was closed")
+                    )
+            raise
         except Exception as exc:  # forwarded to every caller of the batch
             self._errors += 1
             failed = True
@@ -252,7 +287,7 @@ class MicroBatcher(Generic[T, R]):
                 if not p.future.done():
                     p.future.set_result(r)
         finally:
-            self._in_flight = 0
+            self._in_flight -= len(batch)
             seconds = self.clock() - start
             self._batch_seconds += seconds
             if self.tuner is not None and not failed:  # a failed call's time says nothing
@@ -303,6 +338,10 @@ class MicroBatcher(Generic[T, R]):
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._worker
+        for task in list(self._running):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

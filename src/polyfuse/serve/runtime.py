@@ -399,19 +399,14 @@ class ModelRuntime:
     def _make_preprocessor(
         self, m: str, pool: ProcessPoolExecutor
     ) -> MicroBatcher[bytes | str, _Preprocessed]:
-        """Inputs of modality ``m`` to the process pool in batches: each batch is split
-        into one chunk per worker, so under load a pool round trip (pickling, pipes, the
-        pool's manager thread) serves many inputs instead of one."""
+        """Inputs of modality ``m`` to the process pool in batches, one pool call per
+        batch and up to ``workers`` batches at once: under load a round trip (pickling,
+        pipes, the pool's manager thread) serves many inputs instead of one, and the
+        next batch forms and goes to a free worker while the others are busy."""
         payload = self._payload(m)
-        workers = self.config.workers
 
         def run(values: list[bytes | str]) -> list[_Preprocessed]:
-            size = -(-len(values) // min(workers, len(values)))  # ceil
-            futures = [
-                pool.submit(_preprocess_many_in_worker, payload, values[i : i + size])
-                for i in range(0, len(values), size)
-            ]
-            return [done for f in futures for done in f.result()]
+            return pool.submit(_preprocess_many_in_worker, payload, values).result()
 
         return MicroBatcher(
             run,
@@ -419,6 +414,7 @@ class ModelRuntime:
             max_wait=0.0,
             max_queue=self.config.queue_size,
             name=f"preprocess-{m}",
+            concurrency=self.config.workers,
         )
 
     def _payload(self, m: str) -> str:
