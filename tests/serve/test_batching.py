@@ -355,18 +355,15 @@ def test_online_explores_every_n_batches_alternately_up_and_down() -> None:
 
 
 class TimedGatedFn(GatedFn):
-    """A GatedFn that also advances a fake clock by ``cost(batch size)``."""
+    """A GatedFn that also advances a fake clock by ``cost(batch size)`` (a `FakeCost`)."""
 
     def __init__(self, cost: Callable[[int], float], fail: bool = False) -> None:
         super().__init__(fail)
-        self.now = 0.0
-        self.cost = cost
-
-    def clock(self) -> float:
-        return self.now
+        self.fake = FakeCost(cost)
+        self.clock = self.fake.clock
 
     def __call__(self, items: list[int]) -> list[int]:
-        self.now += self.cost(len(items))
+        self.fake(items)
         return super().__call__(items)
 
 
