@@ -228,18 +228,31 @@ class Result:
         }
 
 
-def form(inputs: Inputs) -> Any:
-    """Multipart body: one file part per file modality, a text field for text."""
-    import aiohttp
+BOUNDARY = "polyfuse-benchmark-boundary"
 
-    data = aiohttp.FormData()
+
+def form(inputs: Inputs) -> dict[str, Any]:
+    """aiohttp keyword arguments of a multipart request: one file part per file
+    modality, a text field for text. The body is encoded here, once, so a load loop can
+    reuse it: building aiohttp's FormData for every request took about 0.5 ms of the
+    client's CPU, which at concurrency 1 is part of every request's latency."""
+    parts = []
     for name, value in inputs.items():
         if isinstance(value, bytes):
             filename, mime = _MIME.get(name, ("x.bin", "application/octet-stream"))
-            data.add_field(name, value, filename=filename, content_type=mime)
+            head = (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: {mime}\r\n\r\n'
+            )
+            parts.append(head.encode() + value + b"\r\n")
         else:
-            data.add_field(name, value)
-    return data
+            head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            parts.append(head.encode() + value.encode("utf-8") + b"\r\n")
+    body = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+    return {
+        "data": body,
+        "headers": {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    }
 
 
 Request = tuple[str, dict[str, Any]]  # path, aiohttp keyword arguments (data= / json=)

@@ -94,8 +94,8 @@ def run_servers(
     Returns variant -> level -> runs, and variant -> modality -> batch-size cap."""
 
     def requester(variant: str) -> Callable[[int], Request]:
-        pool = inputs[:8] if variant == "cached" else inputs
-        return lambda i: ("/v1/predict", {"data": form(pool[i % len(pool)])})
+        bodies = [form(x) for x in (inputs[:8] if variant == "cached" else inputs)]
+        return lambda i: ("/v1/predict", bodies[i % len(bodies)])
 
     runs: dict[str, dict[int, list[Result]]] = {v: {c: [] for c in levels} for v in VARIANTS}
     with contextlib.ExitStack() as stack:

@@ -83,14 +83,14 @@ def request_maker(inputs: list[Inputs], seed: int) -> Callable[[int], tuple[str,
         kind = pick.choices(kinds, weights)[0]
         item = inputs[i % len(inputs)]
         if kind == "manifest":
-            return kind, ("/v1/predict", {"data": form(item)})
+            return kind, ("/v1/predict", form(item))
         if kind == "fresh":
-            return kind, ("/v1/predict", {"data": form(_fresh(rng))})
+            return kind, ("/v1/predict", form(_fresh(rng)))
         if kind == "repeated":
-            return kind, ("/v1/predict", {"data": form(repeated[i % 8])})
+            return kind, ("/v1/predict", form(repeated[i % 8]))
         if kind in ("image_only", "audio_only"):
             m = kind.split("_")[0]
-            return kind, ("/v1/predict", {"data": form({m: item[m]})})
+            return kind, ("/v1/predict", form({m: item[m]}))
         if kind == "json":
             body = {
                 "inputs": {
@@ -103,10 +103,10 @@ def request_maker(inputs: list[Inputs], seed: int) -> Callable[[int], tuple[str,
         bad: list[Request] = [
             (
                 "/v1/predict",
-                {"data": form({"image": b"\x89PNG not really", "audio": item["audio"]})},
+                form({"image": b"\x89PNG not really", "audio": item["audio"]}),
             ),
-            ("/v1/predict", {"data": form({"image": b"garbage"})}),
-            ("/v1/predict", {"data": form({"nosuch": b"x"})}),
+            ("/v1/predict", form({"image": b"garbage"})),
+            ("/v1/predict", form({"nosuch": b"x"})),
             (
                 "/v1/predict",
                 {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
