@@ -98,9 +98,10 @@ def trace_stage(
         return None, "no example batches"
     try:
         # TracerWarnings say a value may have been recorded as a constant: the check
-        # against eager below is what decides
+        # against eager below is what decides; the deprecation is in the module docstring
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", TracerWarning)
+            warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)
             traced: Any = torch.jit.trace(
                 stage, _inputs(batches[0], stage.lengths), strict=False, check_trace=False
             )
