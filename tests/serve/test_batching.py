@@ -214,6 +214,28 @@ def test_closing_fails_the_items_of_running_batches() -> None:
     assert isinstance(err, ServeError) and err.code == "unavailable"
 
 
+def test_inline_single_runs_a_lone_item_on_the_loop_and_batches_the_rest() -> None:
+    threads: list[tuple[int, int]] = []  # (batch size, thread id)
+
+    def fn(items: list[int]) -> list[int]:
+        threads.append((len(items), threading.get_ident()))
+        return [x + 1 for x in items]
+
+    batcher = MicroBatcher(fn, max_batch=8, inline_single=True, name="fusion")
+
+    async def go() -> tuple[int, list[int], int]:
+        loop_thread = threading.get_ident()
+        alone = await batcher.submit(1)
+        together = await asyncio.gather(*(batcher.submit(x) for x in (10, 20, 30)))
+        return alone, list(together), loop_thread
+
+    alone, together, loop_thread = run(go)
+    assert alone == 2 and together == [11, 21, 31]
+    assert threads[0] == (1, loop_thread)  # no hand-off for the lone item
+    assert threads[1][0] == 3 and threads[1][1] != loop_thread  # a real batch: its thread
+    assert batcher.stats().batch_sizes == {1: 1, 3: 1}
+
+
 @pytest.mark.parametrize(
     "bad", [{"max_batch": 0}, {"max_queue": 0}, {"max_wait": -1.0}, {"concurrency": 0}]
 )

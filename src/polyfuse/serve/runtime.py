@@ -437,6 +437,7 @@ class ModelRuntime:
             max_wait=0.0,
             max_queue=self.config.queue_size,
             name="fusion",
+            inline_single=True,  # a lone request skips two thread hand-offs
         )
         fuser.fn([{}])  # warm-up: every modality missing
         return fuser
