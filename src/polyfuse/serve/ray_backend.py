@@ -41,6 +41,7 @@ from polyfuse.serve.runtime import (
     _Stage,
     encode_items,
 )
+from polyfuse.serve.trace import eager_stage
 from polyfuse.serve.types import ServeError
 
 log = logging.getLogger("polyfuse.serve.ray")
@@ -199,12 +200,21 @@ class EncoderReplica:
         artifact = load_artifact(artifact_path, self.device)
         self.model = artifact.model.to(self.device).eval()
         self.contract = artifact.contracts[modality]
+        self.stage = eager_stage(  # built once, not per batch
+            self.model.encoder(modality),
+            self.model.adapters[modality],
+            tokens=self.model.fusion.uses_tokens,
+        )
 
     def encode_many(self, raws: list[bytes | str]) -> list[dict[str, Any]]:
         done = [_preprocess(self.contract, r) for r in raws]
         good = [(i, d.array) for i, d in enumerate(done) if d.array is not None]
         items = [torch.from_numpy(array) for _, array in good]
-        values = encode_items(self.model, self.contract, items, self.device) if items else []
+        values = (
+            encode_items(self.model, self.contract, items, self.device, stage=self.stage)
+            if items
+            else []
+        )
         out: list[dict[str, Any]] = [{"error": d.error, "hint": d.hint} for d in done]
         for (i, _), value in zip(good, values, strict=True):
             out[i] = {"value": dict(value)}

@@ -48,7 +48,7 @@ from polyfuse.serve.cache import (
     RedisCache,
     content_digest,
 )
-from polyfuse.serve.trace import EncodeStage, StageFn, trace_stage
+from polyfuse.serve.trace import EncodeStage, StageFn, eager_stage, trace_stage
 from polyfuse.serve.types import ServeError, ServeRequest, ServeResult
 
 log = logging.getLogger("polyfuse.serve.runtime")
@@ -807,12 +807,7 @@ def encode_items(
     m = contract.name
     mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
     if stage is None:
-        stage = EncodeStage(
-            model.encoder(m),
-            model.adapters[m],
-            tokens=model.fusion.uses_tokens,
-            lengths=mb.lengths is not None,
-        ).run
+        stage = eager_stage(model.encoder(m), model.adapters[m], tokens=model.fusion.uses_tokens)
     with torch.inference_mode():
         pooled_t, tokens_t, mask_t = stage(mb.data, mb.lengths)
         pooled = pooled_t.float().cpu()  # (P, D)

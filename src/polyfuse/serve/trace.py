@@ -62,6 +62,12 @@ class EncodeStage(nn.Module):
         return _unpack(self(data, lengths), self.tokens)
 
 
+def eager_stage(encoder: nn.Module, adapter: nn.Module, *, tokens: bool) -> StageFn:
+    """The eager `StageFn` of one modality (a batch's lengths pass through as they come;
+    ``lengths`` only matters for tracing)."""
+    return EncodeStage(encoder, adapter, tokens=tokens, lengths=True).eval().run
+
+
 def _unpack(out: Sequence[Tensor], tokens: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     if tokens:
         return out[0], out[1], out[2]
@@ -128,4 +134,4 @@ def trace_stage(
     return run, "traced"
 
 
-__all__ = ["EncodeStage", "StageFn", "trace_stage"]
+__all__ = ["EncodeStage", "StageFn", "eager_stage", "trace_stage"]
