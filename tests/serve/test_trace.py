@@ -13,7 +13,7 @@ from polyfuse.artifact import Artifact
 from polyfuse.encoders.base import EncoderOutput
 from polyfuse.modalities.base import ModalityBatch
 from polyfuse.serve.runtime import ModelRuntime, RuntimeConfig
-from polyfuse.serve.trace import EncodeStage, trace_stage
+from polyfuse.serve.trace import EncodeStage, channels_last, trace_stage
 from polyfuse.serve.types import ServeRequest
 
 
@@ -82,29 +82,46 @@ def test_a_wrong_recording_keeps_eager(mode: str, reason: str) -> None:
     assert fn is None and reason in status
 
 
-def test_the_runtime_traces_and_answers_like_eager(artifact: Artifact, png: bytes) -> None:
-    answers = {}
-    for trace in (True, False):
-        config = RuntimeConfig(preprocess="thread", cache="none", trace=trace)
+@pytest.mark.parametrize("trace", [True, False])
+@pytest.mark.parametrize("layout", [True, False])
+def test_the_runtime_traces_and_answers_like_eager(
+    artifact: Artifact, png: bytes, trace: bool, layout: bool
+) -> None:
+    def answer(trace: bool, layout: bool) -> tuple[object, dict[str, str]]:
+        config = RuntimeConfig(preprocess="thread", cache="none", trace=trace, channels_last=layout)
         rt = ModelRuntime(artifact, config)
         rt.setup()
-        status = rt.stats()["encoders"]
 
-        async def go(rt: ModelRuntime = rt) -> object:
+        async def go() -> object:
             try:
-                request = ServeRequest({"image": png, "text": "red apple"}, "r")
-                return await rt.predict(request)
+                return await rt.predict(ServeRequest({"image": png, "text": "red apple"}, "r"))
             finally:
                 await rt.close()
 
-        answers[trace] = asyncio.run(go())
-        if trace:
-            assert set(status) == {"image", "text"}
-            assert all(s == "traced" or s.startswith("eager (") for s in status.values())
-            assert "traced" in status.values()
-        else:
-            assert set(status.values()) == {"eager (trace off)"}
-    traced, eager = answers[True], answers[False]
-    assert traced.label == eager.label  # type: ignore[attr-defined]
+        return asyncio.run(go()), rt.stats()["encoders"]
+
+    got, status = answer(trace, layout)
+    # the image encoder is a CNN: its stage runs in channels-last when asked; text has
+    # no 2-D convolution and keeps its layout
+    assert status["image"] == ("traced" if trace else "eager (trace off)") + (
+        ", channels_last" if layout else ""
+    )
+    assert status["text"] == ("traced" if trace else "eager (trace off)")
+    conv = next(m for m in artifact.model.encoder("image").modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous()  # the model itself keeps its layout (a copy changed)
+    eager, _ = answer(False, False)
+    assert got.label == eager.label  # type: ignore[attr-defined]
     for lab, p in eager.probabilities.items():  # type: ignore[attr-defined]
-        assert traced.probabilities[lab] == pytest.approx(p, abs=1e-5)  # type: ignore[attr-defined]
+        assert got.probabilities[lab] == pytest.approx(p, abs=1e-5)  # type: ignore[attr-defined]
+
+
+def test_channels_last_copies_only_convolutional_stages() -> None:
+    stage = _stage("plain")
+    assert channels_last(stage) is None  # no 2-D convolution: nothing to gain
+    conv = EncodeStage(nn.Conv2d(3, 4, 3), nn.Identity(), tokens=False, lengths=False)
+    fast = channels_last(conv)
+    assert fast is not None and fast is not conv
+    weight = fast.encoder.weight  # type: ignore[union-attr]
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+    assert conv.encoder.weight.is_contiguous()  # type: ignore[union-attr]
