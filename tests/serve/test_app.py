@@ -322,3 +322,17 @@ def test_console_tracer_emits_spans_per_stage(capfd: pytest.CaptureFixture[str])
     out = capfd.readouterr().out
     assert all(f'"polyfuse.{s}"' in out for s in ("validate", "firewall", "runtime"))
     assert "private" not in out
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_gc_freeze_holds_while_the_app_runs_and_ends_at_shutdown(freeze: bool) -> None:
+    import gc
+
+    from starlette.testclient import TestClient
+
+    gc.unfreeze()
+    app = create_app(FakeRuntime(), ServeConfig(gc_freeze=freeze))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert (gc.get_freeze_count() > 0) is freeze
+    assert gc.get_freeze_count() == 0

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -693,6 +694,14 @@ _INPUT_BODY = {
 }
 
 
+def freeze_heap() -> None:
+    """Collect garbage, then exempt every object still alive from later collections
+    (`gc.freeze`): a long-lived server's heap is mostly the model, torch and the app,
+    which full collections would otherwise walk again and again while holding the GIL."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     runtime: Runtime,
     config: ServeConfig | None = None,
@@ -731,11 +740,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm = asyncio.create_task(service.warm_guard())
+        if config.gc_freeze:
+            freeze_heap()
+            warm.add_done_callback(lambda _: freeze_heap())  # the firewall's models too
         try:
             yield
         finally:
             warm.cancel()
             await service.close()
+            if config.gc_freeze:
+                gc.unfreeze()  # what the app held can be collected again
 
     app = FastAPI(
         title="polyfuse",
