@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import statistics
 import time
@@ -166,9 +167,11 @@ async def drive(runtime: Any, inputs: list[dict[str, bytes | str]], concurrency:
 def run_mode(
     name: str, mode: str, levels: list[int], requests: int, log: Callable[[str], None]
 ) -> list[Row]:
+    from polyfuse.serve.app import freeze_heap
     from serve_common import make_runtime, variant_options  # (it imports this module)
 
     runtime = make_runtime(name, variant_options(mode))
+    freeze_heap()  # as the server's app does (full collections stall every thread)
     distinct = make_inputs(name, 8 if mode == "cached" else requests, seed=1)
 
     async def go() -> list[Row]:
@@ -188,6 +191,7 @@ def run_mode(
                 f"p95 {row.p95:7.1f}  p99 {row.p99:7.1f} ms  max_batch {row.batch}"
             )
         await runtime.close()
+        gc.unfreeze()
         return rows
 
     return asyncio.run(go())

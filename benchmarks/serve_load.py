@@ -118,8 +118,14 @@ def run_servers(
 def run_raw(
     target: str, inputs: list[Inputs], levels: list[int], seconds: float, repeats: int
 ) -> dict[int, list[Result]]:
-    """The ``batched`` runtime in this process (no HTTP), same options as the server."""
+    """The ``batched`` runtime in this process (no HTTP), same options as the server,
+    heap frozen out of the garbage collector as the server's app does."""
+    import gc
+
+    from polyfuse.serve.app import freeze_heap
+
     runtime = make_runtime(target, variant_options("batched"))
+    freeze_heap()
 
     async def go() -> dict[int, list[Result]]:
         await in_process_loop(runtime, inputs, 4, 2.0)  # warm-up
@@ -128,6 +134,7 @@ def run_raw(
             out[c] = [await in_process_loop(runtime, inputs, c, seconds) for _ in range(repeats)]
             print(_line("raw", out[c]), flush=True)
         await runtime.close()
+        gc.unfreeze()
         return out
 
     return asyncio.run(go())
