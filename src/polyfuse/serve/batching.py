@@ -25,7 +25,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -142,16 +141,13 @@ class MicroBatcher(Generic[T, R]):
         elif online:
             self.tuner = OnlineTuner(max_batch)
         self.clock = clock
-        self._pending: list[_Pending[T, R]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup = asyncio.Event()  # replaced per event loop by _bind
-        self._worker: asyncio.Task[None] | None = None
         self.concurrency = concurrency
         self.inline_single = inline_single
-        self._slots = asyncio.Semaphore(concurrency)  # replaced per event loop by _bind
-        self._running: set[asyncio.Task[None]] = set()
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}")
+        self._pending: list[_Pending[T, R]] = []
+        self._active: list[list[_Pending[T, R]]] = []  # batches running now
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # items queued, or closed
+        self._threads: list[threading.Thread] = []
         self._sizes: Counter[int] = Counter()
         self._in_flight = 0
         self._items = self._errors = self._rejected = 0
@@ -168,94 +164,102 @@ class MicroBatcher(Generic[T, R]):
         if self._closed:
             raise ServeError("unavailable", f"the {self.name} batcher is closed")
         loop = asyncio.get_running_loop()
-        self._bind(loop)
-        if len(self._pending) >= self.max_queue:
-            self._rejected += 1
-            raise ServeError(
-                "overloaded",
-                f"the {self.name} encoder queue is full ({self.max_queue} waiting)",
-                hint="retry after the delay, or add replicas",
-                retry_after=self.retry_after(),
-                details={"modality": self.name},
-            )
         key = self.size_key(item) if self.size_key is not None else 0
         future: asyncio.Future[R] = loop.create_future()
-        self._pending.append(_Pending(item, future, key, time.monotonic()))
-        self._wakeup.set()
+        with self._lock:
+            if len(self._pending) >= self.max_queue:
+                self._rejected += 1
+                raise ServeError(
+                    "overloaded",
+                    f"the {self.name} encoder queue is full ({self.max_queue} waiting)",
+                    hint="retry after the delay, or add replicas",
+                    retry_after=self._retry_after(),
+                    details={"modality": self.name},
+                )
+            self._pending.append(_Pending(item, future, key, time.monotonic()))
+            self._start_threads()
+            if not self.inline_single:
+                self._ready.notify()
+        if self.inline_single:  # decide once every caller ready now has queued its item
+            loop.call_soon(self._dispatch_on_loop)
         return await future
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained (at least 1)."""
+        with self._lock:
+            return self._retry_after()
+
+    def _retry_after(self) -> float:
         batches = sum(self._sizes.values())
         per_item = self._batch_seconds / max(self._items, 1) if batches else 0.05
         return float(max(1, round(len(self._pending) * per_item + 0.5)))
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the worker on ``loop`` (again, if a previous loop has ended)."""
-        if self._loop is loop and self._worker is not None and not self._worker.done():
+    def _start_threads(self) -> None:
+        """Start the batch threads on first use (call with the lock held)."""
+        if self._threads:
             return
-        self._loop = loop
-        self._pending = [p for p in self._pending if not p.future.done()]
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.concurrency)
-        self._worker = loop.create_task(self._run(), name=f"batcher-{self.name}")
+        for k in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._serve, name=f"batch-{self.name}-{k}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
-    async def _run(self) -> None:
+    # ---- the batch threads ------------------------------------------------------
+    def _serve(self) -> None:
+        """One batch thread: take the next batch as soon as the last one is done.
+
+        The event loop only queues items and receives results: the next batch starts
+        here, without waiting for the loop to get round to it (under load the loop is
+        busy parsing requests, and a hop through it before every batch left encoders
+        idle between batches)."""
         while True:
-            self._drop_cancelled()
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self.concurrency == 1:  # the next batch forms while this one runs
-                batch = await self._next_batch()
-                if batch:
-                    await self._execute(batch)
-                continue
-            await self._slots.acquire()
-            batch = await self._next_batch() if self._pending else []
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._execute_and_release(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            with self._lock:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._active.append(batch)
+                self._in_flight += len(batch)
+            self._execute(batch)
 
-    async def _next_batch(self) -> list[_Pending[T, R]]:
-        cap = self.max_batch if self.tuner is None else self.tuner.cap
-        await self._fill(min(cap, self.max_batch))
-        return self._take()
+    def _next_batch(self) -> list[_Pending[T, R]] | None:
+        """Wait for items and take a batch (lock held); None once closed."""
+        while True:
+            while not self._pending and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                return None
+            self._fill()
+            batch = self._take()
+            if batch:
+                return batch
 
-    async def _execute_and_release(self, batch: list[_Pending[T, R]]) -> None:
-        try:
-            await self._execute(batch)
-        finally:
-            self._slots.release()
-
-    async def _fill(self, size: int) -> None:
-        """Wait until ``size`` items are queued or the oldest item has waited ``max_wait``."""
-        oldest = self._pending[0].arrived
-        while len(self._pending) < size:
-            remaining = oldest + self.max_wait - time.monotonic()
+    def _fill(self) -> None:
+        """Wait until a batch's worth is queued or the oldest item has waited
+        ``max_wait`` (lock held)."""
+        if self.max_wait <= 0 or not self._pending:
+            return
+        size = self._limit()
+        deadline = self._pending[0].arrived + self.max_wait
+        while len(self._pending) < size and not self._closed:
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+            self._ready.wait(remaining)
 
-    def _drop_cancelled(self) -> None:
-        self._pending = [p for p in self._pending if not p.future.done()]
-
-    def _take(self) -> list[_Pending[T, R]]:
-        """The oldest item plus the queued items closest to it in size (least padding)."""
-        self._drop_cancelled()
-        if not self._pending:
-            return []
+    def _limit(self) -> int:
         limit = self.max_batch
         if self.tuner is not None:
             limit = min(self.tuner.limit(len(self._pending)), limit)
+        return limit
+
+    def _take(self) -> list[_Pending[T, R]]:
+        """The oldest item plus the queued items closest to it in size (least padding);
+        items whose caller has gone (cancelled) are dropped. Lock held."""
+        self._pending = [p for p in self._pending if not p.future.done()]
+        if not self._pending:
+            return []
+        limit = self._limit()
         first, rest = self._pending[0], self._pending[1:]
         if self.size_key is not None:
             order = sorted(range(len(rest)), key=lambda i: (abs(rest[i].key - first.key), i))
@@ -266,46 +270,55 @@ class MicroBatcher(Generic[T, R]):
         self._pending = [rest[i] for i in range(len(rest)) if i not in chosen]
         return batch
 
-    async def _execute(self, batch: list[_Pending[T, R]]) -> None:
-        items = [p.item for p in batch]
-        self._in_flight += len(batch)
+    def _execute(self, batch: list[_Pending[T, R]]) -> None:
+        """Run ``fn`` over ``batch`` on this thread and hand the outcome to the callers'
+        event loops (one hand-off per loop, not per item)."""
         start = self.clock()
-        failed = False
+        results: Sequence[R] | None = None
+        error: BaseException | None = None
         try:
-            results = await self._run_fn(items)
-        except asyncio.CancelledError:  # closed while running: nobody waits forever
-            failed = True
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(
-                        ServeError("unavailable", f"the {self.name} batcher was closed")
-                    )
-            raise
+            results = self._call([p.item for p in batch])
         except Exception as exc:  # forwarded to every caller of the batch
-            self._errors += 1
-            failed = True
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-        else:
-            for p, r in zip(batch, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(r)
-        finally:
+            error = exc
+        seconds = self.clock() - start
+        with self._lock:
+            self._active.remove(batch)
             self._in_flight -= len(batch)
-            seconds = self.clock() - start
             self._batch_seconds += seconds
-            if self.tuner is not None and not failed:  # a failed call's time says nothing
+            self._errors += error is not None
+            if self.tuner is not None and error is None:  # a failed call says nothing
                 self.tuner.observe(len(batch), seconds)
             self._sizes[len(batch)] += 1
             self._items += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
+        for i, p in enumerate(batch):
+            by_loop.setdefault(p.future.get_loop(), []).append(i)
+        here = _running_loop()
+        for loop, indices in by_loop.items():
+            part = [batch[i] for i in indices]
+            values = None if results is None else [results[i] for i in indices]
+            if loop is here:  # inline on the loop: no hand-off
+                _resolve(part, values, error)
+                continue
+            with contextlib.suppress(RuntimeError):  # that loop has ended: nobody waits
+                loop.call_soon_threadsafe(_resolve, part, values, error)
 
-    async def _run_fn(self, items: list[T]) -> Sequence[R]:
-        """``fn(items)`` on the batcher's thread (or right here, see ``inline_single``)."""
-        if self.inline_single and len(items) == 1:
-            return self._call(items)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, items)
+    def _dispatch_on_loop(self) -> None:
+        """``inline_single``: a lone item with nothing running is run right here on the
+        event loop (work of well under a millisecond: two thread hand-offs would cost
+        more); anything else goes to the batch thread."""
+        with self._lock:
+            lone = len(self._pending) == 1 and not self._active and not self._closed
+            if not lone:
+                if self._pending:
+                    self._ready.notify()
+                return
+            batch = self._take()
+            if not batch:
+                return
+            self._active.append(batch)
+            self._in_flight += 1
+        self._execute(batch)
 
     def _call(self, items: list[T]) -> Sequence[R]:
         results = self.fn(items)
@@ -319,42 +332,67 @@ class MicroBatcher(Generic[T, R]):
 
     def stats(self) -> BatcherStats:
         """Counters and the batch size histogram."""
-        batches = sum(self._sizes.values())
-        return BatcherStats(
-            name=self.name,
-            max_batch=self.max_batch,
-            max_wait_ms=self.max_wait * 1000,
-            queue_depth=len(self._pending),
-            in_flight=self._in_flight,
-            batches=batches,
-            items=self._items,
-            errors=self._errors,
-            rejected=self._rejected,
-            batch_sizes=dict(sorted(self._sizes.items())),
-            mean_batch_ms=1000 * self._batch_seconds / batches if batches else 0.0,
-            online_cap=None if self.tuner is None else self.tuner.cap,
-            online_throughput={} if self.tuner is None else self.tuner.throughput(),
-            online_explorations=0 if self.tuner is None else self.tuner.explorations,
-        )
+        with self._lock:
+            batches = sum(self._sizes.values())
+            return BatcherStats(
+                name=self.name,
+                max_batch=self.max_batch,
+                max_wait_ms=self.max_wait * 1000,
+                queue_depth=len(self._pending),
+                in_flight=self._in_flight,
+                batches=batches,
+                items=self._items,
+                errors=self._errors,
+                rejected=self._rejected,
+                batch_sizes=dict(sorted(self._sizes.items())),
+                mean_batch_ms=1000 * self._batch_seconds / batches if batches else 0.0,
+                online_cap=None if self.tuner is None else self.tuner.cap,
+                online_throughput={} if self.tuner is None else self.tuner.throughput(),
+                online_explorations=0 if self.tuner is None else self.tuner.explorations,
+            )
 
     async def close(self) -> None:
-        """Refuse new items, fail waiting ones with ``unavailable`` and stop the thread."""
-        self._closed = True
-        for p in self._pending:
+        """Refuse new items, fail waiting and running ones with ``unavailable`` and let
+        the batch threads end (a running ``fn`` finishes; its results are dropped)."""
+        with self._lock:
+            self._closed = True
+            waiting = self._pending + [p for batch in self._active for p in batch]
+            self._pending = []
+            self._ready.notify_all()
+        error = ServeError("unavailable", f"the {self.name} batcher was closed")
+        for p in waiting:
+            _fail_soon(p, error)
+
+
+def _resolve(
+    batch: list[_Pending[T, R]], results: list[R] | None, error: BaseException | None
+) -> None:
+    """On the callers' loop: each caller's result, or ``error`` for all."""
+    for i, p in enumerate(batch):
+        if p.future.done():  # cancelled, or failed by close
+            continue
+        if results is not None:
+            p.future.set_result(results[i])
+        else:
+            p.future.set_exception(error or RuntimeError(f"batch of {len(batch)} got nothing"))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a batch thread
+        return None
+
+
+def _fail_soon(p: _Pending[Any, Any], error: BaseException) -> None:
+    """Fail ``p`` on its own loop (now if that is the running one)."""
+    loop = p.future.get_loop()
+    with contextlib.suppress(RuntimeError):  # that loop has ended
+        if loop is _running_loop():
             if not p.future.done():
-                p.future.set_exception(
-                    ServeError("unavailable", f"the {self.name} batcher was closed")
-                )
-        self._pending = []
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await self._worker
-        for task in list(self._running):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await task
-        self._executor.shutdown(wait=False, cancel_futures=True)
+                p.future.set_exception(error)
+        else:
+            loop.call_soon_threadsafe(_resolve, [p], None, error)
 
 
 @dataclass(frozen=True)
