@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -70,6 +70,26 @@ def _metric_name(part: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", part).strip("_").lower() or "x"
 
 
+M = TypeVar("M", Counter, Histogram)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up once per label values:
+    prometheus_client's ``labels()`` validates, converts and locks on every call, which
+    showed at 5 % of the event loop's time in a profile at saturation."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        """The child of ``values`` (made by the metric on first use)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
 class Metrics:
     """The metrics of one app, in their own registry.
 
@@ -80,35 +100,52 @@ class Metrics:
     def __init__(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.latency = Histogram(
-            "polyfuse_request_seconds",
-            "request latency",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.latency = Labelled(
+            Histogram(
+                "polyfuse_request_seconds",
+                "request latency",
+                ["route"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.stage = Histogram(
-            "polyfuse_stage_seconds",
-            "latency of one pipeline stage",
-            ["route", "stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.stage = Labelled(
+            Histogram(
+                "polyfuse_stage_seconds",
+                "latency of one pipeline stage",
+                ["route", "stage"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         )
-        self.requests = Counter(
-            "polyfuse_requests", "requests by route and status", ["route", "status"], registry=r
+        self.requests = Labelled(
+            Counter(
+                "polyfuse_requests",
+                "requests by route and status",
+                ["route", "status"],
+                registry=r,
+            )
         )
-        self.errors = Counter("polyfuse_errors", "errors by code", ["route", "code"], registry=r)
-        self.findings = Counter(
-            "polyfuse_firewall_findings", "firewall findings", ["type", "action"], registry=r
+        self.errors = Labelled(
+            Counter("polyfuse_errors", "errors by code", ["route", "code"], registry=r)
         )
-        self.degraded = Counter(
-            "polyfuse_degraded",
-            "degraded answers by modality and reason",
-            ["modality", "reason"],
-            registry=r,
+        self.findings = Labelled(
+            Counter(
+                "polyfuse_firewall_findings", "firewall findings", ["type", "action"], registry=r
+            )
         )
-        self.missing = Counter(
-            "polyfuse_missing_modality", "answers without a modality", ["modality"], registry=r
+        self.degraded = Labelled(
+            Counter(
+                "polyfuse_degraded",
+                "degraded answers by modality and reason",
+                ["modality", "reason"],
+                registry=r,
+            )
+        )
+        self.missing = Labelled(
+            Counter(
+                "polyfuse_missing_modality", "answers without a modality", ["modality"], registry=r
+            )
         )
         if stats is not None:
             r.register(RuntimeStatsCollector(stats))

@@ -613,7 +613,8 @@ class ModelRuntime:
             work.cancel()
             raise _deadline_error(request)
         try:
-            outcomes = await asyncio.wait_for(work, remaining)
+            async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
+                outcomes = await work
         except TimeoutError:
             raise _deadline_error(request) from None
         stages: dict[str, _Stage] = {}
@@ -721,7 +722,8 @@ class ModelRuntime:
         except BreakerOpenError:
             return None, "breaker_open"
         try:
-            value = await asyncio.wait_for(call(), self.config.encoder_timeout_s)
+            async with asyncio.timeout(self.config.encoder_timeout_s):
+                value = await call()
         except TimeoutError:
             breaker.record_failure()
             log.warning("%s encoder timed out after %.1f s", m, self.config.encoder_timeout_s)
