@@ -794,12 +794,19 @@ def create_app(
 
 
 def _add_v1_routes(app: FastAPI, service: Service) -> None:
-    @app.post("/v1/predict", tags=["v1"], openapi_extra=_INPUT_BODY)
-    async def predict(request: Request) -> dict[str, Any]:
+    @app.post(
+        "/v1/predict",
+        tags=["v1"],
+        openapi_extra=_INPUT_BODY,
+        response_model=dict[str, Any],  # the schema; the body is encoded here
+    )
+    async def predict(request: Request) -> Response:
         """Predict from one or more modalities (multipart files or JSON with base64)."""
         ctx = context(request, "/v1/predict")
         inputs = await read_inputs(request, service.config)
-        return (await service.predict(inputs, ctx)).to_dict()
+        result = await service.predict(inputs, ctx)
+        # JSON types only: FastAPI's validating serializer would re-walk the whole body
+        return JSONResponse(result.to_dict())
 
     @app.post("/v1/embed", tags=["v1"], openapi_extra=_INPUT_BODY)
     async def embed(request: Request) -> dict[str, Any]:

@@ -192,11 +192,12 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class _Fused:
-    """One request's rows of a batched fusion forward."""
+    """One request's answer from a batched fusion forward, made into Python values on
+    the fusion thread (off the event loop)."""
 
-    probabilities: Tensor  # (K,) the task's probabilities of the row
-    weights: Tensor | None  # (1, M) fusion importance weights, if the fusion has them
-    modalities: tuple[str, ...]  # order of ``weights``
+    label: Any  # the task's decoded prediction
+    probabilities: dict[str, float]  # label -> probability (rounded)
+    contributions: dict[str, float] | None  # fusion importance weights, if it has them
 
 
 @dataclass
@@ -775,33 +776,33 @@ class ModelRuntime:
                 enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
         with torch.inference_mode():
             out: ModelOutput = self.model.fuse(enc)
-        probs = self.artifact.task.probabilities(out.logits.cpu())
-        weights = None if out.fusion.weights is None else out.fusion.weights.cpu()
+        task = self.artifact.task
+        probs = task.probabilities(out.logits.cpu())
+        rows = probs.tolist()
+        weights = None if out.fusion.weights is None else out.fusion.weights.cpu().tolist()
         return [
-            _Fused(probs[i], None if weights is None else weights[i : i + 1], out.modalities)
+            _Fused(
+                task.decode(probs[i]),
+                {lab: round(p, 6) for lab, p in zip(task.labels, rows[i], strict=True)},
+                None
+                if weights is None
+                else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
+            )
             for i in range(n)
         ]
 
     def _result(
         self, request: ServeRequest, out: _Fused, stages: Mapping[str, _Stage]
     ) -> ServeResult:
-        task = self.artifact.task
-        probs = out.probabilities
-        contributions = None
-        if out.weights is not None:
-            w = out.weights[0].tolist()
-            contributions = {m: round(w[i], 6) for i, m in enumerate(out.modalities)}
         timings: dict[str, float] = {}
         for s in stages.values():
             timings.update(s.timings)
         info = self.info()
         return ServeResult(
             request_id=request.request_id,
-            label=task.decode(probs),
-            probabilities={
-                lab: round(p, 6) for lab, p in zip(task.labels, probs.tolist(), strict=True)
-            },
-            contributions=contributions,
+            label=out.label,
+            probabilities=out.probabilities,
+            contributions=out.contributions,
             modalities_used=[m for m in self.modalities if m in stages and stages[m].value],
             degraded=any(s.reason is not None for s in stages.values()),
             degraded_reasons={m: s.reason for m, s in stages.items() if s.reason is not None},
