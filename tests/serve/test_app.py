@@ -336,3 +336,23 @@ def test_gc_freeze_holds_while_the_app_runs_and_ends_at_shutdown(freeze: bool) -
         assert client.get("/healthz").status_code == 200
         assert (gc.get_freeze_count() > 0) is freeze
     assert gc.get_freeze_count() == 0
+
+
+def test_predict_takes_the_hot_path_past_fastapis_handler() -> None:
+    from fastapi.routing import APIRoute
+
+    app = create_app(FakeRuntime(), ServeConfig())  # type: ignore[arg-type]
+    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/v1/predict")
+
+    async def unreachable(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("the FastAPI handler ran")
+
+    route.app = unreachable  # the hot path must not need it
+    client = Client(app)
+    ok = client.post("/v1/predict", json={"inputs": {"text": "a cat"}})
+    assert ok.status_code == 200 and ok.json()["prediction"]["label"] == "cat"
+    bad = client.post("/v1/predict", json={"inputs": {"audio": "x"}})
+    assert_error(bad, 400, "invalid_input")  # typed, with the request id
+    assert client.get("/v1/predict").status_code == 405  # other methods: the router
+    text = client.get("/metrics").text
+    assert 'polyfuse_request_seconds_count{route="/v1/predict"} 3.0' in text  # labelled
