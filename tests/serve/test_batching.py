@@ -424,3 +424,21 @@ def test_online_tuning_is_off_by_default_and_ignores_failed_batches() -> None:
 
     run(go)
     assert batcher.stats().errors == 2 and not batcher.tuner.samples
+
+
+def test_a_timeout_fails_the_caller_and_its_item_is_dropped_or_ignored() -> None:
+    fn = GatedFn()
+    batcher = MicroBatcher(fn, max_batch=4, max_wait=0.0, name="audio")
+
+    async def go() -> tuple[BaseException | int, ...]:
+        running = asyncio.create_task(batcher.submit(0, 0.05))  # its batch hangs
+        await asyncio.to_thread(fn.started.wait, 10)
+        queued = asyncio.create_task(batcher.submit(1, 0.05))  # waits behind it
+        late = await asyncio.gather(running, queued, return_exceptions=True)
+        fn.gate.set()
+        return (*late, await batcher.submit(2, 5.0))
+
+    first, second, third = run(go)
+    assert isinstance(first, TimeoutError) and isinstance(second, TimeoutError)
+    assert third == 20
+    assert fn.batches == [[0], [2]]  # the timed-out queued item never ran

@@ -154,11 +154,19 @@ class MicroBatcher(Generic[T, R]):
         self._batch_seconds = 0.0
         self._closed = False
 
-    async def submit(self, item: T) -> R:
+    async def submit(self, item: T, timeout: float | None = None) -> R:
         """Queue ``item`` and wait for its result.
+
+        Args:
+            item: the input.
+            timeout: seconds to wait at most (queue + batch); then `TimeoutError` and the
+                item is dropped from the queue, or its result ignored if its batch runs.
+                One timer on the loop, cheaper than wrapping the call in
+                ``asyncio.timeout`` or ``wait_for`` on every request.
 
         Raises:
             ServeError: ``overloaded`` when the queue is full, ``unavailable`` after `close`.
+            TimeoutError: ``timeout`` passed.
             Exception: whatever ``fn`` raised for the batch holding ``item``.
         """
         if self._closed:
@@ -182,7 +190,13 @@ class MicroBatcher(Generic[T, R]):
                 self._ready.notify()
         if self.inline_single:  # decide once every caller ready now has queued its item
             loop.call_soon(self._dispatch_on_loop)
-        return await future
+        if timeout is None:
+            return await future
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained (at least 1)."""
@@ -375,6 +389,11 @@ def _resolve(
             p.future.set_result(results[i])
         else:
             p.future.set_exception(error or RuntimeError(f"batch of {len(batch)} got nothing"))
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

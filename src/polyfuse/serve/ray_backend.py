@@ -22,10 +22,10 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -44,6 +44,7 @@ from polyfuse.serve.runtime import (
 from polyfuse.serve.trace import eager_stage
 from polyfuse.serve.types import ServeError
 
+T = TypeVar("T")
 log = logging.getLogger("polyfuse.serve.ray")
 
 
@@ -336,7 +337,9 @@ class RayRuntime(ModelRuntime):
 
     async def _compute(self, m: str, raw: bytes | str, stage: _Stage) -> None:
         t = time.perf_counter()
-        stage.value, stage.reason = await self._encode(m, lambda: self._remote(m, raw))
+        stage.value, stage.reason = await self._encode(
+            m, lambda t: _within(t, self._remote(m, raw))
+        )
         stage.timings[f"remote:{m}"] = _ms(t)  # preprocess + queue + encode, in Ray
 
     async def _remote(self, m: str, raw: bytes | str) -> CachedValue:
@@ -385,6 +388,12 @@ class RayRuntime(ModelRuntime):
             await self._fuser.close()
         if self._cache is not None:
             self._cache.close()
+
+
+async def _within(seconds: float, call: Awaitable[T]) -> T:
+    """``await call``, or `TimeoutError` after ``seconds``."""
+    async with asyncio.timeout(seconds):
+        return await call
 
 
 __all__ = [

@@ -692,7 +692,9 @@ class ModelRuntime:
         x = await self._preprocess(m, raw)
         stage.timings[f"preprocess:{m}"] = _ms(t)
         t = time.perf_counter()
-        stage.value, stage.reason = await self._encode(m, lambda: self._batchers[m].submit(x))
+        stage.value, stage.reason = await self._encode(
+            m, lambda limit: self._batchers[m].submit(x, limit)
+        )
         stage.timings[f"encode:{m}"] = _ms(t)
 
     async def _cache_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -713,18 +715,18 @@ class ModelRuntime:
         return torch.from_numpy(done.array)
 
     async def _encode(
-        self, m: str, call: Callable[[], Awaitable[CachedValue]]
+        self, m: str, call: Callable[[float], Awaitable[CachedValue]]
     ) -> tuple[CachedValue | None, str | None]:
-        """``call()``'s embedding behind the breaker and the timeout, or None and a reason
-        code; a `ServeError` (full queue: ``overloaded``, bad input) passes through."""
+        """``call(timeout)``'s embedding behind the breaker and the timeout (``call``
+        raises `TimeoutError` past it), or None and a reason code; a `ServeError` (full
+        queue: ``overloaded``, bad input) passes through."""
         breaker = self._breakers[m]
         try:
             breaker.acquire()
         except BreakerOpenError:
             return None, "breaker_open"
         try:
-            async with asyncio.timeout(self.config.encoder_timeout_s):
-                value = await call()
+            value = await call(self.config.encoder_timeout_s)
         except TimeoutError:
             breaker.record_failure()
             log.warning("%s encoder timed out after %.1f s", m, self.config.encoder_timeout_s)
