@@ -149,7 +149,6 @@ class MicroBatcher(Generic[T, R]):
         self._ready = threading.Condition(self._lock)  # items queued, or closed
         self._threads: list[threading.Thread] = []
         self._sizes: Counter[int] = Counter()
-        self._in_flight = 0
         self._items = self._errors = self._rejected = 0
         self._batch_seconds = 0.0
         self._closed = False
@@ -233,7 +232,6 @@ class MicroBatcher(Generic[T, R]):
                 if batch is None:
                     return
                 self._active.append(batch)
-                self._in_flight += len(batch)
             self._execute(batch)
 
     def _next_batch(self) -> list[_Pending[T, R]] | None:
@@ -297,7 +295,6 @@ class MicroBatcher(Generic[T, R]):
         seconds = self.clock() - start
         with self._lock:
             self._active.remove(batch)
-            self._in_flight -= len(batch)
             self._batch_seconds += seconds
             self._errors += error is not None
             if self.tuner is not None and error is None:  # a failed call says nothing
@@ -307,15 +304,9 @@ class MicroBatcher(Generic[T, R]):
         by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
         for i, p in enumerate(batch):
             by_loop.setdefault(p.future.get_loop(), []).append(i)
-        here = _running_loop()
         for loop, indices in by_loop.items():
-            part = [batch[i] for i in indices]
             values = None if results is None else [results[i] for i in indices]
-            if loop is here:  # inline on the loop: no hand-off
-                _resolve(part, values, error)
-                continue
-            with contextlib.suppress(RuntimeError):  # that loop has ended: nobody waits
-                loop.call_soon_threadsafe(_resolve, part, values, error)
+            _deliver(loop, [batch[i] for i in indices], values, error)
 
     def _dispatch_on_loop(self) -> None:
         """``inline_single``: a lone item with nothing running is run right here on the
@@ -331,7 +322,6 @@ class MicroBatcher(Generic[T, R]):
             if not batch:
                 return
             self._active.append(batch)
-            self._in_flight += 1
         self._execute(batch)
 
     def _call(self, items: list[T]) -> Sequence[R]:
@@ -353,7 +343,7 @@ class MicroBatcher(Generic[T, R]):
                 max_batch=self.max_batch,
                 max_wait_ms=self.max_wait * 1000,
                 queue_depth=len(self._pending),
-                in_flight=self._in_flight,
+                in_flight=sum(len(batch) for batch in self._active),
                 batches=batches,
                 items=self._items,
                 errors=self._errors,
@@ -375,7 +365,7 @@ class MicroBatcher(Generic[T, R]):
             self._ready.notify_all()
         error = ServeError("unavailable", f"the {self.name} batcher was closed")
         for p in waiting:
-            _fail_soon(p, error)
+            _deliver(p.future.get_loop(), [p], None, error)
 
 
 def _resolve(
@@ -403,15 +393,19 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _fail_soon(p: _Pending[Any, Any], error: BaseException) -> None:
-    """Fail ``p`` on its own loop (now if that is the running one)."""
-    loop = p.future.get_loop()
-    with contextlib.suppress(RuntimeError):  # that loop has ended
+def _deliver(
+    loop: asyncio.AbstractEventLoop,
+    batch: list[_Pending[T, R]],
+    results: list[R] | None,
+    error: BaseException | None,
+) -> None:
+    """`_resolve` on ``loop``: right here when it is the running loop, else handed over
+    (dropped when that loop has ended: nobody waits)."""
+    with contextlib.suppress(RuntimeError):
         if loop is _running_loop():
-            if not p.future.done():
-                p.future.set_exception(error)
+            _resolve(batch, results, error)
         else:
-            loop.call_soon_threadsafe(_resolve, [p], None, error)
+            loop.call_soon_threadsafe(_resolve, batch, results, error)
 
 
 @dataclass(frozen=True)

@@ -468,19 +468,20 @@ class ModelRuntime:
         ).eval()
         fast = channels_last(stage) if self.config.channels_last else None
         layout = ", channels_last" if fast is not None else ""
+        runner = fast or stage
         if not self.config.trace:
             self._stage_status[m] = f"eager (trace off){layout}"
-            return (fast or stage).run
+            return runner.run
         mixed = [samples[-1], samples[0], samples[-1]]
         batches = [
             first.to(self.device),
             contract.collate(mixed, torch.ones(3, dtype=torch.bool)).to(self.device),
         ]
-        traced, status = trace_stage(fast or stage, batches, reference=stage)
+        traced, status = trace_stage(runner, batches, reference=stage)
         status = status if traced is not None else f"eager ({status})"
         self._stage_status[m] = status + layout
         log.info("%s encoder: %s", m, self._stage_status[m])
-        return traced or (fast or stage).run
+        return traced or runner.run
 
     def _sample(self, m: str, short: bool = False) -> Tensor:
         """A preprocessed input of typical size for warm-up and batch-size measurement
