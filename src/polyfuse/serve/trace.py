@@ -14,8 +14,8 @@ GIL-free CPU runner without a compiler toolchain yet; tracing still works and st
 optional (``RuntimeConfig(trace=False)``).
 
 Convolutional stages also get their 4-D weights in the channels-last memory format
-(`channels_last`): oneDNN's convolutions run much faster on it on CPU (the demo audio CNN
-about 1.5-2x at batch 1 to 16 on one thread, measured in docs/benchmarks.md). It changes
+(`channels_last`): oneDNN's convolutions run faster on it on CPU (the demo audio CNN
+1.16-1.53x at batch 1 to 16 on one thread, `benchmarks/serve_stages.py`). It changes
 the layout, not the values; the traced copy is still checked against the original.
 """
 
