@@ -22,6 +22,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -446,7 +447,10 @@ class ModelRuntime:
             self._fuse_batch,
             max_batch=max(1, max_batch),
             max_wait=0.0,
-            max_queue=self.config.queue_size,
+            # no bound of its own: what reaches fusion was admitted by the preprocessing
+            # and encoder queues (or hit the cache), and refusing it after its encoders
+            # ran would waste that work; fusion is a short step
+            max_queue=sys.maxsize,
             name="fusion",
             inline_single=True,  # a lone request skips two thread hand-offs
         )
