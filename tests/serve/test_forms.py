@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -105,3 +107,58 @@ def test_a_big_file_part_is_left_to_the_apps_item_limit() -> None:
     raw = body(("image", "x.png", b"0" * 3000))
     assert parse_multipart(CT, raw, max_part_size=2048) == [("image", b"0" * 3000)]
     assert starlette_parts(CT, raw, max_part_size=2048) == [("image", b"0" * 3000)]
+
+
+EDGE_CASES = {
+    "CRLFs before the first delimiter": (CT, b"\r\n\r\n" + body(("text", None, b"x"))),
+    "an epilogue after the last delimiter": (CT, body(("text", None, b"x")) + b"epilogue\r\n"),
+    "header names in any case, several headers": (
+        CT,
+        b"--b0undary\r\nCONTENT-TYPE: text/plain\r\ncontent-disposition:   form-data; "
+        b'name="a"; filename="f.txt"\r\nX-Other: 1\r\n\r\nabc\r\n--b0undary--\r\n',
+    ),
+    "delimiter-like bytes inside content": (
+        CT,
+        body(("audio", "a.wav", b"--b0undary\r\n\r\n--b0undar\r\n-b0undary--")),
+    ),
+    "quoted name with a semicolon": (
+        CT,
+        b'--b0undary\r\nContent-Disposition: form-data; name="a;b"\r\n\r\nv\r\n--b0undary--',
+    ),
+    "no headers but a name-less part": (CT, b"--b0undary\r\n\r\nx\r\n--b0undary--\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_edge_cases_read_as_starlette_reads_them(case: str) -> None:
+    content_type, raw = EDGE_CASES[case]
+    try:
+        expected: object = starlette_parts(content_type, raw)
+    except MultiPartException:
+        expected = ServeError
+    if expected is ServeError:
+        with pytest.raises(ServeError):
+            parse_multipart(content_type, raw)
+    else:
+        assert parse_multipart(content_type, raw) == expected
+
+
+_names = st.text(
+    st.characters(codec="utf-8", exclude_characters='"\\\r\n%'), min_size=1, max_size=12
+)
+_content = st.binary(max_size=300).filter(lambda b: b"--" + BOUNDARY.encode() not in b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_names, st.booleans(), _content),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_random_bodies_read_as_starlette_reads_them(
+    spec: list[tuple[str, bool, bytes]],
+) -> None:
+    raw = body(*[(name, "f.bin" if is_file else None, data) for name, is_file, data in spec])
+    assert parse_multipart(CT, raw) == starlette_parts(CT, raw)
