@@ -4,7 +4,7 @@
 - a server in its own process (``uvicorn`` + `create_app` + `ModelRuntime`) on a free
   loopback port: run this file with ``--port`` to start one, `Server` does it for you;
 - request inputs: the test manifest of an artifact, or `serve_batching.make_inputs`;
-- a closed-loop HTTP client (aiohttp, ``concurrency`` workers until a deadline);
+- a closed-loop HTTP/1.1 client (``concurrency`` keep-alive connections until a deadline);
 - percentiles and the resident memory of a process tree.
 """
 
@@ -258,6 +258,61 @@ def form(inputs: Inputs) -> dict[str, Any]:
 Request = tuple[str, dict[str, Any]]  # path, aiohttp keyword arguments (data= / json=)
 
 
+class _Http1(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the load client: writes a request's bytes,
+    reads the answer's status line, headers and ``Content-Length`` body. Small on
+    purpose: the client shares the machine's cores with the server it measures, and
+    this costs about half of aiohttp's client CPU per request (docs/benchmarks.md)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None or self.waiter.done():
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:  # chunked or unframed: the benchmark servers never answer so
+            self.waiter.set_exception(ConnectionError("answer without Content-Length"))
+            return
+        stop = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : stop if stop >= 0 else None])
+        if len(self.buffer) < end + 4 + length:
+            return
+        body = bytes(self.buffer[end + 4 : end + 4 + length])
+        del self.buffer[: end + 4 + length]
+        self.waiter.set_result((int(head[9:12]), body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"connection closed: {exc!r}"))
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+def _raw_request(host: str, path: str, kwargs: dict[str, Any]) -> bytes:
+    """The bytes of ``POST path`` with ``kwargs`` (``data`` bytes, ``headers``)."""
+    body: bytes = kwargs["data"]
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in kwargs.get("headers", {}).items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
 async def closed_loop(
     url: str,
     next_request: Callable[[int], Request],
@@ -266,36 +321,49 @@ async def closed_loop(
     *,
     on_status: Callable[[int, int, str], None] | None = None,
 ) -> Result:
-    """``concurrency`` workers, each sending its next request as soon as the last one is
-    answered, until ``seconds`` have passed. ``next_request(i)`` builds request ``i``;
-    ``on_status(i, status, body)`` sees each answer (status 0: no answer)."""
-    import aiohttp
+    """``concurrency`` workers, each on its own keep-alive connection, sending its next
+    request as soon as the last one is answered, until ``seconds`` have passed.
+    ``next_request(i)`` builds request ``i``; ``on_status(i, status, body)`` sees each
+    answer (status 0: no answer)."""
+    from urllib.parse import urlsplit
 
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    loop = asyncio.get_running_loop()
     result = Result(concurrency, 0.0)
     counter = 0
-    timeout = aiohttp.ClientTimeout(total=120)
-    conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(url, connector=conn, timeout=timeout) as session:
 
-        async def worker(end: float) -> None:
-            nonlocal counter
-            while time.perf_counter() < end:
-                i = counter
-                counter += 1
-                path, kwargs = next_request(i)
-                t = time.perf_counter()
-                try:
-                    async with session.post(path, **kwargs) as resp:
-                        body = await resp.read()
-                        status = resp.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    status, body = 0, repr(exc).encode()
-                result.latencies_ms.append(1000 * (time.perf_counter() - t))
-                result.statuses[f"{status // 100}xx" if status else "conn_error"] += 1
-                if on_status is not None:
-                    on_status(i, status, body[:300].decode("utf-8", "replace"))
+    async def connect() -> _Http1:
+        _, conn = await loop.create_connection(_Http1, host, port)
+        return conn
 
-        return await _drive(result, worker, concurrency, seconds)
+    async def worker(end: float) -> None:
+        nonlocal counter
+        conn = await connect()
+        while time.perf_counter() < end:
+            i = counter
+            counter += 1
+            path, kwargs = next_request(i)
+            raw = _raw_request(f"{host}:{port}", path, kwargs)
+            t = time.perf_counter()
+            try:
+                if conn.closed:
+                    conn = await connect()
+                async with asyncio.timeout(120):
+                    status, body = await conn.send(raw)
+            except (OSError, TimeoutError) as exc:
+                status, body = 0, repr(exc).encode()
+                if conn.transport is not None:
+                    conn.transport.close()
+                conn.closed = True
+            result.latencies_ms.append(1000 * (time.perf_counter() - t))
+            result.statuses[f"{status // 100}xx" if status else "conn_error"] += 1
+            if on_status is not None:
+                on_status(i, status, body[:300].decode("utf-8", "replace"))
+        if conn.transport is not None:
+            conn.transport.close()
+
+    return await _drive(result, worker, concurrency, seconds)
 
 
 async def _drive(
