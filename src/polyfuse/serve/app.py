@@ -24,7 +24,7 @@ import math
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,14 @@ from polyfuse.serve.align import MAX_BEAM, MAX_K, AlignServices, not_served
 from polyfuse.serve.auth import PUBLIC_PATHS, AuthMiddleware, KeyStore, RateLimiter
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.forms import parse_multipart
-from polyfuse.serve.metrics import Metrics, RequestLog, Tracer, digest, embedding_summary
+from polyfuse.serve.metrics import (
+    Metrics,
+    RequestLog,
+    Timed,
+    Tracer,
+    digest,
+    embedding_summary,
+)
 from polyfuse.serve.types import ERROR_STATUS, Runtime, ServeError, ServeRequest, ServeResult
 from polyfuse.serve.web import WEB_PATHS, add_web_routes
 
@@ -135,6 +142,8 @@ class RequestContextMiddleware:
         if status >= 400:
             code = state.get("error_code") or _code_of_status(status)
             self.metrics.errors.labels(route, code).inc()
+        if not log.isEnabledFor(logging.INFO):  # the JSON line costs more than the check
+            return
         line = {
             "event": "request",
             "request_id": request_id,
@@ -261,16 +270,20 @@ class Service:
         self.guard_ready = guard is None
 
     # -- stages -----------------------------------------------------------------------
+    def stage(self, ctx: Context, name: str) -> contextlib.AbstractContextManager[Any]:
+        """Times a stage into the stage histogram, and a span when tracing is on."""
+        timed = Timed(self.metrics.stage.labels(ctx.route, name))
+        if not self.tracer.enabled:  # a plain object: no generator per stage and request
+            return timed
+        return self._traced(ctx, name, timed)
+
     @contextlib.contextmanager
-    def stage(self, ctx: Context, name: str) -> Any:
-        """Times a stage into the stage histogram and a span."""
-        started = time.perf_counter()
-        with self.tracer.span(f"polyfuse.{name}", request_id=ctx.request_id, route=ctx.route):
-            try:
-                yield
-            finally:
-                elapsed = time.perf_counter() - started
-                self.metrics.stage.labels(ctx.route, name).observe(elapsed)
+    def _traced(self, ctx: Context, name: str, timed: Timed) -> Iterator[None]:
+        with (
+            self.tracer.span(f"polyfuse.{name}", request_id=ctx.request_id, route=ctx.route),
+            timed,
+        ):
+            yield
 
     def validate(self, inputs: Inputs, ctx: Context, *, known: tuple[str, ...] | None) -> None:
         """Size limits (413) and modality names (400)."""

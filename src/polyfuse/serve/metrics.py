@@ -5,8 +5,10 @@ default, imported lazily) and the JSONL request log (hashes, never raw content).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -16,9 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from polyfuse.errors import ConfigError, DependencyError
 
@@ -70,7 +73,107 @@ def _metric_name(part: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", part).strip("_").lower() or "x"
 
 
-M = TypeVar("M", Counter, Histogram)
+class LatencyHistogram(Collector):
+    """A labelled Prometheus histogram whose ``observe`` is a bisect and two additions.
+
+    prometheus_client's ``Histogram.observe`` checks, loops over the buckets in Python
+    and takes a lock per bucket and for the sum; ten observations per request showed at
+    5 % of the event loop's time in a profile at saturation. The exposition is the same
+    (``NAME_bucket{..., le}``, ``NAME_count``, ``NAME_sum``).
+
+    Args:
+        name: metric name (without ``_bucket``/``_count``/``_sum``).
+        documentation: help text.
+        labelnames: label names, in the order `labels` takes their values.
+        buckets: upper bounds in seconds, increasing (``+Inf`` is added).
+        registry: where to register (None: nowhere).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if list(buckets) != sorted(buckets) or not buckets:
+            raise ValueError(f"{name}: buckets must be increasing, got {buckets}")
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], _Buckets] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> _Buckets:
+        """The series of ``values`` (made on first use)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+            with self._lock:
+                child = self._children.setdefault(values, _Buckets(self.bounds))
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        """One family with every series' cumulative buckets, count and sum."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for values, child in list(self._children.items()):
+            counts, total = child.snapshot()
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric(list(values), list(zip(edges, cumulative, strict=True)), total)
+        yield family
+
+
+class _Buckets:
+    """One series of a `LatencyHistogram`."""
+
+    __slots__ = ("_counts", "_lock", "_sum", "bounds")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, amount: float) -> None:
+        """Count ``amount`` (seconds) in its bucket (``le``: bounds are inclusive)."""
+        i = bisect.bisect_left(self.bounds, amount)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += amount
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """Per-bucket counts (not cumulative) and the sum, taken together."""
+        with self._lock:
+            return list(self._counts), self._sum
+
+
+class Timed:
+    """``with Timed(histogram):`` observes the seconds the block took. A class rather
+    than a generator-based context manager: it runs several times per request."""
+
+    __slots__ = ("histogram", "started")
+
+    def __init__(self, histogram: _Buckets) -> None:
+        self.histogram = histogram
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.histogram.observe(time.perf_counter() - self.started)
+
+
+M = TypeVar("M", bound=Counter)
 
 
 class Labelled(Generic[M]):
@@ -100,23 +203,14 @@ class Metrics:
     def __init__(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.latency = Labelled(
-            Histogram(
-                "polyfuse_request_seconds",
-                "request latency",
-                ["route"],
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.latency = LatencyHistogram(
+            "polyfuse_request_seconds", "request latency", ["route"], registry=r
         )
-        self.stage = Labelled(
-            Histogram(
-                "polyfuse_stage_seconds",
-                "latency of one pipeline stage",
-                ["route", "stage"],
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            )
+        self.stage = LatencyHistogram(
+            "polyfuse_stage_seconds",
+            "latency of one pipeline stage",
+            ["route", "stage"],
+            registry=r,
         )
         self.requests = Labelled(
             Counter(
@@ -163,6 +257,11 @@ class Tracer:
         self.exporter = exporter
         self.provider: Any = None if exporter == "none" else _otel_provider(exporter)
         self._tracer = None if self.provider is None else self.provider.get_tracer("polyfuse")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans are recorded (an exporter is configured)."""
+        return self._tracer is not None
 
     @contextlib.contextmanager
     def span(self, name: str, **attributes: str | int | float | bool) -> Iterator[None]:
