@@ -8,6 +8,7 @@ the flag and says how to fix it. API keys are kept only as SHA-256 hashes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import math
@@ -139,6 +140,7 @@ def env_key_hashes(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     return tuple(hash_key(k.strip()) for k in value.split(",") if k.strip())
 
 
+@functools.lru_cache(maxsize=1024)  # asked per request (no keys): clients are few
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
     if host == "localhost":
