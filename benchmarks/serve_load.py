@@ -3,7 +3,7 @@ from a second process, and the HTTP overhead against the same runtime in process
 
 Three real servers (uvicorn + `create_app` + `ModelRuntime`, see `serve_common.py`), one
 per variant, start side by side in their own processes on free loopback ports; this
-process drives them with ``concurrency`` closed-loop aiohttp workers (multipart uploads
+process drives them with ``concurrency`` closed-loop keep-alive clients (multipart uploads
 to ``/v1/predict``), ``--seconds`` per run:
 
 - ``naive``: one encoder forward and one fusion forward per request (max_batch 1), no
