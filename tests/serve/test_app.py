@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import platform
+import sys
 from pathlib import Path
 
 import pytest
 
+from polyfuse.errors import ConfigError
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.scan import Guard
 from polyfuse.serve.app import create_app
@@ -356,3 +359,29 @@ def test_predict_takes_the_hot_path_past_fastapis_handler() -> None:
     assert client.get("/v1/predict").status_code == 405  # other methods: the router
     text = client.get("/metrics").text
     assert 'polyfuse_request_seconds_count{route="/v1/predict"} 3.0' in text  # labelled
+
+
+def test_the_app_caps_malloc_arenas_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    import polyfuse.serve.app as app_module
+
+    calls: list[int] = []
+    monkeypatch.setattr(app_module, "limit_malloc_arenas", calls.append)
+    with TestClient(create_app(FakeRuntime(), ServeConfig(malloc_arenas=3))):  # type: ignore[arg-type]
+        assert calls == [3]
+    calls.clear()
+    with TestClient(create_app(FakeRuntime(), ServeConfig(malloc_arenas=None))):  # type: ignore[arg-type]
+        assert calls == []
+    with pytest.raises(ConfigError, match="malloc_arenas"):
+        ServeConfig(malloc_arenas=0).check()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="M_ARENA_MAX is a glibc option",
+)
+def test_limit_malloc_arenas_takes_on_glibc() -> None:
+    from polyfuse.serve.app import limit_malloc_arenas
+
+    assert limit_malloc_arenas(8) is True  # glibc's mallopt answers 1 when it accepts

@@ -713,6 +713,20 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap the C library's malloc arenas of this process at ``arenas``
+    (``mallopt(M_ARENA_MAX)``, glibc); threads that allocate for the first time later
+    share those. False where the C library has no such option (then nothing changes)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows)
+        return False
+    m_arena_max = -8  # <malloc.h>
+    return bool(mallopt(ctypes.c_int(m_arena_max), ctypes.c_int(arenas)))
+
+
 def create_app(
     runtime: Runtime,
     config: ServeConfig | None = None,
@@ -750,6 +764,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.malloc_arenas is not None:
+            limit_malloc_arenas(config.malloc_arenas)
         warm = asyncio.create_task(service.warm_guard())
         if config.gc_freeze:
             freeze_heap()
