@@ -186,7 +186,8 @@ class ServeConfig:
             app starts (``mallopt(M_ARENA_MAX)``; ignored where the C library has no
             such option). glibc's default, 8 per core, let each of the server's threads
             keep its own fragmented heap: resident memory rose by 45 MB in the first 15
-            minutes of a soak, against 10 MB with 2 arenas (docs/benchmarks.md). None:
+            minutes of a soak, against 10 MB with 2 arenas (one run each,
+            docs/serving.md). None:
             the C library's default.
     """
 
