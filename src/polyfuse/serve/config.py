@@ -187,8 +187,8 @@ class ServeConfig:
             such option). glibc's default, 8 per core, let each of the server's threads
             keep its own fragmented heap: resident memory rose by 45 MB in the first 15
             minutes of a soak, against 10 MB with 2 arenas (one run each,
-            docs/serving.md). None:
-            the C library's default.
+            docs/serving.md). The cap stays for the life of the process. None: the C
+            library's default.
     """
 
     host: str = "127.0.0.1"
