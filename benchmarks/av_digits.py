@@ -60,7 +60,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from polyfuse.config import Config
+    from polyfuse.core.config import Config
     from polyfuse.evaluation import evaluate
     from polyfuse.train import Trainer
 

@@ -53,12 +53,12 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from polyfuse.config import Config
+    from polyfuse.core.config import Config
     from polyfuse.data.manifest import Manifest
     from polyfuse.datasets.av_digits import AVDigitsSpec, build
     from polyfuse.evaluation import evaluate
     from polyfuse.evaluation.analysis import analyze
-    from polyfuse.predict import Predictor
+    from polyfuse.inference.predict import Predictor
     from polyfuse.train import Trainer
 
     work = Path(args.work)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(name: str, raw: dict[str, Any], train: Path, val: Path, out: Path) -> list[float]:
-    from polyfuse.config import Config
+    from polyfuse.core.config import Config
     from polyfuse.train import Trainer
 
     result = Trainer(Config.from_dict(raw), out / name, progress=False).fit(train, val)

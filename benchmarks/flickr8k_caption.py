@@ -31,10 +31,10 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from polyfuse.align.caption import CaptionDecoder, Vocabulary, train_decoder
-    from polyfuse.align.features import image_tokens
+    from polyfuse.data.pooled import image_tokens
     from polyfuse.encoders import build_encoder, resolve_contract
     from polyfuse.evaluation.text_metrics import bleu, cider_d
+    from polyfuse.models.captioner import CaptionDecoder, Vocabulary, train_decoder
 
     src = Path(args.data) / "flickr8k"
     lines = (src / "train_2000.jsonl").read_text().splitlines()[:1800]

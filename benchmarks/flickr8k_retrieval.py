@@ -40,7 +40,7 @@ def main() -> int:
 
     import torch
 
-    from polyfuse.align.retrieval import retrieval_metrics
+    from polyfuse.retrieval.metrics import retrieval_metrics
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -69,8 +69,8 @@ def main() -> int:
 
 def _features(data: str, work: Path) -> dict[str, dict[str, Any]]:
     """Pooled features per split, the image group of every caption, one row per image."""
-    from polyfuse.align.features import pair_features
     from polyfuse.data.manifest import Manifest
+    from polyfuse.data.pooled import pair_features
     from polyfuse.datasets.flickr8k import build_alignment
     from polyfuse.encoders import build_encoder, resolve_contract
 
@@ -90,9 +90,9 @@ def _adapters(split: dict[str, dict[str, Any]], seeds: int, epochs: int) -> dict
     """InfoNCE adapter pairs (epoch picked on validation R@5), raw, with QB-norm, ensembled."""
     import torch
 
-    from polyfuse.align.model import AlignmentModel
-    from polyfuse.align.retrieval import querybank_normalise, retrieval_metrics
-    from polyfuse.align.train import fit_alignment
+    from polyfuse.models.alignment import AlignmentModel
+    from polyfuse.retrieval.fit import fit_alignment
+    from polyfuse.retrieval.metrics import querybank_normalise, retrieval_metrics
 
     def embed(model: AlignmentModel, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         s = split[name]  # (captions, unique images)

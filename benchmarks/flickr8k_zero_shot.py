@@ -26,8 +26,8 @@ def main() -> int:
 
     import torch
 
-    from polyfuse.align.pipeline import Aligner
     from polyfuse.datasets.flickr8k import concepts_of
+    from polyfuse.retrieval.pipeline import Aligner
 
     labels = args.labels.split(",")
     src = Path(args.data) / "flickr8k"

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from polyfuse.datasets.speech import Espeak
-from polyfuse.guard.audio import _whisper, load_audio, transcribe
-from polyfuse.guard.spoken import normalise_spoken
+from polyfuse.guard.readers.asr import _whisper, load_audio, transcribe
+from polyfuse.guard.readers.spoken import normalise_spoken
 
 # (kind, target, sentence). Valid-looking values: SSNs outside the reserved ranges
 # (no 000/666/9xx area, no 00 group, no 0000 serial), Luhn-valid cards, 555-01xx phones.

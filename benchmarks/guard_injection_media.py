@@ -154,9 +154,9 @@ def main() -> int:
     parser.add_argument("--misses", type=Path, help="write our missed attacks here (JSONL)")
     args = parser.parse_args()
 
-    from polyfuse.guard.audio import AudioScanner
-    from polyfuse.guard.image import ImageScanner
-    from polyfuse.guard.injection import InjectionDetector
+    from polyfuse.guard.detectors.injection import InjectionDetector
+    from polyfuse.guard.readers.asr import AudioScanner
+    from polyfuse.guard.readers.ocr import ImageScanner
 
     data = Path(args.data)
     with (data / "injection" / "giskard_prompt_injections.csv").open(newline="") as f:

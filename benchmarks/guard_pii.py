@@ -231,8 +231,8 @@ def screen_voices(
     import numpy as np
 
     from polyfuse.datasets.speech import Espeak
-    from polyfuse.guard.audio import transcribe
-    from polyfuse.guard.spoken import normalise_spoken
+    from polyfuse.guard.readers.asr import transcribe
+    from polyfuse.guard.readers.spoken import normalise_spoken
 
     rng = np.random.default_rng(seed)
     numbers = ["".join(map(str, rng.integers(0, 10, int(rng.integers(9, 17))))) for _ in range(n)]
@@ -320,11 +320,11 @@ def run_rendering(
     audio = rendering.startswith("audio")
     scanner: Any = None
     if rendering == "image":
-        from polyfuse.guard.image import ImageScanner
+        from polyfuse.guard.readers.ocr import ImageScanner
 
         scanner = ImageScanner([pii], faces=False, hidden=False, metadata=False)
     elif audio:
-        from polyfuse.guard.audio import AudioScanner
+        from polyfuse.guard.readers.asr import AudioScanner
 
         scanner = AudioScanner([pii])
     found, latency, located, gold_times = [], [], [], []
@@ -427,7 +427,7 @@ def main() -> int:
     if unknown := set(renderings) - set(RENDERINGS):
         parser.error(f"unknown rendering(s) {sorted(unknown)}; choose from {RENDERINGS}")
 
-    from polyfuse.guard.text import TextPII
+    from polyfuse.guard.detectors.pii import TextPII
 
     items = select(Path(args.data), args.per_type)
     gold = [[(s["entity_type"], s["entity_value"]) for s in it["spans"]] for it in items]

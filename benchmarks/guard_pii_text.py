@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "src"))
-    from polyfuse.guard.text import TextPII
+    from polyfuse.guard.detectors.pii import TextPII
 
     path = args.data / DATASET
     if not path.is_file():

@@ -72,7 +72,7 @@ WORDS = tuple(
 
 
 def _config(name: str) -> dict[str, Any]:
-    from polyfuse.demo import DEMO_CONFIG
+    from polyfuse.cli.demo import DEMO_CONFIG
 
     if name == "av-digits":
         return DEMO_CONFIG
@@ -86,10 +86,10 @@ def _config(name: str) -> dict[str, Any]:
 
 def build_artifact(name: str) -> Any:
     """An in-memory artifact of the model ``name`` (untrained adapters and heads)."""
-    from polyfuse.artifact import Artifact
-    from polyfuse.build import build_contracts, build_model
-    from polyfuse.config import Config
-    from polyfuse.tasks import MulticlassTask
+    from polyfuse.artifacts.classifier import Artifact
+    from polyfuse.core.config import Config
+    from polyfuse.heads.tasks import MulticlassTask
+    from polyfuse.models.build import build_contracts, build_model
 
     torch.manual_seed(0)
     config = Config.from_dict(_config(name))
@@ -167,7 +167,7 @@ async def drive(runtime: Any, inputs: list[dict[str, bytes | str]], concurrency:
 def run_mode(
     name: str, mode: str, levels: list[int], requests: int, log: Callable[[str], None]
 ) -> list[Row]:
-    from polyfuse.serve.app import freeze_heap
+    from polyfuse.serve.http.app import freeze_heap
     from serve_common import make_runtime, variant_options  # (it imports this module)
 
     runtime = make_runtime(name, variant_options(mode))

@@ -65,7 +65,7 @@ def variant_options(variant: str, **extra: Any) -> dict[str, Any]:
 
 def make_runtime(target: str, options: dict[str, Any]) -> Any:
     """A started `ModelRuntime`: ``target`` is an artifact folder or a name of `MODELS`."""
-    from polyfuse.serve.runtime import BatchSettings, ModelRuntime, RuntimeConfig
+    from polyfuse.serve.runtime.model import BatchSettings, ModelRuntime, RuntimeConfig
 
     options = dict(options)
     batching = BatchSettings(**options.pop("batching", {}))
@@ -74,8 +74,8 @@ def make_runtime(target: str, options: dict[str, Any]) -> Any:
     if target in MODELS:
         artifact = build_artifact(target)
     else:
-        from polyfuse.artifact import load_artifact
-        from polyfuse.runtime import resolve_device
+        from polyfuse.artifacts.classifier import load_artifact
+        from polyfuse.core.device import resolve_device
 
         artifact = load_artifact(target, resolve_device(config.device))
     runtime = ModelRuntime(artifact, config)
@@ -428,8 +428,8 @@ def _serve_main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    from polyfuse.serve.app import create_app
     from polyfuse.serve.config import ServeConfig
+    from polyfuse.serve.http.app import create_app
 
     runtime = make_runtime(args.target, json.loads(args.options))
     app = create_app(runtime, ServeConfig(port=args.port))

@@ -122,7 +122,7 @@ def run_raw(
     heap frozen out of the garbage collector as the server's app does."""
     import gc
 
-    from polyfuse.serve.app import freeze_heap
+    from polyfuse.serve.http.app import freeze_heap
 
     runtime = make_runtime(target, variant_options("batched"))
     freeze_heap()

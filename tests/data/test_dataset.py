@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from polyfuse.core.errors import InvalidInputError
 from polyfuse.data import BadRow, Collator, Example, Manifest, MultimodalDataset
-from polyfuse.errors import InvalidInputError
+from polyfuse.heads.tasks import MulticlassTask
 from polyfuse.modalities import create_contract
-from polyfuse.tasks import MulticlassTask
 
 
 def _dataset(manifest: Path, **kwargs: object) -> MultimodalDataset:

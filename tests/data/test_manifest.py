@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from polyfuse.core.errors import ManifestError
 from polyfuse.data import Manifest
-from polyfuse.errors import ManifestError
 
 
 def test_jsonl_rows_split_into_values_label_metadata(tmp_path: Path) -> None:

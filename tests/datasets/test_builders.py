@@ -7,7 +7,7 @@ from pathlib import Path
 
 from polyfuse.data import Manifest
 from polyfuse.datasets import av_digits, basicmotions, flickr8k, spoken_digits
-from polyfuse.validate import validate_manifest
+from polyfuse.train.validate import validate_manifest
 
 
 def _rows(path: Path) -> list[dict[str, object]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from polyfuse.core.errors import PolyfuseError
 from polyfuse.datasets.speech import Espeak
-from polyfuse.errors import PolyfuseError
 
 
 def test_renders_audible_speech_whose_length_follows_the_text() -> None:

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from polyfuse.cli import main
-from polyfuse.config import Config
+from polyfuse.core.config import Config
 from polyfuse.evaluation.analysis import Analysis, analyze
-from polyfuse.evaluation.report import SECTIONS, render_report
-from polyfuse.predict import Predictor
+from polyfuse.evaluation.report.html import SECTIONS, render_report
+from polyfuse.inference.predict import Predictor
 from polyfuse.train import Trainer
 from tests.conftest import SMALL_CONFIG, relabel, write_manifest, write_synthetic
 

@@ -15,7 +15,7 @@ from polyfuse.evaluation.metrics import (
 )
 from polyfuse.evaluation.robustness import effective_robustness, relative_robustness
 from polyfuse.evaluation.shapley import coalitions, shapley_values, shares, value_functions
-from polyfuse.tasks import MulticlassTask
+from polyfuse.heads.tasks import MulticlassTask
 
 
 def _game(table: dict[str, float]) -> dict[frozenset[str], torch.Tensor]:

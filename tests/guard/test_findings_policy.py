@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 from polyfuse.guard.findings import Finding, Location, mask
 from polyfuse.guard.policy import DEFAULT_POLICY, Policy
-from polyfuse.guard.redact import redact_text
+from polyfuse.guard.redact.text import redact_text
 
 
 def _finding(type_: str, score: float = 0.9, span: tuple[int, int] = (0, 4)) -> Finding:

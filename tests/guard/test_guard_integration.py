@@ -98,7 +98,7 @@ def test_scan_folder_json_redaction_and_audit(
 
 
 def test_guard_api_on_bytes_and_malformed_inputs(inputs: dict[str, Path]) -> None:
-    from polyfuse.guard.scan import Guard
+    from polyfuse.guard.engine import Guard
 
     guard = Guard()
     png = (inputs["in"] / "card.png").read_bytes()

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from polyfuse.cli import main
-from polyfuse.guard.audio import load_audio
-from polyfuse.guard.document import DocumentScanner
+from polyfuse.guard.engine import Guard
 from polyfuse.guard.findings import ACTIONS, Finding
-from polyfuse.guard.image import load_image
+from polyfuse.guard.readers.asr import load_audio
+from polyfuse.guard.readers.document import DocumentScanner
+from polyfuse.guard.readers.ocr import load_image
 from polyfuse.guard.safety import Limits
-from polyfuse.guard.scan import Guard
 from tests.guard.fakes import RegexDetector
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "malformed"
@@ -98,7 +98,7 @@ def test_malformed_file_gives_a_typed_result_in_time(name: str) -> None:
 def test_cli_scan_exits_cleanly_on_the_whole_corpus(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import polyfuse.guard.scan as scan_module
+    import polyfuse.guard.engine as scan_module
 
     original = scan_module.Guard.__init__
 

@@ -12,7 +12,7 @@ import pytest
 from polyfuse.cli import main
 from polyfuse.datasets import av_digits
 from polyfuse.evaluation.analysis import analyze
-from polyfuse.evaluation.report import write_report
+from polyfuse.evaluation.report.html import write_report
 from tests.integration.test_end_to_end import EXAMPLES, _subset
 
 pytestmark = pytest.mark.integration

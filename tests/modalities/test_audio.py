@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from polyfuse.errors import InvalidInputError
+from polyfuse.core.errors import InvalidInputError
 from polyfuse.modalities import AudioContract
 from polyfuse.modalities.audio import mel_filterbank
 

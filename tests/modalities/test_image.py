@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from polyfuse.errors import ConfigError, ContractError, InvalidInputError
+from polyfuse.core.errors import ConfigError, ContractError, InvalidInputError
 from polyfuse.modalities import ImageContract, contract_from_dict, create_contract
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polyfuse.errors import ConfigError, InvalidInputError
+from polyfuse.core.errors import ConfigError, InvalidInputError
 from polyfuse.modalities import TextContract
 from polyfuse.modalities.tokenizers import HashedWordTokenizer
 

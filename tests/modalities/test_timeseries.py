@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from polyfuse.errors import InvalidInputError
+from polyfuse.core.errors import InvalidInputError
 from polyfuse.modalities import TimeSeriesContract
 
 

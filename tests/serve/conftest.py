@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from polyfuse.artifact import Artifact, load_artifact
-from polyfuse.config import Config
+from polyfuse.artifacts.classifier import Artifact, load_artifact
+from polyfuse.core.config import Config
 from polyfuse.train import Trainer
 from tests.conftest import SMALL_CONFIG, write_manifest, write_synthetic
 

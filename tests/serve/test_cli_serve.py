@@ -27,9 +27,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             calls["options"] = options
             return FakeRuntime()
 
-    module = types.ModuleType("polyfuse.serve.runtime")
+    module = types.ModuleType("polyfuse.serve.runtime.model")
     module.ModelRuntime = ModelRuntime  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "polyfuse.serve.runtime", module)
+    monkeypatch.setitem(sys.modules, "polyfuse.serve.runtime.model", module)
     import uvicorn
 
     def run(app: Any, **kwargs: Any) -> None:

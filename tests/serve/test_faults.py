@@ -18,10 +18,10 @@ import httpx
 import pytest
 import torch
 
-from polyfuse.artifact import Artifact
-from polyfuse.serve.app import create_app
-from polyfuse.serve.breaker import BreakerState
-from polyfuse.serve.runtime import BatchSettings, EncodeFn, ModelRuntime, RuntimeConfig
+from polyfuse.artifacts.classifier import Artifact
+from polyfuse.serve.http.app import create_app
+from polyfuse.serve.runtime.breaker import BreakerState
+from polyfuse.serve.runtime.model import BatchSettings, EncodeFn, ModelRuntime, RuntimeConfig
 from tests.serve.fakes import Client, LiveServer
 
 FAILURES = 2  # breaker_failures

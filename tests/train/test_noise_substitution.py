@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from polyfuse.build import build_contracts
-from polyfuse.config import Config
+from polyfuse.core.config import Config
+from polyfuse.core.errors import ConfigError
 from polyfuse.data.dataset import Collator, MultimodalDataset
 from polyfuse.data.manifest import Manifest
-from polyfuse.errors import ConfigError
 from polyfuse.modalities.audio import AudioContract
 from polyfuse.modalities.image import ImageContract
 from polyfuse.modalities.text import TextContract
 from polyfuse.modalities.timeseries import TimeSeriesContract
+from polyfuse.models.build import build_contracts
 from polyfuse.train import Trainer
 from polyfuse.train.trainer import _Run
 from tests.conftest import SMALL_CONFIG

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from polyfuse.build import build_contracts, build_model
-from polyfuse.config import Config
-from polyfuse.tasks import MulticlassTask
+from polyfuse.core.config import Config
+from polyfuse.heads.tasks import MulticlassTask
+from polyfuse.models.build import build_contracts, build_model
 from polyfuse.train.optim import param_groups, warmup_cosine
 from tests.conftest import SMALL_CONFIG
 

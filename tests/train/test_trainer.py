@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from polyfuse.config import Config
-from polyfuse.errors import InvalidInputError
-from polyfuse.predict import Predictor
+from polyfuse.core.config import Config
+from polyfuse.core.errors import InvalidInputError
+from polyfuse.inference.predict import Predictor
 from polyfuse.train import Trainer
 from tests.conftest import SMALL_CONFIG
 

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from polyfuse.core.errors import InvalidInputError, ManifestError, PolyfuseError
 from polyfuse.data.manifest import Manifest, Row
-from polyfuse.errors import InvalidInputError, ManifestError, PolyfuseError
+from polyfuse.heads.tasks import Task
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
-from polyfuse.tasks import Task
 
 
 @dataclass(frozen=True)

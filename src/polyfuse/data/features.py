@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polyfuse.core.errors import PolyfuseError
+from polyfuse.core.progress import bar
 from polyfuse.data.dataset import FeatureSource, MultimodalDataset
 from polyfuse.encoders.base import Encoder
 from polyfuse.encoders.cache import FeatureCache, content_hash, default_cache_dir
-from polyfuse.errors import PolyfuseError
 from polyfuse.modalities.io import read_source
-from polyfuse.progress import bar
 
 log = logging.getLogger("polyfuse.data")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyfuse.errors import ManifestError
-from polyfuse.tasks import is_nan
+from polyfuse.core.errors import ManifestError
+from polyfuse.heads.tasks import is_nan
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -187,7 +187,7 @@ def _read_parquet(path: Path) -> Iterator[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
-        from polyfuse.errors import DependencyError
+        from polyfuse.core.errors import DependencyError
 
         raise DependencyError("pyarrow", "Parquet manifests", "parquet") from exc
     yield from pq.read_table(path).to_pylist()

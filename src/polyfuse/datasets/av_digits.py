@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from polyfuse.core.errors import PolyfuseError
+from polyfuse.core.progress import bar
 from polyfuse.data.manifest import write_jsonl
-from polyfuse.errors import PolyfuseError
-from polyfuse.progress import bar
 
 log = logging.getLogger("polyfuse.datasets")
 

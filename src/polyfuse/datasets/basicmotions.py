@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from polyfuse.core.errors import PolyfuseError
 from polyfuse.data.manifest import write_jsonl
-from polyfuse.errors import PolyfuseError
 
 
 def read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:

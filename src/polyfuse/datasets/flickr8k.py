@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from polyfuse.align.negatives import attribute_swap
+from polyfuse.core.errors import PolyfuseError
 from polyfuse.data.manifest import write_jsonl
-from polyfuse.errors import PolyfuseError
+from polyfuse.data.negatives import attribute_swap
 
 #: concept -> words that count as mentioning it.
 CONCEPTS: dict[str, tuple[str, ...]] = {
@@ -162,7 +162,7 @@ def _nearest(paths: list[str]) -> list[int]:
     """Index of each image's most similar other image (cosine of pooled frozen features)."""
     import torch
 
-    from polyfuse.align.features import encoded_tokens
+    from polyfuse.data.pooled import encoded_tokens
     from polyfuse.encoders import build_encoder, resolve_contract
 
     name = "efficientnet_lite0"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from polyfuse.errors import DependencyError, PolyfuseError
+from polyfuse.core.errors import DependencyError, PolyfuseError
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _RATE, _PITCH, _RANGE = 1, 3, 4

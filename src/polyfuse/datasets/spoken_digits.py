@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from polyfuse.core.progress import bar
 from polyfuse.data.manifest import write_jsonl
 from polyfuse.modalities.audio import resample
-from polyfuse.progress import bar
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Variants with "breath" (f2, f3, f5) add random noise that would make the data differ

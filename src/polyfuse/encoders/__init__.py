@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from polyfuse.core.errors import ConfigError
+from polyfuse.core.registry import Registry
 from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask, masked_mean
 from polyfuse.encoders.cache import FeatureCache, content_hash, default_cache_dir
 from polyfuse.encoders.pretrained import EfficientNetLite0, HFTextEncoder
@@ -14,9 +16,7 @@ from polyfuse.encoders.trainable import (
     TimeSeriesCNN,
     TimeSeriesGRU,
 )
-from polyfuse.errors import ConfigError
 from polyfuse.modalities import ModalityContract, create_contract
-from polyfuse.registry import Registry
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
 for _name, _cls in {

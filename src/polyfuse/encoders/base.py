@@ -10,7 +10,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 from polyfuse.modalities.base import ModalityContract
 
 

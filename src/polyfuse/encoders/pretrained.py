@@ -1,6 +1,6 @@
 """Frozen pretrained encoders: EfficientNet-Lite0 (images), MiniLM or any BERT-like model (text).
 
-Weights come from `polyfuse.pretrained.resolve`: a local path, a package that
+Weights come from `polyfuse.core.weights.resolve`: a local path, a package that
 ships them (offline), or the Hugging Face hub. They are frozen by default and
 their outputs are cached; ``trainable: true`` fine-tunes them instead.
 """
@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polyfuse.core.errors import DependencyError
+from polyfuse.core.weights import resolve, weights_digest
 from polyfuse.encoders.base import Encoder, EncoderOutput, masked_mean
-from polyfuse.errors import DependencyError
 from polyfuse.modalities.base import ModalityContract
-from polyfuse.pretrained import resolve, weights_digest
 
 #: EfficientNet-Lite expects RGB 224x224 scaled as (x - 127.5) / 128.
 _EFFNET_MEAN = (127.5 / 255.0,)

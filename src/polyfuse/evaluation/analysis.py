@@ -3,7 +3,7 @@ slices, corruption robustness and saliency, all from one encoder pass.
 
 `analyze` is the Python API behind ``polyfuse evaluate ARTIFACT --data M --out DIR``;
 `Analysis.to_dict` is what ``metrics.json`` and ``--json`` hold, and
-`polyfuse.evaluation.report.write_report` renders it as HTML.
+`polyfuse.evaluation.report.html.write_report` renders it as HTML.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polyfuse.core.errors import PolyfuseError
+from polyfuse.core.progress import bar
 from polyfuse.data.dataset import BadRow, MultimodalDataset
 from polyfuse.data.manifest import Manifest, Row
-from polyfuse.errors import PolyfuseError
 from polyfuse.evaluation import shapley as shap
 from polyfuse.evaluation.agreement import agreement
 from polyfuse.evaluation.bank import FeatureBank, Fused, encode_bank, fuse_bank
@@ -38,9 +39,8 @@ from polyfuse.evaluation.metrics import (
 from polyfuse.evaluation.robustness import effective_robustness, relative_robustness
 from polyfuse.evaluation.saliency import Saliency, integrated_gradients
 from polyfuse.evaluation.slices import slice_columns, slice_metrics
-from polyfuse.inference import subset_key
-from polyfuse.progress import bar
-from polyfuse.tasks import MulticlassTask, MultilabelTask, Task
+from polyfuse.heads.tasks import MulticlassTask, MultilabelTask, Task
+from polyfuse.inference.collect import subset_key
 
 log = logging.getLogger("polyfuse.evaluation")
 
@@ -138,7 +138,7 @@ def analyze(
         device: where to run.
         seed: seed of bootstrap, permutations, corruptions and clustering.
     """
-    from polyfuse.predict import Predictor
+    from polyfuse.inference.predict import Predictor
 
     t0 = time.perf_counter()
     predictor = Predictor.of(artifact, device)

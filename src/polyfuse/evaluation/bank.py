@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from polyfuse.data.dataset import BadRow, Batch
-from polyfuse.inference import encoded_batches
-from polyfuse.model import Encoded, ModelOutput, MultimodalModel
+from polyfuse.inference.collect import encoded_batches
+from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from polyfuse.registry import Registry
+from polyfuse.core.registry import Registry
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CorruptFn = Callable[[Any, int, np.random.Generator], Any]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polyfuse.tasks import MulticlassTask, MultilabelTask, Task
+from polyfuse.heads.tasks import MulticlassTask, MultilabelTask, Task
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:

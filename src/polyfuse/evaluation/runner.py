@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polyfuse.core.errors import PolyfuseError
 from polyfuse.data.dataset import BadRow
 from polyfuse.data.manifest import Manifest
-from polyfuse.errors import PolyfuseError
 from polyfuse.evaluation.metrics import task_metrics
-from polyfuse.inference import Collected
+from polyfuse.inference.collect import Collected
 
 
 @dataclass
@@ -61,7 +61,7 @@ def evaluate(
         progress: show progress bars.
         device: where to run.
     """
-    from polyfuse.predict import Predictor
+    from polyfuse.inference.predict import Predictor
 
     predictor = Predictor.of(artifact, device)
     manifest = (

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.evaluation.bank import FeatureBank
-from polyfuse.model import MultimodalModel
+from polyfuse.models.multimodal import MultimodalModel
 
 
 @dataclass

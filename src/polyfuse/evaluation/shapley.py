@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polyfuse.tasks import MulticlassTask, MultilabelTask, Task
+from polyfuse.heads.tasks import MulticlassTask, MultilabelTask, Task
 
 Coalition = frozenset[str]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from polyfuse.core.registry import Registry
 from polyfuse.fusion.base import Fusion, FusionOutput, masked_softmax, mlp
 from polyfuse.fusion.modules import (
     ConcatFusion,
@@ -13,7 +14,6 @@ from polyfuse.fusion.modules import (
     LateFusion,
     SetFusion,
 )
-from polyfuse.registry import Registry
 
 FUSIONS: Registry[Fusion] = Registry("fusion")
 for _name, _cls in {

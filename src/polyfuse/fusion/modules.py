@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 from polyfuse.fusion.base import Fusion, FusionOutput, masked_softmax, mlp
 
 

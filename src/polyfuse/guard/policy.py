@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 from polyfuse.guard.findings import ACTIONS, Action, Finding
 
 POLICY_VERSION = 1

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from polyfuse.errors import InvalidInputError, PolyfuseError
+from polyfuse.core.errors import InvalidInputError, PolyfuseError
 
 T = TypeVar("T")
 

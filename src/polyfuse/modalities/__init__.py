@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from polyfuse.errors import ContractError
+from polyfuse.core.errors import ContractError
+from polyfuse.core.registry import Registry
 from polyfuse.modalities.audio import AudioContract
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
 from polyfuse.modalities.image import ImageContract
 from polyfuse.modalities.text import TextContract
 from polyfuse.modalities.timeseries import TimeSeriesContract
-from polyfuse.registry import Registry
 
 CONTRACTS: Registry[ModalityContract] = Registry("modality kind")
 for _cls in (ImageContract, AudioContract, TextContract, TimeSeriesContract):

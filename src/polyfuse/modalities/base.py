@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polyfuse.errors import ContractError, InvalidInputError
+from polyfuse.core.errors import ContractError, InvalidInputError
 
 #: Sources a file modality accepts: a path (relative to ``base_dir``) or the raw bytes.
 FileValue = str | os.PathLike[str] | bytes
@@ -114,7 +114,7 @@ class ModalityContract(ABC):
     @classmethod
     def create(cls, name: str, params: dict[str, Any]) -> Self:
         """Build from a parameter mapping, rejecting unknown keys with a clear error."""
-        from polyfuse.config import check_keys
+        from polyfuse.core.config import check_keys
 
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "name"}
         check_keys(params, fields, where=f"modalities.{name}.contract")

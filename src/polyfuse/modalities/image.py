@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polyfuse.errors import ConfigError, DependencyError
+from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.modalities.base import ModalityBatch, ModalityContract
 from polyfuse.modalities.io import describe, read_source
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from polyfuse.errors import InvalidInputError
+from polyfuse.core.errors import InvalidInputError
 
 #: (magic prefix, offset, type name). Checked in order.
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
 from polyfuse.modalities.tokenizers import HashedWordTokenizer, HuggingFaceTokenizer, Tokenizer
 
@@ -57,7 +57,7 @@ class TextContract(ModalityContract):
     def _tokenizer(self) -> Tokenizer:
         if self.tokenizer == "hashed-words":
             return HashedWordTokenizer(self.vocab_size, self.lowercase)
-        from polyfuse.pretrained import resolve
+        from polyfuse.core.weights import resolve
 
         return HuggingFaceTokenizer(resolve(str(self.model)))
 

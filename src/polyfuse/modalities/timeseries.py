@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
 from polyfuse.modalities.io import describe, read_source
 

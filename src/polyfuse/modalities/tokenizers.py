@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from polyfuse.errors import DependencyError
+from polyfuse.core.errors import DependencyError
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 

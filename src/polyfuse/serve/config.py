@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from polyfuse.errors import ConfigError
+from polyfuse.core.errors import ConfigError
 
 #: Environment variable with a comma-separated list of API keys.
 API_KEYS_ENV = "POLYFUSE_API_KEYS"

@@ -1,9 +1,9 @@
 """The contract between the serving runtime (model, batching, cache, breakers) and the HTTP
 layer: typed requests, results and errors. Both sides depend on this module only.
 
-The HTTP layer (`polyfuse.serve.app`) turns requests into `ServeRequest`, awaits a
+The HTTP layer (`polyfuse.serve.http.app`) turns requests into `ServeRequest`, awaits a
 `Runtime`, and turns `ServeResult` or `ServeError` into JSON; the runtime
-(`polyfuse.serve.runtime`) never sees HTTP.
+(`polyfuse.serve.runtime.model`) never sees HTTP.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from polyfuse.errors import PolyfuseError
+from polyfuse.core.errors import PolyfuseError
 
 #: Machine-readable error codes and the HTTP status each maps to.
 ERROR_STATUS: dict[str, int] = {

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from polyfuse.config import Config
-from polyfuse.model import MultimodalModel
+from polyfuse.core.config import Config
+from polyfuse.models.multimodal import MultimodalModel
 
 
 def _split_decay(

@@ -21,21 +21,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from polyfuse.artifact import Artifact, trainable_state_dict
-from polyfuse.build import build_contracts, build_model
-from polyfuse.config import Config
-from polyfuse.data.dataset import BadRow, Batch, Collator, MultimodalDataset
-from polyfuse.data.features import attach_frozen_features
-from polyfuse.data.manifest import Manifest
-from polyfuse.data.sampler import LengthGroupedBatchSampler
-from polyfuse.encoders.cache import default_cache_dir
-from polyfuse.errors import ConfigError, PolyfuseError, TrainingError
-from polyfuse.evaluation.metrics import headline, task_metrics
-from polyfuse.inference import Collected, collect
-from polyfuse.modalities import ModalityContract
-from polyfuse.model import ModelOutput, MultimodalModel
-from polyfuse.progress import bar
-from polyfuse.runtime import (
+from polyfuse.artifacts.classifier import Artifact, trainable_state_dict
+from polyfuse.core.config import Config
+from polyfuse.core.device import (
     autocast,
     resolve_device,
     rng_state,
@@ -43,7 +31,19 @@ from polyfuse.runtime import (
     set_rng_state,
     use_bf16,
 )
-from polyfuse.tasks import TASK_CLASSES, Task
+from polyfuse.core.errors import ConfigError, PolyfuseError, TrainingError
+from polyfuse.core.progress import bar
+from polyfuse.data.dataset import BadRow, Batch, Collator, MultimodalDataset
+from polyfuse.data.features import attach_frozen_features
+from polyfuse.data.manifest import Manifest
+from polyfuse.data.sampler import LengthGroupedBatchSampler
+from polyfuse.encoders.cache import default_cache_dir
+from polyfuse.evaluation.metrics import headline, task_metrics
+from polyfuse.heads.tasks import TASK_CLASSES, Task
+from polyfuse.inference.collect import Collected, collect
+from polyfuse.modalities import ModalityContract
+from polyfuse.models.build import build_contracts, build_model
+from polyfuse.models.multimodal import ModelOutput, MultimodalModel
 from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
 from polyfuse.train.optim import make_optimizer
@@ -138,7 +138,7 @@ class Trainer:
             raise ConfigError(
                 "task",
                 f"'{self.config.task}' is not trained by Trainer",
-                hint="contrastive configs train with polyfuse.align.pipeline.train_alignment "
+                hint="contrastive configs train with polyfuse.retrieval.pipeline.train_alignment "
                 "(`polyfuse train` picks it)",
             )
         seed_everything(self.cfg.seed)

@@ -1,6 +1,0 @@
-"""Shared embedding space: contrastive alignment losses and cross-modal retrieval metrics."""
-
-from polyfuse.align.losses import info_nce
-from polyfuse.align.retrieval import querybank_normalise, retrieval_metrics
-
-__all__ = ["info_nce", "querybank_normalise", "retrieval_metrics"]

@@ -1,0 +1,1 @@
+"""Saved models on disk: one folder format for every kind of artifact."""

@@ -1,0 +1,1 @@
+"""Detectors of the firewall: PII recognizers, prompt injection, hidden text."""

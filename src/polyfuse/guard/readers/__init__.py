@@ -1,0 +1,1 @@
+"""Readers of the firewall: OCR for images, speech recognition for audio, PDF documents."""

@@ -1,0 +1,1 @@
+"""Redaction: masking findings in text, images, audio and documents."""

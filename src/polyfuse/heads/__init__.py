@@ -1,0 +1,1 @@
+"""Prediction heads, adapters into the shared space, and tasks (labels, loss, decoding)."""

@@ -1,0 +1,1 @@
+"""Running a trained model over data: batches in, collected outputs and predictions out."""

@@ -1,1 +1,0 @@
-"""Building blocks of self-contained HTML reports: inline SVG charts and embedded media."""

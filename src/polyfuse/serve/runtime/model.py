@@ -1,0 +1,889 @@
+"""The serving runtime: a trained artifact behind preprocessing pools, micro-batched
+encoders, an embedding cache and circuit breakers. No HTTP here (see `polyfuse.serve.http.app`).
+
+One request flows, per modality and concurrently::
+
+    raw content -> cache lookup (content sha256 + encoder version)
+                -> preprocess (contract.load + preprocess, in a process pool)
+                -> MicroBatcher(encoder + adapter) behind a circuit breaker and a timeout
+                -> cache store
+
+then the pooled embeddings of the modalities that succeeded are fused for the request
+(`MultimodalModel.fuse`) and decoded into a `ServeResult`. A modality whose encoder
+failed, timed out or has an open breaker is left out and the answer is marked
+``degraded`` (or refused under ``degraded="refuse"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from polyfuse.artifacts.classifier import Artifact
+from polyfuse.core.config import check_keys
+from polyfuse.core.errors import ConfigError, PolyfuseError
+from polyfuse.modalities.base import ModalityContract
+from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
+from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
+from polyfuse.serve.runtime.breaker import BreakerOpenError, CircuitBreaker
+from polyfuse.serve.runtime.cache import (
+    CachedValue,
+    CacheKey,
+    EmbeddingCache,
+    MemoryCache,
+    RedisCache,
+    content_digest,
+)
+from polyfuse.serve.runtime.stages import (
+    EncodeStage,
+    StageFn,
+    channels_last,
+    eager_stage,
+    trace_stage,
+)
+from polyfuse.serve.types import ServeError, ServeRequest, ServeResult
+
+log = logging.getLogger("polyfuse.serve.runtime.model")
+
+#: An encoder stage: preprocessed tensors of present items -> one embedding mapping each.
+EncodeFn = Callable[[list[Tensor]], list[CachedValue]]
+#: Wraps an encoder stage (tests inject failures, deployments add tracing).
+EncoderWrapper = Callable[[EncodeFn], EncodeFn]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Micro-batching of one encoder.
+
+    Attributes:
+        max_batch: items per forward pass, or ``"auto"`` to measure at start-up
+            (`polyfuse.serve.runtime.batching.autotune`; 1 when batching does not help).
+        max_wait_ms: how long a batch waits for company after its first item (0: a lone
+            request never waits; under load batches still fill from the queue).
+        max_auto: largest batch size ``"auto"`` tries.
+        online: with ``"auto"``, keep tuning while serving
+            (`polyfuse.serve.runtime.batching.OnlineTuner`, seeded with the start-up choice and
+            free to move up to ``max_auto``); False keeps the start-up choice.
+    """
+
+    max_batch: int | Literal["auto"] = "auto"
+    max_wait_ms: float = 0.0
+    max_auto: int = 32
+    online: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Options of `ModelRuntime` (all have serving defaults).
+
+    Attributes:
+        batching: batching of every encoder.
+        per_modality: modality -> batching that overrides ``batching``.
+        queue_size: most items waiting per encoder before ``overloaded``.
+        cache: ``memory`` (in-process LRU), ``redis`` (shared) or ``none``.
+        cache_bytes: byte budget of the memory cache.
+        redis_url: Redis address for ``cache="redis"``.
+        encoder_timeout_s: longest wait for one encoder answer (queue + forward).
+        breaker_failures: consecutive encoder failures that open its breaker.
+        breaker_reset_s: seconds an open breaker waits before a trial call.
+        breaker_half_open: trial calls allowed while half-open.
+        degraded: ``allow`` answers from the remaining modalities, ``refuse`` answers
+            ``unavailable`` when any given modality could not be used.
+        preprocess: ``process`` (a process pool, off the event loop and the GIL) or
+            ``thread`` (a thread pool; cheaper start-up, for tests and tiny inputs).
+        workers: preprocessing workers.
+        preprocess_batch: most inputs of one modality sent to the process pool in one
+            call (split across the workers): one round trip per batch instead of per
+            input, as requests pile up under load; a lone request goes alone at once.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        torch_threads: torch intra-op threads of the whole process, set at `setup`:
+            ``"auto"`` (`serving_threads`: the cores shared among the encoders, whose
+            batchers run at once on their own threads; what ``polyfuse serve`` uses), a
+            number, or None to leave torch's setting alone (the library default: a
+            runtime inside another program does not change its threads).
+        autotune_budget_s: seconds of measurement per encoder for ``"auto"``.
+        trace: compile each encoder + adapter with TorchScript tracing at `setup`
+            (`polyfuse.serve.runtime.stages`): the traced graph runs without the GIL, so the
+            encoders stop competing with the HTTP event loop. Checked against eager
+            PyTorch on batches of other sizes; any difference or failure keeps eager
+            (``stats()["encoders"]`` says which). False: always eager.
+        channels_last: run convolutional encoders with their weights in the
+            channels-last memory format (`polyfuse.serve.runtime.stages.channels_last`; a copy,
+            the model keeps its layout): oneDNN's CPU convolutions are much faster on it.
+    """
+
+    batching: BatchSettings = BatchSettings()
+    per_modality: Mapping[str, BatchSettings] = field(default_factory=dict)
+    queue_size: int = 256
+    cache: Literal["memory", "redis", "none"] = "memory"
+    cache_bytes: int = 64 * 2**20
+    redis_url: str = "redis://localhost:6379/0"
+    encoder_timeout_s: float = 10.0
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+    breaker_half_open: int = 1
+    degraded: Literal["allow", "refuse"] = "allow"
+    preprocess: Literal["process", "thread"] = "process"
+    workers: int = 2
+    preprocess_batch: int = 16
+    device: str = "cpu"
+    torch_threads: int | Literal["auto"] | None = None
+    autotune_budget_s: float = 8.0
+    trace: bool = True
+    channels_last: bool = True
+
+    @classmethod
+    def from_options(cls, **options: Any) -> RuntimeConfig:
+        """Build from keyword options, naming any unknown or bad one."""
+        check_keys(options, [f.name for f in fields(cls)], where="serve")
+        config = cls(**options)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise `ConfigError` naming the bad option and its valid values."""
+        choices = {
+            "cache": ("memory", "redis", "none"),
+            "degraded": ("allow", "refuse"),
+            "preprocess": ("process", "thread"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"serve.{key}", f"must be one of {', '.join(allowed)}")
+        positive = (
+            "queue_size",
+            "workers",
+            "preprocess_batch",
+            "breaker_failures",
+            "breaker_half_open",
+        )
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"serve.{key}", "must be at least 1")
+        t = self.torch_threads
+        if t is not None and t != "auto" and (not isinstance(t, int) or t < 1):
+            raise ConfigError("serve.torch_threads", "must be 'auto', an integer >= 1 or null")
+        if self.encoder_timeout_s <= 0:
+            raise ConfigError("serve.encoder_timeout_s", "must be > 0 seconds")
+        for name, b in {"batching": self.batching, **self.per_modality}.items():
+            if b.max_batch != "auto" and (not isinstance(b.max_batch, int) or b.max_batch < 1):
+                raise ConfigError(f"serve.{name}.max_batch", "must be 'auto' or an integer >= 1")
+            if b.max_wait_ms < 0:
+                raise ConfigError(f"serve.{name}.max_wait_ms", "must be >= 0")
+
+    def batch_for(self, modality: str) -> BatchSettings:
+        """Batching settings of one modality."""
+        return self.per_modality.get(modality, self.batching)
+
+
+@dataclass(frozen=True)
+class _Fused:
+    """One request's answer from a batched fusion forward, made into Python values on
+    the fusion thread (off the event loop)."""
+
+    label: Any  # the task's decoded prediction
+    probabilities: dict[str, float]  # label -> probability (rounded)
+    contributions: dict[str, float] | None  # fusion importance weights, if it has them
+
+
+@dataclass
+class _Stage:
+    """What one modality's stage produced for a request."""
+
+    value: CachedValue | None = None
+    reason: str | None = None  # breaker_open | timeout | error
+    cached: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Preprocessed:
+    """A worker's answer (picklable: arrays and strings, never exceptions)."""
+
+    array: np.ndarray | None
+    error: str | None = None
+    hint: str | None = None
+
+
+_WORKER_CONTRACTS: dict[str, ModalityContract] = {}
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # workers share the CPU with the encoders
+
+
+def _preprocess_in_worker(contract_json: str, value: bytes | str) -> _Preprocessed:
+    """``contract.load`` + ``preprocess`` in a pool worker; the contract travels as JSON."""
+    contract = _WORKER_CONTRACTS.get(contract_json)
+    if contract is None:
+        from polyfuse.modalities import contract_from_dict
+
+        contract = contract_from_dict(json.loads(contract_json))
+        _WORKER_CONTRACTS[contract_json] = contract
+    return _preprocess(contract, value)
+
+
+def _preprocess_many_in_worker(contract_json: str, values: list[Any]) -> list[_Preprocessed]:
+    """`_preprocess_in_worker` over several inputs in one pool call."""
+    return [_preprocess_in_worker(contract_json, v) for v in values]
+
+
+def _preprocess(contract: ModalityContract, value: Any) -> _Preprocessed:
+    try:
+        x = contract.preprocess(contract.load(value, field=contract.name))
+    except PolyfuseError as exc:
+        return _Preprocessed(None, exc.message, exc.hint)
+    return _Preprocessed(x.numpy())
+
+
+class ModelRuntime:
+    """Serves one trained artifact (implements `polyfuse.serve.types.Runtime`).
+
+    The constructor is cheap; `setup` starts the pools, measures batch sizes and warms
+    the encoders up. `ModelRuntime.load` does both from an artifact folder.
+
+    Args:
+        artifact: the loaded artifact.
+        config: runtime options.
+        encoder_wrappers: modality -> wrapper of its encoder stage ``fn(list[Tensor]) ->
+            list[embedding]`` (fault injection in tests, tracing).
+        cache: an embedding cache to use instead of the one ``config.cache`` names.
+    """
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        config: RuntimeConfig | None = None,
+        *,
+        encoder_wrappers: Mapping[str, EncoderWrapper] | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.artifact = artifact
+        self.config = config or RuntimeConfig()
+        self.config.check()
+        self.model = artifact.model
+        self.contracts = dict(artifact.contracts)
+        self._wrappers = dict(encoder_wrappers or {})
+        self._cache = cache
+        self._pool: Executor | None = None
+        self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
+        self._fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] | None = None
+        self._pre: dict[str, MicroBatcher[bytes | str, _Preprocessed]] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._versions: dict[str, str] = {}
+        self._tuning: dict[str, TuneResult] = {}
+        self._stages: dict[str, StageFn] = {}
+        self._stage_status: dict[str, str] = {}
+        self._counts = {"requests": 0, "degraded": 0, "errors": 0}
+        self._payloads: dict[str, str] = {}  # modality -> contract JSON for pool workers
+        self._info: dict[str, Any] | None = None
+        self._ready = False
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        encoder_wrappers: Mapping[str, EncoderWrapper] | None = None,
+        **options: Any,
+    ) -> ModelRuntime:
+        """Load an artifact folder, start the runtime and warm it up.
+
+        ``options`` are `RuntimeConfig` fields (``max_batch=`` and ``max_wait_ms=`` set
+        ``batching`` for every encoder).
+        """
+        from polyfuse.artifacts.classifier import load_artifact
+        from polyfuse.core.device import resolve_device
+
+        batching = {k: options.pop(k) for k in ("max_batch", "max_wait_ms") if k in options}
+        if batching:
+            options["batching"] = BatchSettings(**batching)
+        config = RuntimeConfig.from_options(**options)
+        artifact = load_artifact(path, resolve_device(config.device))
+        runtime = cls(artifact, config, encoder_wrappers=encoder_wrappers)
+        runtime.setup()
+        return runtime
+
+    # ---- lifecycle -----------------------------------------------------------
+    def setup(self) -> None:
+        """Start pools, build the per-modality stages and warm them up (blocking)."""
+        from polyfuse.core.device import resolve_device
+
+        self.device = resolve_device(self.config.device)
+        self.model.to(self.device).eval()
+        self._set_threads()
+        self._pool = self._make_pool()
+        if self._cache is None:
+            self._cache = self._make_cache()
+        weights = str(self.artifact.info.get("files", {}).get("model.safetensors", ""))[:12]
+        for m in self.model.modalities:
+            self._register(m, weights)
+            self._batchers[m] = self._make_batcher(m)
+            if isinstance(self._pool, ProcessPoolExecutor):
+                self._pre[m] = self._make_preprocessor(m, self._pool)
+        self._fuser = self._make_fuser()
+        self._ready = True
+
+    def _set_threads(self) -> None:
+        """Apply ``config.torch_threads`` (before autotune measures anything)."""
+        threads = self.config.torch_threads
+        if threads == "auto":
+            threads = serving_threads(len(self.model.modalities))
+        if threads is not None:
+            torch.set_num_threads(threads)
+            log.info("torch intra-op threads: %d", threads)
+
+    def _register(self, m: str, weights: str) -> None:
+        """The cache version and the circuit breaker of one modality's encoder."""
+        self._versions[m] = f"{self.model.encoder(m).fingerprint()}-{weights}"
+        self._breakers[m] = CircuitBreaker(
+            m,
+            failure_threshold=self.config.breaker_failures,
+            reset_timeout=self.config.breaker_reset_s,
+            half_open_max=self.config.breaker_half_open,
+        )
+
+    def _make_pool(self) -> Executor:
+        workers = self.config.workers
+        if self.config.preprocess == "thread":
+            return ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
+        # spawn: forking a process that runs torch threads can deadlock
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+        warm = [pool.submit(_worker_init) for _ in range(workers)]  # start every worker now
+        for f in warm:
+            f.result()
+        return pool
+
+    def _make_cache(self) -> EmbeddingCache | None:
+        if self.config.cache == "memory":
+            return MemoryCache(self.config.cache_bytes)
+        if self.config.cache == "redis":
+            return RedisCache(self.config.redis_url)
+        return None
+
+    def _make_batcher(self, m: str) -> MicroBatcher[Tensor, CachedValue]:
+        fn: EncodeFn = functools.partial(self._encode_batch, m)
+        if m in self._wrappers:
+            fn = self._wrappers[m](fn)
+        settings = self.config.batch_for(m)
+        sample = self._sample(m)
+        self._stages[m] = self._make_stage(m, [sample, self._sample(m, short=True)])
+        online: OnlineTuner | None = None
+        if settings.max_batch == "auto":
+            sizes = [s for s in (1, 2, 4, 8, 16, 32, 64) if s <= settings.max_auto]
+            tuned = autotune(fn, [sample], sizes=sizes, budget_s=self.config.autotune_budget_s)
+            self._tuning[m] = tuned
+            max_batch = tuned.max_batch
+            log.info("%s: batch size %d (%.2fx unbatched)", m, max_batch, tuned.speedup)
+            if settings.online:  # starts at the start-up choice, may grow to max_auto
+                max_batch = max(settings.max_auto, 1)
+                online = OnlineTuner(max_batch, seed=tuned)
+        else:
+            max_batch = settings.max_batch
+            fn([sample])  # warm-up
+        contract = self.contracts[m]
+        return MicroBatcher(
+            fn,
+            max_batch=max_batch,
+            max_wait=settings.max_wait_ms / 1000,
+            max_queue=self.config.queue_size,
+            size_key=contract.padded_length,
+            name=m,
+            online=online or False,
+        )
+
+    def _make_preprocessor(
+        self, m: str, pool: ProcessPoolExecutor
+    ) -> MicroBatcher[bytes | str, _Preprocessed]:
+        """Inputs of modality ``m`` to the process pool in batches, one pool call per
+        batch and up to ``workers`` batches at once: under load a round trip (pickling,
+        pipes, the pool's manager thread) serves many inputs instead of one, and the
+        next batch forms and goes to a free worker while the others are busy."""
+        payload = self._payload(m)
+
+        def run(values: list[bytes | str]) -> list[_Preprocessed]:
+            return pool.submit(_preprocess_many_in_worker, payload, values).result()
+
+        return MicroBatcher(
+            run,
+            max_batch=self.config.preprocess_batch,
+            max_wait=0.0,
+            max_queue=self.config.queue_size,
+            name=f"preprocess-{m}",
+            concurrency=self.config.workers,
+        )
+
+    def _payload(self, m: str) -> str:
+        """The contract of ``m`` as JSON, for pool workers (built once)."""
+        payload = self._payloads.get(m)
+        if payload is None:
+            payload = self._payloads[m] = json.dumps(self.contracts[m].to_dict(), sort_keys=True)
+        return payload
+
+    def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], _Fused]:
+        """Fusion + head batched across requests on their own thread (off the event
+        loop): many small forwards cost far more than one forward over their rows.
+        Batches of up to ``max_auto`` rows with ``"auto"`` batching (fusion is a small
+        network that batching always helps), else the configured ``max_batch``."""
+        b = self.config.batching
+        max_batch = b.max_auto if b.max_batch == "auto" else b.max_batch
+        fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] = MicroBatcher(
+            self._fuse_batch,
+            max_batch=max(1, max_batch),
+            max_wait=0.0,
+            # no bound of its own: what reaches fusion was admitted by the preprocessing
+            # and encoder queues (or hit the cache), and refusing it after its encoders
+            # ran would waste that work; fusion is a short step
+            max_queue=sys.maxsize,
+            name="fusion",
+            inline_single=True,  # a lone request skips two thread hand-offs
+        )
+        fuser.fn([{}])  # warm-up: every modality missing
+        return fuser
+
+    def _make_stage(self, m: str, samples: list[Tensor]) -> StageFn:
+        """The encoder + adapter stage of ``m``: in channels-last when
+        ``config.channels_last`` and it has 2-D convolutions, traced when ``config.trace``
+        and the traced graph matches the eager model on a batch of 1 and a batch of 3
+        mixed sizes."""
+        contract = self.contracts[m]
+        first = contract.collate(samples[:1], torch.ones(1, dtype=torch.bool))
+        stage = EncodeStage(
+            self.model.encoder(m),
+            self.model.adapters[m],
+            tokens=self.model.fusion.uses_tokens,
+            lengths=first.lengths is not None,
+        ).eval()
+        fast = channels_last(stage) if self.config.channels_last else None
+        layout = ", channels_last" if fast is not None else ""
+        runner = fast or stage
+        if not self.config.trace:
+            self._stage_status[m] = f"eager (trace off){layout}"
+            return runner.run
+        mixed = [samples[-1], samples[0], samples[-1]]
+        batches = [
+            first.to(self.device),
+            contract.collate(mixed, torch.ones(3, dtype=torch.bool)).to(self.device),
+        ]
+        traced, status = trace_stage(runner, batches, reference=stage)
+        status = status if traced is not None else f"eager ({status})"
+        self._stage_status[m] = status + layout
+        log.info("%s encoder: %s", m, self._stage_status[m])
+        return traced or runner.run
+
+    def _sample(self, m: str, short: bool = False) -> Tensor:
+        """A preprocessed input of typical size for warm-up and batch-size measurement
+        (``short``: a shorter one, for checking traced encoders on other lengths)."""
+        contract = self.contracts[m]
+        rng = np.random.default_rng(0)
+        seconds = 0.5 if short else 1.0
+        samples: dict[str, Any] = {
+            "text": "a short sentence"
+            if short
+            else "a short sentence of about fifteen words to warm up the text encoder now",
+            "image": rng.integers(0, 255, (*getattr(contract, "size", (64, 64)), 3), np.uint8),
+            "audio": (
+                0.1 * rng.standard_normal(int(seconds * getattr(contract, "sample_rate", 16000)))
+            ).astype(np.float32),
+            "timeseries": rng.standard_normal(
+                (60 if short else 100, getattr(contract, "channels", None) or 1)
+            ).astype(np.float32),
+        }
+        if contract.kind not in samples:
+            raise ConfigError(f"modalities.{m}", f"no warm-up sample for kind '{contract.kind}'")
+        if contract.kind == "image" and getattr(contract, "channels", 3) == 1:
+            samples["image"] = samples["image"][..., 0]
+        return contract.preprocess(contract.load(samples[contract.kind], field=m))
+
+    def ready(self) -> bool:
+        """True once `setup` has finished."""
+        return self._ready
+
+    async def close(self) -> None:
+        """Stop batchers and pools and close the cache."""
+        self._ready = False
+        for b in self._batchers.values():
+            await b.close()
+        for p in self._pre.values():
+            await p.close()
+        if self._fuser is not None:
+            await self._fuser.close()
+        if self._pool is not None:
+            # Wait for the workers to exit: without the join, a stopped server left its
+            # spawn workers running (and holding its pipes).
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            self._pool = None
+        if self._cache is not None:
+            self._cache.close()
+
+    # ---- description -----------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modality names the model accepts."""
+        return tuple(self.model.modalities)
+
+    def info(self) -> dict[str, Any]:
+        """``{"name", "version", "modalities", "contracts", "labels", "task", "encoders"}``
+        (built once after `setup`; callers get a copy)."""
+        if self._info is None or not self._ready:
+            self._info = self._describe()
+        return dict(self._info)
+
+    def _describe(self) -> dict[str, Any]:
+        path = self.artifact.path
+        files = self.artifact.info.get("files", {})
+        return {
+            "name": path.name if path is not None else "model",
+            "version": str(files.get("model.safetensors", "unsaved"))[:12],
+            "modalities": list(self.modalities),
+            "contracts": {m: c.version for m, c in self.contracts.items()},
+            "labels": list(self.artifact.task.labels),
+            "task": self.artifact.task.name,
+            "encoders": dict(self._versions),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Batchers (queue depth, batch sizes), cache (hit ratio), breakers, counters."""
+        return {
+            "requests": dict(self._counts),
+            "batchers": {m: b.stats().to_dict() for m, b in self._batchers.items()},
+            "fusion": None if self._fuser is None else self._fuser.stats().to_dict(),
+            "preprocess": {m: b.stats().to_dict() for m, b in self._pre.items()},
+            "breakers": {m: b.snapshot() for m, b in self._breakers.items()},
+            "cache": None if self._cache is None else self._cache.stats().to_dict(),
+            "autotune": {
+                m: {"max_batch": t.max_batch, "throughput": t.throughput}
+                for m, t in self._tuning.items()
+            },
+            "encoders": dict(self._stage_status),
+        }
+
+    def breaker(self, modality: str) -> CircuitBreaker:
+        """The circuit breaker of one encoder."""
+        return self._breakers[modality]
+
+    # ---- requests -----------------------------------------------------------
+    async def predict(self, request: ServeRequest) -> ServeResult:
+        """Answer one request (see the module docstring); raises `ServeError`."""
+        start = time.perf_counter()
+        self._counts["requests"] += 1
+        try:
+            stages = await self._run_stages(request)
+        except ServeError:
+            self._counts["errors"] += 1
+            raise
+        used = {m: s.value for m, s in stages.items() if s.value is not None}
+        t = time.perf_counter()
+        if self._fuser is None:
+            raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
+        out = await self._fuser.submit(used)
+        result = self._result(request, out, stages)
+        result.timings_ms["fuse"] = _ms(t)
+        result.timings_ms["total"] = _ms(start)
+        self._counts["degraded"] += int(result.degraded)
+        return result
+
+    async def embed(self, request: ServeRequest) -> dict[str, list[float]]:
+        """Pooled embeddings in the shared space of the modalities that could be encoded."""
+        stages = await self._run_stages(request)
+        return {
+            m: [round(float(v), 6) for v in s.value["pooled"].tolist()]
+            for m, s in stages.items()
+            if s.value is not None
+        }
+
+    async def _run_stages(self, request: ServeRequest) -> dict[str, _Stage]:
+        if not self._ready:
+            raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
+        chosen = self._check_request(request)
+        names = list(chosen)
+        work = asyncio.gather(*(self._stage(m, chosen[m]) for m in names), return_exceptions=True)
+        remaining = None if request.deadline is None else request.deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            work.cancel()
+            raise _deadline_error(request)
+        try:
+            async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
+                outcomes = await work
+        except TimeoutError:
+            raise _deadline_error(request) from None
+        stages: dict[str, _Stage] = {}
+        for m, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, ServeError):
+                    raise outcome
+                raise ServeError("internal", f"the {m} stage failed: {outcome!r}") from outcome
+            stages[m] = outcome
+        self._check_degraded(stages)
+        return stages
+
+    def _check_request(self, request: ServeRequest) -> dict[str, bytes | str]:
+        known = set(self.modalities)
+        wanted = set(request.modalities) if request.modalities is not None else known
+        unknown = sorted((set(request.inputs) | wanted) - known)
+        if unknown:
+            raise ServeError(
+                "invalid_input",
+                f"the model has no modality {', '.join(map(repr, unknown))}",
+                hint=f"it accepts {', '.join(self.modalities)}",
+                details={"modality": unknown[0]},
+            )
+        chosen = {m: v for m, v in request.inputs.items() if m in wanted}
+        if not chosen:
+            raise ServeError(
+                "invalid_input",
+                "the request carries none of the requested modalities",
+                hint=f"send at least one of {', '.join(sorted(wanted))}",
+            )
+        for m, v in chosen.items():
+            if self.contracts[m].file_based and not isinstance(v, bytes):
+                raise ServeError(
+                    "invalid_input",
+                    f"'{m}' must be sent as file bytes, not {type(v).__name__}",
+                    hint="upload the file content; paths are never read by the server",
+                    details={"modality": m},
+                )
+        return chosen
+
+    def _check_degraded(self, stages: Mapping[str, _Stage]) -> None:
+        reasons = {m: s.reason for m, s in stages.items() if s.reason is not None}
+        if not reasons:
+            return
+        everything = len(reasons) == len(stages)
+        if everything or self.config.degraded == "refuse":
+            what = "every given modality" if everything else "a given modality"
+            listed = ", ".join(f"{m}: {r}" for m, r in reasons.items())
+            opened = "breaker_open" in reasons.values()
+            raise ServeError(
+                "unavailable",
+                f"{what} could not be encoded ({listed})",
+                hint="retry later; the failing encoder's breaker retries on its own",
+                retry_after=self.config.breaker_reset_s if opened else 1.0,
+                details={"reasons": reasons},
+            )
+
+    async def _stage(self, m: str, raw: bytes | str) -> _Stage:
+        stage = _Stage()
+        key = None
+        if self._cache is not None:
+            key = CacheKey(m, self._versions[m], content_digest(raw))
+            hit = await self._cache_call(self._cache.get, key)
+            if hit is not None:
+                return _Stage(hit, cached=True)
+        await self._compute(m, raw, stage)
+        if stage.value is not None and key is not None and self._cache is not None:
+            await self._cache_call(self._cache.put, key, stage.value)
+        return stage
+
+    async def _compute(self, m: str, raw: bytes | str, stage: _Stage) -> None:
+        """Preprocess and encode one input into ``stage`` (a remote runtime overrides it)."""
+        t = time.perf_counter()
+        x = await self._preprocess(m, raw)
+        stage.timings[f"preprocess:{m}"] = _ms(t)
+        t = time.perf_counter()
+        stage.value, stage.reason = await self._encode(
+            m, lambda limit: self._batchers[m].submit(x, limit)
+        )
+        stage.timings[f"encode:{m}"] = _ms(t)
+
+    async def _cache_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._cache is not None and self._cache.blocking:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def _preprocess(self, m: str, raw: bytes | str) -> Tensor:
+        if m in self._pre:
+            done = await self._pre[m].submit(raw)
+        else:
+            loop = asyncio.get_running_loop()
+            done = await loop.run_in_executor(self._pool, _preprocess, self.contracts[m], raw)
+        if done.array is None:
+            raise ServeError(
+                "invalid_input", str(done.error), hint=done.hint, details={"modality": m}
+            )
+        return torch.from_numpy(done.array)
+
+    async def _encode(
+        self, m: str, call: Callable[[float], Awaitable[CachedValue]]
+    ) -> tuple[CachedValue | None, str | None]:
+        """``call(timeout)``'s embedding behind the breaker and the timeout (``call``
+        raises `TimeoutError` past it), or None and a reason code; a `ServeError` (full
+        queue: ``overloaded``, bad input) passes through."""
+        breaker = self._breakers[m]
+        try:
+            breaker.acquire()
+        except BreakerOpenError:
+            return None, "breaker_open"
+        try:
+            value = await call(self.config.encoder_timeout_s)
+        except TimeoutError:
+            breaker.record_failure()
+            log.warning("%s encoder timed out after %.1f s", m, self.config.encoder_timeout_s)
+            return None, "timeout"
+        except (ServeError, asyncio.CancelledError):
+            breaker.release()  # overloaded / deadline: not the encoder's fault
+            raise
+        except Exception:
+            breaker.record_failure()
+            log.exception("%s encoder failed", m)
+            return None, "error"
+        breaker.record_success()
+        return value, None
+
+    # ---- model work (batcher threads / event loop) ------------------------------
+    def _encode_batch(self, m: str, items: list[Tensor]) -> list[CachedValue]:
+        """Encoder + adapter over present items (see `encode_items`)."""
+        return encode_items(
+            self.model, self.contracts[m], items, self.device, stage=self._stages.get(m)
+        )
+
+    def _fuse_batch(self, requests: list[Mapping[str, CachedValue]]) -> list[_Fused]:
+        """Fusion and heads over several requests' embeddings in one forward (a request
+        lacking a modality gets zeros and ``present=False``; token sequences are padded
+        and masked), split back into one `_Fused` per request."""
+        n = len(requests)
+        dim, device = self.model.fusion.dim, self.model.prior.device
+        enc = Encoded({}, {}, {}, {})
+        tokens = self.model.fusion.uses_tokens
+        for m in self.model.modalities:
+            values = [r.get(m) for r in requests]
+            enc.present[m] = torch.tensor([v is not None for v in values], device=device)
+            pooled = torch.zeros(n, dim)
+            for i, v in enumerate(values):
+                if v is not None:
+                    pooled[i] = v["pooled"]
+            enc.pooled[m] = pooled.to(device)
+            if tokens:
+                longest = max(
+                    (int(v["tokens"].shape[0]) for v in values if v is not None), default=1
+                )
+                tok = torch.zeros(n, longest, dim)
+                mask = torch.zeros(n, longest, dtype=torch.bool)
+                for i, v in enumerate(values):
+                    if v is not None:
+                        k = int(v["tokens"].shape[0])
+                        tok[i, :k] = v["tokens"]
+                        mask[i, :k] = v["mask"]
+                enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
+        with torch.inference_mode():
+            out: ModelOutput = self.model.fuse(enc)
+        task = self.artifact.task
+        probs = task.probabilities(out.logits.cpu())
+        rows = probs.tolist()
+        weights = None if out.fusion.weights is None else out.fusion.weights.cpu().tolist()
+        return [
+            _Fused(
+                task.decode(probs[i]),
+                {lab: round(p, 6) for lab, p in zip(task.labels, rows[i], strict=True)},
+                None
+                if weights is None
+                else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
+            )
+            for i in range(n)
+        ]
+
+    def _result(
+        self, request: ServeRequest, out: _Fused, stages: Mapping[str, _Stage]
+    ) -> ServeResult:
+        timings: dict[str, float] = {}
+        for s in stages.values():
+            timings.update(s.timings)
+        info = self.info()
+        return ServeResult(
+            request_id=request.request_id,
+            label=out.label,
+            probabilities=out.probabilities,
+            contributions=out.contributions,
+            modalities_used=[m for m in self.modalities if m in stages and stages[m].value],
+            degraded=any(s.reason is not None for s in stages.values()),
+            degraded_reasons={m: s.reason for m, s in stages.items() if s.reason is not None},
+            model={k: info[k] for k in ("name", "version", "contracts")},
+            timings_ms=timings,
+            cache_hits=[m for m, s in stages.items() if s.cached],
+        )
+
+
+def encode_items(
+    model: MultimodalModel,
+    contract: ModalityContract,
+    items: list[Tensor],
+    device: Any,
+    stage: StageFn | None = None,
+) -> list[CachedValue]:
+    """Encoder + adapter of ``contract``'s modality over preprocessed items: one
+    ``{"pooled", ["tokens", "mask"]}`` each (shared by `ModelRuntime` and the Ray encoder
+    deployments). ``stage``: a (traced) `StageFn` to run instead of the eager modules."""
+    m = contract.name
+    mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
+    if stage is None:  # the model as it is (a channels-last copy per call would cost more)
+        stage = eager_stage(
+            model.encoder(m), model.adapters[m], tokens=model.fusion.uses_tokens, fast_layout=False
+        )
+    with torch.inference_mode():
+        pooled_t, tokens_t, mask_t = stage(mb.data, mb.lengths)
+        pooled = pooled_t.float().cpu()  # (P, D)
+        tokens = None if tokens_t is None else tokens_t.float().cpu()
+    mask = mask_t.cpu()  # (P, T)
+    out: list[CachedValue] = []
+    for i in range(len(items)):
+        value = {"pooled": pooled[i].clone()}
+        if tokens is not None:
+            valid = mask[i].nonzero()
+            n = int(valid.max()) + 1 if valid.numel() else 1
+            value["tokens"] = tokens[i, :n].clone()  # (T_i, D)
+            value["mask"] = mask[i, :n].clone()
+        out.append(value)
+    return out
+
+
+def serving_threads(encoders: int, cpus: int | None = None) -> int:
+    """Torch intra-op threads for a serving process: the usable cores divided among the
+    encoders (each encoder's batcher runs on its own thread, at the same time as the
+    others), at least 1: more threads oversubscribe the cores, which the batchers, the
+    fusion thread, the event loop and the preprocessing workers already share
+    (measured in docs/benchmarks.md, "Serving over HTTP")."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, encoders))
+
+
+def _ms(since: float) -> float:
+    return round(1000 * (time.perf_counter() - since), 3)
+
+
+def _deadline_error(request: ServeRequest) -> ServeError:
+    return ServeError(
+        "deadline_exceeded",
+        f"request {request.request_id} passed its deadline before an answer was ready",
+        hint="raise the client timeout or send smaller inputs",
+    )
+
+
+__all__ = [
+    "BatchSettings",
+    "EncodeFn",
+    "EncoderWrapper",
+    "ModelRuntime",
+    "RuntimeConfig",
+    "encode_items",
+    "serving_threads",
+]

@@ -1,0 +1,162 @@
+"""Encoder + adapter stages for serving, optionally compiled with TorchScript tracing.
+
+A served encoder runs on its batcher's thread while the event loop parses HTTP requests
+on another. Eager PyTorch needs the GIL between every small op, so the two slow each
+other down; a traced module runs its whole graph in C++ without the GIL (measured in
+docs/benchmarks.md, "Serving over HTTP").
+
+Tracing records one run and replays it, so code whose behaviour depends on input values
+or on Python-side shape arithmetic can be recorded wrong. `trace_stage` therefore checks
+the traced stage against the eager one on batches of different sizes and lengths and
+keeps the eager stage when anything differs or tracing fails (the reason is reported).
+`torch.jit.trace` is deprecated since torch 2.13 in favour of `torch.export`, which has no
+GIL-free CPU runner without a compiler toolchain yet; tracing still works and stays
+optional (``RuntimeConfig(trace=False)``).
+
+Convolutional stages also get their 4-D weights in the channels-last memory format
+(`channels_last`): oneDNN's convolutions run faster on it on CPU (the demo audio CNN
+1.16-1.53x at batch 1 to 16 on one thread, `benchmarks/serve_stages.py`). It changes
+the layout, not the values; the traced copy is still checked against the original.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.jit._trace import TracerWarning
+
+from polyfuse.modalities.base import ModalityBatch
+
+log = logging.getLogger("polyfuse.serve.runtime.stages")
+
+#: ``(data, lengths) -> (pooled, tokens or None, mask)``, all adapted into the fused space.
+StageFn = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None, Tensor]]
+
+
+class EncodeStage(nn.Module):
+    """Encoder + adapter of one modality as one module (what gets traced).
+
+    Args:
+        encoder: the modality's encoder (``encoder(data, lengths) -> EncoderOutput``).
+        adapter: its adapter into the fused space.
+        tokens: also adapt the token sequence (attention fusions read tokens).
+        lengths: the contract's batches carry lengths (text, audio, series).
+    """
+
+    def __init__(self, encoder: nn.Module, adapter: nn.Module, *, tokens: bool, lengths: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+        self.tokens = tokens
+        self.lengths = lengths
+
+    def forward(self, data: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, ...]:
+        out = self.encoder(data, lengths if self.lengths else None)
+        pooled = self.adapter(out.pooled)
+        if self.tokens:
+            return pooled, self.adapter(out.tokens), out.mask
+        return pooled, out.mask
+
+    def run(self, data: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Eager call in the `StageFn` form."""
+        return _unpack(self(data, lengths), self.tokens)
+
+
+def eager_stage(
+    encoder: nn.Module, adapter: nn.Module, *, tokens: bool, fast_layout: bool = True
+) -> StageFn:
+    """The eager `StageFn` of one modality (a batch's lengths pass through as they come;
+    ``lengths`` only matters for tracing); convolutional stages in channels-last when
+    ``fast_layout`` (a copy: ``encoder`` is left as it is)."""
+    stage = EncodeStage(encoder, adapter, tokens=tokens, lengths=True).eval()
+    fast = channels_last(stage) if fast_layout else None
+    return (fast or stage).run
+
+
+def channels_last(stage: EncodeStage) -> EncodeStage | None:
+    """A copy of ``stage`` with its 4-D parameters and buffers in the channels-last memory
+    format, or None when it has no 2-D convolution (nothing to gain). A copy, so the
+    model's own encoder keeps its layout (training, export and eager fallbacks read it)."""
+    if not any(isinstance(m, nn.Conv2d) for m in stage.modules()):
+        return None
+    fast = copy.deepcopy(stage)
+    fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
+    return fast
+
+
+def _unpack(out: Sequence[Tensor], tokens: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    if tokens:
+        return out[0], out[1], out[2]
+    return out[0], None, out[1]
+
+
+def _inputs(batch: ModalityBatch, lengths: bool) -> tuple[Tensor, ...]:
+    if lengths:
+        if batch.lengths is None:
+            raise ValueError("the contract's batch has no lengths")
+        return batch.data, batch.lengths
+    return (batch.data,)
+
+
+def trace_stage(
+    stage: EncodeStage,
+    batches: Sequence[ModalityBatch],
+    *,
+    reference: EncodeStage | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> tuple[StageFn | None, str]:
+    """Trace ``stage`` on the first batch and check it on every batch.
+
+    Args:
+        stage: the eager stage (in eval mode).
+        batches: example batches; use different batch sizes and sequence lengths so a
+            recording that fixed a shape is caught.
+        reference: the stage whose outputs the traced one must match (default
+            ``stage``; the original when ``stage`` is a `channels_last` copy).
+        atol, rtol: tolerance of the comparison with the eager outputs.
+
+    Returns:
+        The traced `StageFn` and ``"traced"``, or None and why it was not used.
+    """
+    if not batches:
+        return None, "no example batches"
+    try:
+        # TracerWarnings say a value may have been recorded as a constant: the check
+        # against eager below is what decides; the deprecation is in the module docstring
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TracerWarning)
+            warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)
+            traced: Any = torch.jit.trace(
+                stage, _inputs(batches[0], stage.lengths), strict=False, check_trace=False
+            )
+            for batch in batches:
+                args = _inputs(batch, stage.lengths)
+                want, got = (reference or stage)(*args), traced(*args)
+                if len(want) != len(got):
+                    return None, "traced outputs differ in number"
+                for w, g in zip(want, got, strict=True):
+                    if w.shape != g.shape or not torch.allclose(
+                        w.float(), g.float(), atol=atol, rtol=rtol
+                    ):
+                        return (
+                            None,
+                            f"traced output differs on a batch of shape {tuple(args[0].shape)}",
+                        )
+    except Exception as exc:  # tracing is an optimisation: any failure keeps eager
+        return None, f"tracing failed: {type(exc).__name__}: {str(exc)[:200]}"
+
+    def run(data: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+        out = traced(data, lengths) if stage.lengths else traced(data)
+        return _unpack(out, stage.tokens)
+
+    return run, "traced"
+
+
+__all__ = ["EncodeStage", "StageFn", "channels_last", "eager_stage", "trace_stage"]

@@ -1,0 +1,426 @@
+"""Validated pattern recognizers: checksums, validity rules, spans, and negatives."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polyfuse.guard.detectors.recognizers import (
+    RECOGNIZERS,
+    find_all,
+    find_credit_cards,
+    find_dates_of_birth,
+    find_driver_licenses,
+    find_emails,
+    find_heard,
+    find_ibans,
+    find_ip_addresses,
+    find_passports,
+    find_phone_numbers,
+    find_secrets,
+    find_ssns,
+    iban_valid,
+    luhn_valid,
+    normalise_email,
+    shannon_entropy,
+    ssn_valid,
+)
+
+
+def spans(matches: list, text: str) -> list[str]:
+    return [text[m.start : m.end] for m in matches]
+
+
+# ------------------------------------------------------------------ checksums
+
+
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [
+        ("4111111111111111", True),
+        ("4111 1111 1111 1111", True),
+        ("5500-0000-0000-0004", True),
+        ("378282246310005", True),
+        ("4111111111111112", False),
+        ("378282246310006", False),
+        ("", False),
+    ],
+)
+def test_luhn(number: str, valid: bool) -> None:
+    assert luhn_valid(number) is valid
+
+
+def _with_check_digit(body: str) -> str:
+    return next(body + d for d in "0123456789" if luhn_valid(body + d))
+
+
+@given(st.text(alphabet="0123456789", min_size=12, max_size=18))
+@settings(max_examples=50, deadline=None)
+def test_luhn_check_digit_and_single_digit_errors(body: str) -> None:
+    number = _with_check_digit(body)
+    assert luhn_valid(number)
+    wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
+    assert not luhn_valid(wrong)
+
+
+@pytest.mark.parametrize(
+    ("iban", "valid"),
+    [
+        ("DE89 3704 0044 0532 0130 00", True),
+        ("GB82WEST12345698765432", True),
+        ("gb82west12345698765432", True),
+        ("GB82WEST12345698765431", False),  # checksum
+        ("GB82WEST1234569876543", False),  # too short for GB
+        ("XX82WEST12345698765432", False),  # unknown country
+        ("DE89370400440532013001", False),
+    ],
+)
+def test_iban_valid(iban: str, valid: bool) -> None:
+    assert iban_valid(iban) is valid
+
+
+@pytest.mark.parametrize(
+    ("ssn", "valid"),
+    [
+        ("536-22-1234", True),
+        ("023-01-0866", True),
+        ("000-12-3456", False),
+        ("666-12-3456", False),
+        ("912-12-3456", False),
+        ("536-00-1234", False),
+        ("536-22-0000", False),
+        ("123-45-6789", False),  # well-known sample
+        ("078-05-1120", False),
+    ],
+)
+def test_ssn_valid(ssn: str, valid: bool) -> None:
+    assert ssn_valid(*ssn.split("-")) is valid
+
+
+def test_entropy() -> None:
+    assert shannon_entropy("") == 0.0
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("abcd") == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------ credit cards
+
+
+@pytest.mark.parametrize(
+    "card", ["4111111111111111", "4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005"]
+)
+def test_credit_card_found_with_span(card: str) -> None:
+    text = f"Charge my card {card} please."
+    (m,) = find_credit_cards(text)
+    assert (m.start, m.end, m.type) == (15, 15 + len(card), "CREDIT_CARD")
+    assert m.score >= 0.85
+    assert "Luhn" in m.explanation
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112",  # Luhn fails
+        "card 0000 0000 0000 0000",  # one repeated digit
+        "order 12345678",  # too short
+        "card 41111111111111111111111",  # too long
+        "version 4111.1111.1111.1111",  # dots are not card separators
+    ],
+)
+def test_credit_card_negatives(text: str) -> None:
+    assert find_credit_cards(text) == []
+
+
+def test_credit_card_run_with_extra_group() -> None:
+    text = "card 4111 1111 1111 1111 2024"
+    (m,) = find_credit_cards(text)
+    assert text[m.start : m.end] == "4111 1111 1111 1111"
+
+
+def test_twelve_digit_card_needs_card_words() -> None:
+    assert spans(find_credit_cards("card number 630427373398"), "card number 630427373398") == [
+        "630427373398"
+    ]
+    assert find_credit_cards("order 630427373398 shipped") == []
+
+
+# ------------------------------------------------------------------ SSN
+
+
+@pytest.mark.parametrize("ssn", ["536-22-1234", "536 22 1234", "536.22.1234", "536221234"])
+def test_ssn_formats_with_context(ssn: str) -> None:
+    text = f"My SSN is {ssn}."
+    (m,) = find_ssns(text)
+    assert text[m.start : m.end] == ssn
+    assert m.score >= 0.85
+
+
+def test_ssn_bare_digits_without_context_score_low() -> None:
+    (m,) = find_ssns("ref 536221234")
+    assert m.score < 0.4
+
+
+def test_ssn_shape_after_phone_words_ranks_below_a_phone_number() -> None:
+    (m,) = find_ssns("please call me at 699-95-6915")
+    assert m.score < 0.5
+    (kept,) = find_ssns("my SSN is 699-95-6915, call me")
+    assert kept.score >= 0.85
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SSN 000-12-3456",
+        "SSN 666-12-3456",
+        "SSN 912-12-3456",
+        "SSN 536-00-1234",
+        "SSN 536-22-0000",
+        "SSN 123-45-6789",
+        "SSN 536-22 1234",  # inconsistent separators
+        "SSN 1536-22-1234",
+    ],
+)
+def test_ssn_negatives(text: str) -> None:
+    assert find_ssns(text) == []
+
+
+# ------------------------------------------------------------------ IBAN
+
+
+@pytest.mark.parametrize(
+    "iban", ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "gb82west12345698765432"]
+)
+def test_iban_found(iban: str) -> None:
+    text = f"My IBAN is {iban}, thanks"
+    (m,) = find_ibans(text)
+    assert (text[m.start : m.end], m.type) == (iban, "IBAN_CODE")
+
+
+def test_iban_does_not_take_trailing_words() -> None:
+    text = "IBAN DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX"
+    (m,) = find_ibans(text)
+    assert text[m.start : m.end] == "DE89 3704 0044 0532 0130 00"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["IBAN GB82WEST12345698765431", "IBAN GB82WEST1234569876543", "IBAN GB82WEST123456987654321"],
+)
+def test_iban_negatives(text: str) -> None:
+    assert find_ibans(text) == []
+
+
+# ------------------------------------------------------------------ phone numbers
+
+
+@pytest.mark.parametrize(
+    "phone", ["212-555-0147", "(212) 555-0147", "+1 212 555 0147", "+44 20 7946 0958"]
+)
+def test_phone_found(phone: str) -> None:
+    text = f"Call me at {phone} tomorrow"
+    (m,) = find_phone_numbers(text)
+    assert (text[m.start : m.end], m.type) == (phone, "PHONE_NUMBER")
+
+
+def test_phone_fallback_needs_phone_words() -> None:
+    text = "Phone: 467 3395"
+    assert spans(find_phone_numbers(text), text) == ["467 3395"]
+    assert find_phone_numbers("Invoice 467 3395 is paid") == []
+    assert find_phone_numbers("Phone: 467 3395", fallback=False) == []
+
+
+def test_phone_negatives() -> None:
+    assert find_phone_numbers("The meeting is at 2003-08-28 in room 12") == []
+    assert find_phone_numbers("We'll meet at 3369 24 Clarke Avenue") == []
+
+
+# ------------------------------------------------------------------ e-mail
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("write to john.smith@example.com today", "john.smith@example.com"),
+        ("it is john dot smith at example dot com ok", "john dot smith at example dot com"),
+        ("email me: jane at example dot org", "jane at example dot org"),
+        ("jane [at] example [dot] org", "jane [at] example [dot] org"),
+        ("reach bob underscore lee at gmail dot com", "bob underscore lee at gmail dot com"),
+    ],
+)
+def test_email_found_over_written_form(text: str, expected: str) -> None:
+    (m,) = find_emails(text)
+    assert text[m.start : m.end] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I looked at the dot com bubble",
+        "meet me at noon dot com",
+        "not an email: john@",
+        "john@localhost",
+        "at example dot xyzzy",
+    ],
+)
+def test_email_negatives(text: str) -> None:
+    assert find_emails(text) == []
+
+
+def test_normalise_email() -> None:
+    assert normalise_email("John Dot Smith AT example dot com") == "John.Smith@example.com"
+
+
+# ------------------------------------------------------------------ IP addresses
+
+
+@pytest.mark.parametrize(
+    "ip", ["192.168.0.1", "8.8.8.8", "2001:db8::1", "fe80::1ff:fe23:4567:890a"]
+)
+def test_ip_found(ip: str) -> None:
+    text = f"connect from {ip} now"
+    (m,) = find_ip_addresses(text)
+    assert text[m.start : m.end] == ip
+
+
+@pytest.mark.parametrize(
+    "text", ["ip 999.1.1.1", "ip 192.168.01.1", "at 10:30:00", "version 1.2.3.4.5", "ip ::"]
+)
+def test_ip_negatives(text: str) -> None:
+    assert find_ip_addresses(text) == []
+
+
+# ------------------------------------------------------------------ dates of birth
+
+
+@pytest.mark.parametrize(
+    "date", ["03/12/1985", "1985-03-12", "March 12, 1985", "12th of March 1985", "12 Mar 1985"]
+)
+def test_dob_found_near_birth_words(date: str) -> None:
+    text = f"I was born on {date} in Ohio"
+    (m,) = find_dates_of_birth(text)
+    assert text[m.start : m.end] == date
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The meeting is on 03/12/1985",  # no birth words
+        "DOB 02/30/1985",  # no such day
+        "DOB 13/13/1985",
+        "born on 01/01/2999",  # future
+    ],
+)
+def test_dob_negatives(text: str) -> None:
+    assert find_dates_of_birth(text) == []
+
+
+# ------------------------------------------------------------------ licences and passports
+
+
+def test_driver_license_near_context() -> None:
+    text = "My driver's license number is F162823540116."
+    (m,) = find_driver_licenses(text)
+    assert text[m.start : m.end] == "F162823540116"
+    assert find_driver_licenses("Order F162823540116 shipped") == []
+
+
+def test_passport_near_context() -> None:
+    text = "passport no. C03005988"
+    (m,) = find_passports(text)
+    assert text[m.start : m.end] == "C03005988"
+    assert find_passports("tracking C03005988") == []
+
+
+# ------------------------------------------------------------------ secrets
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx1234",
+        "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-1234567890-abcdefghijkl",
+        "AIzaSyA-1234567890abcdefghijklmnopqrstu",
+    ],
+)
+def test_known_secret_prefixes(secret: str) -> None:
+    text = f"use {secret} here"
+    (m,) = find_secrets(text)
+    assert (text[m.start : m.end], m.score) == (secret, 0.95)
+
+
+def test_private_key_block() -> None:
+    text = (
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+    )
+    (m,) = find_secrets(text)
+    assert (m.start, m.end) == (0, len(text))
+
+
+def test_high_entropy_token_needs_secret_words() -> None:
+    token = "q8Zr2LmX0vTy7NwB4kHs"
+    (m,) = find_secrets(f"the api key {token}")
+    assert m.score == 0.7
+    assert find_secrets(f"the order id {token}") == []
+    assert find_secrets("the api key aaaaaaaaaaaaaaaaaaaa") == []  # low entropy
+    assert find_secrets("website key http://www.FaceUpdate.com.br/") == []
+
+
+def test_assigned_password() -> None:
+    text = 'password = "Tr0ub4dor&3x"'
+    (m,) = find_secrets(text)
+    assert text[m.start : m.end] == "Tr0ub4dor&3x"
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_find_all_filters_and_sorts() -> None:
+    text = "SSN 536-22-1234, card 4111 1111 1111 1111, mail a@b.com"
+    assert [m.type for m in find_all(text)] == ["US_SSN", "CREDIT_CARD", "EMAIL_ADDRESS"]
+    assert [m.type for m in find_all(text, ["EMAIL_ADDRESS"])] == ["EMAIL_ADDRESS"]
+    assert set(RECOGNIZERS) >= {"US_SSN", "CREDIT_CARD", "SECRET"}
+
+
+def test_plain_text_has_no_findings() -> None:
+    text = "The quick brown fox jumps over the lazy dog on 3 occasions in 2021."
+    assert find_all(text) == []
+
+
+# ------------------------------------------------------------------ heard forms (speech)
+
+
+@pytest.mark.parametrize(
+    ("text", "etype", "value"),
+    [
+        ("What is the limit for card 4454 7451139 0933?", "CREDIT_CARD", "4454 7451139 0933"),
+        ("My credit card $1586 1089 8433 2171 was lost", "CREDIT_CARD", "1586 1089 8433 2171"),
+        ("Here's my SSN, 023 010866", "US_SSN", "023 010866"),
+        ("They are not answering at 788 651 4509", "PHONE_NUMBER", "788 651 4509"),
+        ("Can someone call me on 9472? 7916?", "PHONE_NUMBER", "9472? 7916"),
+        ("on my email myonarrossetriter.com", "EMAIL_ADDRESS", "myonarrossetriter.com"),
+    ],
+)
+def test_heard_forms_need_the_words_that_introduce_them(text: str, etype: str, value: str) -> None:
+    (m,) = find_heard(text)
+    assert (m.type, text[m.start : m.end]) == (etype, value)
+    assert m.score <= 0.6 and m.rule == "polyfuse.heard"
+    for words, other in (("credit card", "bill"), ("card", "thing"), ("SSN", "one")):
+        text = text.replace(words, other)
+    text = text.replace("email", "site").replace("answering at", "seeing").replace("call", "see")
+    assert find_heard(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My card ends in 4242",  # too few digits for a card
+        "I paid 2024 dollars in 2023",
+        "Order 1234567890123 shipped",  # long number, no card words
+        "visit example.com for details",  # a domain without e-mail words
+    ],
+)
+def test_heard_forms_negatives(text: str) -> None:
+    assert find_heard(text) == []
