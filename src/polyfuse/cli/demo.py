@@ -7,11 +7,13 @@ modalities and with each alone, and prints the table.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from polyfuse.cli.common import EXIT_OK
 from polyfuse.core.config import Config
 
 log = logging.getLogger("polyfuse.cli.demo")
@@ -87,3 +89,20 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True) -> dict[str,
     print(f"artifact: {result.path}   ({time.perf_counter() - start:.0f} s in all)")
     print(f"try: polyfuse predict {result.path} --data {paths['test']} --modalities audio")
     return table
+
+
+def demo_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``demo``."""
+    p.add_argument(
+        "--out",
+        default="demo-output",
+        metavar="DIR",
+        help="folder for data and the artifact (default: demo-output)",
+    )
+    p.add_argument("--quick", action="store_true", help="smaller data, fewer epochs")
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Build a spoken+written digits set from installed packages, train, evaluate."""
+    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet)
+    return EXIT_OK

@@ -383,6 +383,7 @@ def test_cli_merges_limits_of_config_file_and_keys_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from polyfuse import cli
+    from polyfuse.cli.serve import serve_config
 
     monkeypatch.setenv("POLYFUSE_API_KEYS", "env-key")
     yaml_path = tmp_path / "serve.yaml"
@@ -390,7 +391,7 @@ def test_cli_merges_limits_of_config_file_and_keys_file(
     keys = tmp_path / "keys"
     keys.write_text("file-key rate=50 burst=100\nboth burst=9\n")
     argv = ["serve", "art", "--config", str(yaml_path), "--api-keys", str(keys)]
-    config = cli._serve_config(cli.build_parser().parse_args([*argv, "--rate-limit", "2"]))
+    config = serve_config(cli.build_parser().parse_args([*argv, "--rate-limit", "2"]))
     names = ("yaml-key", "both", "env-key", "file-key")
     assert config.api_key_hashes == tuple(hash_key(n) for n in names)
     assert config.key_limits == {

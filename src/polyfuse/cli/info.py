@@ -1,0 +1,52 @@
+"""``polyfuse info`` and ``polyfuse list``: what an artifact holds, what the registries offer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from polyfuse.cli.common import EXIT_OK
+
+
+def info_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``info``."""
+    p.add_argument("artifact", help="artifact folder")
+
+
+def info(args: argparse.Namespace) -> int:
+    """Describe an artifact: task, labels, modalities, contracts, versions, metrics."""
+    from polyfuse.artifacts.classifier import load_artifact
+
+    art = load_artifact(args.artifact)
+    info = {
+        "path": str(art.path),
+        "task": art.task.name,
+        "labels": list(art.task.labels),
+        "contracts": {m: c.to_dict() for m, c in art.contracts.items()},
+        "fusion": art.config.model.fusion.name,
+        **art.info,
+        "metrics": {k: v for k, v in art.metrics.items() if k != "val"},
+        "val": {k: v for k, v in art.metrics.get("val", {}).items() if isinstance(v, int | float)},
+    }
+    print(json.dumps(info, indent=2))
+    return EXIT_OK
+
+
+def list_components_arguments(p: argparse.ArgumentParser) -> None:
+    """``list`` takes no arguments."""
+
+
+def list_components(args: argparse.Namespace) -> int:
+    """List registered modality kinds, encoders and fusions."""
+    from polyfuse.encoders import ENCODERS, encoder_class
+    from polyfuse.fusion import FUSIONS
+    from polyfuse.modalities import CONTRACTS
+
+    print("modality kinds:", ", ".join(CONTRACTS.list()))
+    print("encoders:")
+    for name in ENCODERS.list():
+        cls = encoder_class(name)
+        frozen = " (pretrained, frozen)" if cls.pretrained else ""
+        print(f"  {name:<18} {cls.kind:<11}{frozen}")
+    print("fusions:", ", ".join(FUSIONS.list()))
+    return EXIT_OK

@@ -1,0 +1,156 @@
+"""``polyfuse serve``: an artifact over HTTP (REST and the Open Inference Protocol v2)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from polyfuse.cli.common import EXIT_OK, log
+
+if TYPE_CHECKING:
+    from polyfuse.serve.config import ServeConfig
+    from polyfuse.serve.types import Runtime
+
+
+def serve_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of serve (unset flags leave --config's values)."""
+    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--policy", metavar="FILE", help="firewall policy YAML (default: no firewall)")
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        help="vector index written by 'polyfuse index': enables /v1/search",
+    )
+    p.add_argument(
+        "--align",
+        metavar="DIR",
+        help="alignment artifact: enables /v1/consistency (default with --index: the "
+        "artifact the index was built with)",
+    )
+    p.add_argument("--caption", metavar="DIR", help="captioning artifact: enables /v1/caption")
+    p.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help="API keys, one a line (or sha256:HEX); adds to POLYFUSE_API_KEYS",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback address without API keys"
+    )
+    p.add_argument("--request-log", metavar="FILE", help="append one JSON line per request")
+    p.add_argument("--otel", choices=("none", "console", "otlp"), help="trace exporter")
+    p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests/second per key")
+    p.add_argument(
+        "--cors-origin", action="append", metavar="ORIGIN", help="allowed origin (repeatable)"
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML with any ServeConfig field")
+    p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch intra-op threads (default: the cores divided among the encoders)",
+    )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the encoders as Ray Serve deployments (pip install 'polyfuse[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join: 'auto' (ray start on this node) or ray://HOST:10001; "
+        "implies --ray (default: a local Ray instance)",
+    )
+    p.add_argument(
+        "--ray-config",
+        metavar="FILE",
+        help="YAML of RayConfig: deployment (batching, autoscaling, resources), "
+        "per_modality; implies --ray",
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve an artifact over HTTP: REST (/v1/predict, /v1/embed, /v1/scan with --policy,
+    /v1/search with --index, /v1/consistency with --align, /v1/caption with --caption),
+    the Open Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at
+    /docs.
+
+    Without API keys (--api-keys FILE or POLYFUSE_API_KEYS) the server answers on
+    loopback only; binding another address without keys needs --insecure.
+    """
+    config = serve_config(args)
+    config.check()  # refuse unsafe settings before loading any model
+    try:
+        import uvicorn
+
+        from polyfuse.serve.http.app import create_app
+    except ImportError as exc:
+        from polyfuse.core.errors import DependencyError
+
+        raise DependencyError(exc.name or "fastapi", "polyfuse serve", "serve") from None
+    from polyfuse.serve.runtime.align import AlignServices
+    from polyfuse.serve.runtime.model import ModelRuntime
+
+    align = AlignServices.load(index=args.index, align=args.align, caption=args.caption)
+    threads = "auto" if args.threads is None else args.threads
+    options: dict[str, Any] = {"torch_threads": threads}
+    if args.device:
+        options["device"] = args.device
+    if args.ray or args.ray_address or args.ray_config:
+        import dataclasses
+
+        from polyfuse.serve.runtime.ray import RayConfig, RayRuntime, import_ray
+
+        import_ray()  # DependencyError with the install hint before loading anything
+        ray_config = RayConfig.from_file(args.ray_config) if args.ray_config else RayConfig()
+        if args.ray_address:
+            ray_config = dataclasses.replace(ray_config, address=args.ray_address)
+        runtime: Runtime = RayRuntime.load(args.artifact, ray_config=ray_config, **options)
+    else:
+        runtime = ModelRuntime.load(args.artifact, **options)
+    app = create_app(runtime, config, align=align)
+    if not config.auth_enabled:
+        log.warning(
+            "no API keys configured: %s",
+            "serving without authentication (--insecure)"
+            if config.insecure
+            else "answering loopback clients only",
+        )
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(
+        f"polyfuse serving {args.artifact} at http://{host}:{config.port} "
+        f"(API docs: http://{host}:{config.port}/docs)",
+        flush=True,
+    )
+    level = "debug" if args.verbose else "warning" if args.quiet else "info"
+    uvicorn.run(app, host=config.host, port=config.port, log_level=level, access_log=False)
+    return EXIT_OK
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """`ServeConfig` from --config, then the flags given, then the keys."""
+    import dataclasses
+
+    from polyfuse.serve.config import ServeConfig, env_key_hashes, read_keys_file
+
+    config = ServeConfig.from_file(args.config) if args.config else ServeConfig()
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "policy": args.policy,
+        "request_log": args.request_log,
+        "otel": args.otel,
+        "rate_limit": args.rate_limit,
+        "cors_origins": tuple(args.cors_origin) if args.cors_origin else None,
+        "insecure": args.insecure or None,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    keys = config.api_key_hashes + env_key_hashes()
+    limits = dict(config.key_limits)
+    if args.api_keys:
+        file_keys, file_limits = read_keys_file(args.api_keys)
+        keys += file_keys
+        limits.update(file_limits)  # the keys file wins over --config for the same key
+    return dataclasses.replace(config, api_key_hashes=tuple(dict.fromkeys(keys)), key_limits=limits)
