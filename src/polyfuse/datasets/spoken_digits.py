@@ -16,7 +16,7 @@ import numpy as np
 
 from polyfuse.core.progress import bar
 from polyfuse.data.manifest import write_jsonl
-from polyfuse.modalities.audio import resample
+from polyfuse.modalities.readers.audio import resample
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Variants with "breath" (f2, f3, f5) add random noise that would make the data differ

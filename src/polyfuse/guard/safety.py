@@ -1,6 +1,7 @@
 """Input safety: what a file really is, whether it is small enough, and a time budget.
 
-The type comes from the content (magic bytes), not the file name: a ``.txt`` that is
+The type comes from the content (magic bytes, `polyfuse.modalities.io.detect`: the same
+sniffer the model uses), not the file name: a ``.txt`` that is
 a PNG is scanned as an image, and an unknown binary is refused instead of being fed to
 a decoder. Size limits are checked before decoding; pixel and duration limits are
 enforced by the image and audio scanners from headers; every scan runs under a time
@@ -15,27 +16,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from polyfuse.core.errors import InvalidInputError, PolyfuseError
+from polyfuse.modalities.io import SUPPORTED_HINT, describe, detect
 
 T = TypeVar("T")
 
-#: (magic prefix, offset, modality, format)
-_MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "image", "png"),
-    (b"\xff\xd8\xff", 0, "image", "jpeg"),
-    (b"GIF87a", 0, "image", "gif"),
-    (b"GIF89a", 0, "image", "gif"),
-    (b"BM", 0, "image", "bmp"),
-    (b"II*\x00", 0, "image", "tiff"),
-    (b"MM\x00*", 0, "image", "tiff"),
-    (b"WEBP", 8, "image", "webp"),
-    (b"WAVE", 8, "audio", "wav"),
-    (b"fLaC", 0, "audio", "flac"),
-    (b"OggS", 0, "audio", "ogg"),
-    (b"ID3", 0, "audio", "mp3"),
-    (b"\xff\xfb", 0, "audio", "mp3"),
-    (b"\xff\xf3", 0, "audio", "mp3"),
-    (b"%PDF-", 0, "document", "pdf"),
-)
+#: The modalities the firewall scans; other readable content (``.npy`` series) is refused.
+SCANNED_MODALITIES = frozenset({"image", "audio", "document", "text"})
 
 
 class ScanTimeoutError(PolyfuseError):
@@ -70,24 +56,14 @@ def sniff(data: bytes) -> tuple[str, str]:
     Raises:
         InvalidInputError: empty content, or binary content of no supported type.
     """
-    if not data:
-        raise InvalidInputError("input", "empty input", hint="pass a non-empty file or string")
-    for magic, offset, modality, fmt in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            if fmt in ("wav", "webp") and data[:4] != b"RIFF":
-                continue
-            return modality, fmt
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
+    found = detect(data)
+    if found.modality not in SCANNED_MODALITIES:
         raise InvalidInputError(
             "input",
-            "unknown binary content (not a supported image, audio, PDF or UTF-8 text)",
-            hint="supported: PNG, JPEG, GIF, BMP, TIFF, WebP, WAV, FLAC, OGG, MP3, PDF, text",
-        ) from None
-    if "\x00" in text:
-        raise InvalidInputError("input", "text contains NUL bytes: binary content of unknown type")
-    return "text", "utf-8"
+            f"content is {describe(found.format)}: not a supported image, audio, PDF or UTF-8 text",
+            hint=SUPPORTED_HINT,
+        )
+    return found.modality, found.format
 
 
 def check_size(data: bytes, limits: Limits) -> None:

@@ -1,9 +1,9 @@
-"""Audio modality: WAV/FLAC/OGG via soundfile, resampled, turned into a log-mel spectrogram."""
+"""Audio modality: decoded and resampled by `polyfuse.modalities.readers.audio`, turned into a
+log-mel spectrogram."""
 
 from __future__ import annotations
 
 import functools
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,31 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polyfuse.core.errors import ConfigError, DependencyError
+from polyfuse.core.errors import ConfigError
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
-from polyfuse.modalities.io import describe, read_source
+from polyfuse.modalities.io import read_source
+from polyfuse.modalities.readers.audio import AUDIO_FORMATS, decode_audio, resample, to_mono
 
-ALLOWED_FORMATS = frozenset({"wav", "flac", "ogg"})
-
-
-def _soundfile() -> Any:
-    try:
-        import soundfile
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise DependencyError("soundfile", "the audio modality", "audio") from exc
-    return soundfile
-
-
-def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling of a mono float signal (anti-aliased)."""
-    if from_rate == to_rate:
-        return wave
-    try:
-        from scipy.signal import resample_poly
-    except ImportError as exc:  # pragma: no cover
-        raise DependencyError("scipy", "audio resampling", "audio") from exc
-    g = math.gcd(from_rate, to_rate)
-    return np.asarray(resample_poly(wave, to_rate // g, from_rate // g), dtype=np.float32)
+#: Encoded formats accepted (those of the one audio decoder).
+ALLOWED_FORMATS = AUDIO_FORMATS
 
 
 @functools.lru_cache(maxsize=16)
@@ -124,31 +106,14 @@ class AudioContract(ModalityContract):
         """
         if isinstance(value, np.ndarray):
             return self._validate_wave(np.asarray(value, dtype=np.float32).reshape(-1), field, None)
-        sf = _soundfile()
         src = read_source(
             value, modality=self.name, field=field, base_dir=base_dir, max_bytes=self.max_bytes
         )
-        if src.kind not in ALLOWED_FORMATS:
-            raise self.error(
-                f"content is {describe(src.kind)}, not WAV, FLAC or OGG audio",
-                field=field,
-                path=src.path,
-            )
-        try:
-            info = sf.info(io.BytesIO(src.data))
-            if info.frames <= 0:
-                raise self.error("audio has zero length", field=field, path=src.path)
-            if info.frames / info.samplerate > self.max_seconds:
-                raise self.error(
-                    f"{info.frames / info.samplerate:.1f} s exceeds max_seconds={self.max_seconds}",
-                    field=field,
-                    path=src.path,
-                )
-            wave, rate = sf.read(io.BytesIO(src.data), dtype="float32", always_2d=True)
-        except (RuntimeError, ValueError, TypeError, sf.LibsndfileError) as exc:
-            raise self.error(f"cannot decode audio: {exc}", field=field, path=src.path) from exc
-        mono = self._validate_wave(wave.mean(axis=1), field, src.path)
-        return resample(mono, int(rate), self.sample_rate)
+        wave, rate = decode_audio(
+            src.data, max_seconds=self.max_seconds, name=self.name, field=field, path=src.path
+        )
+        mono = resample(to_mono(wave), rate, self.sample_rate)
+        return self._validate_wave(mono, field, src.path)
 
     def _validate_wave(self, wave: np.ndarray, field: str | None, path: Path | None) -> np.ndarray:
         if wave.size == 0:

@@ -1,9 +1,8 @@
-"""Image modality: PNG/JPEG/WebP/BMP/TIFF via Pillow, resized and normalised to ``(C, H, W)``."""
+"""Image modality: decoded by `polyfuse.modalities.readers.image`, resized and normalised to
+``(C, H, W)``."""
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,16 @@ from torch import Tensor
 
 from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.modalities.base import ModalityBatch, ModalityContract
-from polyfuse.modalities.io import describe, read_source
+from polyfuse.modalities.io import read_source
+from polyfuse.modalities.readers.image import (
+    IMAGE_FORMATS,
+    decode_image,
+    pixels_from_array,
+    pixels_from_pil,
+)
 
-ALLOWED_FORMATS = frozenset({"png", "jpeg", "webp", "bmp", "tiff"})
+#: Encoded formats accepted (those of the one image decoder).
+ALLOWED_FORMATS = IMAGE_FORMATS
 
 
 def _pil() -> Any:
@@ -70,81 +76,47 @@ class ImageContract(ModalityContract):
     ) -> np.ndarray:
         """Decode and validate an image.
 
-        Accepts a path, raw bytes, a PIL image, or a uint8 array ``(H, W)`` /
-        ``(H, W, C)``. Returns a uint8 array ``(H, W, channels)``.
+        Accepts a path, raw bytes, a PIL image, or a uint8 (or float in [0, 1]) array
+        ``(H, W)`` / ``(H, W, C)``. Files are decoded upright (EXIF orientation) with
+        transparency composited on white, exactly as the firewall sees them. Returns a
+        uint8 array ``(H, W, channels)``.
         """
         if isinstance(value, np.ndarray):
-            return self._from_array(value, field)
-        pil = _pil()
-        if isinstance(value, pil.Image):
-            self._check_pixels(value.width, value.height, field, None)
-            return self._to_array(value)
+            rgb = pixels_from_array(
+                self._as_uint8(value, field),
+                max_pixels=self.max_pixels,
+                name=self.name,
+                field=field,
+            )
+            return self._to_channels(rgb)
+        if isinstance(value, _pil().Image):
+            rgb = pixels_from_pil(value, max_pixels=self.max_pixels, name=self.name, field=field)
+            return self._to_channels(rgb)
         src = read_source(
             value, modality=self.name, field=field, base_dir=base_dir, max_bytes=self.max_bytes
         )
-        kind = src.kind
-        if kind not in ALLOWED_FORMATS:
-            raise self.error(
-                f"content is {describe(kind)}, not a supported image "
-                f"({', '.join(sorted(ALLOWED_FORMATS))})",
-                field=field,
-                path=src.path,
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pil.DecompressionBombWarning)
-            try:
-                with pil.open(io.BytesIO(src.data)) as img:
-                    self._check_pixels(img.width, img.height, field, src.path)
-                    img.load()
-                    return self._to_array(img)
-            except (
-                OSError,
-                SyntaxError,
-                ValueError,
-                pil.DecompressionBombWarning,
-                pil.DecompressionBombError,
-            ) as exc:
-                raise self.error(
-                    f"cannot decode {kind.upper()}: {exc}", field=field, path=src.path
-                ) from exc
+        decoded = decode_image(
+            src.data, max_pixels=self.max_pixels, name=self.name, field=field, path=src.path
+        )
+        return self._to_channels(decoded.pixels)
 
-    def _check_pixels(self, width: int, height: int, field: str | None, path: Path | None) -> None:
-        if width * height > self.max_pixels:
-            raise self.error(
-                f"{width}x{height} = {width * height} pixels exceeds max_pixels={self.max_pixels} "
-                "(possible decompression bomb)",
-                field=field,
-                path=path,
-            )
-        if width < 1 or height < 1:
-            raise self.error(f"image has no pixels ({width}x{height})", field=field, path=path)
-
-    def _to_array(self, img: Any) -> np.ndarray:
-        mode = "RGB" if self.channels == 3 else "L"
-        arr = np.asarray(img.convert(mode), dtype=np.uint8)
-        return arr[:, :, None] if arr.ndim == 2 else arr
-
-    def _from_array(self, arr: np.ndarray, field: str | None) -> np.ndarray:
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-            raise self.error(
-                f"array must be (H, W) or (H, W, C), got shape {arr.shape}", field=field
-            )
-        self._check_pixels(arr.shape[1], arr.shape[0], field, None)
-        if arr.dtype != np.uint8:
-            if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
-                raise self.error(
-                    f"array must be uint8 or finite float in [0, 1], got {arr.dtype}", field=field
-                )
-            arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        arr = arr[:, :, :3]
-        if arr.shape[2] == self.channels:
+    def _as_uint8(self, arr: np.ndarray, field: str | None) -> np.ndarray:
+        """Float pixels in [0, 1] scaled to uint8; uint8 passes through."""
+        if arr.dtype == np.uint8:
             return arr
-        if self.channels == 1:  # ITU-R 601 luma, as Pillow's "L"
-            luma = arr[:, :, 0] * 0.299 + arr[:, :, 1] * 0.587 + arr[:, :, 2] * 0.114
-            return (luma + 0.5).astype(np.uint8)[:, :, None]
-        return np.repeat(arr, 3, axis=2)
+        if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+            raise self.error(
+                f"array must be uint8 or finite float in [0, 1], got {arr.dtype}", field=field
+            )
+        scaled: np.ndarray = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return scaled
+
+    def _to_channels(self, rgb: np.ndarray) -> np.ndarray:
+        """``(H, W, channels)`` from the decoders' RGB: grey is Pillow's ITU-R 601 luma."""
+        if self.channels == 3:
+            return rgb
+        grey = np.asarray(_pil().fromarray(rgb).convert("L"), dtype=np.uint8)
+        return grey[:, :, None]
 
     def preprocess(self, obj: np.ndarray) -> Tensor:
         """Resize to `size` and normalise: returns float ``(C, H, W)``."""

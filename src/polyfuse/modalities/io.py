@@ -1,7 +1,8 @@
 """Reading raw file sources safely: size limits and type detection by content.
 
-File types are decided by magic bytes, never by the extension alone, so a WAV
-renamed to ``.png`` is reported as what it is.
+The one sniffer of polyfuse: the model's contracts, the firewall and serving all ask
+`sniff` / `detect` what a file is. File types are decided by magic bytes, never by the
+extension alone, so a WAV renamed to ``.png`` is reported as what it is.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyfuse.core.errors import InvalidInputError
+from polyfuse.modalities.readers.text import decode_text
 
 #: (magic prefix, offset, type name). Checked in order.
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
@@ -28,8 +30,23 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"PK\x03\x04", 0, "zip"),
     (b"\x1f\x8b", 0, "gzip"),
     (b"ID3", 0, "mp3"),
+    (b"\xff\xfb", 0, "mp3"),  # an MPEG-1 layer III frame without ID3 tag
+    (b"\xff\xf3", 0, "mp3"),  # an MPEG-2 layer III frame
     (b"\x7fELF", 0, "elf"),
 )
+
+#: Short printable magics that also begin ordinary text ("BMW", "ID3 tags", "OggS..."): they
+#: count only when the head is not text. Real BMP, ID3, Ogg and FLAC headers hold NUL bytes.
+_WEAK = frozenset({b"BM", b"ID3", b"OggS", b"fLaC"})
+
+#: The modality each readable format belongs to; formats not listed are never decoded.
+FORMAT_MODALITY: dict[str, str] = {
+    **dict.fromkeys(("png", "jpeg", "gif", "bmp", "tiff", "webp"), "image"),
+    **dict.fromkeys(("wav", "flac", "ogg", "mp3"), "audio"),
+    "pdf": "document",
+    "npy": "series",
+    "text": "text",
+}
 
 _DESCRIPTIONS = {
     "png": "a PNG image",
@@ -60,17 +77,67 @@ def sniff(head: bytes) -> str | None:
         return "wav"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    textual = _is_text(head)
     for magic, offset, name in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic and not (magic in _WEAK and textual):
             return name
+    return "text" if textual else None
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether ``head`` can be the start of UTF-8 text (no NUL, a cut character allowed)."""
     if not head or b"\x00" in head:
-        return None
+        return False
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.reason != "unexpected end of data":  # a character cut at the end is fine
-            return None
-    return "text"
+        return exc.reason == "unexpected end of data"  # a character cut at the end is fine
+    return True
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What `detect` found: the modality and the format of some content."""
+
+    modality: str
+    format: str
+
+
+def detect(data: bytes, *, name: str = "input") -> Detected:
+    """``(modality, format)`` of the whole of ``data``; text is ``("text", "utf-8")``.
+
+    Unlike `sniff`, text is checked over all of ``data`` (strict UTF-8, no NUL).
+
+    Raises:
+        InvalidInputError: empty content, or content of no readable format.
+    """
+    if not data:
+        raise InvalidInputError(name, "empty input", hint="pass a non-empty file or string")
+    fmt = sniff(data[:64])
+    if fmt is not None and fmt != "text":
+        if fmt not in FORMAT_MODALITY:
+            raise InvalidInputError(
+                name,
+                f"content is {describe(fmt)}: unknown binary content "
+                "(not a supported image, audio, PDF or UTF-8 text)",
+                hint=SUPPORTED_HINT,
+            )
+        return Detected(FORMAT_MODALITY[fmt], fmt)
+    try:
+        decode_text(data, name=name)
+    except InvalidInputError as exc:
+        if "NUL" in exc.reason:
+            raise
+        raise InvalidInputError(
+            name,
+            "unknown binary content (not a supported image, audio, PDF or UTF-8 text: "
+            f"{exc.reason})",
+            hint=SUPPORTED_HINT,
+        ) from None
+    return Detected("text", "utf-8")
+
+
+SUPPORTED_HINT = "supported: PNG, JPEG, GIF, BMP, TIFF, WebP, WAV, FLAC, OGG, MP3, PDF, .npy, text"
 
 
 def describe(kind: str | None) -> str:
@@ -131,7 +198,7 @@ def read_source(
     except FileNotFoundError:
         raise InvalidInputError(
             modality,
-            "file not found",
+            "file not found (cannot read file: no such file)",
             field=field,
             path=path,
             hint="paths in a manifest are relative to the manifest's folder",

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from polyfuse.core.errors import ConfigError
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.modalities.io import describe, detect
+from polyfuse.modalities.readers.text import decode_text
 from polyfuse.modalities.tokenizers import HashedWordTokenizer, HuggingFaceTokenizer, Tokenizer
 
 TOKENIZERS = ("hashed-words", "huggingface")
@@ -62,14 +64,13 @@ class TextContract(ModalityContract):
         return HuggingFaceTokenizer(resolve(str(self.model)))
 
     def load(self, value: Any, *, field: str | None = None, base_dir: Path | None = None) -> str:
-        """Validate a text: ``str`` or UTF-8 ``bytes``; returns NFC-normalised text."""
+        """Validate a text: ``str`` or UTF-8 ``bytes`` (decoded by the one text decoder,
+        `polyfuse.modalities.readers.text.decode_text`); returns NFC-normalised text."""
         if isinstance(value, bytes | bytearray):
-            try:
-                value = bytes(value).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise self.error(
-                    f"not valid UTF-8 (byte {exc.start}: {exc.reason})", field=field
-                ) from exc
+            found = detect(bytes(value), name=self.name) if value else None
+            if found is not None and found.modality != "text":
+                raise self.error(f"content is {describe(found.format)}, not text", field=field)
+            value = decode_text(bytes(value), name=self.name, field=field)
         if not isinstance(value, str):
             raise self.error(f"expected a string, got {type(value).__name__}", field=field)
         try:

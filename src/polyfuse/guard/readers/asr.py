@@ -15,15 +15,14 @@ is passed to ``faster_whisper.WhisperModel`` as is (which may download it).
 from __future__ import annotations
 
 import importlib.util
-import io
 import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -33,6 +32,8 @@ import numpy as np
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
 from polyfuse.guard.readers.spoken import NormalisedText, Word, normalise_spoken
+from polyfuse.modalities.io import read_source
+from polyfuse.modalities.readers.audio import decode_audio, resample, samples_from_array, to_mono
 
 __all__ = [
     "SAMPLE_RATE",
@@ -169,91 +170,6 @@ def _version(package: str) -> str:
 # --- loading --------------------------------------------------------------------------------
 
 
-def _from_samples(samples: Any, sr: Any, max_seconds: float | None) -> np.ndarray:
-    """Validated float32 ``(frames,)`` or ``(frames, channels)`` samples."""
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise _bad(
-            f"sample rate must be a positive integer, got {sr!r}", hint="pass (samples, 16000)"
-        )
-    x = np.asarray(samples)
-    if x.dtype.kind not in "fiu" or x.ndim not in (1, 2):
-        raise _bad(
-            f"samples must be a 1-D or 2-D numeric array, got dtype {x.dtype} shape {x.shape}",
-            hint="pass mono samples (frames,) or (frames, channels)",
-        )
-    if x.ndim == 2 and x.shape[1] > 8 >= x.shape[0]:
-        x = x.T  # (channels, frames)
-    if x.ndim == 2 and x.shape[1] > 8:
-        raise _bad(
-            f"cannot tell frames from channels in shape {x.shape}", hint="pass (frames, channels)"
-        )
-    _check_length(x.shape[0], int(sr), max_seconds)
-    if x.dtype.kind == "u":
-        half = 2.0 ** (8 * x.dtype.itemsize - 1)
-        x = (x.astype(np.float64) - half) / half
-    elif x.dtype.kind == "i":
-        x = x.astype(np.float64) / 2.0 ** (8 * x.dtype.itemsize - 1)
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise _bad("samples contain NaN or infinity")
-    return x
-
-
-def _check_length(frames: int, sr: int, max_seconds: float | None, path: Any = None) -> None:
-    if frames <= 0:
-        raise _bad("the audio is empty (no samples)", path=path)
-    seconds = frames / sr
-    if max_seconds is not None and seconds > max_seconds:
-        raise _bad(
-            f"{seconds:.1f} s of audio is longer than the limit of {max_seconds:g} s",
-            path=path,
-            hint="split the audio into shorter clips or raise max_seconds",
-        )
-
-
-def _decode(source: Any, max_seconds: float | None, path: Any) -> tuple[np.ndarray, int]:
-    """Read an encoded file with soundfile, checking the length from the header first."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(source)
-        frames, sr = int(info.frames), int(info.samplerate)
-    except Exception as exc:  # libsndfile reports malformed input in several exception types
-        raise _bad(
-            f"not a readable audio file ({exc})".replace("\n", " "),
-            path=path,
-            hint="use WAV, FLAC or OGG (anything libsndfile reads)",
-        ) from exc
-    if sr <= 0:
-        raise _bad(f"the header gives sample rate {sr}", path=path)
-    if 0 < frames < 2**62:  # some formats do not know their length until decoded
-        _check_length(frames, sr, max_seconds, path)
-    if hasattr(source, "seek"):
-        source.seek(0)
-    try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
-    except Exception as exc:  # see above
-        raise _bad(
-            f"the audio data cannot be decoded ({exc})".replace("\n", " "), path=path
-        ) from exc
-    _check_length(int(data.shape[0]), int(sr), max_seconds, path)
-    if not np.all(np.isfinite(data)):
-        raise _bad("the decoded samples contain NaN or infinity", path=path)
-    return np.asarray(data, dtype=np.float32), int(sr)
-
-
-def _resample(x: np.ndarray, sr: int) -> np.ndarray:
-    """Mono float32 at `SAMPLE_RATE` (ratio approximated to a denominator <= 1000)."""
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        from scipy.signal import resample_poly
-
-        ratio = Fraction(SAMPLE_RATE, sr).limit_denominator(1000)
-        x = resample_poly(x, ratio.numerator, ratio.denominator)
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def load_audio(
     audio: AudioInput, sr: int | None = None, *, max_seconds: float | None = None
 ) -> np.ndarray:
@@ -273,24 +189,21 @@ def load_audio(
         if len(audio) != 2:
             raise _bad("a tuple must be (samples, sample_rate)")
         samples, rate = audio
-        return _resample(_from_samples(samples, rate, max_seconds), int(rate))
+        x = samples_from_array(samples, rate, max_seconds=max_seconds)
+        return resample(to_mono(x), int(rate), SAMPLE_RATE)
     if isinstance(audio, np.ndarray):
         if sr is None:
             raise _bad("bare samples need their sample rate", hint="pass sr=16000 or (samples, sr)")
-        return _resample(_from_samples(audio, sr, max_seconds), int(sr))
-    if isinstance(audio, (bytes, bytearray, memoryview)):
-        data, rate = _decode(io.BytesIO(bytes(audio)), max_seconds, None)
-        return _resample(data, rate)
-    if isinstance(audio, (str, os.PathLike)):
-        path = Path(audio)
-        if not path.is_file():
-            raise _bad("no such file", path=path, hint="check the path")
-        data, rate = _decode(str(path), max_seconds, path)
-        return _resample(data, rate)
-    raise _bad(
-        f"unsupported audio value of type {type(audio).__name__}",
-        hint="pass a path, bytes, or (samples, sample_rate)",
-    )
+        x = samples_from_array(audio, sr, max_seconds=max_seconds)
+        return resample(to_mono(x), int(sr), SAMPLE_RATE)
+    if not isinstance(audio, (bytes, bytearray, memoryview, str, os.PathLike)):
+        raise _bad(
+            f"unsupported audio value of type {type(audio).__name__}",
+            hint="pass a path, bytes, or (samples, sample_rate)",
+        )
+    src = read_source(audio, modality="audio", field=None, base_dir=None, max_bytes=sys.maxsize)
+    wave, rate = decode_audio(src.data, max_seconds=max_seconds, path=src.path)
+    return resample(to_mono(wave), rate, SAMPLE_RATE)
 
 
 # --- transcription --------------------------------------------------------------------------

@@ -36,16 +36,14 @@ import ctypes
 import difflib
 import math
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
+from polyfuse.core.errors import ConfigError, InvalidInputError
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
 from polyfuse.guard.readers.ocr import (
     DEFAULT_MAX_PIXELS,
@@ -55,6 +53,9 @@ from polyfuse.guard.readers.ocr import (
     _clip_box,
     _inside,
 )
+from polyfuse.modalities.readers.pdf import close_pdf as _close
+from polyfuse.modalities.readers.pdf import open_pdf
+from polyfuse.modalities.readers.pdf import pdfium as _pdfium
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -64,7 +65,7 @@ DOCUMENT_VERSION = "1"
 #: Default render scale: 2 = 144 dpi, enough for OCR of 8 pt text.
 DEFAULT_SCALE = 2.0
 #: Default cap on pages; longer documents are refused, not truncated.
-DEFAULT_MAX_PAGES = 50
+DEFAULT_MAX_PAGES = 50  # = polyfuse.modalities.readers.pdf.DEFAULT_MAX_PAGES
 #: Line height of the glyphs (pdfium's loose character box, about 1.15 x the font size)
 #: in points below which text is unreadable on paper or screen (fonts under ~3.5 pt).
 TINY_PT = 4.0
@@ -82,65 +83,9 @@ MIN_ALNUM = 3
 #: Free-text metadata keys that are scanned.
 METADATA_KEYS = ("Title", "Subject", "Keywords", "Author", "Creator", "Producer")
 
-_PDFIUM_LOCK = threading.RLock()
 _INVISIBLE_MODES = (3, 7)  # FPDF_TEXTRENDERMODE_INVISIBLE, FPDF_TEXTRENDERMODE_CLIP
 
 HiddenKind = Literal["invisible render mode", "outside the page", "tiny text", "not visible"]
-
-
-@contextmanager
-def _pdfium() -> Iterator[Any]:
-    """The pypdfium2 module, with the lock that serialises every call into pdfium."""
-    try:
-        import pypdfium2
-    except ImportError as exc:  # pragma: no cover - pypdfium2 is a guard dependency
-        raise DependencyError("pypdfium2", "PDF scanning", "guard") from exc
-    with _PDFIUM_LOCK:
-        yield pypdfium2
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def open_pdf(data: bytes, *, max_pages: int = DEFAULT_MAX_PAGES) -> Any:
-    """Open ``data`` as a `pypdfium2.PdfDocument` of at most ``max_pages`` pages.
-
-    Raises:
-        InvalidInputError: not a readable PDF, encrypted with a password, no pages or
-            more than ``max_pages`` pages.
-    """
-    with _pdfium() as pdfium:
-        try:
-            pdf = pdfium.PdfDocument(bytes(data))
-            pages = len(pdf)
-        except Exception as exc:  # PdfiumError, and anything odd input makes the binding raise
-            if "password" in str(exc).lower():
-                raise InvalidInputError(
-                    "document",
-                    "the PDF is encrypted with a password",
-                    hint="decrypt it first (qpdf --decrypt); encrypted content cannot be scanned",
-                ) from None
-            raise InvalidInputError(
-                "document",
-                f"cannot open PDF ({exc})",
-                hint="the file is truncated, corrupt or not a PDF",
-            ) from None
-    if pages <= 0:
-        _close(pdf)
-        raise InvalidInputError("document", "the PDF has no pages")
-    if pages > max_pages:
-        _close(pdf)
-        raise InvalidInputError(
-            "document",
-            f"the PDF has {pages} pages, more than max_pages={max_pages}",
-            hint="split the document or raise Limits.max_pages",
-        )
-    return pdf
-
-
-def _close(pdf: Any) -> None:
-    with _pdfium():
-        pdf.close()
 
 
 def pdf_metadata(pdf: Any) -> dict[str, str]:

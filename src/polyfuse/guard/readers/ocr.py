@@ -12,11 +12,10 @@ Heavy dependencies (rapidocr, onnxruntime, OpenCV) are imported inside the funct
 
 from __future__ import annotations
 
-import io
 import math
 import re
+import sys
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from numpy.typing import NDArray
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.modalities.io import read_source
+from polyfuse.modalities.readers.image import decode_image, pixels_from_array, pixels_from_pil
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -73,104 +74,20 @@ def load_image(
         InvalidInputError: the input is not a readable image, is empty or too large.
     """
     if isinstance(image, np.ndarray):
-        return _from_array(image, max_pixels), {}
-    from PIL import Image, ImageOps
+        return pixels_from_array(image, max_pixels=max_pixels), {}
+    from PIL import Image
 
-    path: str | None = None
     if isinstance(image, Image.Image):
-        return _from_pil(image, max_pixels, None), _metadata_text(image)
-    if isinstance(image, (str, Path)):
-        path = str(image)
-        try:
-            data = Path(image).read_bytes()
-        except OSError as exc:
-            raise InvalidInputError(
-                "image", f"cannot read file: {exc.strerror or exc}", path=path
-            ) from exc
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-    else:
+        return pixels_from_pil(image, max_pixels=max_pixels), _metadata_text(image)
+    if not isinstance(image, (str, Path, bytes, bytearray, memoryview)):
         raise InvalidInputError(
             "image",
             f"unsupported image type {type(image).__name__}",
             hint="pass a path, bytes, a PIL.Image or an HxWx3 uint8 numpy array",
         )
-    if not data:
-        raise InvalidInputError("image", "empty image data", path=path)
-    try:
-        with warnings.catch_warnings():
-            # Decoder warnings (corrupt EXIF, bomb warnings below max_pixels) are noise here.
-            warnings.simplefilter("ignore")
-            pil = Image.open(io.BytesIO(data))
-            _check_size(pil.size, max_pixels, path)
-            pil.load()
-            # Upright as a viewer shows it (phone photos store rotation in EXIF).
-            rgb = _from_pil(ImageOps.exif_transpose(pil) or pil, max_pixels, path)
-            meta = _metadata_text(pil)
-    except InvalidInputError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise InvalidInputError(
-            "image", f"image is too large (decompression bomb?): {exc}", path=path
-        ) from exc
-    except MemoryError as exc:
-        raise InvalidInputError("image", "image is too large to decode", path=path) from exc
-    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error ...
-        raise InvalidInputError(
-            "image",
-            f"cannot decode image ({type(exc).__name__}: {exc})",
-            path=path,
-            hint="the file is truncated, corrupt or not an image format Pillow reads",
-        ) from exc
-    return rgb, meta
-
-
-def _check_size(size: tuple[int, int], max_pixels: int, path: str | None) -> None:
-    w, h = size
-    if w <= 0 or h <= 0:
-        raise InvalidInputError("image", f"image has no pixels ({w}x{h})", path=path)
-    if w * h > max_pixels:
-        raise InvalidInputError(
-            "image",
-            f"image declares {w}x{h} = {w * h} pixels, more than max_pixels={max_pixels}",
-            path=path,
-            hint="a tiny file declaring a huge size is a decompression bomb; "
-            "raise max_pixels only for trusted large images",
-        )
-
-
-def _from_pil(pil: PILImage.Image, max_pixels: int, path: str | None) -> RGBArray:
-    from PIL import Image
-
-    _check_size(pil.size, max_pixels, path)
-    if pil.mode in ("RGBA", "LA") or (pil.mode == "P" and "transparency" in pil.info):
-        # What a person sees: the image composited on white.
-        rgba = pil.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        pil = Image.alpha_composite(base, rgba)
-    rgb = np.asarray(pil.convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgb)
-
-
-def _from_array(arr: NDArray[Any], max_pixels: int) -> RGBArray:
-    if arr.dtype != np.uint8:
-        raise InvalidInputError(
-            "image",
-            f"array dtype is {arr.dtype}, expected uint8",
-            hint="convert with (np.clip(a, 0, 1) * 255).astype(np.uint8) for float images",
-        )
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise InvalidInputError(
-            "image", f"array shape {arr.shape} is not HxW, HxWx3 or HxWx4", hint="RGB order"
-        )
-    _check_size((int(arr.shape[1]), int(arr.shape[0])), max_pixels, None)
-    if arr.shape[2] == 4:
-        alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
-        comp = arr[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-        arr = np.clip(np.rint(comp), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[:, :, :3])
+    src = read_source(image, modality="image", field=None, base_dir=None, max_bytes=sys.maxsize)
+    decoded = decode_image(src.data, max_pixels=max_pixels, path=src.path)
+    return decoded.pixels, _metadata_text(decoded.image)
 
 
 # --------------------------------------------------------------------------- metadata
