@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 TORCH  := torch==2.13.0
 
-.PHONY: install demo test bench lint typecheck check clean
+.PHONY: install demo test bench lint imports typecheck check clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev,bench]'
 	@touch $(STAMP)
 
 # Trains the demo model once (spoken + written digits), then serves it until Ctrl-C.
@@ -45,6 +45,11 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# The architecture contracts of [tool.importlinter] in pyproject.toml alone (also part of lint).
+imports: install
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -15,7 +15,7 @@ from polyfuse.guard.engine import Guard
 from polyfuse.serve.config import ServeConfig, hash_key
 from polyfuse.serve.http.app import create_app
 from polyfuse.serve.types import ServeError
-from tests.browser import chromium_path
+from tests.browser import chromium_path, playwright_sync_api
 from tests.guard.fakes import RegexDetector
 from tests.serve.fakes import FakeRuntime, LiveServer
 
@@ -27,7 +27,7 @@ TIMEOUT_MS = 5000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     path = chromium_path()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (dev extra)")
+    sync_api = playwright_sync_api()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=path, args=["--no-sandbox", *MEDIA_ARGS])
         try:
