@@ -9,7 +9,8 @@ Heavy libraries (Pillow, soundfile, scipy, pypdfium2) are imported inside the fu
 
 Modules: `image` (`decode_image`, `pixels_from_pil`, `pixels_from_array`), `audio`
 (`decode_audio`, `samples_from_array`, `to_mono`, `resample`), `text` (`decode_text`),
-`pdf` (`open_pdf`, `pdfium`). Time series (``.npy`` / CSV) are read by
-`polyfuse.modalities.timeseries`, their only reader. This package re-exports nothing, so
-`polyfuse.modalities.io` (the sniffer) can use `text` without an import cycle.
+`pdf` (`open_pdf`, `pdfium`) and `formats`, the sniffer (`sniff`, `detect`, `describe`).
+Time series (``.npy`` / CSV) are read by `polyfuse.modalities.timeseries`, their only
+reader. This package re-exports nothing; `polyfuse.modalities.io` (sources: a path or
+bytes) sits above it and re-exports the sniffer.
 """

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from polyfuse.core.errors import DependencyError, InvalidInputError
-from polyfuse.modalities.io import describe, sniff
+from polyfuse.modalities.readers.formats import describe, sniff
 
 #: Encoded formats the audio decoder reads (all through libsndfile).
 AUDIO_FORMATS = frozenset({"wav", "flac", "ogg", "mp3"})

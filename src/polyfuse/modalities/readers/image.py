@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from polyfuse.core.errors import DependencyError, InvalidInputError
-from polyfuse.modalities.io import describe, sniff
+from polyfuse.modalities.readers.formats import describe, sniff
 
 #: Encoded formats the image decoder reads.
 IMAGE_FORMATS = frozenset({"png", "jpeg", "gif", "bmp", "tiff", "webp"})
