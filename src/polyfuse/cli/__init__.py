@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from polyfuse import __version__
-from polyfuse.cli.common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from polyfuse.cli.common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, error_line
 from polyfuse.core.errors import PolyfuseError
 
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args)
     except PolyfuseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -128,7 +128,8 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
 
 def config_error(exc: ValidationError, adapter: TypeAdapter[Any], where: str = "") -> ConfigError:
     """The first pydantic error as a `ConfigError` naming the full key path with a hint."""
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # typos first
     loc = tuple(err["loc"])
     path = _key_path(where, loc)
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
@@ -137,14 +138,24 @@ def config_error(exc: ValidationError, adapter: TypeAdapter[Any], where: str = "
         return ConfigError(path, "is required", hint="add it")
     message = str(err["msg"]).removeprefix("Value error, ")
     given = err.get("input")
-    shown = "" if isinstance(given, Mapping | list) else f", got {given!r:.60}"
+    plain = isinstance(given, Mapping | list) or "got" in message
+    shown = "" if plain else f", got {given!r:.60}"
     return ConfigError(path, f"{message[0].lower()}{message[1:]}{shown}", hint=_hint(err))
 
 
 def _hint(err: Any) -> str:
     kind = str(err["type"])
-    if kind.startswith(("int_", "bool_", "float_", "string_")) and kind.endswith("type"):
-        return "write the value without quotes, as the type named above"
+    typed = {
+        "bool": "write true or false, without quotes",
+        "int": "write a whole number without quotes",
+        "float": "write a number without quotes",
+        "string": "write text (quote it if YAML reads it as something else)",
+    }
+    for prefix, hint in typed.items():
+        if kind.startswith(prefix):
+            return hint
+    if "expected a number" in str(err["msg"]):
+        return typed["float"]
     if kind in ("literal_error", "enum"):
         return "use one of the values listed"
     if kind.startswith(("greater", "less")):
