@@ -87,6 +87,10 @@ def serve(args: argparse.Namespace) -> int:
     """
     config = serve_config(args)
     config.check()  # refuse unsafe settings before loading any model
+    if config.policy:
+        from polyfuse.guard.policy import Policy
+
+        Policy.load(config.policy)  # a bad policy fails here, not after the model loaded
     try:
         import uvicorn
 

@@ -101,7 +101,7 @@ def _key_path(where: str, loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not part.startswith(("function-", "json-or-python")):
+        elif part != "[key]" and not part.startswith(("function-", "json-or-python")):
             path = f"{path}.{part}" if path else part
     return path or "<root>"
 
