@@ -88,7 +88,7 @@ def check_keys(given: Mapping[str, Any], allowed: Iterable[str], *, where: str) 
 def unknown_key(path: str, key: str, allowed: Iterable[str]) -> ConfigError:
     """The `ConfigError` of an unknown key, listing the valid ones and the closest."""
     allowed = sorted(allowed)
-    close = difflib.get_close_matches(key, allowed, n=1)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
     return ConfigError(
         path,
         f"unknown key; valid keys: {', '.join(allowed)}",
@@ -96,12 +96,16 @@ def unknown_key(path: str, key: str, allowed: Iterable[str]) -> ConfigError:
     )
 
 
+#: Parts of a pydantic error location that name a union member, not a key.
+_UNION_TAGS = frozenset({"int", "float", "str", "bool", "none", "dict", "list", "tuple"})
+
+
 def _key_path(where: str, loc: tuple[int | str, ...]) -> str:
     path = where
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part != "[key]" and not part.startswith(("function-", "json-or-python")):
+        elif part.isidentifier() and part not in _UNION_TAGS:
             path = f"{path}.{part}" if path else part
     return path or "<root>"
 

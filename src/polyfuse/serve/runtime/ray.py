@@ -164,14 +164,22 @@ class RayConfig:
 
         def settings(raw: Any, where: str, base: DeploymentSettings) -> DeploymentSettings:
             if not isinstance(raw, Mapping):
-                raise ConfigError(where, "must be a mapping of deployment settings")
+                raise ConfigError(
+                    where,
+                    "must be a mapping of deployment settings",
+                    hint="e.g. {max_batch_size: 8, max_replicas: 2}",
+                )
             return validate(DeploymentSettings, {**dataclasses.asdict(base), **raw}, where)
 
         values = dict(data)
         base = settings(values.pop("deployment", {}) or {}, "ray.deployment", DeploymentSettings())
         per = values.pop("per_modality", {}) or {}
         if not isinstance(per, Mapping):
-            raise ConfigError("ray.per_modality", "must map modality names to settings")
+            raise ConfigError(
+                "ray.per_modality",
+                "must map modality names to settings",
+                hint="e.g. per_modality: {image: {num_gpus: 1}}",
+            )
         config = validate(cls, values, "ray")
         config = dataclasses.replace(
             config,
