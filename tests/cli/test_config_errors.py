@@ -190,3 +190,17 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, case: str, key: str) -> 
     assert "Traceback" not in done.stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}: "), lines
     assert "(hint: " in lines[0]
+
+
+def test_python_constructors_raise_config_errors_too() -> None:
+    from polyfuse.core.config import ModelConfig
+    from polyfuse.serve.runtime.ray import RayConfig
+
+    for make, key in [
+        (lambda: ServeConfig(port=0), "serve.port"),
+        (lambda: ModelConfig(dim=0), "model.dim"),
+        (lambda: RayConfig(num_cpus=0), "ray.num_cpus"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            make()
+        assert err.value.key == key

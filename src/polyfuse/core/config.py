@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -176,6 +177,27 @@ def validate(kind: type[_T], data: object, where: str = "") -> _T:
         raise config_error(exc, adapter, where) from None
 
 
+def config_errors(where: str) -> Callable[[type[_T]], type[_T]]:
+    """Class decorator for a pydantic config dataclass: a bad value passed to its
+    constructor from Python (``ServeConfig(port=0)``) raises `ConfigError` naming
+    ``where.<key>`` like a bad value in a file, never pydantic's `ValidationError`."""
+
+    def decorate(cls: type[_T]) -> type[_T]:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise config_error(exc, TypeAdapter(cls), where) from None
+
+        setattr(cls, "__init__", checked_init)  # noqa: B010 (mypy refuses assigning a method)
+        return cls
+
+    return decorate
+
+
 def json_schema(kind: type[Any]) -> dict[str, Any]:
     """JSON Schema of a config model (for editor completion: ``polyfuse schema``)."""
     return TypeAdapter(kind).json_schema()
@@ -218,6 +240,7 @@ def _gated() -> ComponentConfig:
     return ComponentConfig(name="gated")
 
 
+@config_errors("modalities.<name>")
 @dataclass(config=MODEL_CONFIG)
 class ModalityConfig:
     """One modality: its contract kind, encoder and per-modality training knobs.
@@ -270,6 +293,7 @@ class ModalityConfig:
         return data
 
 
+@config_errors("model")
 @dataclass(config=MODEL_CONFIG)
 class ModelConfig:
     """Shared dimension, adapter, fusion and head.
@@ -306,6 +330,7 @@ def _device(value: str) -> str:
     raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
 
+@config_errors("train")
 @dataclass(config=MODEL_CONFIG)
 class TrainConfig:
     """Optimisation and run settings.
@@ -372,6 +397,7 @@ class TrainConfig:
         validate(TrainConfig, dataclasses.asdict(self), "train")
 
 
+@config_errors("align")
 @dataclass(config=MODEL_CONFIG)
 class AlignConfig:
     """Options of ``task: contrastive`` beyond the adapters themselves.
@@ -409,6 +435,7 @@ class AlignConfig:
         return validate(cls, value, "align")
 
 
+@config_errors("")
 @dataclass(config=MODEL_CONFIG)
 class Config:
     """A full training configuration (the YAML file ``polyfuse train`` reads).

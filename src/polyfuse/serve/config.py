@@ -26,6 +26,7 @@ from polyfuse.core.config import (
     NonNegativeFloat,
     PositiveInt,
     YamlFloat,
+    config_errors,
     unknown_key,
     validate,
 )
@@ -203,6 +204,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@config_errors("serve")
 @dataclass(config=MODEL_CONFIG)
 class ServeConfig:
     """Settings of the HTTP layer.

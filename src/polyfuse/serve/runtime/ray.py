@@ -32,7 +32,14 @@ from pydantic import ConfigDict, Field, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 
 from polyfuse.artifacts.classifier import Artifact
-from polyfuse.core.config import NonNegativeFloat, NonNegativeInt, PositiveInt, YamlFloat, validate
+from polyfuse.core.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    YamlFloat,
+    config_errors,
+    validate,
+)
 from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.serve.runtime.cache import CachedValue, EmbeddingCache
 from polyfuse.serve.runtime.model import (
@@ -63,6 +70,7 @@ def import_ray() -> tuple[Any, Any]:
 _RAY_CONFIG = ConfigDict(extra="forbid")
 
 
+@config_errors("ray.deployment")
 @dataclass(frozen=True, config=_RAY_CONFIG)
 class DeploymentSettings:
     """One encoder deployment: batching, autoscaling and the resources of a replica.
@@ -126,6 +134,7 @@ class DeploymentSettings:
         return "cuda" if self.num_gpus > 0 else "cpu"
 
 
+@config_errors("ray")
 @dataclass(frozen=True, config=_RAY_CONFIG)
 class RayConfig:
     """Where Ray runs and how the encoder deployments scale.
