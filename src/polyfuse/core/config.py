@@ -73,7 +73,10 @@ Probability = Annotated[
 ]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
-NonNegativeFloat = Annotated[YamlFloat, Field(ge=0.0)]
+# constraints before the YAML validator, so the JSON schema carries them (minimum ...)
+NonNegativeFloat = Annotated[float, Field(ge=0.0), BeforeValidator(_yaml_float)]
+PositiveFloat = Annotated[float, Field(gt=0.0), BeforeValidator(_yaml_float)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_yaml_float)]
 
 _T = TypeVar("_T")
 
@@ -265,8 +268,8 @@ class ModalityConfig:
     encoder: ComponentConfig
     contract: dict[str, Any] = dataclasses.field(default_factory=dict)
     dropout: Probability = 0.0
-    encoder_lr: Annotated[YamlFloat, Field(gt=0.0)] | None = None
-    adapter_lr: Annotated[YamlFloat, Field(gt=0.0)] | None = None
+    encoder_lr: PositiveFloat | None = None
+    adapter_lr: PositiveFloat | None = None
     loss_weight: NonNegativeFloat = 0.3
     noise: Probability = 0.0
 
@@ -368,10 +371,10 @@ class TrainConfig:
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 32
     grad_accum: PositiveInt = 1
-    lr: Annotated[YamlFloat, Field(gt=0.0)] = 1e-3
+    lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.01
     warmup: Probability = 0.05
-    min_lr_ratio: Annotated[YamlFloat, Field(ge=0.0, le=1.0)] = 0.01
+    min_lr_ratio: UnitFloat = 0.01
     clip_norm: NonNegativeFloat = 1.0
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     metric: StrictStr = "auto"

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from polyfuse.core.config import YamlFloat, unknown_key, validate
+from polyfuse.core.config import UnitFloat, unknown_key, validate
 from polyfuse.core.errors import ConfigError
 from polyfuse.guard.findings import ACTIONS, ENTITY_TYPES, Action, Finding
 
@@ -77,7 +77,7 @@ class RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Action | None = None
-    threshold: Annotated[YamlFloat, Field(ge=0.0, le=1.0)] | None = None
+    threshold: UnitFloat | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -24,8 +24,8 @@ from pydantic.dataclasses import dataclass
 from polyfuse.core.config import (
     MODEL_CONFIG,
     NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
-    YamlFloat,
     config_errors,
     unknown_key,
     validate,
@@ -59,7 +59,6 @@ RUNTIME_OPTIONS = (
 )
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
-PositiveFloat = Annotated[YamlFloat, Field(gt=0.0)]
 
 
 def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
