@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from polyfuse import __version__
-from polyfuse.cli.common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK
+from polyfuse.cli.common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, error_line
 from polyfuse.core.errors import PolyfuseError
 
 
@@ -54,6 +54,7 @@ COMMANDS: dict[str, Command] = {
     "search": Command("retrieval", "search", "search a vector index by text or image"),
     "caption": Command("retrieval", "caption", "caption images with a captioning artifact"),
     "scan": Command("guard", "scan", "scan files for PII, prompt injection and hidden text"),
+    "schema": Command("schema", "schema", "print the JSON Schema of config, serve or policy"),
     "demo": Command("demo", "demo", "run the whole flow on data that ships with the install"),
     "serve": Command(
         "serve", "serve", "serve an artifact over HTTP (REST and Open Inference Protocol v2)"
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command].run(args)
     except PolyfuseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

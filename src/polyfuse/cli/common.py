@@ -13,6 +13,35 @@ EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 log = logging.getLogger("polyfuse")
 
 
+def error_line(exc: BaseException) -> str:
+    """One stderr line for a user error: ``error: WHAT (hint: HOW)``, never a traceback."""
+    from polyfuse.core.errors import PolyfuseError
+
+    if isinstance(exc, PolyfuseError):
+        text = " ".join(str(exc.args[0] if exc.args else exc).split("\n  hint:")[0].split())
+        return f"error: {text}" + (f" (hint: {exc.hint})" if exc.hint else "")
+    return "error: " + " ".join(str(exc).split())
+
+
+def check_positive(flag: str, value: int) -> None:
+    """`ConfigError` naming ``flag`` unless ``value >= 1`` (checked before any work)."""
+    from polyfuse.core.errors import ConfigError
+
+    if value < 1:
+        raise ConfigError(flag, f"must be at least 1, got {value}", hint=f"pass {flag} 1 or more")
+
+
+def check_output_file(flag: str, value: str | None) -> None:
+    """`ConfigError` naming ``flag`` when ``value`` is an existing directory (checked before
+    any work, so a long run does not end in a failed write)."""
+    from polyfuse.core.errors import ConfigError
+
+    if value is not None and Path(value).is_dir():
+        raise ConfigError(
+            flag, f"'{value}' is a directory", hint=f"give a file name, e.g. {value}/out.jsonl"
+        )
+
+
 def severities(value: str) -> tuple[int, ...]:
     """argparse type: comma-separated corruption severities 1..5."""
     try:

@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from polyfuse.cli.common import EXIT_OK, modality_list, report_bad
+from polyfuse.cli.common import (
+    EXIT_OK,
+    check_output_file,
+    check_positive,
+    modality_list,
+    report_bad,
+)
 
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +34,8 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
 
 def predict(args: argparse.Namespace) -> int:
     """Predict every row of a manifest; JSON lines to --out or stdout."""
+    check_positive("--batch-size", args.batch_size)
+    check_output_file("--out", args.out)
     from polyfuse.inference.predict import Predictor
 
     predictor = Predictor.load(args.artifact, device=args.device, batch_size=args.batch_size)

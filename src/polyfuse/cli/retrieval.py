@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from polyfuse.cli.common import EXIT_OK
+from polyfuse.cli.common import EXIT_OK, check_positive
 
 
 def index_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +36,7 @@ def search_arguments(p: argparse.ArgumentParser) -> None:
 
 def search(args: argparse.Namespace) -> int:
     """Search an index by text or by image; prints ranked items with scores."""
+    check_positive("-k", args.k)
     from polyfuse.retrieval.pipeline import search_index
 
     modality, value = ("text", args.text) if args.text is not None else ("image", args.image)

@@ -44,7 +44,12 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cors-origin", action="append", metavar="ORIGIN", help="allowed origin (repeatable)"
     )
-    p.add_argument("--config", metavar="FILE", help="YAML with any ServeConfig field")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML with any ServeConfig field (see 'polyfuse schema serve'); "
+        "POLYFUSE_<FIELD> variables override it, flags override both",
+    )
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
     p.add_argument(
         "--threads",
@@ -82,6 +87,10 @@ def serve(args: argparse.Namespace) -> int:
     """
     config = serve_config(args)
     config.check()  # refuse unsafe settings before loading any model
+    if config.policy:
+        from polyfuse.guard.policy import Policy
+
+        Policy.load(config.policy)  # a bad policy fails here, not after the model loaded
     try:
         import uvicorn
 
@@ -95,7 +104,7 @@ def serve(args: argparse.Namespace) -> int:
 
     align = AlignServices.load(index=args.index, align=args.align, caption=args.caption)
     threads = "auto" if args.threads is None else args.threads
-    options: dict[str, Any] = {"torch_threads": threads}
+    options: dict[str, Any] = {"torch_threads": threads, **config.runtime_options()}
     if args.device:
         options["device"] = args.device
     if args.ray or args.ray_address or args.ray_config:
@@ -130,12 +139,12 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
-    """`ServeConfig` from --config, then the flags given, then the keys."""
-    import dataclasses
-
+    """`ServeConfig`: defaults < --config file < ``POLYFUSE_*`` variables < flags, then the
+    keys (--config, POLYFUSE_API_KEYS and --api-keys together)."""
     from polyfuse.serve.config import ServeConfig, env_key_hashes, read_keys_file
 
     config = ServeConfig.from_file(args.config) if args.config else ServeConfig()
+    config = config.with_env()  # POLYFUSE_* variables win over the file, flags over both
     flags = {
         "host": args.host,
         "port": args.port,
@@ -146,11 +155,11 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "cors_origins": tuple(args.cors_origin) if args.cors_origin else None,
         "insecure": args.insecure or None,
     }
-    config = dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    config = config.replace(**{k: v for k, v in flags.items() if v is not None})
     keys = config.api_key_hashes + env_key_hashes()
     limits = dict(config.key_limits)
     if args.api_keys:
         file_keys, file_limits = read_keys_file(args.api_keys)
         keys += file_keys
         limits.update(file_limits)  # the keys file wins over --config for the same key
-    return dataclasses.replace(config, api_key_hashes=tuple(dict.fromkeys(keys)), key_limits=limits)
+    return config.replace(api_key_hashes=tuple(dict.fromkeys(keys)), key_limits=limits)

@@ -1,18 +1,35 @@
-"""Run configuration: dataclasses that store component *names*, loaded from YAML.
+"""Run configuration: typed sections that store component *names*, loaded from YAML.
 
 A config is plain data (serialisable, diffable); components are built from it
-through the registries. Unknown keys are errors that name the key and suggest
-the closest valid one.
+through the registries. Every section is a pydantic v2 dataclass: unknown keys are
+errors that suggest the closest valid one, YAML strings are not silently read as
+numbers or booleans, and every failure is a `ConfigError` naming the full key path
+(`validate` maps pydantic's errors for every config model of the project).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from polyfuse.core.errors import ConfigError
 
@@ -20,21 +37,176 @@ TASKS = ("multiclass", "multilabel", "regression", "contrastive", "captioning")
 PRECISIONS = ("auto", "bf16", "fp32")
 BAD_ROW_POLICIES = ("skip", "fail")
 
+#: pydantic settings shared by every config model of the project.
+MODEL_CONFIG = ConfigDict(extra="forbid", validate_assignment=False)
+
+_YAML_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml_float(value: object) -> object:
+    """Accept ints, floats and PyYAML's scientific strings (``1e-3``); refuse the rest
+    (a bool is not a number, ``"abc"`` is not a float)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, str):
+        if _YAML_FLOAT.match(value.strip()):
+            return float(value)
+        raise ValueError(f"expected a number, got the string {value[:40]!r}")
+    return value
+
+
+#: A float as YAML writes it (PyYAML reads ``1e-3`` as a string).
+YamlFloat = Annotated[float, BeforeValidator(_yaml_float)]
+
+
+def _probability(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError("must be in [0, 1)")
+    return value
+
+
+#: A probability in [0, 1) (the range said in the message and in the JSON schema).
+Probability = Annotated[
+    YamlFloat,
+    AfterValidator(_probability),
+    Field(json_schema_extra={"minimum": 0.0, "exclusiveMaximum": 1.0}),
+]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+# constraints before the YAML validator, so the JSON schema carries them (minimum ...)
+NonNegativeFloat = Annotated[float, Field(ge=0.0), BeforeValidator(_yaml_float)]
+PositiveFloat = Annotated[float, Field(gt=0.0), BeforeValidator(_yaml_float)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_yaml_float)]
+
+_T = TypeVar("_T")
+
 
 def check_keys(given: Mapping[str, Any], allowed: Iterable[str], *, where: str) -> None:
     """Raise `ConfigError` for the first key of ``given`` not in ``allowed``."""
     allowed = list(allowed)
     for key in given:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            raise ConfigError(
-                f"{where}.{key}",
-                f"unknown key; valid keys: {', '.join(sorted(allowed))}",
-                hint=f"did you mean '{close[0]}'?" if close else None,
-            )
+            raise unknown_key(f"{where}.{key}", str(key), allowed)
 
 
-@dataclass
+def unknown_key(path: str, key: str, allowed: Iterable[str]) -> ConfigError:
+    """The `ConfigError` of an unknown key, listing the valid ones and the closest."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+    return ConfigError(
+        path,
+        f"unknown key; valid keys: {', '.join(allowed)}",
+        hint=f"did you mean '{close[0]}'?" if close else "remove it",
+    )
+
+
+#: Parts of a pydantic error location that name a union member, not a key.
+_UNION_TAGS = frozenset({"int", "float", "str", "bool", "none", "dict", "list", "tuple"})
+
+
+def _key_path(where: str, loc: tuple[int | str, ...]) -> str:
+    path = where
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and part not in _UNION_TAGS:
+            path = f"{path}.{part}" if path else part
+    return path or "<root>"
+
+
+def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model reached by following ``loc`` through the JSON schema."""
+    schema = adapter.json_schema()
+    defs = schema.get("$defs", {})
+    node: dict[str, Any] = schema
+    for part in loc:
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        props = node.get("properties", {})
+        if isinstance(part, str) and part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return []
+    while "$ref" in node:
+        node = defs[node["$ref"].rsplit("/", 1)[1]]
+    return sorted(node.get("properties", {}))
+
+
+def config_error(exc: ValidationError, adapter: TypeAdapter[Any], where: str = "") -> ConfigError:
+    """The first pydantic error as a `ConfigError` naming the full key path with a hint."""
+    errors = exc.errors(include_url=False)
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # typos first
+    loc = tuple(err["loc"])
+    path = _key_path(where, loc)
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return unknown_key(path, str(loc[-1]), _allowed_keys(adapter, loc[:-1]))
+    if err["type"] == "missing":
+        return ConfigError(path, "is required", hint="add it")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    given = err.get("input")
+    plain = isinstance(given, Mapping | list) or "got" in message
+    shown = "" if plain else f", got {given!r:.60}"
+    return ConfigError(path, f"{message[0].lower()}{message[1:]}{shown}", hint=_hint(err))
+
+
+def _hint(err: Any) -> str:
+    kind = str(err["type"])
+    typed = {
+        "bool": "write true or false, without quotes",
+        "int": "write a whole number without quotes",
+        "float": "write a number without quotes",
+        "string": "write text (quote it if YAML reads it as something else)",
+    }
+    for prefix, hint in typed.items():
+        if kind.startswith(prefix):
+            return hint
+    if "expected a number" in str(err["msg"]):
+        return typed["float"]
+    if kind in ("literal_error", "enum"):
+        return "use one of the values listed"
+    if kind.startswith(("greater", "less")):
+        return "pick a value inside the range"
+    return "see 'polyfuse schema' for the valid form"
+
+
+def validate(kind: type[_T], data: object, where: str = "") -> _T:
+    """``data`` (parsed YAML) validated as ``kind``; any failure is a `ConfigError`."""
+    adapter: TypeAdapter[_T] = TypeAdapter(kind)
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise config_error(exc, adapter, where) from None
+
+
+def config_errors(where: str) -> Callable[[type[_T]], type[_T]]:
+    """Class decorator for a pydantic config dataclass: a bad value passed to its
+    constructor from Python (``ServeConfig(port=0)``) raises `ConfigError` naming
+    ``where.<key>`` like a bad value in a file, never pydantic's `ValidationError`."""
+
+    def decorate(cls: type[_T]) -> type[_T]:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise config_error(exc, TypeAdapter(cls), where) from None
+
+        setattr(cls, "__init__", checked_init)  # noqa: B010 (mypy refuses assigning a method)
+        return cls
+
+    return decorate
+
+
+def json_schema(kind: type[Any]) -> dict[str, Any]:
+    """JSON Schema of a config model (for editor completion: ``polyfuse schema``)."""
+    return TypeAdapter(kind).json_schema()
+
+
+@dataclass(config=MODEL_CONFIG)
 class ComponentConfig:
     """A registry name plus the keyword arguments of its builder.
 
@@ -42,25 +214,37 @@ class ComponentConfig:
     and parameters (``fusion: {name: gated, hidden: 128}``).
     """
 
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
+    name: StrictStr
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, "params": {}}
+        if isinstance(value, Mapping) and "params" not in value:
+            if not isinstance(value.get("name"), str):
+                raise ValueError("expected a name or a mapping with 'name'")
+            params = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value["name"], "params": params}
+        return value
 
     @classmethod
     def parse(cls, value: Any, *, where: str) -> ComponentConfig:
         """Parse a bare name or a ``{name: ..., **params}`` mapping."""
-        if isinstance(value, str):
-            return cls(value)
-        if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-            params = {k: v for k, v in value.items() if k != "name"}
-            return cls(str(value["name"]), params)
-        raise ConfigError(where, f"expected a name or a mapping with 'name', got {value!r}")
+        return validate(cls, value, where)
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form."""
         return {"name": self.name, **self.params}
 
 
-@dataclass
+def _gated() -> ComponentConfig:
+    return ComponentConfig(name="gated")
+
+
+@config_errors("modalities.<name>")
+@dataclass(config=MODEL_CONFIG)
 class ModalityConfig:
     """One modality: its contract kind, encoder and per-modality training knobs.
 
@@ -80,60 +264,40 @@ class ModalityConfig:
             no evidence instead of trusting it. Image, audio and time series.
     """
 
-    kind: str
+    kind: StrictStr
     encoder: ComponentConfig
-    contract: dict[str, Any] = field(default_factory=dict)
-    dropout: float = 0.0
-    encoder_lr: float | None = None
-    adapter_lr: float | None = None
-    loss_weight: float = 0.3
-    noise: float = 0.0
+    contract: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dropout: Probability = 0.0
+    encoder_lr: PositiveFloat | None = None
+    adapter_lr: PositiveFloat | None = None
+    loss_weight: NonNegativeFloat = 0.3
+    noise: Probability = 0.0
 
     @classmethod
     def parse(cls, name: str, value: Any) -> ModalityConfig:
         """Parse ``modalities.<name>``."""
-        where = f"modalities.{name}"
-        if not isinstance(value, Mapping):
-            raise ConfigError(where, "expected a mapping with at least 'kind' and 'encoder'")
-        check_keys(value, [f.name for f in dataclasses.fields(cls)], where=where)
-        for key in ("kind", "encoder"):
-            if key not in value:
-                raise ConfigError(f"{where}.{key}", "is required")
-        out = cls(
-            kind=str(value["kind"]),
-            encoder=ComponentConfig.parse(value["encoder"], where=f"{where}.encoder"),
-            contract=dict(value.get("contract") or {}),
-            dropout=float(value.get("dropout", 0.0)),
-            encoder_lr=_opt_float(value.get("encoder_lr")),
-            adapter_lr=_opt_float(value.get("adapter_lr")),
-            loss_weight=float(value.get("loss_weight", 0.3)),
-            noise=float(value.get("noise", 0.0)),
-        )
-        if not 0.0 <= out.noise < 1.0:
-            raise ConfigError(f"{where}.noise", f"must be in [0, 1), got {out.noise}")
-        if out.noise and out.kind == "text":
-            raise ConfigError(f"{where}.noise", "noise substitution has no text noise model")
-        if not 0.0 <= out.dropout < 1.0:
-            raise ConfigError(f"{where}.dropout", f"must be in [0, 1), got {out.dropout}")
-        if out.loss_weight < 0:
-            raise ConfigError(f"{where}.loss_weight", "must be >= 0")
+        out = validate(cls, value, f"modalities.{name}")
+        out.check(name)
         return out
+
+    def check(self, name: str) -> None:
+        """Cross-field validation."""
+        if self.noise and self.kind == "text":
+            raise ConfigError(
+                f"modalities.{name}.noise",
+                "noise substitution has no text noise model",
+                hint="set noise: 0 for text modalities",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form."""
-        return {
-            "kind": self.kind,
-            "encoder": self.encoder.to_dict(),
-            "contract": dict(self.contract),
-            "dropout": self.dropout,
-            "encoder_lr": self.encoder_lr,
-            "adapter_lr": self.adapter_lr,
-            "loss_weight": self.loss_weight,
-            "noise": self.noise,
-        }
+        data = dataclasses.asdict(self)
+        data["encoder"] = self.encoder.to_dict()
+        return data
 
 
-@dataclass
+@config_errors("model")
+@dataclass(config=MODEL_CONFIG)
 class ModelConfig:
     """Shared dimension, adapter, fusion and head.
 
@@ -145,25 +309,16 @@ class ModelConfig:
         dropout: dropout inside adapters and head.
     """
 
-    dim: int = 128
-    adapter: str = "linear"
-    fusion: ComponentConfig = field(default_factory=lambda: ComponentConfig("gated"))
-    head_hidden: int = 0
-    dropout: float = 0.1
+    dim: PositiveInt = 128
+    adapter: Literal["linear", "mlp"] = "linear"
+    fusion: ComponentConfig = dataclasses.field(default_factory=_gated)
+    head_hidden: NonNegativeInt = 0
+    dropout: Probability = 0.1
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> ModelConfig:
         """Parse the ``model`` section."""
-        check_keys(value, [f.name for f in dataclasses.fields(cls)], where="model")
-        out = cls()
-        for key, raw in value.items():
-            if key == "fusion":
-                out.fusion = ComponentConfig.parse(raw, where="model.fusion")
-            else:
-                setattr(out, key, _coerce(f"model.{key}", raw, getattr(out, key)))
-        if out.adapter not in ("linear", "mlp"):
-            raise ConfigError("model.adapter", "must be 'linear' or 'mlp'")
-        return out
+        return validate(cls, value, "model")
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form."""
@@ -172,7 +327,14 @@ class ModelConfig:
         return data
 
 
-@dataclass
+def _device(value: str) -> str:
+    if value in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+@config_errors("train")
+@dataclass(config=MODEL_CONFIG)
 class TrainConfig:
     """Optimisation and run settings.
 
@@ -206,53 +368,40 @@ class TrainConfig:
         stall_tolerance: relative improvement below which a loss counts as stalled.
     """
 
-    epochs: int = 20
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.05
-    min_lr_ratio: float = 0.01
-    clip_norm: float = 1.0
-    precision: str = "auto"
-    metric: str = "auto"
-    select: str = "auto"
-    patience: int = 5
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-    on_bad_row: str = "skip"
-    feature_cache: bool = True
-    cache_dir: str | None = None
-    memory_cache_mb: int = 2048
-    stall_epochs: int = 3
-    stall_tolerance: float = 0.01
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 32
+    grad_accum: PositiveInt = 1
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    warmup: Probability = 0.05
+    min_lr_ratio: UnitFloat = 0.01
+    clip_norm: NonNegativeFloat = 1.0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    metric: StrictStr = "auto"
+    select: Literal["auto", "full", "subsets"] = "auto"
+    patience: NonNegativeInt = 5
+    seed: StrictInt = 0
+    num_workers: NonNegativeInt = 0
+    device: Annotated[StrictStr, AfterValidator(_device)] = "auto"
+    on_bad_row: Literal["skip", "fail"] = "skip"
+    feature_cache: StrictBool = True
+    cache_dir: StrictStr | None = None
+    memory_cache_mb: NonNegativeInt = 2048
+    stall_epochs: PositiveInt = 3
+    stall_tolerance: NonNegativeFloat = 0.01
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> TrainConfig:
         """Parse the ``train`` section."""
-        out = _parse_section(cls(), value, "train")
-        out.check()
-        return out
+        return validate(cls, value, "train")
 
     def check(self) -> None:
-        """Cross-field validation."""
-        if self.precision not in PRECISIONS:
-            raise ConfigError("train.precision", f"must be one of {', '.join(PRECISIONS)}")
-        if self.select not in ("auto", "full", "subsets"):
-            raise ConfigError("train.select", "must be auto, full or subsets")
-        if self.on_bad_row not in BAD_ROW_POLICIES:
-            raise ConfigError("train.on_bad_row", "must be 'skip' or 'fail'")
-        for key in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key}", "must be >= 1")
-        if not 0.0 <= self.warmup < 1.0:
-            raise ConfigError("train.warmup", "is a fraction of steps in [0, 1)")
-        if self.lr <= 0:
-            raise ConfigError("train.lr", "must be > 0")
+        """Re-validate (after fields were set by hand); raises `ConfigError`."""
+        validate(TrainConfig, dataclasses.asdict(self), "train")
 
 
-@dataclass
+@config_errors("align")
+@dataclass(config=MODEL_CONFIG)
 class AlignConfig:
     """Options of ``task: contrastive`` beyond the adapters themselves.
 
@@ -274,38 +423,30 @@ class AlignConfig:
             (the scorer ranks the true caption above them).
     """
 
-    ensemble: int = 1
-    querybank: bool = False
-    scorer: bool = False
-    scorer_members: int = 2
-    scorer_epochs: int = 8
-    scorer_dim: int = 256
-    colour: bool = True
-    alternatives_per_step: int = 3
+    ensemble: PositiveInt = 1
+    querybank: StrictBool = False
+    scorer: StrictBool = False
+    scorer_members: PositiveInt = 2
+    scorer_epochs: PositiveInt = 8
+    scorer_dim: PositiveInt = 256
+    colour: StrictBool = True
+    alternatives_per_step: PositiveInt = 3
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> AlignConfig:
         """Parse the ``align`` section."""
-        out = _parse_section(cls(), value, "align")
-        for key in (
-            "ensemble",
-            "scorer_members",
-            "scorer_epochs",
-            "scorer_dim",
-            "alternatives_per_step",
-        ):
-            if getattr(out, key) < 1:
-                raise ConfigError(f"align.{key}", "must be >= 1")
-        return out
+        return validate(cls, value, "align")
 
 
-@dataclass
+@config_errors("")
+@dataclass(config=MODEL_CONFIG)
 class Config:
     """A full training configuration (the YAML file ``polyfuse train`` reads).
 
     Attributes:
-        task: ``multiclass``, ``multilabel``, ``regression`` or ``contrastive``
-            (alignment of two modalities into one space; see `polyfuse.retrieval`).
+        task: ``multiclass``, ``multilabel``, ``regression``, ``contrastive``
+            (alignment of two modalities into one space; see `polyfuse.retrieval`)
+            or ``captioning``.
         modalities: modality name -> its configuration; names are the manifest keys.
         model: shared dimension, fusion and head.
         train: optimisation settings.
@@ -313,37 +454,28 @@ class Config:
         align: ensemble, query bank and consistency scorer of ``task: contrastive``.
     """
 
-    task: str
-    modalities: dict[str, ModalityConfig]
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    label: str = "label"
-    align: AlignConfig = field(default_factory=AlignConfig)
+    task: Literal["multiclass", "multilabel", "regression", "contrastive", "captioning"]
+    modalities: Annotated[dict[str, ModalityConfig], Field(min_length=1)]
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    label: StrictStr = "label"
+    align: AlignConfig = dataclasses.field(default_factory=AlignConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """Validate and build from a mapping (parsed YAML)."""
+        """Validate and build from a mapping (parsed YAML); raises `ConfigError`."""
         if not isinstance(data, Mapping):
-            raise ConfigError("<root>", "a config must be a mapping")
-        check_keys(data, ["task", "modalities", "model", "train", "label", "align"], where="<root>")
-        task = str(data.get("task", "multiclass"))
-        if task not in TASKS:
-            raise ConfigError("task", f"must be one of {', '.join(TASKS)}, got '{task}'")
-        raw_mods = data.get("modalities")
-        if not isinstance(raw_mods, Mapping) or not raw_mods:
-            raise ConfigError("modalities", "needs at least one modality")
-        modalities = {str(k): ModalityConfig.parse(str(k), v) for k, v in raw_mods.items()}
-        label = str(data.get("label", "label"))
-        if label in modalities:
-            raise ConfigError("label", f"'{label}' is also a modality name")
-        return cls(
-            task=task,
-            modalities=dict(sorted(modalities.items())),
-            model=ModelConfig.parse(data.get("model") or {}),
-            train=TrainConfig.parse(data.get("train") or {}),
-            label=label,
-            align=AlignConfig.parse(data.get("align") or {}),
-        )
+            raise ConfigError("<root>", "a config must be a mapping", hint="see polyfuse schema")
+        data = {k: v for k, v in data.items() if v is not None or k not in _SECTIONS}
+        out = validate(cls, {"task": "multiclass", **data})
+        for name, modality in out.modalities.items():
+            modality.check(name)
+        if out.label in out.modalities:
+            raise ConfigError(
+                "label", f"'{out.label}' is also a modality name", hint="rename one of them"
+            )
+        out.modalities = dict(sorted(out.modalities.items()))
+        return out
 
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
@@ -377,34 +509,4 @@ class Config:
         return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-_S = TypeVar("_S")
-
-
-def _parse_section(out: _S, value: Mapping[str, Any], where: str) -> _S:
-    """Set the fields of a flat dataclass section from YAML values, each coerced to the
-    type of its default; unknown keys are refused."""
-    check_keys(value, [f.name for f in dataclasses.fields(out)], where=where)  # type: ignore[arg-type]
-    for key, raw in value.items():
-        setattr(out, key, _coerce(f"{where}.{key}", raw, getattr(out, key)))
-    return out
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _coerce(key: str, raw: Any, default: Any) -> Any:
-    """Convert a YAML scalar to the type of the field default, or fail naming the key."""
-    if default is None or raw is None:
-        return raw
-    kind = type(default)
-    try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            raise ValueError(raw)
-        if kind is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError(raw)
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"expected {kind.__name__}, got {raw!r}") from None
+_SECTIONS = ("model", "train", "align")

@@ -21,6 +21,31 @@ Action = Literal["allow", "flag", "redact", "block"]
 #: Actions from mildest to strictest; an input's action is its strictest finding's.
 ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "block")
 
+#: Every entity / threat type a detector of polyfuse can report (a policy naming another
+#: type is refused: a typo would otherwise silently never match). A new detector adds
+#: its types here.
+ENTITY_TYPES: frozenset[str] = frozenset(
+    {
+        # text PII (guard.detectors.pii.SUPPORTED_ENTITIES)
+        "PERSON",
+        "LOCATION",
+        "US_SSN",
+        "CREDIT_CARD",
+        "PHONE_NUMBER",
+        "EMAIL_ADDRESS",
+        "IP_ADDRESS",
+        "IBAN_CODE",
+        "DATE_OF_BIRTH",
+        "US_DRIVER_LICENSE",
+        "US_PASSPORT",
+        "SECRET",
+        # threats and other modalities
+        "PROMPT_INJECTION",  # guard.detectors.injection
+        "HIDDEN_TEXT",  # guard.readers.ocr, guard.readers.document
+        "FACE",  # guard.readers.ocr
+    }
+)
+
 
 @dataclass(frozen=True)
 class Location:

@@ -27,10 +27,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from polyfuse.core.config import UnitFloat, unknown_key, validate
 from polyfuse.core.errors import ConfigError
-from polyfuse.guard.findings import ACTIONS, Action, Finding
+from polyfuse.guard.findings import ACTIONS, ENTITY_TYPES, Action, Finding
 
 POLICY_VERSION = 1
 
@@ -68,24 +71,47 @@ class Rule:
     threshold: float
 
 
-def _rule(where: str, value: Any, default: Rule) -> Rule:
-    if isinstance(value, str):
-        value = {"action": value}
-    if not isinstance(value, Mapping):
-        raise ConfigError(where, f"expected an action name or a mapping, got {value!r}")
-    unknown = set(value) - {"action", "threshold"}
-    if unknown:
-        raise ConfigError(where, f"unknown keys {sorted(unknown)}", hint="use action, threshold")
-    action = str(value.get("action", default.action))
-    if action not in ACTIONS:
-        raise ConfigError(f"{where}.action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
-    try:
-        threshold = float(value.get("threshold", default.threshold))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.threshold", "must be a number in [0, 1]") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"{where}.threshold", "must be in [0, 1]")
-    return Rule(action, threshold)
+class RuleSpec(BaseModel):
+    """A rule as written in a policy file: unset fields inherit (entity rule <- default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action | None = None
+    threshold: UnitFloat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"action": value} if isinstance(value, str) else value
+
+    def over(self, base: Rule) -> Rule:
+        """This rule with the unset fields taken from ``base``."""
+        action = base.action if self.action is None else self.action
+        threshold = base.threshold if self.threshold is None else self.threshold
+        return Rule(action, threshold)
+
+
+_TYPES_SCHEMA = {"propertyNames": {"enum": sorted(ENTITY_TYPES)}}
+EntityRules = Annotated[dict[str, RuleSpec], Field(json_schema_extra=_TYPES_SCHEMA)]
+
+
+class PolicyFile(BaseModel):
+    """The policy file's schema (``polyfuse schema policy``); see the module docstring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    default: RuleSpec = RuleSpec()
+    entities: EntityRules = {}
+    modalities: dict[Literal["text", "image", "audio", "document"], EntityRules] = {}
+
+
+def _check_types(rules: Mapping[str, Any], where: str) -> None:
+    """`ConfigError` for a type no detector reports, suggesting the closest known one."""
+    for name in rules:
+        if name not in ENTITY_TYPES:
+            error = unknown_key(f"{where}.{name}", name, ENTITY_TYPES)
+            raise ConfigError(error.key, "unknown entity type", hint=error.hint)
 
 
 @dataclass
@@ -110,30 +136,26 @@ class Policy:
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
         """Validate a parsed policy."""
         if not isinstance(data, Mapping):
-            raise ConfigError("policy", "a policy must be a mapping")
-        unknown = set(data) - {"version", "default", "entities", "modalities"}
-        if unknown:
-            raise ConfigError("policy", f"unknown keys {sorted(unknown)}")
-        version = int(data.get("version", POLICY_VERSION))
-        if version != POLICY_VERSION:
-            raise ConfigError(
-                "policy.version", f"this polyfuse reads version {POLICY_VERSION}, got {version}"
-            )
-        default = _rule("policy.default", data.get("default", {}), Rule("flag", 0.5))
-        entities = {
-            str(k): _rule(f"policy.entities.{k}", v, default)
-            for k, v in (data.get("entities") or {}).items()
-        }
-        modalities: dict[str, dict[str, Rule]] = {}
-        for m, rules in (data.get("modalities") or {}).items():
-            if m not in ("text", "image", "audio", "document"):
+            raise ConfigError("policy", "a policy must be a mapping", hint="see polyfuse schema")
+        for key in data:  # named in the message; the key path stays "policy"
+            if key not in PolicyFile.model_fields:
+                error = unknown_key(str(key), str(key), PolicyFile.model_fields)
                 raise ConfigError(
-                    f"policy.modalities.{m}", "not a modality (text, image, audio, document)"
+                    "policy",
+                    f"unknown key '{key}'; valid keys: {', '.join(PolicyFile.model_fields)}",
+                    hint=error.hint,
                 )
-            modalities[str(m)] = {
-                str(k): _rule(f"policy.modalities.{m}.{k}", v, entities.get(str(k), default))
-                for k, v in (rules or {}).items()
-            }
+        raw = {k: ({} if v is None else v) for k, v in data.items()}
+        spec = validate(PolicyFile, raw, "policy")
+        _check_types(spec.entities, "policy.entities")
+        for m, rules in spec.modalities.items():
+            _check_types(rules, f"policy.modalities.{m}")
+        default = spec.default.over(Rule("flag", 0.5))
+        entities = {k: r.over(default) for k, r in spec.entities.items()}
+        modalities = {
+            str(m): {k: r.over(entities.get(k, default)) for k, r in rules.items()}
+            for m, rules in spec.modalities.items()
+        }
         return cls(default, entities, modalities, dict(data))
 
     @classmethod

@@ -14,17 +14,69 @@ import ipaddress
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
 
+from polyfuse.core.config import (
+    MODEL_CONFIG,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    config_errors,
+    unknown_key,
+    validate,
+)
 from polyfuse.core.errors import ConfigError
 
 #: Environment variable with a comma-separated list of API keys.
 API_KEYS_ENV = "POLYFUSE_API_KEYS"
 OTEL_EXPORTERS = ("none", "console", "otlp")
+#: Prefix of the environment variables that set a `ServeConfig` field (``POLYFUSE_PORT``).
+ENV_PREFIX = "POLYFUSE_"
+#: Fields whose environment variable is not ``POLYFUSE_<FIELD>`` (``POLYFUSE_CACHE`` is the
+#: feature-cache folder of training); the API keys have their own, `API_KEYS_ENV`.
+ENV_NAMES = {"cache": "POLYFUSE_SERVE_CACHE"}
+#: `ServeConfig` fields handed to the model runtime (`ServeConfig.runtime_options`).
+RUNTIME_OPTIONS = (
+    "cache",
+    "redis_url",
+    "cache_bytes",
+    "encoder_timeout_s",
+    "breaker_failures",
+    "breaker_reset_s",
+    "breaker_half_open",
+    "degraded",
+    "max_batch",
+    "max_wait_ms",
+    "queue_size",
+    "workers",
+    "preprocess",
+    "preprocess_batch",
+)
+
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`ServeConfig` fields set by environment variables (``POLYFUSE_PORT=9000``,
+    ``POLYFUSE_GC_FREEZE=false``, ``POLYFUSE_CORS_ORIGINS=[https://a.example]``); each
+    value is read as a YAML scalar, then checked like the same key in ``--config``."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ServeConfig):
+        if f.name in ("api_key_hashes", "key_limits"):
+            continue
+        name = ENV_NAMES.get(f.name, ENV_PREFIX + f.name.upper())
+        if name in env:
+            try:
+                out[f.name] = yaml.safe_load(env[name])
+            except yaml.YAMLError:
+                raise ConfigError(name, "not a YAML value", hint="e.g. 8000, true, text") from None
+    return out
 
 
 def hash_key(key: str) -> str:
@@ -151,7 +203,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass
+@config_errors("serve")
+@dataclass(config=MODEL_CONFIG)
 class ServeConfig:
     """Settings of the HTTP layer.
 
@@ -189,27 +242,46 @@ class ServeConfig:
             minutes of a soak, against 10 MB with 2 arenas (one run each,
             docs/serving.md). The cap stays for the life of the process. None: the C
             library's default.
+        cache, redis_url, cache_bytes, encoder_timeout_s, breaker_failures,
+        breaker_reset_s, breaker_half_open, degraded, max_batch, max_wait_ms, queue_size,
+        workers, preprocess, preprocess_batch: options of the model runtime
+            (`polyfuse.serve.runtime.model.RuntimeConfig`, which documents each); None
+            leaves the runtime's default. `runtime_options` hands the set ones over.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    model_name: str | None = None
+    host: StrictStr = "127.0.0.1"
+    port: Port = 8000
+    model_name: StrictStr | None = None
     api_key_hashes: tuple[str, ...] = ()
-    insecure: bool = False
-    rate_limit: float = 0.0
-    rate_burst: int = 20
+    insecure: StrictBool = False
+    rate_limit: NonNegativeFloat = 0.0
+    rate_burst: PositiveInt = 20
     key_limits: dict[str, KeyLimit] = dataclasses.field(default_factory=dict)
-    max_request_bytes: int = 64 * 1024 * 1024
-    max_item_bytes: int = 32 * 1024 * 1024
-    max_items: int = 16
-    cors_origins: tuple[str, ...] = ()
-    policy: str | None = None
-    guard_threads: int = 2
-    request_log: str | None = None
-    otel: str = "none"
-    default_timeout: float | None = None
-    gc_freeze: bool = True
-    malloc_arenas: int | None = 2
+    max_request_bytes: PositiveInt = 64 * 1024 * 1024
+    max_item_bytes: PositiveInt = 32 * 1024 * 1024
+    max_items: PositiveInt = 16
+    cors_origins: tuple[StrictStr, ...] = ()
+    policy: StrictStr | None = None
+    guard_threads: PositiveInt = 2
+    request_log: StrictStr | None = None
+    otel: Literal["none", "console", "otlp"] = "none"
+    default_timeout: PositiveFloat | None = None
+    gc_freeze: StrictBool = True
+    malloc_arenas: PositiveInt | None = 2
+    cache: Literal["memory", "redis", "none"] | None = None
+    redis_url: StrictStr | None = None
+    cache_bytes: PositiveInt | None = None
+    encoder_timeout_s: PositiveFloat | None = None
+    breaker_failures: PositiveInt | None = None
+    breaker_reset_s: PositiveFloat | None = None
+    breaker_half_open: PositiveInt | None = None
+    degraded: Literal["allow", "refuse"] | None = None
+    max_batch: PositiveInt | Literal["auto"] | None = None
+    max_wait_ms: NonNegativeFloat | None = None
+    queue_size: PositiveInt | None = None
+    workers: PositiveInt | None = None
+    preprocess: Literal["process", "thread"] | None = None
+    preprocess_batch: PositiveInt | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -225,15 +297,10 @@ class ServeConfig:
         gives the key its own rate limit (``rate`` and ``burst`` optional).
         """
         names = {f.name for f in dataclasses.fields(cls)} - {"api_key_hashes", "key_limits"}
-        unknown = set(data) - names - {"api_keys"}
-        if unknown:
-            raise ConfigError(
-                "serve", f"unknown keys {sorted(unknown)}", hint=f"known: {sorted(names)}"
-            )
+        for key in data:
+            if key not in names | {"api_keys"}:
+                raise unknown_key(f"serve.{key}", str(key), names | {"api_keys"})
         values = {k: v for k, v in data.items() if k in names}
-        for key in ("cors_origins",):
-            if key in values:
-                values[key] = tuple(values[key] or ())
         entries = data.get("api_keys") or ()
         if not isinstance(entries, list | tuple):
             raise ConfigError("api_keys", "must be a list", hint=API_KEY_ENTRY_FORM)
@@ -244,7 +311,23 @@ class ServeConfig:
             hashes.append(digest)
             if limit is not None:
                 limits[digest] = limit
-        return cls(**values, api_key_hashes=tuple(hashes), key_limits=limits)
+        return validate(
+            cls, {**values, "api_key_hashes": tuple(hashes), "key_limits": limits}, "serve"
+        )
+
+    def replace(self, **changes: Any) -> ServeConfig:
+        """A copy with ``changes`` applied and validated (`ConfigError` naming the key)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return validate(ServeConfig, {**data, **changes}, "serve")
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> ServeConfig:
+        """A copy with the settings given as ``POLYFUSE_<FIELD>`` environment variables
+        (see `env_settings`)."""
+        return self.replace(**env_settings(environ))
+
+    def runtime_options(self) -> dict[str, Any]:
+        """The runtime options set in this config, as `ModelRuntime.load` keywords."""
+        return {k: v for k in RUNTIME_OPTIONS if (v := getattr(self, k)) is not None}
 
     @classmethod
     def from_file(cls, path: str | Path) -> ServeConfig:

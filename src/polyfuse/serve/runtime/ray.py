@@ -23,14 +23,23 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import torch
+from pydantic import ConfigDict, Field, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
 
 from polyfuse.artifacts.classifier import Artifact
-from polyfuse.core.config import check_keys
+from polyfuse.core.config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    YamlFloat,
+    config_errors,
+    validate,
+)
 from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.serve.runtime.cache import CachedValue, EmbeddingCache
 from polyfuse.serve.runtime.model import (
@@ -58,7 +67,11 @@ def import_ray() -> tuple[Any, Any]:
     return ray, serve
 
 
-@dataclass(frozen=True)
+_RAY_CONFIG = ConfigDict(extra="forbid")
+
+
+@config_errors("ray.deployment")
+@dataclass(frozen=True, config=_RAY_CONFIG)
 class DeploymentSettings:
     """One encoder deployment: batching, autoscaling and the resources of a replica.
 
@@ -75,15 +88,15 @@ class DeploymentSettings:
             replicas on nodes started with ``ray start --resources='{"encoders": 4}'``.
     """
 
-    max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.005
-    min_replicas: int = 1
-    max_replicas: int = 2
-    target_ongoing_requests: float = 4.0
-    max_ongoing_requests: int = 32
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    resources: Mapping[str, float] = field(default_factory=dict)
+    max_batch_size: PositiveInt = 8
+    batch_wait_timeout_s: NonNegativeFloat = 0.005
+    min_replicas: NonNegativeInt = 1
+    max_replicas: PositiveInt = 2
+    target_ongoing_requests: YamlFloat = 4.0
+    max_ongoing_requests: PositiveInt = 32
+    num_cpus: NonNegativeFloat = 1.0
+    num_gpus: NonNegativeFloat = 0.0
+    resources: Mapping[str, YamlFloat] = field(default_factory=dict)
 
     def check(self, where: str) -> None:
         """Raise `ConfigError` naming the bad setting."""
@@ -121,7 +134,8 @@ class DeploymentSettings:
         return "cuda" if self.num_gpus > 0 else "cpu"
 
 
-@dataclass(frozen=True)
+@config_errors("ray")
+@dataclass(frozen=True, config=_RAY_CONFIG)
 class RayConfig:
     """Where Ray runs and how the encoder deployments scale.
 
@@ -134,9 +148,9 @@ class RayConfig:
         per_modality: modality -> settings that override ``deployment``.
     """
 
-    address: str | None = None
-    num_cpus: int | None = None
-    app_prefix: str = "polyfuse"
+    address: StrictStr | None = None
+    num_cpus: Annotated[StrictInt, Field(ge=1)] | None = None
+    app_prefix: StrictStr = "polyfuse"
     deployment: DeploymentSettings = DeploymentSettings()
     per_modality: Mapping[str, DeploymentSettings] = field(default_factory=dict)
 
@@ -154,22 +168,30 @@ class RayConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> RayConfig:
         """From a mapping: ``address``, ``num_cpus``, ``app_prefix``, ``deployment`` (a
         `DeploymentSettings` mapping) and ``per_modality`` (modality -> such a mapping)."""
-        check_keys(data, [f.name for f in dataclasses.fields(cls)], where="ray")
-        names = [f.name for f in dataclasses.fields(DeploymentSettings)]
+        if not isinstance(data, Mapping):
+            raise ConfigError("ray", "must be a mapping of settings", hint="see RayConfig")
 
         def settings(raw: Any, where: str, base: DeploymentSettings) -> DeploymentSettings:
             if not isinstance(raw, Mapping):
-                raise ConfigError(where, "must be a mapping of deployment settings")
-            check_keys(raw, names, where=where)
-            return dataclasses.replace(base, **raw)
+                raise ConfigError(
+                    where,
+                    "must be a mapping of deployment settings",
+                    hint="e.g. {max_batch_size: 8, max_replicas: 2}",
+                )
+            return validate(DeploymentSettings, {**dataclasses.asdict(base), **raw}, where)
 
         values = dict(data)
-        base = settings(values.pop("deployment", {}), "ray.deployment", DeploymentSettings())
+        base = settings(values.pop("deployment", {}) or {}, "ray.deployment", DeploymentSettings())
         per = values.pop("per_modality", {}) or {}
         if not isinstance(per, Mapping):
-            raise ConfigError("ray.per_modality", "must map modality names to settings")
-        config = cls(
-            **values,
+            raise ConfigError(
+                "ray.per_modality",
+                "must map modality names to settings",
+                hint="e.g. per_modality: {image: {num_gpus: 1}}",
+            )
+        config = validate(cls, values, "ray")
+        config = dataclasses.replace(
+            config,
             deployment=base,
             per_modality={m: settings(s, f"ray.per_modality.{m}", base) for m, s in per.items()},
         )
