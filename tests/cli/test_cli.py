@@ -133,3 +133,23 @@ def test_list_shows_registries(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         "cross_attention" in out and "efficientnet_lite0" in out and "(pretrained, frozen)" in out
     )
+
+
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """`polyfuse schema serve | head -1`: no BrokenPipeError traceback on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "polyfuse", "schema", "serve"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    os.close(read_end)  # the reader is gone before anything is written, as after `head -1`
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err
