@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from polyfuse.core.errors import ConfigError, InvalidInputError, PolyfuseError
 from polyfuse.guard.audit import AuditLog
-from polyfuse.guard.findings import Action, Finding, TextDetector
+from polyfuse.guard.findings import Action, Finding, TextDetector, mask_snippets
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.safety import Limits, check_size, sniff, within_budget
 
@@ -162,6 +162,7 @@ class Guard:
             findings = within_budget(
                 lambda: self._findings(modality, data), self.limits.time_budget, f"scan of {path}"
             )
+            findings = mask_snippets(findings)
         except PolyfuseError as err:
             result = ScanResult(path, modality, fmt, "block", [], digest, len(data), str(err))
             return self._finish(result)

@@ -18,6 +18,7 @@ list) are not used.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -95,6 +96,16 @@ def _presidio_version() -> str:
         return "presidio-analyzer"
 
 
+#: Presidio's loggers: at DEBUG they print fragments of the scanned text.
+PRESIDIO_LOGGERS: tuple[str, ...] = ("presidio-analyzer", "decision_process", "presidio-anonymizer")
+
+
+def quiet_presidio() -> None:
+    """Raise Presidio's loggers to WARNING so ``-v`` (DEBUG) never logs scanned input."""
+    for name in PRESIDIO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_analyzer(language: str = "en") -> Any:
     """Presidio ``AnalyzerEngine`` for ``language`` with the offline spaCy model, spaCy
     NER and Presidio's card, SSN, IBAN and IP recognizers; built once per process and
@@ -104,6 +115,7 @@ def build_analyzer(language: str = "en") -> Any:
     Raises:
         DependencyError: presidio-analyzer or the spaCy model is not installed.
     """
+    quiet_presidio()
     with _LOCK:
         if language in _ANALYZERS:
             return _ANALYZERS[language]
