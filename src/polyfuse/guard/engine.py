@@ -112,7 +112,7 @@ class Guard:
     def image_scanner(self) -> Any:
         """The image scanner (default built on first use)."""
         if self._image is None:
-            from polyfuse.guard.readers.ocr import ImageScanner
+            from polyfuse.guard.scanners.image import ImageScanner
 
             self._image = ImageScanner(self.text_detectors, max_pixels=self.limits.max_pixels)
         return self._image
@@ -270,7 +270,7 @@ class Guard:
             target.write_text(redact_text(data.decode("utf-8"), todo), encoding="utf-8")
             return target
         if result.modality == "image":
-            from polyfuse.guard.readers.ocr import redact_image
+            from polyfuse.guard.redact.image import redact_image
 
             image = redact_image(
                 data, todo, mode=_box_mode(mode, "images"), max_pixels=self.limits.max_pixels

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from polyfuse.guard.readers.ocr import OcrWord, _box_iou, _inside, load_image, ocr_rgb
+from polyfuse.guard.geometry import box_iou, inside
+from polyfuse.guard.readers.ocr import OcrWord, load_image, ocr_rgb
 
 if TYPE_CHECKING:
     from polyfuse.guard.readers.ocr import ImageInput
@@ -350,13 +351,13 @@ def find_hidden_text(
         if line.box[2] <= line.box[0] or line.box[3] <= line.box[1]:
             continue
         if any(
-            _box_iou(line.box, p.box) > 0.3
-            or _inside(line.box, p.box, 0.5)
-            or _inside(p.box, line.box, 0.5)
+            box_iou(line.box, p.box) > 0.3
+            or inside(line.box, p.box, 0.5)
+            or inside(p.box, line.box, 0.5)
             for p in plain
         ):
             continue
         region = _judge(line, measure_region(rgb, line.box, bg), "enhanced")
-        if region is not None and not any(_box_iou(region.box, r.box) > 0.3 for r in out):
+        if region is not None and not any(box_iou(region.box, r.box) > 0.3 for r in out):
             out.append(region)
     return out

@@ -47,14 +47,8 @@ import numpy as np
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
-from polyfuse.guard.readers.ocr import (
-    DEFAULT_MAX_PIXELS,
-    Box,
-    RGBArray,
-    _box_iou,
-    _clip_box,
-    _inside,
-)
+from polyfuse.guard.geometry import Box, box_iou, clip_box, inside
+from polyfuse.guard.readers.ocr import DEFAULT_MAX_PIXELS, RGBArray
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -259,7 +253,7 @@ def _text_layer(page: Any, textpage: Any, m: np.ndarray, size: tuple[int, int]) 
         xs, ys = corners
         rb = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
         raw_boxes.append(rb)
-        boxes.append(_clip_box(rb, *size))
+        boxes.append(clip_box(rb, *size))
         heights.append(abs(top - bottom))
     return PageText("".join(chars), boxes, raw_boxes, heights, invisible)
 
@@ -525,7 +519,7 @@ class DocumentScanner:
     def image_scanner(self) -> Any:
         """The scanner of rendered pages (default `ImageScanner`, built on first use)."""
         if self._image is None:
-            from polyfuse.guard.readers.ocr import ImageScanner
+            from polyfuse.guard.scanners.image import ImageScanner
 
             self._image = ImageScanner(
                 self.text_detectors, metadata=False, max_pixels=self.max_pixels, engine=self.engine
@@ -649,7 +643,7 @@ def _covered(f: Finding, layer: Sequence[Finding]) -> bool:
         other = g.location.box
         if g.type != f.type or other is None:
             continue
-        if _box_iou(box, other) > 0.3 or _inside(box, other) or _inside(other, box):
+        if box_iou(box, other) > 0.3 or inside(box, other) or inside(other, box):
             return True
     return False
 
@@ -693,7 +687,7 @@ def redact_document(
     Raises:
         InvalidInputError: the PDF cannot be read.
     """
-    from polyfuse.guard.readers.ocr import redact_image
+    from polyfuse.guard.redact.image import redact_image
 
     pdf = open_pdf(data, max_pages=max_pages)
     out = RedactedDocument()
