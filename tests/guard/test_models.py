@@ -34,3 +34,4 @@ def test_guard_parts_use_the_guards_cache() -> None:
     pii = a.text_detectors[0]
     assert getattr(pii, "models", None) is a.models
     assert a.audio_scanner.models is a.models
+    assert a.image_scanner.models is a.models

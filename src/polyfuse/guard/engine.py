@@ -117,7 +117,9 @@ class Guard:
         if self._image is None:
             from polyfuse.guard.scanners.image import ImageScanner
 
-            self._image = ImageScanner(self.text_detectors, max_pixels=self.limits.max_pixels)
+            self._image = ImageScanner(
+                self.text_detectors, max_pixels=self.limits.max_pixels, models=self.models
+            )
         return self._image
 
     @property

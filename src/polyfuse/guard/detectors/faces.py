@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +11,18 @@ from numpy.typing import NDArray
 
 from polyfuse.core.errors import DependencyError
 from polyfuse.guard.geometry import Box, clip_box
-
-_CASCADE: dict[str, Any] = {}
-_LOCK = threading.Lock()
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
 
-def _cascade() -> Any:
+def _load_cascade() -> Any:
     import cv2
 
-    with _LOCK:
-        if "face" not in _CASCADE:
-            cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
-            path = str(Path(cascades) / "haarcascade_frontalface_default.xml")
-            cascade = cv2.CascadeClassifier(path)
-            if cascade.empty():  # pragma: no cover - ships with opencv-python
-                raise DependencyError("opencv-python-headless", "face detection", "guard")
-            _CASCADE["face"] = cascade
-        return _CASCADE["face"]
+    cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
+    path = str(Path(cascades) / "haarcascade_frontalface_default.xml")
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():  # pragma: no cover - ships with opencv-python
+        raise DependencyError("opencv-python-headless", "face detection", "guard")
+    return cascade
 
 
 def cv2_version() -> str:
@@ -38,15 +32,18 @@ def cv2_version() -> str:
     return str(cv2.__version__)
 
 
-def detect_faces(rgb: NDArray[np.uint8], *, max_side: int = 1024) -> list[tuple[Box, float]]:
+def detect_faces(
+    rgb: NDArray[np.uint8], *, max_side: int = 1024, models: ModelCache | None = None
+) -> list[tuple[Box, float]]:
     """Frontal faces by OpenCV's Haar cascade: ``[(box, score)]``.
 
     The score maps the cascade's level weight ``w`` through ``1 / (1 + exp(-(w - 1)))``
-    (a heuristic: weights near 0 are borderline detections, above ~4 confident).
+    (a heuristic: weights near 0 are borderline detections, above ~4 confident). The
+    cascade is kept in ``models`` (default `SHARED_MODELS`).
     """
     import cv2
 
-    cascade = _cascade()
+    cascade = (SHARED_MODELS if models is None else models).get(("haar-face",), _load_cascade)
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

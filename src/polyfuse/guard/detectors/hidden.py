@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from polyfuse.guard.geometry import box_iou, inside
+from polyfuse.guard.models import ModelCache
 from polyfuse.guard.readers.ocr import OcrWord, load_image, ocr_rgb
 
 if TYPE_CHECKING:
@@ -311,6 +312,7 @@ def find_hidden_text(
     *,
     engine: Literal["rapidocr", "tesseract"] = "rapidocr",
     enhanced: bool = True,
+    models: ModelCache | None = None,
 ) -> list[HiddenRegion]:
     """Text lines in ``image`` that a person would not see but OCR (so a model) reads.
 
@@ -331,7 +333,7 @@ def find_hidden_text(
     rgb, _ = load_image(image)
     h, w = rgb.shape[:2]
     if words_plain is None:
-        words_plain = ocr_rgb(rgb, engine)
+        words_plain = ocr_rgb(rgb, engine, models)
     plain = _lines(words_plain, 1.0, (w, h))
     bg = background(rgb)
     out: list[HiddenRegion] = []
@@ -342,7 +344,7 @@ def find_hidden_text(
     if not enhanced:
         return out
     enh, scale = enhance(rgb, bg)
-    for line in _lines(ocr_rgb(enh, engine), scale, (w, h)):
+    for line in _lines(ocr_rgb(enh, engine, models), scale, (w, h)):
         if (
             line.score < MIN_ENHANCED_SCORE
             or sum(c.isalnum() for c in line.text) < MIN_ENHANCED_ALNUM

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.geometry import Box, clip_box
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -40,7 +41,6 @@ RGBArray = NDArray[np.uint8]
 #: Default cap on decoded pixels (a decompression bomb declares far more).
 DEFAULT_MAX_PIXELS = 40_000_000
 
-_ENGINES: dict[str, Any] = {}
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -294,15 +294,18 @@ class OcrWord:
     line: int = 0
 
 
-def _rapidocr_engine() -> Any:
+def _rapidocr_engine(models: ModelCache | None = None) -> Any:
+    cache = SHARED_MODELS if models is None else models
+    return cache.get(("rapidocr",), _load_rapidocr)
+
+
+def _load_rapidocr() -> Any:
     with _ENGINE_LOCK:
-        if "rapidocr" not in _ENGINES:
-            try:
-                from rapidocr import RapidOCR
-            except ImportError as exc:  # pragma: no cover - rapidocr is a guard dependency
-                raise DependencyError("rapidocr", "image OCR", "guard") from exc
-            _ENGINES["rapidocr"] = RapidOCR(params={"Global.log_level": "error"})
-        return _ENGINES["rapidocr"]
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:  # pragma: no cover - rapidocr is a guard dependency
+            raise DependencyError("rapidocr", "image OCR", "guard") from exc
+        return RapidOCR(params={"Global.log_level": "error"})
 
 
 def _split_line(
@@ -353,8 +356,8 @@ def _aligned_words(
     ]
 
 
-def _rapidocr_words(rgb: RGBArray) -> list[OcrWord]:
-    engine = _rapidocr_engine()
+def _rapidocr_words(rgb: RGBArray, models: ModelCache | None = None) -> list[OcrWord]:
+    engine = _rapidocr_engine(models)
     h, w = rgb.shape[:2]
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     # No text-direction classifier: it turns long upright lines upside down ("Ignore any
@@ -407,10 +410,13 @@ def _tesseract_words(rgb: RGBArray) -> list[OcrWord]:
     return words
 
 
-def ocr_rgb(rgb: RGBArray, engine: str = "rapidocr") -> list[OcrWord]:
-    """`ocr_words` on an already decoded RGB array (no copy, no validation)."""
+def ocr_rgb(
+    rgb: RGBArray, engine: str = "rapidocr", models: ModelCache | None = None
+) -> list[OcrWord]:
+    """`ocr_words` on an already decoded RGB array (no copy, no validation); the OCR
+    engine is kept in ``models`` (default `SHARED_MODELS`)."""
     if engine == "rapidocr":
-        return _rapidocr_words(rgb)
+        return _rapidocr_words(rgb, models)
     if engine == "tesseract":
         return _tesseract_words(rgb)
     raise ConfigError(

@@ -16,6 +16,7 @@ from polyfuse.core.errors import ConfigError
 from polyfuse.guard.detectors.faces import cv2_version, detect_faces
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
 from polyfuse.guard.geometry import inside
+from polyfuse.guard.models import ModelCache
 from polyfuse.guard.readers.ocr import DEFAULT_MAX_PIXELS, OcrText, load_image, ocr_rgb
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class ImageScanner:
         metadata: scan EXIF/XMP/PNG/JPEG comment text.
         max_pixels: refuse images with more pixels than this.
         engine: OCR engine (``rapidocr`` or ``tesseract``).
+        models: where the OCR engine and face cascade are kept (the owning `Guard`'s
+            cache; default `SHARED_MODELS`).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class ImageScanner:
         metadata: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         engine: Literal["rapidocr", "tesseract"] = "rapidocr",
+        models: ModelCache | None = None,
     ) -> None:
         if max_pixels <= 0:
             raise ConfigError("max_pixels", f"must be positive, got {max_pixels}")
@@ -58,6 +62,7 @@ class ImageScanner:
         self.metadata = metadata
         self.max_pixels = max_pixels
         self.engine = engine
+        self.models = models
 
     def scan(self, image: ImageInput) -> list[Finding]:
         """All findings in ``image`` (``modality="image"``).
@@ -71,7 +76,7 @@ class ImageScanner:
             InvalidInputError: the image cannot be read or is too large.
         """
         rgb, meta = load_image(image, max_pixels=self.max_pixels)
-        words = ocr_rgb(rgb, self.engine)
+        words = ocr_rgb(rgb, self.engine, self.models)
         ocr = OcrText.from_words(words)
         findings: list[Finding] = []
         if ocr.text:
@@ -79,10 +84,12 @@ class ImageScanner:
         if self.hidden:
             from polyfuse.guard.detectors.hidden import find_hidden_text
 
-            regions = find_hidden_text(rgb, words_plain=words, engine=self.engine)
+            regions = find_hidden_text(
+                rgb, words_plain=words, engine=self.engine, models=self.models
+            )
             findings = self._hidden_findings(regions, findings)
         if self.faces:
-            for box, score in detect_faces(rgb):
+            for box, score in detect_faces(rgb, models=self.models):
                 findings.append(
                     Finding(
                         type="FACE",
