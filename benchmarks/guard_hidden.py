@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from polyfuse.guard.detectors.hidden import contrast_ratio  # noqa: E402
-from polyfuse.guard.readers.ocr import ImageScanner  # noqa: E402
+from polyfuse.guard.scanners.image import ImageScanner  # noqa: E402
 
 FONT_DIRS = [Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation")]
 FONT_NAMES = [

@@ -155,8 +155,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from polyfuse.guard.detectors.injection import InjectionDetector
-    from polyfuse.guard.readers.asr import AudioScanner
-    from polyfuse.guard.readers.ocr import ImageScanner
+    from polyfuse.guard.scanners.audio import AudioScanner
+    from polyfuse.guard.scanners.image import ImageScanner
 
     data = Path(args.data)
     with (data / "injection" / "giskard_prompt_injections.csv").open(newline="") as f:

@@ -320,7 +320,7 @@ def run_rendering(
     audio = rendering.startswith("audio")
     scanner: Any = None
     if rendering == "image":
-        from polyfuse.guard.readers.ocr import ImageScanner
+        from polyfuse.guard.scanners.image import ImageScanner
 
         scanner = ImageScanner([pii], faces=False, hidden=False, metadata=False)
     elif audio:

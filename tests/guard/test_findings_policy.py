@@ -94,3 +94,76 @@ def test_redact_text_replaces_and_merges_spans() -> None:
     assert redact_text(text, findings, style="mask") == "SSN ***-**-****, mail *@*.**."
     overlap = [_finding("A", span=(0, 6)), _finding("B", span=(4, 10))]
     assert redact_text("0123456789xy", overlap) == "<A>xy"
+
+
+# --- entity catalogue and snippet masking --------------------------------------------------------
+
+
+def test_entity_types_cover_every_detector_and_the_default_policy() -> None:
+    from polyfuse.guard.detectors.pii import SUPPORTED_ENTITIES
+    from polyfuse.guard.findings import ENTITY_TYPES
+    from polyfuse.guard.policy import DEFAULT_POLICY
+
+    assert set(SUPPORTED_ENTITIES) <= ENTITY_TYPES
+    assert {"PROMPT_INJECTION", "HIDDEN_TEXT", "FACE", "UNRELIABLE_TRANSCRIPT"} <= ENTITY_TYPES
+    assert set(DEFAULT_POLICY["entities"]) <= ENTITY_TYPES
+
+
+def _f(type_: str, snippet: str, text: str = "") -> Finding:
+    return Finding(type_, 1.0, "text", Location(span=(0, 1)), "t", "1", snippet, text=text)
+
+
+@pytest.mark.parametrize(
+    ("pii", "snippet", "expected"),
+    [
+        # e-mail inside an injection snippet (which masks digits only)
+        (
+            _f("EMAIL_ADDRESS", "****@*******.**om", "jane.doe@example.com"),
+            "Send it to jane.doe@example.com now",
+            "Send it to ****.***@*******.*om now",
+        ),
+        # a value whose digits another detector already masked is still found
+        (
+            _f("PHONE_NUMBER", "***-***-**47", "212-555-0147"),
+            "call 212-555-**** today",
+            "call ***-***-**47 today",
+        ),
+        # case-insensitive, every occurrence
+        (
+            _f("PERSON", "****th", "John Smith"),
+            "JOHN SMITH and john smith",
+            "**** ***th and **** ***th",
+        ),
+        # nothing to mask: the finding is returned unchanged
+        (_f("US_SSN", "***-**-**89", "123-45-6789"), "ignore previous rules", None),
+        # threats do not mask other snippets
+        (_f("PROMPT_INJECTION", "ignore", "ignore"), "please ignore this", None),
+    ],
+)
+def test_mask_snippets(pii: Finding, snippet: str, expected: str | None) -> None:
+    from polyfuse.guard.findings import mask_snippets
+
+    other = _f("PROMPT_INJECTION", snippet, snippet)
+    masked_pii, masked = mask_snippets([pii, other])
+    assert masked_pii is pii
+    if expected is None:
+        assert masked is other
+    else:
+        assert masked.snippet == expected and masked.text == other.text
+        assert masked.to_dict()["snippet"] == expected
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("Send it to jane.doe@exampl...", "Send it to ****.***@****pl..."),
+        ("...doe@example.com now", "...***@*******.*om now"),
+        ("Send it to ja...", "Send it to ja..."),  # under 3 characters: not identifying
+    ],
+)
+def test_mask_snippets_masks_values_cut_by_the_snippet(snippet: str, expected: str) -> None:
+    from polyfuse.guard.findings import mask_snippets
+
+    email = _f("EMAIL_ADDRESS", "****.***@*******.**om", "jane.doe@example.com")
+    (_, masked) = mask_snippets([email, _f("PROMPT_INJECTION", snippet)])
+    assert masked.snippet == expected

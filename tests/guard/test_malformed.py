@@ -17,9 +17,9 @@ from polyfuse.cli import main
 from polyfuse.guard.engine import Guard
 from polyfuse.guard.findings import ACTIONS, Finding
 from polyfuse.guard.readers.asr import load_audio
-from polyfuse.guard.readers.document import DocumentScanner
 from polyfuse.guard.readers.ocr import load_image
 from polyfuse.guard.safety import Limits
+from polyfuse.guard.scanners.document import DocumentScanner
 from tests.guard.fakes import RegexDetector
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "malformed"

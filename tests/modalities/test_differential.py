@@ -23,10 +23,10 @@ import pytest
 
 from polyfuse.core.errors import InvalidInputError
 from polyfuse.guard.engine import Guard
-from polyfuse.guard.readers import document
 from polyfuse.guard.readers.asr import SAMPLE_RATE, load_audio
 from polyfuse.guard.readers.ocr import load_image
 from polyfuse.guard.safety import Limits, sniff
+from polyfuse.guard.scanners import document
 from polyfuse.modalities import AudioContract, ImageContract, TextContract
 from polyfuse.modalities.readers import pdf
 from tests.conftest import SHARED_DATA

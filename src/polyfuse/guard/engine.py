@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from polyfuse.core.errors import ConfigError, InvalidInputError, PolyfuseError
 from polyfuse.guard.audit import AuditLog
-from polyfuse.guard.findings import Action, Finding, TextDetector
+from polyfuse.guard.findings import Action, Finding, TextDetector, mask_snippets
+from polyfuse.guard.models import ModelCache
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.safety import Limits, check_size, sniff, within_budget
 
@@ -96,6 +97,8 @@ class Guard:
         self._audio = audio_scanner
         self._document = document_scanner
         self.audit = AuditLog(audit) if isinstance(audit, (str, Path)) else audit
+        #: The models this engine's default parts load (Whisper, Presidio), kept here.
+        self.models = ModelCache()
 
     # -- parts, built on first use ----------------------------------------------------
     @property
@@ -105,32 +108,36 @@ class Guard:
             from polyfuse.guard.detectors.injection import InjectionDetector
             from polyfuse.guard.detectors.pii import TextPII
 
-            self._text = [TextPII(), InjectionDetector()]
+            self._text = [TextPII(models=self.models), InjectionDetector()]
         return self._text
 
     @property
     def image_scanner(self) -> Any:
         """The image scanner (default built on first use)."""
         if self._image is None:
-            from polyfuse.guard.readers.ocr import ImageScanner
+            from polyfuse.guard.scanners.image import ImageScanner
 
-            self._image = ImageScanner(self.text_detectors, max_pixels=self.limits.max_pixels)
+            self._image = ImageScanner(
+                self.text_detectors, max_pixels=self.limits.max_pixels, models=self.models
+            )
         return self._image
 
     @property
     def audio_scanner(self) -> Any:
         """The audio scanner (default built on first use)."""
         if self._audio is None:
-            from polyfuse.guard.readers.asr import AudioScanner
+            from polyfuse.guard.scanners.audio import AudioScanner
 
-            self._audio = AudioScanner(self.text_detectors, max_seconds=self.limits.max_seconds)
+            self._audio = AudioScanner(
+                self.text_detectors, max_seconds=self.limits.max_seconds, models=self.models
+            )
         return self._audio
 
     @property
     def document_scanner(self) -> Any:
         """The document (PDF) scanner (default built on first use)."""
         if self._document is None:
-            from polyfuse.guard.readers.document import DocumentScanner
+            from polyfuse.guard.scanners.document import DocumentScanner
 
             self._document = DocumentScanner(
                 self.text_detectors,
@@ -162,6 +169,7 @@ class Guard:
             findings = within_budget(
                 lambda: self._findings(modality, data), self.limits.time_budget, f"scan of {path}"
             )
+            findings = mask_snippets(findings)
         except PolyfuseError as err:
             result = ScanResult(path, modality, fmt, "block", [], digest, len(data), str(err))
             return self._finish(result)
@@ -269,7 +277,7 @@ class Guard:
             target.write_text(redact_text(data.decode("utf-8"), todo), encoding="utf-8")
             return target
         if result.modality == "image":
-            from polyfuse.guard.readers.ocr import redact_image
+            from polyfuse.guard.redact.image import redact_image
 
             image = redact_image(
                 data, todo, mode=_box_mode(mode, "images"), max_pixels=self.limits.max_pixels
@@ -281,7 +289,7 @@ class Guard:
         if result.modality == "audio":
             import soundfile as sf
 
-            from polyfuse.guard.readers.asr import redact_audio
+            from polyfuse.guard.redact.audio import redact_audio
 
             samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
             if mode not in ("", "silence", "bleep"):
@@ -301,7 +309,8 @@ class Guard:
     ) -> Path:
         """The pages rendered as the scanner rendered them, boxes filled (or blurred),
         saved as an image-only PDF: no text layer (so no hidden text) and no metadata."""
-        from polyfuse.guard.readers.document import DEFAULT_SCALE, redact_document
+        from polyfuse.guard.readers.document import DEFAULT_SCALE
+        from polyfuse.guard.redact.document import redact_document
 
         doc = redact_document(
             data,

@@ -10,7 +10,9 @@ memory only (``text``) for redaction and is never serialised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 #: Version of the finding contract; bump on an incompatible change of `Finding.to_dict`.
@@ -21,12 +23,9 @@ Action = Literal["allow", "flag", "redact", "block"]
 #: Actions from mildest to strictest; an input's action is its strictest finding's.
 ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "block")
 
-#: Every entity / threat type a detector of polyfuse can report (a policy naming another
-#: type is refused: a typo would otherwise silently never match). A new detector adds
-#: its types here.
-ENTITY_TYPES: frozenset[str] = frozenset(
+#: Types that identify a person or a secret (what `TextPII` reports).
+PII_TYPES: frozenset[str] = frozenset(
     {
-        # text PII (guard.detectors.pii.SUPPORTED_ENTITIES)
         "PERSON",
         "LOCATION",
         "US_SSN",
@@ -39,12 +38,14 @@ ENTITY_TYPES: frozenset[str] = frozenset(
         "US_DRIVER_LICENSE",
         "US_PASSPORT",
         "SECRET",
-        # threats and other modalities
-        "PROMPT_INJECTION",  # guard.detectors.injection
-        "HIDDEN_TEXT",  # guard.readers.ocr, guard.readers.document
-        "FACE",  # guard.readers.ocr
     }
 )
+#: Threats and untrustworthy content: attacks, hidden text, faces, unreliable transcripts.
+THREAT_TYPES: frozenset[str] = frozenset(
+    {"PROMPT_INJECTION", "HIDDEN_TEXT", "FACE", "UNRELIABLE_TRANSCRIPT"}
+)
+#: Every type a detector of `polyfuse.guard` can emit (a policy naming another is wrong).
+ENTITY_TYPES: frozenset[str] = PII_TYPES | THREAT_TYPES
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,52 @@ class Finding:
             "snippet": self.snippet,
             "explanation": self.explanation,
         }
+
+
+def _loose(value: str) -> str:
+    """A regex for ``value`` that also matches it with digits already masked."""
+    return "".join("[0-9*]" if c.isdigit() else re.escape(c) for c in value)
+
+
+#: Shortest piece of a value that is masked where a snippet was cut ("jane.d...").
+_MIN_CUT = 3
+
+
+def _mask_value(snippet: str, value: str) -> str:
+    """``snippet`` with every occurrence of ``value`` masked, including a piece of it cut
+    off by the snippet's ``...`` at either end."""
+    whole = re.compile(_loose(value), re.IGNORECASE)
+    snippet = whole.sub(mask(value).replace("\\", "\\\\"), snippet)
+    for k in range(len(value) - 1, _MIN_CUT - 1, -1):
+        head, tail = value[:k], value[-k:]
+        if re.search(_loose(head) + r"\.\.\.$", snippet, re.IGNORECASE):
+            return snippet[: -(k + 3)] + mask(head) + "..."
+        if re.match(r"\.\.\." + _loose(tail), snippet, re.IGNORECASE):
+            return "..." + mask(tail) + snippet[k + 3 :]
+    return snippet
+
+
+def mask_snippets(findings: Sequence[Finding]) -> list[Finding]:
+    """The one masking step every finding passes before it leaves the firewall.
+
+    A snippet of one finding (a prompt-injection sentence, hidden text, a transcript
+    passage) can contain the raw value of another finding of the same input (an e-mail
+    address, a card number): every PII value found in the input is masked (`mask`) in
+    every snippet, wherever it occurs, also where the snippet cut it short. Findings are
+    returned in order, changed copies where a snippet changed.
+    """
+    values = sorted(
+        {f.text for f in findings if f.type in PII_TYPES and len(f.text.strip()) > 1},
+        key=len,
+        reverse=True,
+    )
+    out: list[Finding] = []
+    for f in findings:
+        snippet = f.snippet
+        for value in values:
+            snippet = _mask_value(snippet, value)
+        out.append(f if snippet == f.snippet else replace(f, snippet=snippet))
+    return out
 
 
 class TextDetector:

@@ -58,6 +58,7 @@ DEFAULT_POLICY: dict[str, Any] = {
         "LOCATION": "flag",
         "PROMPT_INJECTION": "block",
         "HIDDEN_TEXT": "block",
+        "UNRELIABLE_TRANSCRIPT": "block",
     },
     "modalities": {},
 }

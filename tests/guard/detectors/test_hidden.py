@@ -16,7 +16,7 @@ from polyfuse.guard.detectors.hidden import (
     find_hidden_text,
     measure_region,
 )
-from polyfuse.guard.readers.ocr import ImageScanner
+from polyfuse.guard.scanners.image import ImageScanner
 from tests.guard.readers.test_ocr import INJECTION
 
 VISIBLE = "Welcome to our garden show"

@@ -263,3 +263,18 @@ def test_no_network_during_detection(full: TextPII, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(socket.socket, "connect", refuse)
     text = "Mail bob@example.co.uk or see https://www.example.org, Bob lives in Rome."
     assert "EMAIL_ADDRESS" in {f.type for f in full.detect(text)}
+
+
+@pytest.mark.integration
+def test_presidio_logs_no_input_at_debug(full: TextPII, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from polyfuse.guard.detectors.pii import PRESIDIO_LOGGERS
+
+    secret = "Maria Gonzalez lives in Lisbon, mail maria.g@example.org"
+    with caplog.at_level(logging.DEBUG):  # what `polyfuse -v` sets on the root logger
+        TextPII().detect(secret)
+        full.detect(secret)
+    assert all(logging.getLogger(n).level == logging.WARNING for n in PRESIDIO_LOGGERS)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert not any(part in logged for part in ("Maria", "Lisbon", "example.org")), logged

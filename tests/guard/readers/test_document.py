@@ -22,13 +22,12 @@ from polyfuse.core.errors import ConfigError, InvalidInputError
 from polyfuse.guard.engine import Guard
 from polyfuse.guard.findings import Finding, Location
 from polyfuse.guard.readers.document import (
-    DocumentScanner,
-    open_pdf,
     page_scale,
     read_page,
-    without_text_layer,
 )
 from polyfuse.guard.safety import Limits, ScanTimeoutError
+from polyfuse.guard.scanners.document import DocumentScanner, without_text_layer
+from polyfuse.modalities.readers.pdf import open_pdf
 from tests.guard.fakes import RegexDetector
 
 fpdf = pytest.importorskip("fpdf")

@@ -17,14 +17,14 @@ from PIL.PngImagePlugin import PngInfo
 from polyfuse.core.errors import InvalidInputError
 from polyfuse.guard.findings import Finding, Location
 from polyfuse.guard.readers.ocr import (
-    ImageScanner,
     OcrText,
     OcrWord,
     _split_line,
     load_image,
     ocr_words,
-    redact_image,
 )
+from polyfuse.guard.redact.image import redact_image
+from polyfuse.guard.scanners.image import ImageScanner
 from tests.guard.fakes import RegexDetector
 
 EMAIL = RegexDetector(r"[\w.+-]+@[\w-]+\.[\w.]+", "EMAIL_ADDRESS")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from polyfuse.core.errors import InvalidInputError
-from polyfuse.guard.readers import document
+from polyfuse.guard.redact import document as redaction
+from polyfuse.guard.scanners import document
 from polyfuse.modalities import TextContract
 from polyfuse.modalities.readers import pdf
 from polyfuse.modalities.readers.text import decode_text
@@ -39,6 +40,7 @@ def test_text_contract_refuses_bytes_of_another_format_as_the_firewall_does() ->
 
 def test_the_guard_opens_pdfs_through_the_one_reader() -> None:
     assert document.open_pdf is pdf.open_pdf
+    assert redaction.open_pdf is pdf.open_pdf
     with pytest.raises(InvalidInputError, match="cannot open PDF") as err:
         pdf.open_pdf(b"%PDF-1.4 truncated")
     assert err.value.modality == "document"

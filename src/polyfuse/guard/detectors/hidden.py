@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from polyfuse.guard.readers.ocr import OcrWord, _box_iou, _inside, load_image, ocr_rgb
+from polyfuse.guard.geometry import box_iou, inside
+from polyfuse.guard.models import ModelCache
+from polyfuse.guard.readers.ocr import OcrWord, load_image, ocr_rgb
 
 if TYPE_CHECKING:
     from polyfuse.guard.readers.ocr import ImageInput
@@ -310,6 +312,7 @@ def find_hidden_text(
     *,
     engine: Literal["rapidocr", "tesseract"] = "rapidocr",
     enhanced: bool = True,
+    models: ModelCache | None = None,
 ) -> list[HiddenRegion]:
     """Text lines in ``image`` that a person would not see but OCR (so a model) reads.
 
@@ -330,7 +333,7 @@ def find_hidden_text(
     rgb, _ = load_image(image)
     h, w = rgb.shape[:2]
     if words_plain is None:
-        words_plain = ocr_rgb(rgb, engine)
+        words_plain = ocr_rgb(rgb, engine, models)
     plain = _lines(words_plain, 1.0, (w, h))
     bg = background(rgb)
     out: list[HiddenRegion] = []
@@ -341,7 +344,7 @@ def find_hidden_text(
     if not enhanced:
         return out
     enh, scale = enhance(rgb, bg)
-    for line in _lines(ocr_rgb(enh, engine), scale, (w, h)):
+    for line in _lines(ocr_rgb(enh, engine, models), scale, (w, h)):
         if (
             line.score < MIN_ENHANCED_SCORE
             or sum(c.isalnum() for c in line.text) < MIN_ENHANCED_ALNUM
@@ -350,13 +353,13 @@ def find_hidden_text(
         if line.box[2] <= line.box[0] or line.box[3] <= line.box[1]:
             continue
         if any(
-            _box_iou(line.box, p.box) > 0.3
-            or _inside(line.box, p.box, 0.5)
-            or _inside(p.box, line.box, 0.5)
+            box_iou(line.box, p.box) > 0.3
+            or inside(line.box, p.box, 0.5)
+            or inside(p.box, line.box, 0.5)
             for p in plain
         ):
             continue
         region = _judge(line, measure_region(rgb, line.box, bg), "enhanced")
-        if region is not None and not any(_box_iou(region.box, r.box) > 0.3 for r in out):
+        if region is not None and not any(box_iou(region.box, r.box) > 0.3 for r in out):
             out.append(region)
     return out

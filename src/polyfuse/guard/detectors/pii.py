@@ -18,6 +18,7 @@ list) are not used.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from polyfuse import __version__
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.detectors.recognizers import RECOGNIZERS, RULES_VERSION, find_all, find_heard
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
 #: Entity types `TextPII` can report.
 SUPPORTED_ENTITIES: tuple[str, ...] = (
@@ -69,7 +71,6 @@ _NLP_CONFIG: dict[str, Any] = {
 }
 
 #: Analyzer engines by language, shared by every `TextPII` so spaCy loads once a process.
-_ANALYZERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -95,18 +96,33 @@ def _presidio_version() -> str:
         return "presidio-analyzer"
 
 
-def build_analyzer(language: str = "en") -> Any:
+#: Presidio's loggers: at DEBUG they print fragments of the scanned text.
+PRESIDIO_LOGGERS: tuple[str, ...] = ("presidio-analyzer", "decision_process", "presidio-anonymizer")
+
+
+def quiet_presidio() -> None:
+    """Raise Presidio's loggers to WARNING so ``-v`` (DEBUG) never logs scanned input."""
+    for name in PRESIDIO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def build_analyzer(language: str = "en", models: ModelCache | None = None) -> Any:
     """Presidio ``AnalyzerEngine`` for ``language`` with the offline spaCy model, spaCy
-    NER and Presidio's card, SSN, IBAN and IP recognizers; built once per process and
-    language. (Phone numbers come from `polyfuse.guard.detectors.recognizers`, which is stricter
-    about foreign national formats than Presidio's phone recognizer.)
+    NER and Presidio's card, SSN, IBAN and IP recognizers; built once per language in
+    ``models`` (default `SHARED_MODELS`). (Phone numbers come from
+    `polyfuse.guard.detectors.recognizers`, which is stricter about foreign national
+    formats than Presidio's phone recognizer.)
 
     Raises:
         DependencyError: presidio-analyzer or the spaCy model is not installed.
     """
+    quiet_presidio()
+    cache = SHARED_MODELS if models is None else models
+    return cache.get(("presidio", language), lambda: _load_analyzer(language))
+
+
+def _load_analyzer(language: str) -> Any:
     with _LOCK:
-        if language in _ANALYZERS:
-            return _ANALYZERS[language]
         try:
             from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
             from presidio_analyzer.nlp_engine import NlpEngineProvider
@@ -138,7 +154,6 @@ def build_analyzer(language: str = "en") -> Any:
         analyzer = AnalyzerEngine(
             registry=registry, nlp_engine=engine, supported_languages=[language]
         )
-        _ANALYZERS[language] = analyzer
         return analyzer
 
 
@@ -151,6 +166,8 @@ class TextPII(TextDetector):
         language: text language; only ``"en"`` has an offline model.
         use_ner: run Presidio/spaCy; ``False`` runs only the pure-Python recognizers
             (no PERSON/LOCATION, no model load: fast and dependency-free).
+        models: where the analyzer is kept (the owning `Guard`'s cache; default
+            `SHARED_MODELS`, shared by every detector built without one).
 
     Raises:
         ConfigError: an unknown entity type, a threshold outside [0, 1] or an
@@ -167,6 +184,7 @@ class TextPII(TextDetector):
         language: str = "en",
         *,
         use_ner: bool = True,
+        models: ModelCache | None = None,
     ) -> None:
         wanted = tuple(SUPPORTED_ENTITIES if entities is None else entities)
         unknown = sorted(set(wanted) - set(SUPPORTED_ENTITIES))
@@ -193,6 +211,7 @@ class TextPII(TextDetector):
         self.language = language
         self.use_ner = use_ner
         self._presidio_entities = [e for e in wanted if e in NER_ENTITIES or e in _PRESIDIO_RULES]
+        self.models = models
         self._analyzer: Any = None
         self._presidio_version = ""
 
@@ -200,7 +219,7 @@ class TextPII(TextDetector):
     def analyzer(self) -> Any:
         """The shared Presidio ``AnalyzerEngine`` (built on first use)."""
         if self._analyzer is None:
-            self._analyzer = build_analyzer(self.language)
+            self._analyzer = build_analyzer(self.language, self.models)
             self._presidio_version = _presidio_version()
         return self._analyzer
 

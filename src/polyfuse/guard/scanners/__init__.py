@@ -1,0 +1,1 @@
+"""Scanners: one per modality, running readers and detectors over an input."""
