@@ -366,6 +366,17 @@ PAYLOADS: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     ("oip wrong model", "v2-other", _oip(_text())),
+    # issue 15: each of these was a 500
+    ("oip outputs a number", "v2", _oip(_text(), outputs=5)),
+    ("oip outputs an object", "v2", _oip(_text(), outputs={"name": "label"})),
+    (
+        "oip header length in arabic-indic digits",
+        "v2",
+        {
+            "content": b'{"inputs": []}',
+            "headers": {"Inference-Header-Content-Length": "\u0661\u0662".encode()},
+        },
+    ),
 ]
 
 
@@ -379,6 +390,15 @@ ODD_BUT_VALID: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"inputs": {"text": "x"}}, "headers": {"X-Request-Timeout": "1e300"}},
     ),
     ("modalities with spaces", "v1-spaces", {"json": {"inputs": {"text": "x"}}}),
+    # issue 15: was a 500 (the "undefined" codec raises UnicodeError); read as latin-1
+    (
+        "multipart charset=undefined",
+        "v1",
+        {
+            "content": b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--b--\r\n',
+            "headers": {"Content-Type": "multipart/form-data; boundary=b; charset=undefined"},
+        },
+    ),
 ]
 
 

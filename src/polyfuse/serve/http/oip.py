@@ -127,7 +127,8 @@ async def _read_infer(
     body = await request.body()
     length = request.headers.get(HEADER_LENGTH)
     if length is not None:
-        if not length.isdigit() or int(length) > len(body):
+        # int() and str.isdigit() accept any Unicode digit ("١٢"): only ASCII is a length
+        if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             raise ServeError("invalid_input", f"bad {HEADER_LENGTH} header")
         head, binary = body[: int(length)], body[int(length) :]
     else:
@@ -220,6 +221,8 @@ def _wanted_outputs(header: dict[str, Any]) -> dict[str, bool]:
     asked = header.get("outputs")
     if not asked:
         return dict.fromkeys(OUTPUTS, default)
+    if not isinstance(asked, list):
+        raise ServeError("invalid_input", "'outputs' must be a list of {\"name\": ...} objects")
     wants: dict[str, bool] = {}
     for spec in asked:
         out = spec.get("name") if isinstance(spec, dict) else None
