@@ -191,7 +191,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         length = Headers(scope=scope).get("content-length")
-        if length is not None and length.isascii() and length.isdigit() and int(length) > self.max_bytes:
+        if (
+            length is not None
+            and length.isascii()
+            and length.isdigit()
+            and int(length) > self.max_bytes
+        ):
             raise self._too_large()
         seen = 0
 
@@ -332,6 +337,7 @@ class Service:
             if item_action == "redact":
                 out[name] = await self._redacted(inputs[name], result)
         if action == "block":
+            self._log(ctx, inputs, verdict=("block", findings))  # answered 422: logged too
             raise _blocked(results, names, findings)
         return Screened(out, action, findings)
 
@@ -460,6 +466,8 @@ class Service:
             for finding, act in r.findings:
                 self.metrics.findings.labels(finding.type, act).inc()
         strictest = max((r.action for r in results), key=ACTIONS.index)
+        found = [{"type": f.type} for r in results for f, _ in r.findings]
+        self._log(ctx, inputs, verdict=(strictest, found))
         return {"request_id": ctx.request_id, "action": strictest, "results": verdicts}
 
     def _count(self, result: ServeResult, ctx: Context) -> None:
@@ -478,7 +486,10 @@ class Service:
         *,
         result: ServeResult | None = None,
         embeddings: Mapping[str, list[float]] | None = None,
+        verdict: tuple[str, list[dict[str, Any]]] | None = None,
     ) -> None:
+        """One request-log record (hashes and summaries, never raw content); ``verdict``
+        is the firewall's (action, findings) for blocked requests and /v1/scan."""
         if self.request_log is None:
             return
         record: dict[str, Any] = {
@@ -494,6 +505,9 @@ class Service:
             record["findings"] = sorted({f["type"] for f in result.findings})
         if embeddings is not None:
             record["embeddings"] = {m: embedding_summary(v) for m, v in embeddings.items()}
+        if verdict is not None:
+            record["action"] = verdict[0]
+            record["findings"] = sorted({f["type"] for f in verdict[1]})
         self.request_log.write(record)
 
     async def warm_guard(self) -> None:
@@ -750,7 +764,7 @@ def create_app(
         from polyfuse.guard.engine import Guard
         from polyfuse.guard.policy import Policy
 
-        guard = Guard(Policy.load(config.policy))
+        guard = Guard(Policy.load(config.policy), audit=config.audit)
     metrics = Metrics(runtime.stats)
     service = Service(
         runtime,
