@@ -432,6 +432,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     config = _serve_config(args)
     config.check()  # refuse unsafe settings before loading any model
+    if config.audit is not None and config.policy is None:
+        from polyfuse.core.errors import ConfigError
+
+        raise ConfigError("--audit", "an audit log needs a firewall", hint="add --policy FILE")
+    check_port(config.host, config.port)  # a busy port fails now, not after loading
     try:
         import uvicorn
 
@@ -479,6 +484,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise `ConfigError` naming --port when ``host:port`` cannot be bound."""
+    import socket
+
+    from polyfuse.core.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                "--port",
+                f"cannot listen on {host}:{port} ({exc.strerror})",
+                hint="another process holds it: stop it or pass a free --port",
+            ) from None
+
+
 def _serve_config(args: argparse.Namespace) -> ServeConfig:
     """`ServeConfig` from --config, then the flags given, then the keys."""
     import dataclasses
@@ -491,6 +515,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         "port": args.port,
         "policy": args.policy,
         "request_log": args.request_log,
+        "audit": args.audit,
         "otel": args.otel,
         "rate_limit": args.rate_limit,
         "cors_origins": tuple(args.cors_origin) if args.cors_origin else None,
@@ -566,6 +591,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true", help="allow a non-loopback address without API keys"
     )
     p.add_argument("--request-log", metavar="FILE", help="append one JSON line per request")
+    p.add_argument(
+        "--audit", metavar="FILE", help="append the firewall's decisions to this JSONL log"
+    )
     p.add_argument("--otel", choices=("none", "console", "otlp"), help="trace exporter")
     p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests/second per key")
     p.add_argument(

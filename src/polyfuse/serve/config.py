@@ -174,6 +174,7 @@ class ServeConfig:
         policy: firewall policy YAML (None: no firewall).
         guard_threads: threads that run the firewall.
         request_log: JSONL file of per-request records (hashes, no raw content).
+        audit: JSONL audit log of the firewall's decisions (as `polyfuse scan --audit`).
         otel: OpenTelemetry exporter: ``none``, ``console`` or ``otlp``.
         default_timeout: seconds a request may take when it sets no ``X-Request-Timeout``.
         gc_freeze: move everything alive once the app has started (the model, torch,
@@ -206,6 +207,7 @@ class ServeConfig:
     policy: str | None = None
     guard_threads: int = 2
     request_log: str | None = None
+    audit: str | None = None
     otel: str = "none"
     default_timeout: float | None = None
     gc_freeze: bool = True
