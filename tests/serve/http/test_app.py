@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -401,3 +402,15 @@ def test_limit_malloc_arenas_takes_on_glibc() -> None:
     from polyfuse.serve.http.app import limit_malloc_arenas
 
     assert limit_malloc_arenas(8) is True  # glibc's mallopt answers 1 when it accepts
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_nothing_from_outside_the_server(page: str) -> None:
+    client = make()
+    html = client.get(page).text
+    assert re.findall(r"https?://", html) == [], html
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', html)
+    assert assets, html
+    for url in assets:
+        response = client.get(url)
+        assert response.status_code == 200 and len(response.content) > 10_000, url

@@ -43,6 +43,7 @@ from polyfuse import __version__
 from polyfuse.guard.findings import ACTIONS, Action
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.http.auth import PUBLIC_PATHS, AuthMiddleware, KeyStore, RateLimiter
+from polyfuse.serve.http.docs import DOCS_PATHS, add_docs_routes
 from polyfuse.serve.http.forms import parse_multipart
 from polyfuse.serve.http.metrics import (
     Metrics,
@@ -797,6 +798,8 @@ def create_app(
         version=__version__,
         description="Multimodal predictions with a firewall in front.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by add_docs_routes (offline)
+        redoc_url=None,
         # polyfuse's own spans (`config.otel`) are the app's tracing; FastAPI's built-in
         # telemetry looked up OpenTelemetry providers in the environment on every
         # request (5 % of the event loop's time in a profile at saturation)
@@ -809,6 +812,7 @@ def create_app(
 
     app.include_router(oip_router(service, config.model_name))
     add_web_routes(app)
+    add_docs_routes(app)
     _add_error_handlers(app)
     app.add_middleware(HotRoutes, routes=_hot_routes(app))
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes)
@@ -817,7 +821,7 @@ def create_app(
         keys=KeyStore(config.api_key_hashes),
         limiter=RateLimiter(config.rate_limit, config.rate_burst, limits=config.key_limits),
         insecure=config.insecure,
-        public=PUBLIC_PATHS | WEB_PATHS,
+        public=PUBLIC_PATHS | WEB_PATHS | DOCS_PATHS,
     )
     if config.cors_origins:
         app.add_middleware(
