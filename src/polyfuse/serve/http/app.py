@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +56,9 @@ from polyfuse.serve.http.metrics import (
 from polyfuse.serve.http.web import WEB_PATHS, add_web_routes
 from polyfuse.serve.runtime.align import MAX_BEAM, MAX_K, AlignServices, not_served
 from polyfuse.serve.types import ERROR_STATUS, Runtime, ServeError, ServeRequest, ServeResult
+
+if TYPE_CHECKING:  # the guard is imported only when a policy is set
+    from polyfuse.guard.engine import Guard, ScanResult
 
 log = logging.getLogger("polyfuse.serve")
 T = TypeVar("T")
@@ -259,7 +262,7 @@ class Service:
         runtime: Runtime,
         config: ServeConfig,
         *,
-        guard: Any = None,
+        guard: Guard | None = None,
         metrics: Metrics,
         tracer: Tracer,
         request_log: RequestLog | None = None,
@@ -320,9 +323,10 @@ class Service:
         passes redacted text (and redacted files) on."""
         if self.guard is None:
             return Screened(inputs, "allow", [])
+        guard = self.guard
         names = list(inputs)
         results = await asyncio.gather(
-            *(self._in_pool(self.guard.scan, inputs[n], name=n) for n in names)
+            *(self._in_pool(guard.scan, inputs[n], name=n) for n in names)
         )
         out: Inputs = {}
         findings: list[dict[str, Any]] = []
@@ -336,13 +340,13 @@ class Service:
                 action = item_action
             out[name] = inputs[name]
             if item_action == "redact":
-                out[name] = await self._redacted(inputs[name], result)
+                out[name] = await self._redacted(guard, inputs[name], result)
         if action == "block":
             self._log(ctx, inputs, verdict=("block", findings))  # answered 422: logged too
             raise _blocked(results, names, findings)
         return Screened(out, action, findings)
 
-    def _item_action(self, result: Any) -> Action:
+    def _item_action(self, result: ScanResult) -> Action:
         if result.error is not None and result.modality == "unknown":
             # content the firewall cannot read (e.g. a .npy series): not scannable, so
             # it goes on unscanned and is counted; the runtime validates it.
@@ -351,7 +355,7 @@ class Service:
         action: Action = result.action
         return action
 
-    async def _redacted(self, value: bytes | str, result: Any) -> bytes | str:
+    async def _redacted(self, guard: Guard, value: bytes | str, result: ScanResult) -> bytes | str:
         from polyfuse.guard.redact.text import redact_text
 
         todo = [f for f, a in result.findings if a == "redact"]
@@ -360,7 +364,7 @@ class Service:
         if result.modality == "text":
             return redact_text(value.decode("utf-8"), todo).encode("utf-8")
         with tempfile.TemporaryDirectory(prefix="polyfuse-redact-") as tmp:
-            path = await self._in_pool(self.guard.redact, value, result, tmp)
+            path = await self._in_pool(guard.redact, value, result, tmp)
             if path is None:
                 return value
             data: bytes = await self._in_pool(Path(path).read_bytes)
@@ -545,7 +549,9 @@ def _check_names(inputs: Mapping[str, Any], known: tuple[str, ...], where: str) 
         )
 
 
-def _blocked(results: list[Any], names: list[str], findings: list[dict[str, Any]]) -> ServeError:
+def _blocked(
+    results: list[ScanResult], names: list[str], findings: list[dict[str, Any]]
+) -> ServeError:
     blocked = [n for n, r in zip(names, results, strict=True) if r.action == "block"]
     reasons = {n: r.error for n, r in zip(names, results, strict=True) if r.error is not None}
     types = sorted({f["type"] for f in findings if f["action"] == "block"})
@@ -746,7 +752,7 @@ def create_app(
     runtime: Runtime,
     config: ServeConfig | None = None,
     *,
-    guard: Any = None,
+    guard: Guard | None = None,
     align: AlignServices | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``runtime``.
