@@ -24,7 +24,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from polyfuse import __version__
-from polyfuse.serve.http.app import Context, Inputs, Service, b64decode, context
+from polyfuse.serve.http.inputs import b64decode, context
+from polyfuse.serve.http.service import Context, Inputs, Service
 from polyfuse.serve.types import ServeError, ServeResult
 
 HEADER_LENGTH = "inference-header-content-length"
