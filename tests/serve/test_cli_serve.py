@@ -1,18 +1,22 @@
 """``polyfuse serve``: flags -> config, the safe-by-default check, runtime loading and
-uvicorn start-up (uvicorn and the runtime module are faked; no socket is opened)."""
+uvicorn start-up (uvicorn and the runtime module are faked; the port check binds and
+releases a socket, and the audit test serves the app on loopback)."""
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from polyfuse import cli
 from polyfuse.serve.config import hash_key
-from tests.serve.fakes import FakeRuntime
+from tests.serve.fakes import FakeRuntime, LiveServer
 
 
 @pytest.fixture
@@ -116,3 +120,39 @@ def test_serve_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> Non
         "--otel",
     ):
         assert flag in out
+
+
+def test_serve_refuses_a_busy_port_before_loading(
+    started: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert cli.main(["serve", "art", "--port", str(port)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) <= 2 and "--port" in err[0] and str(port) in err[0], err
+    assert "Traceback" not in "\n".join(err)
+    assert "artifact" not in started  # refused before loading the model
+
+
+def test_serve_audit_needs_a_policy(
+    started: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "art", "--audit", str(tmp_path / "audit.jsonl")]
+    assert cli.main(argv) == cli.EXIT_ERROR
+    assert "--audit" in capsys.readouterr().err and "artifact" not in started
+
+
+def test_serve_audit_logs_a_blocked_request(started: dict[str, Any], tmp_path: Path) -> None:
+    policy, audit = tmp_path / "policy.yaml", tmp_path / "audit.jsonl"
+    policy.write_text("version: 1\nentities:\n  US_SSN: block\n")
+    argv = ["serve", "art", "--policy", str(policy), "--audit", str(audit)]
+    assert cli.main(argv) == cli.EXIT_OK
+    with LiveServer(started["app"]) as server:
+        text = "my ssn is 219-09-9999"
+        answer = httpx.post(f"{server.url}/v1/predict", json={"inputs": {"text": text}})
+    assert answer.status_code == 422, answer.text
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert [x["action"] for x in lines if x["input"]["path"] == "text"] == ["block"]
+    assert "219-09" not in audit.read_text()

@@ -39,6 +39,9 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true", help="allow a non-loopback address without API keys"
     )
     p.add_argument("--request-log", metavar="FILE", help="append one JSON line per request")
+    p.add_argument(
+        "--audit", metavar="FILE", help="append the firewall's decisions to this JSONL log"
+    )
     p.add_argument("--otel", choices=("none", "console", "otlp"), help="trace exporter")
     p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests/second per key")
     p.add_argument(
@@ -92,13 +95,13 @@ def serve(args: argparse.Namespace) -> int:
 
         Policy.load(config.policy)  # a bad policy fails here, not after the model loaded
     try:
-        import uvicorn
-
         from polyfuse.serve.http.app import create_app
+        from polyfuse.serve.http.server import check_port, run
     except ImportError as exc:
         from polyfuse.core.errors import DependencyError
 
         raise DependencyError(exc.name or "fastapi", "polyfuse serve", "serve") from None
+    check_port(config.host, config.port)  # a busy port fails now, not after loading
     from polyfuse.serve.runtime.align import AlignServices
     from polyfuse.serve.runtime.model import ModelRuntime
 
@@ -134,7 +137,7 @@ def serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     level = "debug" if args.verbose else "warning" if args.quiet else "info"
-    uvicorn.run(app, host=config.host, port=config.port, log_level=level, access_log=False)
+    run(app, config.host, config.port, log_level=level)
     return EXIT_OK
 
 
@@ -150,6 +153,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "port": args.port,
         "policy": args.policy,
         "request_log": args.request_log,
+        "audit": args.audit,
         "otel": args.otel,
         "rate_limit": args.rate_limit,
         "cors_origins": tuple(args.cors_origin) if args.cors_origin else None,

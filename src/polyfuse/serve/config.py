@@ -227,6 +227,7 @@ class ServeConfig:
         policy: firewall policy YAML (None: no firewall).
         guard_threads: threads that run the firewall.
         request_log: JSONL file of per-request records (hashes, no raw content).
+        audit: JSONL audit log of the firewall's decisions (as `polyfuse scan --audit`).
         otel: OpenTelemetry exporter: ``none``, ``console`` or ``otlp``.
         default_timeout: seconds a request may take when it sets no ``X-Request-Timeout``.
         gc_freeze: move everything alive once the app has started (the model, torch,
@@ -264,6 +265,7 @@ class ServeConfig:
     policy: StrictStr | None = None
     guard_threads: PositiveInt = 2
     request_log: StrictStr | None = None
+    audit: StrictStr | None = None
     otel: Literal["none", "console", "otlp"] = "none"
     default_timeout: PositiveFloat | None = None
     gc_freeze: StrictBool = True
@@ -343,6 +345,8 @@ class ServeConfig:
                 hint="pass --api-keys FILE or set POLYFUSE_API_KEYS, bind 127.0.0.1, "
                 "or pass --insecure to serve without authentication",
             )
+        if self.audit is not None and self.policy is None:
+            raise ConfigError("--audit", "an audit log needs a firewall", hint="add --policy FILE")
         if self.otel not in OTEL_EXPORTERS:
             raise ConfigError("--otel", f"must be one of {', '.join(OTEL_EXPORTERS)}")
         if not 0 < self.port < 65536:

@@ -366,6 +366,15 @@ PAYLOADS: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     ("oip wrong model", "v2-other", _oip(_text())),
+    # issue 15: each of these was a 500
+    ("oip outputs a number", "v2", _oip(_text(), outputs=5)),
+    ("oip outputs an object", "v2", _oip(_text(), outputs={"name": "label"})),
+    (
+        "oip header length a superscript digit",
+        "v2",
+        # read as latin-1 "\u00b2": str.isdigit() says yes, int() raises
+        {"content": b'{"inputs": []}', "headers": {"Inference-Header-Content-Length": b"\xb2"}},
+    ),
 ]
 
 
@@ -379,6 +388,15 @@ ODD_BUT_VALID: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"inputs": {"text": "x"}}, "headers": {"X-Request-Timeout": "1e300"}},
     ),
     ("modalities with spaces", "v1-spaces", {"json": {"inputs": {"text": "x"}}}),
+    # issue 15: was a 500 (the "undefined" codec raises UnicodeError); read as latin-1
+    (
+        "multipart charset=undefined",
+        "v1",
+        {
+            "content": b'--b\r\nContent-Disposition: form-data; name="text"\r\n\r\nhi\r\n--b--\r\n',
+            "headers": {"Content-Type": "multipart/form-data; boundary=b; charset=undefined"},
+        },
+    ),
 ]
 
 

@@ -192,3 +192,29 @@ def test_page_and_assets_are_public_self_contained_and_locked_down() -> None:
         info = client.get("/v1/info", headers={"X-API-Key": "k1"}).json()
         assert info["modalities"] == ["text", "image"] and info["labels"] == ["cat", "dog"]
         assert client.get("/web/missing.js").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("page", "selector"), [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")]
+)
+def test_api_docs_render_offline(browser: Any, page: str, selector: str) -> None:
+    outside: list[str] = []
+    with LiveServer(create_app(FakeRuntime())) as server:
+        context = browser.new_context()
+        try:
+            context.route("**/*", lambda r: _route(r, server.url, outside))
+            tab = context.new_page()
+            tab.set_default_timeout(TIMEOUT_MS)
+            tab.goto(server.url + page, wait_until="networkidle")
+            assert "polyfuse" in tab.locator(selector).first.inner_text()
+        finally:
+            context.close()
+    assert outside == []
+
+
+def _route(route: Any, local: str, outside: list[str]) -> None:
+    if route.request.url.startswith((local, "data:")):
+        route.continue_()
+    else:  # no network: what a CDN would have served never arrives
+        outside.append(route.request.url)
+        route.abort()

@@ -130,7 +130,7 @@ def _codec(charset: str) -> str:
 def _decode(value: bytes | bytearray, charset: str) -> str:
     try:
         return value.decode(charset)
-    except (UnicodeDecodeError, LookupError):
+    except (ValueError, LookupError):  # UnicodeError is a ValueError; "undefined" raises it
         return value.decode("latin-1")
 
 

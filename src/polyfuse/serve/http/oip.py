@@ -24,7 +24,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from polyfuse import __version__
-from polyfuse.serve.http.app import Context, Inputs, Service, b64decode, context
+from polyfuse.serve.http.inputs import b64decode, context
+from polyfuse.serve.http.service import Context, Inputs, Service
 from polyfuse.serve.types import ServeError, ServeResult
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -127,7 +128,8 @@ async def _read_infer(
     body = await request.body()
     length = request.headers.get(HEADER_LENGTH)
     if length is not None:
-        if not length.isdigit() or int(length) > len(body):
+        # int() and str.isdigit() accept any Unicode digit ("١٢"): only ASCII is a length
+        if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             raise ServeError("invalid_input", f"bad {HEADER_LENGTH} header")
         head, binary = body[: int(length)], body[int(length) :]
     else:
@@ -220,6 +222,8 @@ def _wanted_outputs(header: dict[str, Any]) -> dict[str, bool]:
     asked = header.get("outputs")
     if not asked:
         return dict.fromkeys(OUTPUTS, default)
+    if not isinstance(asked, list):
+        raise ServeError("invalid_input", "'outputs' must be a list of {\"name\": ...} objects")
     wants: dict[str, bool] = {}
     for spec in asked:
         out = spec.get("name") if isinstance(spec, dict) else None

@@ -1,0 +1,392 @@
+"""`Service`: one request's pipeline (validate -> firewall -> runtime -> result), the
+request log and the firewall's verdicts, shared by the REST and OIP routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from polyfuse.guard.findings import ACTIONS, Action
+from polyfuse.serve.config import ServeConfig
+from polyfuse.serve.http.metrics import (
+    Metrics,
+    RequestLog,
+    Timed,
+    Tracer,
+    digest,
+    embedding_summary,
+)
+from polyfuse.serve.runtime.align import AlignServices, not_served
+from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
+
+if TYPE_CHECKING:  # the guard is imported only when a policy is set
+    from polyfuse.guard.engine import Guard, ScanResult
+
+
+log = logging.getLogger("polyfuse.serve")
+T = TypeVar("T")
+Inputs = dict[str, bytes | str]
+
+
+# ------------------------------------------------------------------ pipeline
+@dataclass
+class Context:
+    """What one request carries through the pipeline."""
+
+    request_id: str
+    route: str
+    deadline: float | None = None
+    modalities: tuple[str, ...] | None = None
+    key_id: str | None = None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Screened:
+    """Inputs after the firewall: possibly redacted, with the masked findings."""
+
+    inputs: Inputs
+    action: Action
+    findings: list[dict[str, Any]]
+
+
+class Service:
+    """The pipeline behind the routes: validate -> firewall -> runtime.
+
+    Args:
+        runtime: the model runtime.
+        config: limits and options.
+        guard: the firewall (`polyfuse.guard.engine.Guard`), or None for none.
+        metrics: where to count.
+        tracer: spans per stage.
+        request_log: the JSONL request log, or None.
+        align: search, consistency and captioning artifacts, or None.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: ServeConfig,
+        *,
+        guard: Guard | None = None,
+        metrics: Metrics,
+        tracer: Tracer,
+        request_log: RequestLog | None = None,
+        align: AlignServices | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.align = align
+        self.config = config
+        self.guard = guard
+        self.metrics = metrics
+        self.tracer = tracer
+        self.request_log = request_log
+        self.guard_pool = ThreadPoolExecutor(config.guard_threads, thread_name_prefix="guard")
+        self.guard_ready = guard is None
+
+    # -- stages -----------------------------------------------------------------------
+    def stage(self, ctx: Context, name: str) -> contextlib.AbstractContextManager[Any]:
+        """Times a stage into the stage histogram, and a span when tracing is on."""
+        timed = Timed(self.metrics.stage.labels(ctx.route, name))
+        if not self.tracer.enabled:  # a plain object: no generator per stage and request
+            return timed
+        return self._traced(ctx, name, timed)
+
+    @contextlib.contextmanager
+    def _traced(self, ctx: Context, name: str, timed: Timed) -> Iterator[None]:
+        with (
+            self.tracer.span(f"polyfuse.{name}", request_id=ctx.request_id, route=ctx.route),
+            timed,
+        ):
+            yield
+
+    def validate(self, inputs: Inputs, ctx: Context, *, known: tuple[str, ...] | None) -> None:
+        """Size limits (413) and modality names (400)."""
+        if not inputs:
+            raise ServeError(
+                "invalid_input", "no inputs", hint="send at least one modality's content"
+            )
+        if len(inputs) > self.config.max_items:
+            raise ServeError(
+                "too_large", f"{len(inputs)} inputs; the limit is {self.config.max_items}"
+            )
+        for name, value in inputs.items():
+            size = len(value.encode("utf-8")) if isinstance(value, str) else len(value)
+            if size > self.config.max_item_bytes:
+                raise ServeError(
+                    "too_large",
+                    f"input '{name}' has {size} bytes; the limit is {self.config.max_item_bytes}",
+                    hint="send a smaller file",
+                    details={"input": name},
+                )
+        if known is not None:
+            _check_names(inputs, known, "input")
+            if ctx.modalities is not None:
+                _check_names(dict.fromkeys(ctx.modalities, ""), known, "modalities")
+
+    async def screen(self, inputs: Inputs, ctx: Context) -> Screened:
+        """Run the firewall over every input; raises ``blocked_by_policy`` on block,
+        passes redacted text (and redacted files) on."""
+        if self.guard is None:
+            return Screened(inputs, "allow", [])
+        guard = self.guard
+        names = list(inputs)
+        results = await asyncio.gather(
+            *(self._in_pool(guard.scan, inputs[n], name=n) for n in names)
+        )
+        out: Inputs = {}
+        findings: list[dict[str, Any]] = []
+        action: Action = "allow"
+        for name, result in zip(names, results, strict=True):
+            item_action = self._item_action(result)
+            for finding, act in result.findings:
+                self.metrics.findings.labels(finding.type, act).inc()
+                findings.append({**finding.to_dict(), "action": act, "input": name})
+            if ACTIONS.index(item_action) > ACTIONS.index(action):
+                action = item_action
+            out[name] = inputs[name]
+            if item_action == "redact":
+                out[name] = await self._redacted(guard, inputs[name], result)
+        if action == "block":
+            self._log(ctx, inputs, verdict=("block", findings))  # answered 422: logged too
+            raise _blocked(results, names, findings)
+        return Screened(out, action, findings)
+
+    def _item_action(self, result: ScanResult) -> Action:
+        if result.error is not None and result.modality == "unknown":
+            # content the firewall cannot read (e.g. a .npy series): not scannable, so
+            # it goes on unscanned and is counted; the runtime validates it.
+            self.metrics.findings.labels("UNSCANNED", "allow").inc()
+            return "allow"
+        action: Action = result.action
+        return action
+
+    async def _redacted(self, guard: Guard, value: bytes | str, result: ScanResult) -> bytes | str:
+        from polyfuse.guard.redact.text import redact_text
+
+        todo = [f for f, a in result.findings if a == "redact"]
+        if isinstance(value, str):
+            return redact_text(value, todo)
+        if result.modality == "text":
+            return redact_text(value.decode("utf-8"), todo).encode("utf-8")
+        with tempfile.TemporaryDirectory(prefix="polyfuse-redact-") as tmp:
+            path = await self._in_pool(guard.redact, value, result, tmp)
+            if path is None:
+                return value
+            data: bytes = await self._in_pool(Path(path).read_bytes)
+            return data
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.guard_pool, lambda: fn(*args, **kwargs))
+
+    async def call_runtime(self, ctx: Context, make: Callable[[], Awaitable[T]]) -> T:
+        """Await the runtime within the request's deadline (504 once it passes)."""
+        timeout = None if ctx.deadline is None else ctx.deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise _deadline()
+        try:
+            async with asyncio.timeout(timeout):  # no extra task per request, unlike wait_for
+                return await make()
+        except TimeoutError:
+            raise _deadline() from None
+        except ServeError:
+            raise
+        except Exception as exc:
+            log.exception(json.dumps({"event": "runtime_error", "request_id": ctx.request_id}))
+            raise ServeError("internal", "the model runtime failed") from exc
+
+    # -- whole requests ---------------------------------------------------------------
+    async def predict(self, inputs: Inputs, ctx: Context) -> ServeResult:
+        """One prediction through every stage."""
+        with self.stage(ctx, "validate"):
+            self.validate(inputs, ctx, known=self.runtime.modalities)
+        with self.stage(ctx, "firewall"):
+            screened = await self.screen(inputs, ctx)
+        request = ServeRequest(screened.inputs, ctx.request_id, ctx.deadline, ctx.modalities)
+        with self.stage(ctx, "runtime"):
+            result = await self.call_runtime(ctx, lambda: self.runtime.predict(request))
+        result.findings = screened.findings
+        self._count(result, ctx)
+        self._log(ctx, inputs, result=result)
+        return result
+
+    async def embed(self, inputs: Inputs, ctx: Context) -> dict[str, Any]:
+        """Per-modality embeddings through every stage."""
+        with self.stage(ctx, "validate"):
+            self.validate(inputs, ctx, known=self.runtime.modalities)
+        with self.stage(ctx, "firewall"):
+            screened = await self.screen(inputs, ctx)
+        request = ServeRequest(screened.inputs, ctx.request_id, ctx.deadline, ctx.modalities)
+        with self.stage(ctx, "runtime"):
+            vectors = await self.call_runtime(ctx, lambda: self.runtime.embed(request))
+        self._log(ctx, inputs, embeddings=vectors)
+        return {
+            "request_id": ctx.request_id,
+            "embeddings": vectors,
+            "findings": screened.findings,
+            "model": model_info(self.runtime),
+        }
+
+    async def aligned(
+        self, route: str, inputs: Inputs, ctx: Context, **options: Any
+    ) -> dict[str, Any]:
+        """``/v1/search``, ``/v1/consistency`` or ``/v1/caption`` through validation,
+        the firewall and the request's deadline (``options``: ``k`` or ``beam``)."""
+        align = self.served(route)
+        with self.stage(ctx, "validate"):
+            self.validate(inputs, ctx, known=align.modalities(route))
+        with self.stage(ctx, "firewall"):
+            screened = await self.screen(inputs, ctx)
+        calls: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "search": lambda: align.search(screened.inputs, **options),
+            "consistency": lambda: align.consistency(screened.inputs),
+            "caption": lambda: align.caption(screened.inputs, **options),
+        }
+        with self.stage(ctx, route):
+            out = await self.call_runtime(ctx, calls[route])
+        self._log(ctx, inputs)
+        return {"request_id": ctx.request_id, **out, "findings": screened.findings}
+
+    def served(self, route: str) -> AlignServices:
+        """The artifacts behind ``route``; 404 ``not_found`` naming the flag to pass."""
+        if self.align is None:
+            raise not_served(route)
+        self.align.require(route)
+        return self.align
+
+    async def scan(self, inputs: Inputs, ctx: Context) -> dict[str, Any]:
+        """Firewall verdicts only (no model)."""
+        if self.guard is None:
+            raise ServeError(
+                "not_found",
+                "this server runs no firewall",
+                hint="start it with --policy FILE to enable /v1/scan",
+            )
+        with self.stage(ctx, "validate"):
+            self.validate(inputs, ctx, known=None)
+        names = list(inputs)
+        with self.stage(ctx, "firewall"):
+            results = await asyncio.gather(
+                *(self._in_pool(self.guard.scan, inputs[n], name=n) for n in names)
+            )
+        verdicts = {
+            n: {**r.to_dict(), "sha256": r.sha256} for n, r in zip(names, results, strict=True)
+        }
+        for r in results:
+            for finding, act in r.findings:
+                self.metrics.findings.labels(finding.type, act).inc()
+        strictest = max((r.action for r in results), key=ACTIONS.index)
+        found = [{"type": f.type} for r in results for f, _ in r.findings]
+        self._log(ctx, inputs, verdict=(strictest, found))
+        return {"request_id": ctx.request_id, "action": strictest, "results": verdicts}
+
+    def _count(self, result: ServeResult, ctx: Context) -> None:
+        for stage, ms in result.timings_ms.items():
+            self.metrics.stage.labels(ctx.route, f"runtime:{stage}").observe(ms / 1000)
+        for modality, reason in result.degraded_reasons.items():
+            self.metrics.degraded.labels(modality, reason).inc()
+        for modality in self.runtime.modalities:
+            if modality not in result.modalities_used:
+                self.metrics.missing.labels(modality).inc()
+
+    def _log(
+        self,
+        ctx: Context,
+        inputs: Inputs,
+        *,
+        result: ServeResult | None = None,
+        embeddings: Mapping[str, list[float]] | None = None,
+        verdict: tuple[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """One request-log record (hashes and summaries, never raw content); ``verdict``
+        is the firewall's (action, findings) for blocked requests and /v1/scan."""
+        if self.request_log is None:
+            return
+        record: dict[str, Any] = {
+            "request_id": ctx.request_id,
+            "route": ctx.route,
+            "key": ctx.key_id,
+            "inputs": {name: digest(value) for name, value in inputs.items()},
+        }
+        if result is not None:
+            record["prediction"] = {"label": result.label, "probabilities": result.probabilities}
+            record["degraded"] = result.degraded
+            record["degraded_reasons"] = result.degraded_reasons
+            record["findings"] = sorted({f["type"] for f in result.findings})
+        if embeddings is not None:
+            record["embeddings"] = {m: embedding_summary(v) for m, v in embeddings.items()}
+        if verdict is not None:
+            record["action"] = verdict[0]
+            record["findings"] = sorted({f["type"] for f in verdict[1]})
+        self.request_log.write(record)
+
+    async def warm_guard(self) -> None:
+        """Build the firewall's models once (first scans are otherwise slow)."""
+        if self.guard is not None:
+            try:
+                await self._in_pool(self.guard.scan, "warm up", name="warm-up")
+            except Exception:  # stays not ready; /readyz answers 503
+                log.exception(json.dumps({"event": "firewall_warm_up_failed"}))
+                return
+        self.guard_ready = True
+
+    def ready(self) -> bool:
+        """True when the runtime and the firewall are ready."""
+        return self.guard_ready and self.runtime.ready()
+
+    async def close(self) -> None:
+        """Close the runtime and the firewall's threads."""
+        await self.runtime.close()
+        if self.align is not None:
+            self.align.close()
+        self.guard_pool.shutdown(wait=False, cancel_futures=True)
+        self.tracer.close()
+
+
+def _check_names(inputs: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(inputs) - set(known))
+    if unknown:
+        raise ServeError(
+            "invalid_input",
+            f"unknown modality {', '.join(repr(u) for u in unknown)} in {where}",
+            hint=f"this model accepts: {', '.join(known)}",
+            details={"unknown": unknown},
+        )
+
+
+def _blocked(
+    results: list[ScanResult], names: list[str], findings: list[dict[str, Any]]
+) -> ServeError:
+    blocked = [n for n, r in zip(names, results, strict=True) if r.action == "block"]
+    reasons = {n: r.error for n, r in zip(names, results, strict=True) if r.error is not None}
+    types = sorted({f["type"] for f in findings if f["action"] == "block"})
+    why = f" ({', '.join(types)})" if types else ""
+    return ServeError(
+        "blocked_by_policy",
+        f"the firewall policy blocks input {', '.join(repr(n) for n in blocked)}{why}",
+        hint="remove the flagged content; the findings are masked",
+        details={"findings": findings, **({"errors": reasons} if reasons else {})},
+    )
+
+
+def _deadline() -> ServeError:
+    return ServeError(
+        "deadline_exceeded",
+        "the request's deadline passed before the model answered",
+        hint="raise X-Request-Timeout or retry later",
+    )
+
+
+def model_info(runtime: Runtime) -> dict[str, Any]:
+    info = runtime.info()
+    return {k: info[k] for k in ("name", "version", "contracts") if k in info}
