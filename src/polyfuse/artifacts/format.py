@@ -121,6 +121,12 @@ def read_info(folder: str | Path, kind: str | None = None) -> dict[str, Any]:
             missing or changed file, or a contract version this polyfuse does not have.
     """
     folder = Path(folder)
+    if kind is not None and folder.is_dir() and not (folder / "artifact.json").is_file():
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise ArtifactError(
+            f"{folder} is not {article} {kind} artifact (no artifact.json)",
+            hint="pass the --out folder of `polyfuse train`",
+        )
     info = read_json(folder, "artifact.json")
     if not isinstance(info, dict):
         raise ArtifactError(f"{folder}: artifact.json is not a JSON object")
