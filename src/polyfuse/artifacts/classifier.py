@@ -17,7 +17,6 @@ weights differ from what this installation provides, with the fix in the message
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import torch
 
 from polyfuse.artifacts.format import (
-    DEFAULT_KIND,
     FORMAT_VERSION,
     ManifestLineage,
     check_encoders,
@@ -148,12 +146,3 @@ def _load_weights(path: Path, model: MultimodalModel) -> None:
             hint="config.yaml and model.safetensors come from different runs",
         )
     model.load_state_dict(state, strict=False)
-
-
-def artifact_kind(path: str | Path) -> str:
-    """The kind recorded in ``path/artifact.json`` (``"classifier"`` when none is)."""
-    try:
-        info = json.loads((Path(path) / "artifact.json").read_text())
-    except (OSError, ValueError):
-        return DEFAULT_KIND  # the loader reports what is wrong with it
-    return str(info.get("kind", DEFAULT_KIND)) if isinstance(info, dict) else DEFAULT_KIND
