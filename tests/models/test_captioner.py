@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from polyfuse.models.captioner import CaptionDecoder, Vocabulary, train_decoder
+from polyfuse.models.captioner import CaptionDecoder, Vocabulary
+from polyfuse.train.captioning import train_decoder
 
 
 def test_vocabulary_round_trip() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,29 +61,37 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Metrics of an artifact on a labelled manifest; with --out, the full analysis and report."""
-    from polyfuse.artifacts.classifier import artifact_kind
+    from polyfuse.artifacts.kinds import kind_of
+
+    return EVALUATORS[kind_of(args.artifact).name](args)
+
+
+def _evaluate_captioning(args: argparse.Namespace) -> int:
+    """A captioning artifact: BLEU-1..4 and CIDEr-D."""
+    from polyfuse.evaluation.captioning import evaluate_captioning
+
+    scores = evaluate_captioning(args.artifact, args.data)
+    print(json.dumps(scores) if args.json else ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    return EXIT_OK
+
+
+def _evaluate_alignment(args: argparse.Namespace) -> int:
+    """An alignment artifact: retrieval and consistency metrics."""
+    from polyfuse.retrieval.pipeline import evaluate_alignment
+
+    metrics = evaluate_alignment(args.artifact, args.data, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for direction, values in metrics.items():
+            print(f"{direction}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+    return EXIT_OK
+
+
+def _evaluate_classifier(args: argparse.Namespace) -> int:
+    """A classifier artifact: metrics, or with --out the full analysis and report."""
     from polyfuse.evaluation import evaluate
 
-    if artifact_kind(args.artifact) == "captioning":
-        from polyfuse.models.captioner import evaluate_captioning
-
-        scores = evaluate_captioning(args.artifact, args.data)
-        print(
-            json.dumps(scores)
-            if args.json
-            else ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
-        )
-        return EXIT_OK
-    if artifact_kind(args.artifact) == "alignment":
-        from polyfuse.retrieval.pipeline import evaluate_alignment
-
-        metrics = evaluate_alignment(args.artifact, args.data, progress=not args.quiet)
-        if args.json:
-            print(json.dumps(metrics))
-        else:
-            for direction, values in metrics.items():
-                print(f"{direction}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
-        return EXIT_OK
     if args.full or args.out or args.slices or args.robustness or args.saliency:
         return _analyse(args)
     result = evaluate(
@@ -169,3 +178,11 @@ def _render_analysis(data: dict[str, Any]) -> str:
         if sl["flagged"]:
             lines.append(f"slice gap: {col}={sl['worst']} is {sl['gap']:.3f} below overall")
     return "\n".join(lines)
+
+
+#: artifact kind -> how ``evaluate`` treats it (keys are the registered kinds).
+EVALUATORS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "classifier": _evaluate_classifier,
+    "alignment": _evaluate_alignment,
+    "captioning": _evaluate_captioning,
+}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from polyfuse.cli.common import EXIT_OK
 
@@ -14,11 +16,27 @@ def info_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def info(args: argparse.Namespace) -> int:
-    """Describe an artifact: task, labels, modalities, contracts, versions, metrics."""
+    """Describe an artifact of any registered kind (kind-specific details where known)."""
+    from polyfuse.artifacts.kinds import kind_of
+
+    kind = kind_of(args.artifact)
+    print(json.dumps(DESCRIBERS.get(kind.name, _describe_any)(args.artifact), indent=2))
+    return EXIT_OK
+
+
+def _describe_any(path: str) -> dict[str, Any]:
+    """Any kind: its verified ``artifact.json``."""
+    from polyfuse.artifacts.format import read_info
+
+    return {"path": path, **read_info(path)}
+
+
+def _describe_classifier(path: str) -> dict[str, Any]:
+    """A classifier: task, labels, modalities, contracts, versions, metrics."""
     from polyfuse.artifacts.classifier import load_artifact
 
-    art = load_artifact(args.artifact)
-    info = {
+    art = load_artifact(path)
+    return {
         "path": str(art.path),
         "task": art.task.name,
         "labels": list(art.task.labels),
@@ -28,8 +46,10 @@ def info(args: argparse.Namespace) -> int:
         "metrics": {k: v for k, v in art.metrics.items() if k != "val"},
         "val": {k: v for k, v in art.metrics.get("val", {}).items() if isinstance(v, int | float)},
     }
-    print(json.dumps(info, indent=2))
-    return EXIT_OK
+
+
+#: artifact kind -> a richer description than ``artifact.json`` alone.
+DESCRIBERS: dict[str, Callable[[str], dict[str, Any]]] = {"classifier": _describe_classifier}
 
 
 def list_components_arguments(p: argparse.ArgumentParser) -> None:

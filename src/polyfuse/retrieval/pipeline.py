@@ -9,9 +9,7 @@ validation Recall@5) and writes an artifact folder; `Aligner.load` embeds new in
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polyfuse.artifacts.format import (
+    check_encoders,
+    describe,
+    manifest_lineage,
+    read_info,
+    write_info,
+)
 from polyfuse.core.config import Config
 from polyfuse.core.errors import ArtifactError, ConfigError
 from polyfuse.data.manifest import Manifest
@@ -33,7 +38,6 @@ from polyfuse.models.build import build_contracts
 from polyfuse.retrieval.fit import fit_alignment
 from polyfuse.retrieval.metrics import querybank_normalise, retrieval_metrics
 
-FORMAT = 2
 #: Share of true pairs flagged as contradictions at the calibrated threshold.
 FALSE_ALARM = 0.05
 
@@ -156,23 +160,25 @@ def train_alignment(
         json.dumps({m: c.to_dict() for m, c in contracts.items()}, indent=2)
     )
     (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    info = {
-        "format": FORMAT,
-        "kind": "alignment",
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "roles": {"item": item, "query": query},
-        "in_dims": {m: int(f.shape[1]) for m, f in tr.feats.items()},
-        "dim": config.model.dim,
-        "ensemble": ac.ensemble,
-        "querybank": ac.querybank,
-        "best_epoch": best_epochs[0],
-        "best_epochs": best_epochs,
-        "logit_scale": ensemble.scale,
-        "val": metrics,
-        "consistency": consistency,
-    }
-    (out / "artifact.json").write_text(json.dumps(info, indent=2))
+    files = ["config.yaml", "contracts.json", "metrics.jsonl", "model.safetensors"]
+    files += ["querybank.safetensors"] * (bank is not None) + ["scorer.safetensors"] * bool(scorers)
+    lineage = [manifest_lineage(s, m.path, len(m.rows)) for s, m in manifests.items()]
+    info = describe("alignment", out, files, contracts, encoders, lineage)
+    info.update(
+        {
+            "roles": {"item": item, "query": query},
+            "in_dims": {m: int(f.shape[1]) for m, f in tr.feats.items()},
+            "dim": config.model.dim,
+            "ensemble": ac.ensemble,
+            "querybank": ac.querybank,
+            "best_epoch": best_epochs[0],
+            "best_epochs": best_epochs,
+            "logit_scale": ensemble.scale,
+            "val": metrics,
+            "consistency": consistency,
+        }
+    )
+    write_info(out, info)
     return AlignmentResult(out, best_epochs[0], metrics)
 
 
@@ -398,16 +404,7 @@ class Aligner:
     def load(cls, path: str | Path) -> Aligner:
         """Load an artifact written by `train_alignment`."""
         path = Path(path)
-        try:
-            info = json.loads((path / "artifact.json").read_text())
-        except FileNotFoundError:
-            raise ArtifactError(f"{path} is not an alignment artifact (no artifact.json)") from None
-        if info.get("kind") != "alignment" or info.get("format") != FORMAT:
-            raise ArtifactError(
-                f"{path}: artifact kind {info.get('kind')!r} format {info.get('format')!r} "
-                f"is not an alignment artifact of format {FORMAT}",
-                hint="train it again with a `task: contrastive` config",
-            )
+        info = read_info(path, "alignment")
         config = Config.from_file(path / "config.yaml")
         raw = json.loads((path / "contracts.json").read_text())
         contracts = {m: contract_from_dict(d) for m, d in raw.items()}
@@ -437,7 +434,9 @@ class Aligner:
                     {n[len(prefix) :]: t for n, t in state.items() if n.startswith(prefix)}
                 )
                 scorers.append(s)
-        return cls(model, _encoders(config, contracts), info, bank, scorers)
+        encoders = _encoders(config, contracts)
+        check_encoders(path, info, encoders)
+        return cls(model, encoders, info, bank, scorers)
 
     def consistency(self, items: Sequence[Any], queries: Sequence[Any]) -> list[tuple[float, bool]]:
         """Agreement score and contradiction flag of each (item, query) pair, e.g. (image, text).

@@ -1,7 +1,18 @@
-"""Training: `Trainer` and the one-call `train`."""
+"""Training: `Trainer`, the one-call `train`, and `TRAINERS` (task -> trainer)."""
 
 from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
+from polyfuse.train.tasks import TRAINERS, TrainRequest, TrainSummary, trainer_for
 from polyfuse.train.trainer import Trainer, TrainResult, train
 
-__all__ = ["StallMonitor", "TrainResult", "Trainer", "modality_dropout", "train"]
+__all__ = [
+    "TRAINERS",
+    "StallMonitor",
+    "TrainRequest",
+    "TrainResult",
+    "TrainSummary",
+    "Trainer",
+    "modality_dropout",
+    "train",
+    "trainer_for",
+]

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from polyfuse.artifacts.classifier import Artifact, trainable_state_dict
+from polyfuse.artifacts.format import ManifestLineage, manifest_lineage
 from polyfuse.core.config import Config
 from polyfuse.core.device import (
     autocast,
@@ -121,6 +122,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.resume = resume
+        self._lineage: tuple[ManifestLineage, ...] = ()
         self.device = resolve_device(self.cfg.device)
         self.cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
 
@@ -143,6 +145,10 @@ class Trainer:
             )
         seed_everything(self.cfg.seed)
         train_m, val_m = self._manifests(train, val)
+        self._lineage = (
+            manifest_lineage("train", train_m.path, len(train_m.rows)),
+            manifest_lineage("val", val_m.path, len(val_m.rows)),
+        )
         task = TASK_CLASSES[self.config.task].fit([r.label for r in train_m.rows])
         contracts = self._fit_contracts(build_contracts(self.config), train_m)
         train_ds, val_ds = (self._dataset(m, contracts, task) for m in (train_m, val_m))
@@ -578,7 +584,7 @@ class Trainer:
             "val_rows": len(val_ds.rows),
             "bad_rows": len(bad),
         }
-        artifact = Artifact(self.config, contracts, task, model, metrics)
+        artifact = Artifact(self.config, contracts, task, model, metrics, lineage=self._lineage)
         path = artifact.save(self.out_dir)
         log.info("saved artifact to %s (best epoch %d)", path, state.best_epoch)
         return TrainResult(
