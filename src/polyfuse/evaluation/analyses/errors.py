@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from polyfuse.evaluation.agreement import agreement
 from polyfuse.evaluation.analyses.base import AnalysisContext, Result
 from polyfuse.evaluation.saliency import Saliency as SaliencyMap
 from polyfuse.evaluation.saliency import integrated_gradients
 from polyfuse.heads.tasks import MulticlassTask
+from polyfuse.inference.batches import collate_all
 
 
 @dataclass
@@ -120,7 +119,7 @@ class Saliency:
                 x = ds.preprocessed(bank.indices[pos], m)  # raw input, even with cached features
                 if not x.is_floating_point():
                     continue  # token ids (text) have no input gradient
-                collated = ds.contracts[m].collate([x], torch.ones(1, dtype=torch.bool))
+                collated = collate_all(ds.contracts[m], [x])
                 predicted = int(context.full.logits[pos].argmax())  # what drove the wrong answer
                 sal = integrated_gradients(
                     context.model, bank, pos, m, x, predicted, collated.lengths
