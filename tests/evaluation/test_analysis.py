@@ -12,7 +12,23 @@ import torch
 
 from polyfuse.cli import main
 from polyfuse.core.config import Config
-from polyfuse.evaluation.analysis import Analysis, analyze
+from polyfuse.core.errors import ConfigError, PolyfuseError
+from polyfuse.evaluation.analyses import (
+    Ablation,
+    AblationResult,
+    Agreement,
+    AgreementResult,
+    AnalysisContext,
+    AnalysisSpec,
+    Contributions,
+    ContributionsResult,
+    Failures,
+    FailuresResult,
+    Robustness,
+    RobustnessResult,
+    Slices,
+)
+from polyfuse.evaluation.analysis import Analysis, analyses_for, analyze, build_context
 from polyfuse.evaluation.report.html import SECTIONS, render_report
 from polyfuse.inference.predict import Predictor
 from polyfuse.train import Trainer
@@ -36,9 +52,8 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="module")
 def analysis(trained: tuple) -> Analysis:
     art, test = trained
-    return analyze(
-        art, test, robustness=True, severities=(1, 5), saliency=2, bootstrap=100, progress=False
-    )
+    analyses = analyses_for(robustness=True, severities=(1, 5), saliency=2, bootstrap=100)
+    return analyze(art, test, analyses, progress=False)
 
 
 def test_shapley_efficiency_per_sample(analysis: Analysis) -> None:
@@ -151,10 +166,85 @@ def test_analysis_of_other_tasks(tmp_path: Path, task: str) -> None:
     cfg = copy.deepcopy(SMALL_CONFIG)
     cfg["task"], cfg["train"]["epochs"] = task, 2
     art = Trainer(Config.from_dict(cfg), tmp_path / "run", progress=False).fit(train, val).path
-    result = analyze(art, val, robustness=True, severities=(3,), progress=False)
+    result = analyze(art, val, analyses_for(robustness=True, severities=(3,)), progress=False)
     for entry in result.contributions["value_functions"].values():
         assert entry["efficiency_max_error"] < 1e-6
     assert len(result.ablation["subsets"]) == 15
     assert result.agreement is None and result.failures is None  # multi-class only
     assert "<h2 id='robustness'>" in render_report(result)
     json.dumps(result.to_dict())
+
+
+# --- each analysis' calculate on its own (typed results, parameters that matter) ---
+
+
+@pytest.fixture(scope="module")
+def context(trained: tuple) -> AnalysisContext:
+    art, test = trained
+    return build_context(art, test)
+
+
+@pytest.mark.parametrize(
+    ("spec", "result_type", "keys"),
+    [
+        (Ablation(), AblationResult, {"metric", "subsets", "curve", "relative_robustness"}),
+        (Contributions(permutations=1), ContributionsResult, {"value_functions", "modalities"}),
+        (Agreement(), AgreementResult, {"pairs", "contradictions", "confident_threshold"}),
+        (Failures(), FailuresResult, {"n_errors", "categories", "errors", "clusters"}),
+        (Robustness(severities=(2,)), RobustnessResult, {"metric", "curves"}),
+    ],
+)
+def test_calculate_returns_its_typed_result(
+    context: AnalysisContext, spec: AnalysisSpec, result_type: type, keys: set[str]
+) -> None:
+    result = spec.calculate(context)
+    assert isinstance(result, result_type)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert keys <= set(data)
+    for key in keys:
+        assert result[key] == getattr(result, key)
+
+
+def test_parameters_change_the_results(context: AnalysisContext) -> None:
+    assert Contributions(permutations=1).calculate(context).permutation_importance["repeats"] == 1
+    never = Agreement(confident=1.01).calculate(context)
+    assert never is not None and never.contradictions == [] and never.contradiction_rate == 0
+    loose = Agreement(confident=0.0).calculate(context)
+    assert loose is not None and loose.confident_threshold == 0.0
+    assert len(loose.contradictions) >= len(never.contradictions)
+    for curve in Robustness(severities=(2,)).calculate(context).curves.values():
+        assert curve["severities"] == [0, 2]
+    flagged = Slices(columns=("site",), gap=-1.0).calculate(context)
+    calm = Slices(columns=("site",), gap=1.0).calculate(context)
+    assert flagged["site"]["flagged"] and not calm["site"]["flagged"]
+    assert set(flagged) == {"site"} and len(flagged) == 1
+
+
+def test_unknown_slice_column_is_an_error(context: AnalysisContext) -> None:
+    with pytest.raises(PolyfuseError, match="nope"):
+        Slices(columns=("nope",)).calculate(context)
+
+
+def test_analyze_runs_only_what_it_is_given(trained: tuple) -> None:
+    art, test = trained
+    only = analyze(art, test, [Ablation()], progress=False)
+    assert only.ablation is not None and "accuracy" in only.metrics  # metrics always
+    assert only.contributions is None and only.slices is None and only.failures is None
+    assert only.to_dict()["contributions"] is None
+    assert "Not computed" in render_report(only)
+    with pytest.raises(ConfigError, match="more than once"):
+        analyze(art, test, [Ablation(), Ablation()], progress=False)
+
+
+def test_result_json_leaves_out_unset_fields() -> None:
+    result = AgreementResult(0.8, {}, 0.0, [])
+    assert "fleiss_kappa" not in result and "fleiss_kappa" not in result.to_dict()
+    assert result.get("fleiss_kappa", 1.5) == 1.5
+    with pytest.raises(KeyError):
+        result["nope"]
+    assert FailuresResult(0, {}, [], []).to_dict() == {
+        "n_errors": 0,
+        "categories": {},
+        "errors": [],
+        "clusters": [],
+    }

@@ -11,7 +11,7 @@ import pytest
 
 from polyfuse.cli import main
 from polyfuse.datasets import av_digits
-from polyfuse.evaluation.analysis import analyze
+from polyfuse.evaluation.analysis import analyses_for, analyze
 from polyfuse.evaluation.report.html import write_report
 from tests.integration.test_end_to_end import EXAMPLES, _subset
 
@@ -55,8 +55,8 @@ def test_shapley_moves_to_the_image_when_audio_is_noise(shared_data: Path, tmp_p
         args += ["--set", setting]
     assert main(args) == 0
 
-    clean = analyze(art, test, bootstrap=0, progress=False)
-    dead = analyze(art, noisy, bootstrap=0, progress=False)
+    clean = analyze(art, test, analyses_for(bootstrap=0), progress=False)
+    dead = analyze(art, noisy, analyses_for(bootstrap=0), progress=False)
     for a in (clean, dead):
         for entry in a.contributions["value_functions"].values():
             assert entry["efficiency_max_error"] < 1e-6

@@ -111,19 +111,22 @@ def _evaluate_classifier(args: argparse.Namespace) -> int:
 
 def _analyse(args: argparse.Namespace) -> int:
     """``evaluate --out DIR``: every analysis, ``metrics.json`` and ``report.html``."""
-    from polyfuse.evaluation.analysis import analyze
+    from polyfuse.evaluation.analysis import analyses_for, analyze
 
-    analysis = analyze(
-        args.artifact,
-        args.data,
-        modalities=args.modalities,
+    analyses = analyses_for(
         slices=args.slices,
         robustness=args.robustness,
         severities=args.severities,
         saliency=args.saliency,
         bootstrap=args.bootstrap,
         confident=args.confident,
-        gap_threshold=args.gap,
+        gap=args.gap,
+    )
+    analysis = analyze(
+        args.artifact,
+        args.data,
+        analyses,
+        modalities=args.modalities,
         progress=not args.quiet,
         device=args.device,
     )

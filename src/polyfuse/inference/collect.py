@@ -1,4 +1,11 @@
-"""Running a model over a data loader and collecting everything it predicts."""
+"""The low-level inference loop: run a model over batches and collect raw tensors.
+
+`collect` returns `Collected` (fused and unimodal logits, presence, fusion weights,
+embeddings) in manifest row order; it never decodes labels. Its users are
+`polyfuse.inference.predict` (which turns the tensors into `Prediction` answers),
+evaluation (metrics straight from the logits) and `polyfuse.evaluation.bank` (which
+reuses `encoded_batches` to keep the encoder outputs).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Prediction with a trained artifact: one sample, a batch, or a whole manifest."""
+"""User-facing prediction with a trained artifact: one sample, a batch, or a whole manifest.
+
+`Predictor` loads the artifact, builds datasets and loaders from the artifact's contracts,
+runs the loop of `polyfuse.inference.collect` and decodes the raw tensors into typed
+`Prediction` answers (labels, probabilities, modalities used). Evaluation reuses a
+`Predictor` for loading and batching and reads the raw `Collected` tensors instead.
+"""
 
 from __future__ import annotations
 

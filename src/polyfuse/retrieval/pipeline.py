@@ -31,6 +31,7 @@ from polyfuse.data.manifest import Manifest
 from polyfuse.data.pooled import PairFeatures, pair_features
 from polyfuse.encoders import build_encoder
 from polyfuse.encoders.base import Encoder
+from polyfuse.inference.batches import load_batch
 from polyfuse.modalities import contract_from_dict
 from polyfuse.modalities.base import ModalityContract
 from polyfuse.models.alignment import AlignmentEnsemble, AlignmentModel
@@ -499,8 +500,7 @@ class Aligner:
         out = []
         for s in range(0, len(values), batch_size):
             chunk = values[s : s + batch_size]
-            xs = [contract.preprocess(contract.load(v, field=modality)) for v in chunk]
-            mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
+            mb = load_batch(contract, chunk, field=modality)
             out.append(self.model.embed(modality, enc(mb.data, mb.lengths).pooled))
         return torch.cat(out) if out else torch.zeros(0, self.model.dim)
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from polyfuse.core.progress import bar
 from polyfuse.data.pooled import encoded_tokens, pad_tokens
 from polyfuse.encoders.base import Encoder
+from polyfuse.inference.batches import load_batch
 from polyfuse.retrieval.consistency import (
     ConsistencyData,
     ConsistencyScorer,
@@ -112,11 +113,7 @@ def _tokens(encoder: Encoder, values: Sequence[Any], cached: bool, progress: boo
     out: list[Tensor] = []
     with torch.no_grad():
         for s in range(0, len(values), 32):
-            xs = [
-                contract.preprocess(contract.load(v, field=contract.name))
-                for v in values[s : s + 32]
-            ]
-            mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
+            mb = load_batch(contract, values[s : s + 32])
             enc = encoder(mb.data, mb.lengths)
             out.extend(t[m] for t, m in zip(enc.tokens, enc.mask, strict=True))
     return out

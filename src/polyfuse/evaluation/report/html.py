@@ -178,6 +178,8 @@ def _classes(a: Analysis) -> list[str]:
 
 def _ablation(a: Analysis) -> list[str]:
     ab = a.ablation
+    if ab is None:
+        return [_h2("ablation"), "<p>Not computed.</p>"]
     metric = ab["metric"]
     out = [
         _h2("ablation"),
@@ -224,6 +226,8 @@ def _ablation(a: Analysis) -> list[str]:
 
 def _contributions(a: Analysis) -> list[str]:
     c = a.contributions
+    if c is None:
+        return [_h2("contributions"), "<p>Not computed.</p>"]
     out = [
         _h2("contributions"),
         (
