@@ -84,6 +84,6 @@ register_kind(
 )
 register_kind(
     "captioning",
-    "polyfuse.models.captioner:Captioner",
+    "polyfuse.inference.captioner:Captioner",
     "a caption decoder over frozen image tokens (task captioning)",
 )

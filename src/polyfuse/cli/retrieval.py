@@ -60,7 +60,7 @@ def caption_arguments(p: argparse.ArgumentParser) -> None:
 
 def caption(args: argparse.Namespace) -> int:
     """Caption images with a captioning artifact."""
-    from polyfuse.models.captioner import Captioner
+    from polyfuse.inference.captioner import Captioner
 
     captions = Captioner(args.artifact).caption(args.images, beam=args.beam)
     for path, text in zip(args.images, captions, strict=True):

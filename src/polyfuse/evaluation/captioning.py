@@ -10,7 +10,7 @@ def evaluate_captioning(artifact: str | Path, data: str | Path, beam: int = 3) -
     (all ``text`` rows of an image are its references)."""
     from polyfuse.data.manifest import Manifest
     from polyfuse.evaluation.text_metrics import bleu, cider_d
-    from polyfuse.models.captioner import Captioner
+    from polyfuse.inference.captioner import Captioner
 
     captioner = Captioner(artifact)
     image, text = captioner.info["roles"]["image"], captioner.info["roles"]["text"]

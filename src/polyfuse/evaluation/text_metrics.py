@@ -7,16 +7,15 @@ Both take one candidate and several references per image, tokenised by `tokenize
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+from polyfuse.modalities.tokenizers import caption_words
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens."""
-    return _WORD.findall(text.lower())
+    """Lower-case word tokens (`polyfuse.modalities.tokenizers.caption_words`)."""
+    return caption_words(text)
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:

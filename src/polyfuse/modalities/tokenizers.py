@@ -16,6 +16,13 @@ from typing import Any, Protocol
 from polyfuse.core.errors import DependencyError
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_CAPTION_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def caption_words(text: str) -> list[str]:
+    """Lower-case word tokens of a caption: the captioner's vocabulary and the caption
+    metrics (BLEU, CIDEr-D) split text the same way."""
+    return _CAPTION_WORD.findall(text.lower())
 
 
 class Tokenizer(Protocol):

@@ -7,18 +7,15 @@ Decoding is greedy or beam search with a length-normalised score.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from polyfuse.evaluation.text_metrics import tokenize
+from polyfuse.modalities.tokenizers import caption_words
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
@@ -32,7 +29,7 @@ class Vocabulary:
     @classmethod
     def build(cls, captions: Sequence[str], min_count: int = 3) -> Vocabulary:
         """Every word seen at least ``min_count`` times, after the four special tokens."""
-        counts = Counter(w for c in captions for w in tokenize(c))
+        counts = Counter(w for c in captions for w in caption_words(c))
         kept = sorted(w for w, k in counts.items() if k >= min_count)
         return cls([PAD, BOS, EOS, UNK, *kept])
 
@@ -44,7 +41,7 @@ class Vocabulary:
 
     def encode(self, caption: str, max_len: int) -> list[int]:
         """``<bos> words <eos>``, cut to ``max_len`` ids."""
-        ids = [self.index.get(w, 3) for w in tokenize(caption)][: max_len - 2]
+        ids = [self.index.get(w, 3) for w in caption_words(caption)][: max_len - 2]
         return [1, *ids, 2]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -151,53 +148,3 @@ class CaptionDecoder(nn.Module):
                 break
         finished += [(s, sc / math.pow(len(s) - 1, alpha)) for s, sc in beams]
         return max(finished, key=lambda f: f[1])[0][1:]
-
-
-class Captioner:
-    """A trained captioning artifact: ``caption(paths)`` writes a caption per image."""
-
-    def __init__(self, path: str | Path) -> None:
-        from safetensors.torch import load_file
-
-        from polyfuse.artifacts.format import check_encoders, read_info
-        from polyfuse.core.config import Config
-        from polyfuse.encoders import build_encoder
-        from polyfuse.modalities import contract_from_dict
-
-        path = Path(path)
-        self.info = read_info(path, "captioning")
-        config = Config.from_file(path / "config.yaml")
-        image = self.info["roles"]["image"]
-        contract = contract_from_dict(json.loads((path / "contracts.json").read_text())[image])
-        mc = config.modalities[image]
-        self.encoder = build_encoder(mc.encoder.name, contract, mc.encoder.params).eval()
-        self.vocab = Vocabulary(json.loads((path / "vocab.json").read_text()))
-        d = self.info["decoder"]
-        self.decoder = CaptionDecoder(
-            len(self.vocab), d["image_dim"], d["image_tokens"], d["width"]
-        )
-        self.decoder.load_state_dict(load_file(str(path / "model.safetensors")))
-        self.decoder.eval()
-        check_encoders(path, self.info, {image: self.encoder})
-
-    def caption(self, paths: Sequence[str], beam: int = 3) -> list[str]:
-        """One caption per image path (beam search; ``beam=1``: greedy); the image
-        tokens go through the disk feature cache."""
-        from polyfuse.data.pooled import image_tokens
-
-        return self._decode(image_tokens(self.encoder, list(paths), progress=False), beam)
-
-    @torch.no_grad()
-    def caption_images(self, images: Sequence[Any], beam: int = 3) -> list[str]:
-        """One caption per image given as bytes, an array or a PIL image (no disk cache;
-        what a server uses for uploads)."""
-        contract = self.encoder.contract
-        xs = [contract.preprocess(contract.load(v, field=contract.name)) for v in images]
-        mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
-        return self._decode(self.encoder(mb.data, mb.lengths).tokens, beam)
-
-    @torch.no_grad()
-    def _decode(self, tokens: Tensor, beam: int) -> list[str]:
-        if beam <= 1:
-            return [self.vocab.decode(x) for x in self.decoder.greedy(tokens)]
-        return [self.vocab.decode(self.decoder.beam(t, beam)) for t in tokens]

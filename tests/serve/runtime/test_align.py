@@ -186,7 +186,7 @@ def test_caption_names_colour_and_shape(client: TestClient) -> None:
 
 
 def test_caption_matches_the_file_path_route(artifacts: dict[str, Path], tmp_path: Path) -> None:
-    from polyfuse.models.captioner import Captioner
+    from polyfuse.inference.captioner import Captioner
 
     captioner = Captioner(artifacts["caption"])
     data = _draw("green", "square", 12)

@@ -101,7 +101,7 @@ class AlignServices:
 
             aligner = _load("--align", Aligner.load, align)
         if caption is not None:
-            from polyfuse.models.captioner import Captioner
+            from polyfuse.inference.captioner import Captioner
 
             captioner = _load("--caption", Captioner, caption)
         return cls(aligner=aligner, index=index, captioner=captioner)
