@@ -65,7 +65,8 @@ def variant_options(variant: str, **extra: Any) -> dict[str, Any]:
 
 def make_runtime(target: str, options: dict[str, Any]) -> Any:
     """A started `ModelRuntime`: ``target`` is an artifact folder or a name of `MODELS`."""
-    from polyfuse.serve.runtime.model import BatchSettings, ModelRuntime, RuntimeConfig
+    from polyfuse.serve.runtime.model import ModelRuntime
+    from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig
 
     options = dict(options)
     batching = BatchSettings(**options.pop("batching", {}))

@@ -79,7 +79,7 @@ def test_every_runtime_option_is_reachable_from_the_serve_config() -> None:
     assert options["cache"] == "redis" and options["degraded"] == "refuse"
     assert options["max_batch"] == "auto" and options["workers"] == 4
     assert ServeConfig().runtime_options() == {}  # unset: the runtime's own defaults
-    from polyfuse.serve.runtime.model import BatchSettings, RuntimeConfig
+    from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig
 
     batching = {k: options.pop(k) for k in ("max_batch", "max_wait_ms")}
     runtime = RuntimeConfig.from_options(**options, batching=BatchSettings(**batching))

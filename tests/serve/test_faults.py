@@ -21,7 +21,8 @@ import torch
 from polyfuse.artifacts.classifier import Artifact
 from polyfuse.serve.http.app import create_app
 from polyfuse.serve.runtime.breaker import BreakerState
-from polyfuse.serve.runtime.model import BatchSettings, EncodeFn, ModelRuntime, RuntimeConfig
+from polyfuse.serve.runtime.model import EncodeFn, ModelRuntime
+from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig
 from tests.serve.fakes import Client, LiveServer
 
 FAILURES = 2  # breaker_failures

@@ -246,7 +246,7 @@ class ServeConfig:
         cache, redis_url, cache_bytes, encoder_timeout_s, breaker_failures,
         breaker_reset_s, breaker_half_open, degraded, max_batch, max_wait_ms, queue_size,
         workers, preprocess, preprocess_batch: options of the model runtime
-            (`polyfuse.serve.runtime.model.RuntimeConfig`, which documents each); None
+            (`polyfuse.serve.runtime.settings.RuntimeConfig`, which documents each); None
             leaves the runtime's default. `runtime_options` hands the set ones over.
     """
 

@@ -320,7 +320,7 @@ def test_batched_fusion_equals_one_request_at_a_time(
 
 
 def test_serving_threads_divide_the_cores_among_the_encoders() -> None:
-    from polyfuse.serve.runtime.model import serving_threads
+    from polyfuse.serve.runtime.settings import serving_threads
 
     assert serving_threads(2, cpus=2) == 1
     assert serving_threads(1, cpus=2) == 2

@@ -16,8 +16,9 @@ import pytest
 from polyfuse.artifacts.classifier import Artifact
 from polyfuse.core.errors import ConfigError
 from polyfuse.serve.runtime.breaker import BreakerState
-from polyfuse.serve.runtime.model import BatchSettings, ModelRuntime, RuntimeConfig
+from polyfuse.serve.runtime.model import ModelRuntime
 from polyfuse.serve.runtime.ray import DeploymentSettings, RayConfig
+from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig
 from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
 
 TEXT = "red apple number 0"

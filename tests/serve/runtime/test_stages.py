@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from polyfuse.artifacts.classifier import Artifact
 from polyfuse.encoders.base import EncoderOutput
 from polyfuse.modalities.base import ModalityBatch
-from polyfuse.serve.runtime.model import ModelRuntime, RuntimeConfig
+from polyfuse.serve.runtime.model import ModelRuntime
+from polyfuse.serve.runtime.settings import RuntimeConfig
 from polyfuse.serve.runtime.stages import EncodeStage, channels_last, trace_stage
 from polyfuse.serve.types import ServeRequest
 

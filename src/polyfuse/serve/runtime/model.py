@@ -21,22 +21,20 @@ import functools
 import json
 import logging
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from polyfuse.artifacts.classifier import Artifact
-from polyfuse.core.config import check_keys
-from polyfuse.core.errors import ConfigError, PolyfuseError
+from polyfuse.core.errors import ConfigError
 from polyfuse.modalities.base import ModalityContract
 from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
 from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
@@ -49,6 +47,13 @@ from polyfuse.serve.runtime.cache import (
     RedisCache,
     content_digest,
 )
+from polyfuse.serve.runtime.preprocess import (
+    Preprocessed,
+    preprocess_many_in_worker,
+    preprocess_value,
+    worker_init,
+)
+from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig, serving_threads
 from polyfuse.serve.runtime.stages import (
     EncodeStage,
     StageFn,
@@ -67,131 +72,6 @@ EncoderWrapper = Callable[[EncodeFn], EncodeFn]
 
 
 @dataclass(frozen=True)
-class BatchSettings:
-    """Micro-batching of one encoder.
-
-    Attributes:
-        max_batch: items per forward pass, or ``"auto"`` to measure at start-up
-            (`polyfuse.serve.runtime.batching.autotune`; 1 when batching does not help).
-        max_wait_ms: how long a batch waits for company after its first item (0: a lone
-            request never waits; under load batches still fill from the queue).
-        max_auto: largest batch size ``"auto"`` tries.
-        online: with ``"auto"``, keep tuning while serving
-            (`polyfuse.serve.runtime.batching.OnlineTuner`, seeded with the start-up choice and
-            free to move up to ``max_auto``); False keeps the start-up choice.
-    """
-
-    max_batch: int | Literal["auto"] = "auto"
-    max_wait_ms: float = 0.0
-    max_auto: int = 32
-    online: bool = True
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """Options of `ModelRuntime` (all have serving defaults).
-
-    Attributes:
-        batching: batching of every encoder.
-        per_modality: modality -> batching that overrides ``batching``.
-        queue_size: most items waiting per encoder before ``overloaded``.
-        cache: ``memory`` (in-process LRU), ``redis`` (shared) or ``none``.
-        cache_bytes: byte budget of the memory cache.
-        redis_url: Redis address for ``cache="redis"``.
-        encoder_timeout_s: longest wait for one encoder answer (queue + forward).
-        breaker_failures: consecutive encoder failures that open its breaker.
-        breaker_reset_s: seconds an open breaker waits before a trial call.
-        breaker_half_open: trial calls allowed while half-open.
-        degraded: ``allow`` answers from the remaining modalities, ``refuse`` answers
-            ``unavailable`` when any given modality could not be used.
-        preprocess: ``process`` (a process pool, off the event loop and the GIL) or
-            ``thread`` (a thread pool; cheaper start-up, for tests and tiny inputs).
-        workers: preprocessing workers.
-        preprocess_batch: most inputs of one modality sent to the process pool in one
-            call (split across the workers): one round trip per batch instead of per
-            input, as requests pile up under load; a lone request goes alone at once.
-        device: ``cpu``, ``cuda`` or ``auto``.
-        torch_threads: torch intra-op threads of the whole process, set at `setup`:
-            ``"auto"`` (`serving_threads`: the cores shared among the encoders, whose
-            batchers run at once on their own threads; what ``polyfuse serve`` uses), a
-            number, or None to leave torch's setting alone (the library default: a
-            runtime inside another program does not change its threads).
-        autotune_budget_s: seconds of measurement per encoder for ``"auto"``.
-        trace: compile each encoder + adapter with TorchScript tracing at `setup`
-            (`polyfuse.serve.runtime.stages`): the traced graph runs without the GIL, so the
-            encoders stop competing with the HTTP event loop. Checked against eager
-            PyTorch on batches of other sizes; any difference or failure keeps eager
-            (``stats()["encoders"]`` says which). False: always eager.
-        channels_last: run convolutional encoders with their weights in the
-            channels-last memory format (`polyfuse.serve.runtime.stages.channels_last`; a copy,
-            the model keeps its layout): oneDNN's CPU convolutions are much faster on it.
-    """
-
-    batching: BatchSettings = BatchSettings()
-    per_modality: Mapping[str, BatchSettings] = field(default_factory=dict)
-    queue_size: int = 256
-    cache: Literal["memory", "redis", "none"] = "memory"
-    cache_bytes: int = 64 * 2**20
-    redis_url: str = "redis://localhost:6379/0"
-    encoder_timeout_s: float = 10.0
-    breaker_failures: int = 5
-    breaker_reset_s: float = 30.0
-    breaker_half_open: int = 1
-    degraded: Literal["allow", "refuse"] = "allow"
-    preprocess: Literal["process", "thread"] = "process"
-    workers: int = 2
-    preprocess_batch: int = 16
-    device: str = "cpu"
-    torch_threads: int | Literal["auto"] | None = None
-    autotune_budget_s: float = 8.0
-    trace: bool = True
-    channels_last: bool = True
-
-    @classmethod
-    def from_options(cls, **options: Any) -> RuntimeConfig:
-        """Build from keyword options, naming any unknown or bad one."""
-        check_keys(options, [f.name for f in fields(cls)], where="serve")
-        config = cls(**options)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        """Raise `ConfigError` naming the bad option and its valid values."""
-        choices = {
-            "cache": ("memory", "redis", "none"),
-            "degraded": ("allow", "refuse"),
-            "preprocess": ("process", "thread"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"serve.{key}", f"must be one of {', '.join(allowed)}")
-        positive = (
-            "queue_size",
-            "workers",
-            "preprocess_batch",
-            "breaker_failures",
-            "breaker_half_open",
-        )
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"serve.{key}", "must be at least 1")
-        t = self.torch_threads
-        if t is not None and t != "auto" and (not isinstance(t, int) or t < 1):
-            raise ConfigError("serve.torch_threads", "must be 'auto', an integer >= 1 or null")
-        if self.encoder_timeout_s <= 0:
-            raise ConfigError("serve.encoder_timeout_s", "must be > 0 seconds")
-        for name, b in {"batching": self.batching, **self.per_modality}.items():
-            if b.max_batch != "auto" and (not isinstance(b.max_batch, int) or b.max_batch < 1):
-                raise ConfigError(f"serve.{name}.max_batch", "must be 'auto' or an integer >= 1")
-            if b.max_wait_ms < 0:
-                raise ConfigError(f"serve.{name}.max_wait_ms", "must be >= 0")
-
-    def batch_for(self, modality: str) -> BatchSettings:
-        """Batching settings of one modality."""
-        return self.per_modality.get(modality, self.batching)
-
-
-@dataclass(frozen=True)
 class _Fused:
     """One request's answer from a batched fusion forward, made into Python values on
     the fusion thread (off the event loop)."""
@@ -202,53 +82,13 @@ class _Fused:
 
 
 @dataclass
-class _Stage:
+class Stage:
     """What one modality's stage produced for a request."""
 
     value: CachedValue | None = None
     reason: str | None = None  # breaker_open | timeout | error
     cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Preprocessed:
-    """A worker's answer (picklable: arrays and strings, never exceptions)."""
-
-    array: np.ndarray | None
-    error: str | None = None
-    hint: str | None = None
-
-
-_WORKER_CONTRACTS: dict[str, ModalityContract] = {}
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # workers share the CPU with the encoders
-
-
-def _preprocess_in_worker(contract_json: str, value: bytes | str) -> _Preprocessed:
-    """``contract.load`` + ``preprocess`` in a pool worker; the contract travels as JSON."""
-    contract = _WORKER_CONTRACTS.get(contract_json)
-    if contract is None:
-        from polyfuse.modalities import contract_from_dict
-
-        contract = contract_from_dict(json.loads(contract_json))
-        _WORKER_CONTRACTS[contract_json] = contract
-    return _preprocess(contract, value)
-
-
-def _preprocess_many_in_worker(contract_json: str, values: list[Any]) -> list[_Preprocessed]:
-    """`_preprocess_in_worker` over several inputs in one pool call."""
-    return [_preprocess_in_worker(contract_json, v) for v in values]
-
-
-def _preprocess(contract: ModalityContract, value: Any) -> _Preprocessed:
-    try:
-        x = contract.preprocess(contract.load(value, field=contract.name))
-    except PolyfuseError as exc:
-        return _Preprocessed(None, exc.message, exc.hint)
-    return _Preprocessed(x.numpy())
 
 
 class ModelRuntime:
@@ -283,7 +123,7 @@ class ModelRuntime:
         self._pool: Executor | None = None
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
         self._fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] | None = None
-        self._pre: dict[str, MicroBatcher[bytes | str, _Preprocessed]] = {}
+        self._pre: dict[str, MicroBatcher[bytes | str, Preprocessed]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
         self._tuning: dict[str, TuneResult] = {}
@@ -364,8 +204,8 @@ class ModelRuntime:
             return ThreadPoolExecutor(workers, thread_name_prefix="preprocess")
         # spawn: forking a process that runs torch threads can deadlock
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
-        warm = [pool.submit(_worker_init) for _ in range(workers)]  # start every worker now
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_init)
+        warm = [pool.submit(worker_init) for _ in range(workers)]  # start every worker now
         for f in warm:
             f.result()
         return pool
@@ -410,15 +250,15 @@ class ModelRuntime:
 
     def _make_preprocessor(
         self, m: str, pool: ProcessPoolExecutor
-    ) -> MicroBatcher[bytes | str, _Preprocessed]:
+    ) -> MicroBatcher[bytes | str, Preprocessed]:
         """Inputs of modality ``m`` to the process pool in batches, one pool call per
         batch and up to ``workers`` batches at once: under load a round trip (pickling,
         pipes, the pool's manager thread) serves many inputs instead of one, and the
         next batch forms and goes to a free worker while the others are busy."""
         payload = self._payload(m)
 
-        def run(values: list[bytes | str]) -> list[_Preprocessed]:
-            return pool.submit(_preprocess_many_in_worker, payload, values).result()
+        def run(values: list[bytes | str]) -> list[Preprocessed]:
+            return pool.submit(preprocess_many_in_worker, payload, values).result()
 
         return MicroBatcher(
             run,
@@ -594,8 +434,8 @@ class ModelRuntime:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
         out = await self._fuser.submit(used)
         result = self._result(request, out, stages)
-        result.timings_ms["fuse"] = _ms(t)
-        result.timings_ms["total"] = _ms(start)
+        result.timings_ms["fuse"] = ms_since(t)
+        result.timings_ms["total"] = ms_since(start)
         self._counts["degraded"] += int(result.degraded)
         return result
 
@@ -608,7 +448,7 @@ class ModelRuntime:
             if s.value is not None
         }
 
-    async def _run_stages(self, request: ServeRequest) -> dict[str, _Stage]:
+    async def _run_stages(self, request: ServeRequest) -> dict[str, Stage]:
         if not self._ready:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
         chosen = self._check_request(request)
@@ -623,7 +463,7 @@ class ModelRuntime:
                 outcomes = await work
         except TimeoutError:
             raise _deadline_error(request) from None
-        stages: dict[str, _Stage] = {}
+        stages: dict[str, Stage] = {}
         for m, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, ServeError):
@@ -661,7 +501,7 @@ class ModelRuntime:
                 )
         return chosen
 
-    def _check_degraded(self, stages: Mapping[str, _Stage]) -> None:
+    def _check_degraded(self, stages: Mapping[str, Stage]) -> None:
         reasons = {m: s.reason for m, s in stages.items() if s.reason is not None}
         if not reasons:
             return
@@ -678,41 +518,41 @@ class ModelRuntime:
                 details={"reasons": reasons},
             )
 
-    async def _stage(self, m: str, raw: bytes | str) -> _Stage:
-        stage = _Stage()
+    async def _stage(self, m: str, raw: bytes | str) -> Stage:
+        stage = Stage()
         key = None
         if self._cache is not None:
             key = CacheKey(m, self._versions[m], content_digest(raw))
             hit = await self._cache_call(self._cache.get, key)
             if hit is not None:
-                return _Stage(hit, cached=True)
+                return Stage(hit, cached=True)
         await self._compute(m, raw, stage)
         if stage.value is not None and key is not None and self._cache is not None:
             await self._cache_call(self._cache.put, key, stage.value)
         return stage
 
-    async def _compute(self, m: str, raw: bytes | str, stage: _Stage) -> None:
+    async def _compute(self, m: str, raw: bytes | str, stage: Stage) -> None:
         """Preprocess and encode one input into ``stage`` (a remote runtime overrides it)."""
         t = time.perf_counter()
-        x = await self._preprocess(m, raw)
-        stage.timings[f"preprocess:{m}"] = _ms(t)
+        x = await self.preprocess_value(m, raw)
+        stage.timings[f"preprocess:{m}"] = ms_since(t)
         t = time.perf_counter()
         stage.value, stage.reason = await self._encode(
             m, lambda limit: self._batchers[m].submit(x, limit)
         )
-        stage.timings[f"encode:{m}"] = _ms(t)
+        stage.timings[f"encode:{m}"] = ms_since(t)
 
     async def _cache_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._cache is not None and self._cache.blocking:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
-    async def _preprocess(self, m: str, raw: bytes | str) -> Tensor:
+    async def preprocess_value(self, m: str, raw: bytes | str) -> Tensor:
         if m in self._pre:
             done = await self._pre[m].submit(raw)
         else:
             loop = asyncio.get_running_loop()
-            done = await loop.run_in_executor(self._pool, _preprocess, self.contracts[m], raw)
+            done = await loop.run_in_executor(self._pool, preprocess_value, self.contracts[m], raw)
         if done.array is None:
             raise ServeError(
                 "invalid_input", str(done.error), hint=done.hint, details={"modality": m}
@@ -799,7 +639,7 @@ class ModelRuntime:
         ]
 
     def _result(
-        self, request: ServeRequest, out: _Fused, stages: Mapping[str, _Stage]
+        self, request: ServeRequest, out: _Fused, stages: Mapping[str, Stage]
     ) -> ServeResult:
         timings: dict[str, float] = {}
         for s in stages.values():
@@ -852,21 +692,8 @@ def encode_items(
     return out
 
 
-def serving_threads(encoders: int, cpus: int | None = None) -> int:
-    """Torch intra-op threads for a serving process: the usable cores divided among the
-    encoders (each encoder's batcher runs on its own thread, at the same time as the
-    others), at least 1: more threads oversubscribe the cores, which the batchers, the
-    fusion thread, the event loop and the preprocessing workers already share
-    (measured in docs/benchmarks.md, "Serving over HTTP")."""
-    if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not on Linux
-            cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, encoders))
-
-
-def _ms(since: float) -> float:
+def ms_since(since: float) -> float:
+    """Milliseconds since ``since`` (a `time.perf_counter` reading), to the microsecond."""
     return round(1000 * (time.perf_counter() - since), 3)
 
 
@@ -879,11 +706,8 @@ def _deadline_error(request: ServeRequest) -> ServeError:
 
 
 __all__ = [
-    "BatchSettings",
     "EncodeFn",
     "EncoderWrapper",
     "ModelRuntime",
-    "RuntimeConfig",
     "encode_items",
-    "serving_threads",
 ]

@@ -42,14 +42,9 @@ from polyfuse.core.config import (
 )
 from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.serve.runtime.cache import CachedValue, EmbeddingCache
-from polyfuse.serve.runtime.model import (
-    ModelRuntime,
-    RuntimeConfig,
-    _ms,
-    _preprocess,
-    _Stage,
-    encode_items,
-)
+from polyfuse.serve.runtime.model import ModelRuntime, Stage, encode_items, ms_since
+from polyfuse.serve.runtime.preprocess import preprocess_value
+from polyfuse.serve.runtime.settings import RuntimeConfig
 from polyfuse.serve.runtime.stages import eager_stage
 from polyfuse.serve.types import ServeError
 
@@ -230,7 +225,7 @@ class EncoderReplica:
         )
 
     def encode_many(self, raws: list[bytes | str]) -> list[dict[str, Any]]:
-        done = [_preprocess(self.contract, r) for r in raws]
+        done = [preprocess_value(self.contract, r) for r in raws]
         good = [(i, d.array) for i, d in enumerate(done) if d.array is not None]
         items = [torch.from_numpy(array) for _, array in good]
         values = (
@@ -357,12 +352,12 @@ class RayRuntime(ModelRuntime):
     def _app_name(self, m: str) -> str:
         return f"{self.ray_config.app_prefix}-{m}"
 
-    async def _compute(self, m: str, raw: bytes | str, stage: _Stage) -> None:
+    async def _compute(self, m: str, raw: bytes | str, stage: Stage) -> None:
         t = time.perf_counter()
         stage.value, stage.reason = await self._encode(
             m, lambda t: _within(t, self._remote(m, raw))
         )
-        stage.timings[f"remote:{m}"] = _ms(t)  # preprocess + queue + encode, in Ray
+        stage.timings[f"remote:{m}"] = ms_since(t)  # preprocess + queue + encode, in Ray
 
     async def _remote(self, m: str, raw: bytes | str) -> CachedValue:
         answer: dict[str, Any] = await self._handles[m].encode.remote(raw)
