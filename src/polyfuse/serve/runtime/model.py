@@ -35,8 +35,6 @@ from torch import Tensor
 
 from polyfuse.artifacts.classifier import Artifact
 from polyfuse.core.errors import ConfigError
-from polyfuse.modalities.base import ModalityContract
-from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
 from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
 from polyfuse.serve.runtime.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.runtime.cache import (
@@ -47,6 +45,7 @@ from polyfuse.serve.runtime.cache import (
     RedisCache,
     content_digest,
 )
+from polyfuse.serve.runtime.forward import Fused, encode_items, fuse_requests
 from polyfuse.serve.runtime.preprocess import (
     Preprocessed,
     preprocess_many_in_worker,
@@ -58,7 +57,6 @@ from polyfuse.serve.runtime.stages import (
     EncodeStage,
     StageFn,
     channels_last,
-    eager_stage,
     trace_stage,
 )
 from polyfuse.serve.types import ServeError, ServeRequest, ServeResult
@@ -69,16 +67,6 @@ log = logging.getLogger("polyfuse.serve.runtime.model")
 EncodeFn = Callable[[list[Tensor]], list[CachedValue]]
 #: Wraps an encoder stage (tests inject failures, deployments add tracing).
 EncoderWrapper = Callable[[EncodeFn], EncodeFn]
-
-
-@dataclass(frozen=True)
-class _Fused:
-    """One request's answer from a batched fusion forward, made into Python values on
-    the fusion thread (off the event loop)."""
-
-    label: Any  # the task's decoded prediction
-    probabilities: dict[str, float]  # label -> probability (rounded)
-    contributions: dict[str, float] | None  # fusion importance weights, if it has them
 
 
 @dataclass
@@ -122,7 +110,7 @@ class ModelRuntime:
         self._cache = cache
         self._pool: Executor | None = None
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
-        self._fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] | None = None
+        self._fuser: MicroBatcher[Mapping[str, CachedValue], Fused] | None = None
         self._pre: dict[str, MicroBatcher[bytes | str, Preprocessed]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
@@ -276,14 +264,14 @@ class ModelRuntime:
             payload = self._payloads[m] = json.dumps(self.contracts[m].to_dict(), sort_keys=True)
         return payload
 
-    def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], _Fused]:
+    def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], Fused]:
         """Fusion + head batched across requests on their own thread (off the event
         loop): many small forwards cost far more than one forward over their rows.
         Batches of up to ``max_auto`` rows with ``"auto"`` batching (fusion is a small
         network that batching always helps), else the configured ``max_batch``."""
         b = self.config.batching
         max_batch = b.max_auto if b.max_batch == "auto" else b.max_batch
-        fuser: MicroBatcher[Mapping[str, CachedValue], _Fused] = MicroBatcher(
+        fuser: MicroBatcher[Mapping[str, CachedValue], Fused] = MicroBatcher(
             self._fuse_batch,
             max_batch=max(1, max_batch),
             max_wait=0.0,
@@ -593,53 +581,12 @@ class ModelRuntime:
             self.model, self.contracts[m], items, self.device, stage=self._stages.get(m)
         )
 
-    def _fuse_batch(self, requests: list[Mapping[str, CachedValue]]) -> list[_Fused]:
-        """Fusion and heads over several requests' embeddings in one forward (a request
-        lacking a modality gets zeros and ``present=False``; token sequences are padded
-        and masked), split back into one `_Fused` per request."""
-        n = len(requests)
-        dim, device = self.model.fusion.dim, self.model.prior.device
-        enc = Encoded({}, {}, {}, {})
-        tokens = self.model.fusion.uses_tokens
-        for m in self.model.modalities:
-            values = [r.get(m) for r in requests]
-            enc.present[m] = torch.tensor([v is not None for v in values], device=device)
-            pooled = torch.zeros(n, dim)
-            for i, v in enumerate(values):
-                if v is not None:
-                    pooled[i] = v["pooled"]
-            enc.pooled[m] = pooled.to(device)
-            if tokens:
-                longest = max(
-                    (int(v["tokens"].shape[0]) for v in values if v is not None), default=1
-                )
-                tok = torch.zeros(n, longest, dim)
-                mask = torch.zeros(n, longest, dtype=torch.bool)
-                for i, v in enumerate(values):
-                    if v is not None:
-                        k = int(v["tokens"].shape[0])
-                        tok[i, :k] = v["tokens"]
-                        mask[i, :k] = v["mask"]
-                enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
-        with torch.inference_mode():
-            out: ModelOutput = self.model.fuse(enc)
-        task = self.artifact.task
-        probs = task.probabilities(out.logits.cpu())
-        rows = probs.tolist()
-        weights = None if out.fusion.weights is None else out.fusion.weights.cpu().tolist()
-        return [
-            _Fused(
-                task.decode(probs[i]),
-                {lab: round(p, 6) for lab, p in zip(task.labels, rows[i], strict=True)},
-                None
-                if weights is None
-                else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
-            )
-            for i in range(n)
-        ]
+    def _fuse_batch(self, requests: list[Mapping[str, CachedValue]]) -> list[Fused]:
+        """Fusion and heads over several requests' embeddings (see `fuse_requests`)."""
+        return fuse_requests(self.model, self.artifact.task, requests)
 
     def _result(
-        self, request: ServeRequest, out: _Fused, stages: Mapping[str, Stage]
+        self, request: ServeRequest, out: Fused, stages: Mapping[str, Stage]
     ) -> ServeResult:
         timings: dict[str, float] = {}
         for s in stages.values():
@@ -659,39 +606,6 @@ class ModelRuntime:
         )
 
 
-def encode_items(
-    model: MultimodalModel,
-    contract: ModalityContract,
-    items: list[Tensor],
-    device: Any,
-    stage: StageFn | None = None,
-) -> list[CachedValue]:
-    """Encoder + adapter of ``contract``'s modality over preprocessed items: one
-    ``{"pooled", ["tokens", "mask"]}`` each (shared by `ModelRuntime` and the Ray encoder
-    deployments). ``stage``: a (traced) `StageFn` to run instead of the eager modules."""
-    m = contract.name
-    mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
-    if stage is None:  # the model as it is (a channels-last copy per call would cost more)
-        stage = eager_stage(
-            model.encoder(m), model.adapters[m], tokens=model.fusion.uses_tokens, fast_layout=False
-        )
-    with torch.inference_mode():
-        pooled_t, tokens_t, mask_t = stage(mb.data, mb.lengths)
-        pooled = pooled_t.float().cpu()  # (P, D)
-        tokens = None if tokens_t is None else tokens_t.float().cpu()
-    mask = mask_t.cpu()  # (P, T)
-    out: list[CachedValue] = []
-    for i in range(len(items)):
-        value = {"pooled": pooled[i].clone()}
-        if tokens is not None:
-            valid = mask[i].nonzero()
-            n = int(valid.max()) + 1 if valid.numel() else 1
-            value["tokens"] = tokens[i, :n].clone()  # (T_i, D)
-            value["mask"] = mask[i, :n].clone()
-        out.append(value)
-    return out
-
-
 def ms_since(since: float) -> float:
     """Milliseconds since ``since`` (a `time.perf_counter` reading), to the microsecond."""
     return round(1000 * (time.perf_counter() - since), 3)
@@ -709,5 +623,4 @@ __all__ = [
     "EncodeFn",
     "EncoderWrapper",
     "ModelRuntime",
-    "encode_items",
 ]

@@ -42,7 +42,8 @@ from polyfuse.core.config import (
 )
 from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.serve.runtime.cache import CachedValue, EmbeddingCache
-from polyfuse.serve.runtime.model import ModelRuntime, Stage, encode_items, ms_since
+from polyfuse.serve.runtime.forward import encode_items
+from polyfuse.serve.runtime.model import ModelRuntime, Stage, ms_since
 from polyfuse.serve.runtime.preprocess import preprocess_value
 from polyfuse.serve.runtime.settings import RuntimeConfig
 from polyfuse.serve.runtime.stages import eager_stage

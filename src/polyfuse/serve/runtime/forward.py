@@ -1,0 +1,106 @@
+"""The model's forward passes on served batches: `encode_items` (encoder + adapter of one
+modality over preprocessed items) and `fuse_requests` (fusion + heads over several requests'
+embeddings). Shared by `ModelRuntime` and the Ray encoder deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from polyfuse.heads.tasks import Task
+from polyfuse.modalities.base import ModalityContract
+from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
+from polyfuse.serve.runtime.cache import CachedValue
+from polyfuse.serve.runtime.stages import StageFn, eager_stage
+
+
+@dataclass(frozen=True)
+class Fused:
+    """One request's answer from a batched fusion forward, made into Python values on
+    the fusion thread (off the event loop)."""
+
+    label: Any  # the task's decoded prediction
+    probabilities: dict[str, float]  # label -> probability (rounded)
+    contributions: dict[str, float] | None  # fusion importance weights, if it has them
+
+
+def encode_items(
+    model: MultimodalModel,
+    contract: ModalityContract,
+    items: list[Tensor],
+    device: Any,
+    stage: StageFn | None = None,
+) -> list[CachedValue]:
+    """Encoder + adapter of ``contract``'s modality over preprocessed items: one
+    ``{"pooled", ["tokens", "mask"]}`` each (shared by `ModelRuntime` and the Ray encoder
+    deployments). ``stage``: a (traced) `StageFn` to run instead of the eager modules."""
+    m = contract.name
+    mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
+    if stage is None:  # the model as it is (a channels-last copy per call would cost more)
+        stage = eager_stage(
+            model.encoder(m), model.adapters[m], tokens=model.fusion.uses_tokens, fast_layout=False
+        )
+    with torch.inference_mode():
+        pooled_t, tokens_t, mask_t = stage(mb.data, mb.lengths)
+        pooled = pooled_t.float().cpu()  # (P, D)
+        tokens = None if tokens_t is None else tokens_t.float().cpu()
+    mask = mask_t.cpu()  # (P, T)
+    out: list[CachedValue] = []
+    for i in range(len(items)):
+        value = {"pooled": pooled[i].clone()}
+        if tokens is not None:
+            valid = mask[i].nonzero()
+            n = int(valid.max()) + 1 if valid.numel() else 1
+            value["tokens"] = tokens[i, :n].clone()  # (T_i, D)
+            value["mask"] = mask[i, :n].clone()
+        out.append(value)
+    return out
+
+
+def fuse_requests(
+    model: MultimodalModel, task: Task, requests: list[Mapping[str, CachedValue]]
+) -> list[Fused]:
+    """Fusion and heads over several requests' embeddings in one forward (a request lacking
+    a modality gets zeros and ``present=False``; token sequences are padded and masked),
+    split back into one `Fused` per request."""
+    n = len(requests)
+    dim, device = model.fusion.dim, model.prior.device
+    enc = Encoded({}, {}, {}, {})
+    tokens = model.fusion.uses_tokens
+    for m in model.modalities:
+        values = [r.get(m) for r in requests]
+        enc.present[m] = torch.tensor([v is not None for v in values], device=device)
+        pooled = torch.zeros(n, dim)
+        for i, v in enumerate(values):
+            if v is not None:
+                pooled[i] = v["pooled"]
+        enc.pooled[m] = pooled.to(device)
+        if tokens:
+            longest = max((int(v["tokens"].shape[0]) for v in values if v is not None), default=1)
+            tok = torch.zeros(n, longest, dim)
+            mask = torch.zeros(n, longest, dtype=torch.bool)
+            for i, v in enumerate(values):
+                if v is not None:
+                    k = int(v["tokens"].shape[0])
+                    tok[i, :k] = v["tokens"]
+                    mask[i, :k] = v["mask"]
+            enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
+    with torch.inference_mode():
+        out: ModelOutput = model.fuse(enc)
+        probs = task.probabilities(out.logits.cpu())
+    rows = probs.tolist()
+    weights = None if out.fusion.weights is None else out.fusion.weights.cpu().tolist()
+    return [
+        Fused(
+            task.decode(probs[i]),
+            {lab: round(p, 6) for lab, p in zip(task.labels, rows[i], strict=True)},
+            None
+            if weights is None
+            else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
+        )
+        for i in range(n)
+    ]
