@@ -113,3 +113,16 @@ def report_bad(bad: Sequence[Any]) -> None:
             print(f"  {b.describe()}", file=sys.stderr)
         if len(bad) > 10:
             print(f"  ... and {len(bad) - 10} more", file=sys.stderr)
+
+
+def artifact_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments `predict` and `evaluate` share: artifact, manifest, modalities, device."""
+    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+    p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest to run on")
+    p.add_argument(
+        "--modalities",
+        type=modality_list,
+        metavar="A,B",
+        help="feed only these modalities; the rest count as missing",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -8,20 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from polyfuse.cli.common import EXIT_OK, modality_list, render_metrics, report_bad, severities
+from polyfuse.cli.common import (
+    EXIT_OK,
+    artifact_data_arguments,
+    modality_list,
+    render_metrics,
+    report_bad,
+    severities,
+)
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate``."""
-    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
-    p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest to run on")
-    p.add_argument(
-        "--modalities",
-        type=modality_list,
-        metavar="A,B",
-        help="feed only these modalities; the rest count as missing",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    artifact_data_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, n, ...)")
     ev = p.add_argument_group(
         "analysis", "any of these runs the full analysis (subsets, Shapley, agreement, failures)"

@@ -9,24 +9,16 @@ from pathlib import Path
 
 from polyfuse.cli.common import (
     EXIT_OK,
+    artifact_data_arguments,
     check_output_file,
     check_positive,
-    modality_list,
     report_bad,
 )
 
 
 def predict_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``predict``."""
-    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
-    p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest to run on")
-    p.add_argument(
-        "--modalities",
-        type=modality_list,
-        metavar="A,B",
-        help="feed only these modalities; the rest count as missing",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    artifact_data_arguments(p)
     p.add_argument("--out", metavar="FILE", help="write JSON lines here (default stdout)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--on-bad-row", choices=("skip", "fail"), default="skip")

@@ -23,23 +23,22 @@ Action = Literal["allow", "flag", "redact", "block"]
 #: Actions from mildest to strictest; an input's action is its strictest finding's.
 ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "block")
 
-#: Types that identify a person or a secret (what `TextPII` reports).
-PII_TYPES: frozenset[str] = frozenset(
-    {
-        "PERSON",
-        "LOCATION",
-        "US_SSN",
-        "CREDIT_CARD",
-        "PHONE_NUMBER",
-        "EMAIL_ADDRESS",
-        "IP_ADDRESS",
-        "IBAN_CODE",
-        "DATE_OF_BIRTH",
-        "US_DRIVER_LICENSE",
-        "US_PASSPORT",
-        "SECRET",
-    }
+#: Types that identify a person or a secret, in the order `TextPII` reports them.
+PII_ENTITIES: tuple[str, ...] = (
+    "PERSON",
+    "LOCATION",
+    "US_SSN",
+    "CREDIT_CARD",
+    "PHONE_NUMBER",
+    "EMAIL_ADDRESS",
+    "IP_ADDRESS",
+    "IBAN_CODE",
+    "DATE_OF_BIRTH",
+    "US_DRIVER_LICENSE",
+    "US_PASSPORT",
+    "SECRET",
 )
+PII_TYPES: frozenset[str] = frozenset(PII_ENTITIES)
 #: Threats and untrustworthy content: attacks, hidden text, faces, unreliable transcripts.
 THREAT_TYPES: frozenset[str] = frozenset(
     {"PROMPT_INJECTION", "HIDDEN_TEXT", "FACE", "UNRELIABLE_TRANSCRIPT"}

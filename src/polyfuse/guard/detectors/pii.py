@@ -26,24 +26,11 @@ from typing import Any, NamedTuple
 from polyfuse import __version__
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
 from polyfuse.guard.detectors.recognizers import RECOGNIZERS, RULES_VERSION, find_all, find_heard
-from polyfuse.guard.findings import Finding, Location, TextDetector, mask
+from polyfuse.guard.findings import PII_ENTITIES, Finding, Location, TextDetector, mask
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
-#: Entity types `TextPII` can report.
-SUPPORTED_ENTITIES: tuple[str, ...] = (
-    "PERSON",
-    "LOCATION",
-    "US_SSN",
-    "CREDIT_CARD",
-    "PHONE_NUMBER",
-    "EMAIL_ADDRESS",
-    "IP_ADDRESS",
-    "IBAN_CODE",
-    "DATE_OF_BIRTH",
-    "US_DRIVER_LICENSE",
-    "US_PASSPORT",
-    "SECRET",
-)
+#: Entity types `TextPII` can report (the catalogue lives in `polyfuse.guard.findings`).
+SUPPORTED_ENTITIES: tuple[str, ...] = PII_ENTITIES
 #: Types that come from Presidio's NER (spaCy), not from validated rules.
 NER_ENTITIES: frozenset[str] = frozenset({"PERSON", "LOCATION"})
 #: The offline spaCy model Presidio is configured with.
