@@ -13,7 +13,6 @@ once per `Guard`).
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from polyfuse.guard.findings import Action, Finding, TextDetector, mask_snippets
 from polyfuse.guard.models import ModelCache
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.safety import Limits, check_size, sniff, within_budget
+from polyfuse.modalities.readers.text import decode_text
 
 
 @dataclass
@@ -213,7 +213,7 @@ class Guard:
 
     def _findings(self, modality: str, data: bytes) -> list[Finding]:
         if modality == "text":
-            text = data.decode("utf-8")
+            text = decode_text(data, name="text")
             if len(text) > self.limits.max_chars:
                 raise InvalidInputError(
                     "text", f"{len(text)} characters is over the limit of {self.limits.max_chars}"
@@ -274,7 +274,7 @@ class Guard:
             from polyfuse.guard.redact.text import redact_text
 
             target = out / (stem if Path(stem).suffix else f"{stem}.txt")
-            target.write_text(redact_text(data.decode("utf-8"), todo), encoding="utf-8")
+            target.write_text(redact_text(decode_text(data, name="text"), todo), encoding="utf-8")
             return target
         if result.modality == "image":
             from polyfuse.guard.redact.image import redact_image
@@ -290,8 +290,10 @@ class Guard:
             import soundfile as sf
 
             from polyfuse.guard.redact.audio import redact_audio
+            from polyfuse.modalities.readers.audio import decode_audio
 
-            samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+            frames, sr = decode_audio(data, max_seconds=self.limits.max_seconds)  # (T, C)
+            samples = frames[:, 0] if frames.shape[1] == 1 else frames
             if mode not in ("", "silence", "bleep"):
                 raise ConfigError("mode", f"audio is redacted by silence or bleep, not {mode!r}")
             clean = redact_audio(
