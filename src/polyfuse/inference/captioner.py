@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polyfuse.inference.batches import collate_all
 from polyfuse.models.captioner import CaptionDecoder, Vocabulary
 
 
@@ -54,7 +55,7 @@ class Captioner:
         what a server uses for uploads)."""
         contract = self.encoder.contract
         xs = [contract.preprocess(contract.load(v, field=contract.name)) for v in images]
-        mb = contract.collate(xs, torch.ones(len(xs), dtype=torch.bool))
+        mb = collate_all(contract, xs)
         return self._decode(self.encoder(mb.data, mb.lengths).tokens, beam)
 
     @torch.no_grad()

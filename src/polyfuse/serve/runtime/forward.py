@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.heads.tasks import Task
+from polyfuse.inference.batches import collate_all
 from polyfuse.modalities.base import ModalityContract
 from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
 from polyfuse.serve.runtime.cache import CachedValue
@@ -39,7 +40,7 @@ def encode_items(
     ``{"pooled", ["tokens", "mask"]}`` each (shared by `ModelRuntime` and the Ray encoder
     deployments). ``stage``: a (traced) `StageFn` to run instead of the eager modules."""
     m = contract.name
-    mb = contract.collate(items, torch.ones(len(items), dtype=torch.bool)).to(device)
+    mb = collate_all(contract, items).to(device)
     if stage is None:  # the model as it is (a channels-last copy per call would cost more)
         stage = eager_stage(
             model.encoder(m), model.adapters[m], tokens=model.fusion.uses_tokens, fast_layout=False

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from polyfuse.artifacts.classifier import Artifact
 from polyfuse.core.errors import ConfigError
+from polyfuse.inference.batches import collate_all
 from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
 from polyfuse.serve.runtime.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.runtime.cache import (
@@ -291,7 +292,7 @@ class ModelRuntime:
         and the traced graph matches the eager model on a batch of 1 and a batch of 3
         mixed sizes."""
         contract = self.contracts[m]
-        first = contract.collate(samples[:1], torch.ones(1, dtype=torch.bool))
+        first = collate_all(contract, samples[:1])
         stage = EncodeStage(
             self.model.encoder(m),
             self.model.adapters[m],
@@ -307,7 +308,7 @@ class ModelRuntime:
         mixed = [samples[-1], samples[0], samples[-1]]
         batches = [
             first.to(self.device),
-            contract.collate(mixed, torch.ones(3, dtype=torch.bool)).to(self.device),
+            collate_all(contract, mixed).to(self.device),
         ]
         traced, status = trace_stage(runner, batches, reference=stage)
         status = status if traced is not None else f"eager ({status})"
