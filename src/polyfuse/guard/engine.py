@@ -179,6 +179,11 @@ class Guard:
         )
         return self._finish(result)
 
+    def warm_up(self) -> None:
+        """Build the text detectors' models now (the first scan is otherwise slow). Not a
+        scan: nothing is decided and nothing is written to the audit log."""
+        self._findings("text", b"warm up")
+
     def scan_text(self, text: str, *, name: str | None = None) -> ScanResult:
         """`scan` of a string (same as ``scan(text)``)."""
         return self.scan(text, name=name)

@@ -334,7 +334,7 @@ class Service:
         """Build the firewall's models once (first scans are otherwise slow)."""
         if self.guard is not None:
             try:
-                await self._in_pool(self.guard.scan, "warm up", name="warm-up")
+                await self._in_pool(self.guard.warm_up)
             except Exception:  # stays not ready; /readyz answers 503
                 log.exception(json.dumps({"event": "firewall_warm_up_failed"}))
                 return
