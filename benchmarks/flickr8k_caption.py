@@ -34,7 +34,8 @@ def main() -> int:
     from polyfuse.data.pooled import image_tokens
     from polyfuse.encoders import build_encoder, resolve_contract
     from polyfuse.evaluation.text_metrics import bleu, cider_d
-    from polyfuse.models.captioner import CaptionDecoder, Vocabulary, train_decoder
+    from polyfuse.models.captioner import CaptionDecoder, Vocabulary
+    from polyfuse.train.captioning import train_decoder
 
     src = Path(args.data) / "flickr8k"
     lines = (src / "train_2000.jsonl").read_text().splitlines()[:1800]

@@ -324,7 +324,7 @@ def run_rendering(
 
         scanner = ImageScanner([pii], faces=False, hidden=False, metadata=False)
     elif audio:
-        from polyfuse.guard.readers.asr import AudioScanner
+        from polyfuse.guard.scanners.audio import AudioScanner
 
         scanner = AudioScanner([pii])
     found, latency, located, gold_times = [], [], [], []
