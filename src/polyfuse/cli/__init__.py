@@ -54,6 +54,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "search": Command("retrieval", "search", "search a vector index by text or image"),
     "caption": Command("retrieval", "caption", "caption images with a captioning artifact"),
+    "monitor": Command(
+        "monitor",
+        "monitor",
+        "check data for drift per modality and estimate accuracy without labels",
+    ),
     "scan": Command("guard", "scan", "scan files for PII, prompt injection and hidden text"),
     "schema": Command("schema", "schema", "print the JSON Schema of config, serve or policy"),
     "demo": Command("demo", "demo", "run the whole flow on data that ships with the install"),

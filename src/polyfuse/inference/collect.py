@@ -37,6 +37,8 @@ class Collected:
         modalities: the model's modality order.
         subset_logits: ``"a+b"`` -> ``(N, K)`` logits when only those modalities were
             shown to the fusion (encoders ran once per batch; see `collect`).
+        pooled: name -> ``(N, D)`` adapted encoder features (zeros where absent), when
+            `collect` was asked to keep them.
     """
 
     indices: list[int]
@@ -49,6 +51,7 @@ class Collected:
     modalities: tuple[str, ...]
     bad_rows: list[BadRow] = field(default_factory=list)
     subset_logits: dict[str, Tensor] = field(default_factory=dict)
+    pooled: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -93,16 +96,19 @@ def collect(
     progress: bool = False,
     desc: str = "predicting",
     subsets: Sequence[Collection[str]] = (),
+    pooled: bool = False,
 ) -> Collected:
     """Run ``model`` in eval mode over ``batches``; outputs are sorted by row index.
 
     Args:
         subsets: modality subsets to also fuse for every batch, reusing the encoder
             outputs (only fusion and heads run again).
+        pooled: also keep each modality's adapted encoder features (`Collected.pooled`).
     """
     parts: dict[str, list[Tensor]] = {"logits": [], "embedding": [], "weights": [], "targets": []}
     uni: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
     pres: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    feats: dict[str, list[Tensor]] = {m: [] for m in model.modalities} if pooled else {}
     sub_parts: dict[str, list[Tensor]] = {subset_key(s): [] for s in subsets}
     indices: list[int] = []
     bad: list[BadRow] = []
@@ -122,6 +128,8 @@ def collect(
             parts["weights"].append(out.fusion.weights.float().cpu())
         for m in model.modalities:
             uni[m].append(out.unimodal_logits[m].float().cpu())
+            if pooled:
+                feats[m].append(encoded.pooled[m].float().cpu())
             pres[m].append(out.present[m].cpu())
         if batch.targets is None:
             all_targets = False
@@ -157,4 +165,5 @@ def collect(
         modalities=model.modalities,
         bad_rows=sorted(bad, key=lambda b: b.index),
         subset_logits={k: cat(v) for k, v in sub_parts.items()},
+        pooled={m: cat(v) for m, v in feats.items()},
     )

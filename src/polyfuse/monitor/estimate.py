@@ -1,0 +1,225 @@
+"""Label-free accuracy: how accurate is the model on data nobody has labelled yet?
+
+Three estimators, all fitted on the labelled reference profile:
+
+- **CBPE** (confidence-based performance estimation): the mean of the calibrated top-class
+  probability. Calibration is temperature scaling fitted on the reference.
+- **ATC** (average thresholded confidence, Garg et al., ICLR 2022): the confidence
+  threshold above which the reference's share of samples equals its accuracy; the estimate
+  is the current share above it.
+- **Agreement**: a logistic model of P(correct) from the calibrated confidence and, per
+  modality, whether the modality is present, whether its own head agrees with the fusion,
+  and that head's confidence. When one modality turns to noise its head starts to disagree
+  with the fusion; no single-modality tool has this signal.
+
+The reported estimate is the lowest of the three, so a shift that fools one estimator
+into comfort is still caught by the others (the issue asks for no false comfort).
+Estimates with a modality left out use the leave-one-out fused outputs, calibrated the
+same way, so the monitor can say what accuracy the model would have without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from polyfuse.monitor.observe import Observations
+
+FloatArray = NDArray[np.float64]
+
+#: Estimators combined by `AccuracyEstimate.value` (the minimum).
+ESTIMATORS = ("cbpe", "atc", "agreement")
+
+
+def _log(p: FloatArray) -> FloatArray:
+    out: FloatArray = np.log(np.clip(p, 1e-12, 1.0))
+    return out
+
+
+def temperature_scale(probs: FloatArray, temperature: float) -> FloatArray:
+    """Softmax of ``log(probs) / temperature`` (temperature scaling on probabilities)."""
+    z = _log(probs) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: FloatArray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def fit_temperature(probs: FloatArray, labels: NDArray[np.int64]) -> float:
+    """The temperature minimising the negative log-likelihood of ``labels``."""
+    from scipy.optimize import minimize_scalar
+
+    if len(labels) == 0:
+        return 1.0
+    logp = _log(probs)
+
+    def nll(log_t: float) -> float:
+        z = logp / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        return float(np.mean(lse - z[np.arange(len(labels)), labels]))
+
+    res = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(res.x))
+
+
+def atc_threshold(confidence: FloatArray, correct: NDArray[np.bool_]) -> float:
+    """The threshold with ``mean(confidence > t) == mean(correct)`` on the reference."""
+    if len(confidence) == 0:
+        return 0.5
+    return float(np.quantile(confidence, 1.0 - float(correct.mean())))
+
+
+@dataclass(frozen=True)
+class OutputCalibration:
+    """Temperature and ATC threshold of one output (fused, or fused without a modality)."""
+
+    temperature: float
+    threshold: float
+
+    def confidence(self, probs: FloatArray) -> FloatArray:
+        """Calibrated top-class probability per sample."""
+        out: FloatArray = temperature_scale(probs, self.temperature).max(axis=1)
+        return out
+
+    @classmethod
+    def fit(cls, probs: FloatArray, labels: NDArray[np.int64]) -> OutputCalibration:
+        """Fit on labelled reference outputs."""
+        t = fit_temperature(probs, labels)
+        conf = temperature_scale(probs, t).max(axis=1)
+        return cls(t, atc_threshold(conf, probs.argmax(axis=1) == labels))
+
+
+@dataclass(frozen=True)
+class AccuracyEstimate:
+    """Label-free accuracy estimates of one set of samples.
+
+    Attributes:
+        cbpe: mean calibrated confidence.
+        atc: share above the reference ATC threshold.
+        agreement: mean P(correct) of the agreement model (None for one-modality models).
+        n: samples.
+    """
+
+    cbpe: float
+    atc: float
+    agreement: float | None
+    n: int
+
+    @property
+    def value(self) -> float:
+        """The reported estimate: the lowest of the estimators (no false comfort)."""
+        vals = [self.cbpe, self.atc] + ([] if self.agreement is None else [self.agreement])
+        return float(min(vals))
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON form."""
+        return {
+            "value": self.value,
+            "cbpe": self.cbpe,
+            "atc": self.atc,
+            "agreement": self.agreement,
+            "n": self.n,
+        }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything the estimators fit on the labelled reference.
+
+    Attributes:
+        fused: calibration of the fused output.
+        without: modality -> calibration of the fused output with that modality left out.
+        agreement: coefficients of the agreement model (intercept first), or None.
+        modalities: modality order of the agreement features.
+    """
+
+    fused: OutputCalibration
+    without: dict[str, OutputCalibration]
+    agreement: FloatArray | None
+    modalities: tuple[str, ...]
+
+    @classmethod
+    def fit(cls, reference: Observations) -> Calibration:
+        """Fit on the labelled rows of ``reference``."""
+        if reference.labels is None:
+            raise ValueError("calibration needs labels")
+        keep = reference.labels >= 0
+        ref = reference.take(np.flatnonzero(keep))
+        labels = np.asarray(ref.labels)
+        fused = OutputCalibration.fit(ref.probs, labels)
+        without = {m: OutputCalibration.fit(v.without, labels) for m, v in ref.modalities.items()}
+        mods = tuple(ref.modalities)
+        coef = None
+        if len(mods) > 1:
+            x = _agreement_features(ref, fused, mods)
+            correct = ref.predicted == labels
+            if 0 < correct.sum() < len(correct):
+                coef = fit_logistic(x, correct.astype(np.float64))
+        return cls(fused, without, coef, mods)
+
+    def estimate(self, current: Observations) -> AccuracyEstimate:
+        """Estimates of the fused model's accuracy on ``current``."""
+        conf = self.fused.confidence(current.probs)
+        agree = None
+        if self.agreement is not None and len(current):
+            x = _agreement_features(current, self.fused, self.modalities)
+            agree = float(sigmoid(x @ self.agreement).mean())
+        return AccuracyEstimate(
+            cbpe=float(conf.mean()) if len(conf) else float("nan"),
+            atc=float((conf > self.fused.threshold).mean()) if len(conf) else float("nan"),
+            agreement=agree,
+            n=len(current),
+        )
+
+    def estimate_without(self, current: Observations, modality: str) -> AccuracyEstimate:
+        """Estimates of the accuracy the model would have on ``current`` without ``modality``."""
+        cal = self.without[modality]
+        conf = cal.confidence(current.modalities[modality].without)
+        return AccuracyEstimate(
+            cbpe=float(conf.mean()) if len(conf) else float("nan"),
+            atc=float((conf > cal.threshold).mean()) if len(conf) else float("nan"),
+            agreement=None,
+            n=len(current),
+        )
+
+
+def _agreement_features(
+    obs: Observations, fused: OutputCalibration, modalities: tuple[str, ...]
+) -> FloatArray:
+    """Per sample: 1, logit of the calibrated confidence, then per modality present,
+    head agrees with the fusion, head confidence (both 0 when absent)."""
+    conf = np.clip(fused.confidence(obs.probs), 1e-6, 1 - 1e-6)
+    cols = [np.ones(len(obs)), np.log(conf / (1 - conf))]
+    pred = obs.predicted
+    for m in modalities:
+        view = obs.modalities[m]
+        present = view.present.astype(np.float64)
+        cols.append(present)
+        cols.append(present * (view.probs.argmax(axis=1) == pred))
+        cols.append(present * view.probs.max(axis=1))
+    return np.stack(cols, axis=1)
+
+
+def sigmoid(z: FloatArray) -> FloatArray:
+    """Logistic function, clipped against overflow."""
+    out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+    return out
+
+
+def fit_logistic(x: FloatArray, y: FloatArray, l2: float = 1.0) -> FloatArray:
+    """L2-regularised logistic regression by Newton's method (intercept not penalised)."""
+    w = np.zeros(x.shape[1])
+    penalty = np.full(x.shape[1], l2)
+    penalty[0] = 0.0
+    for _ in range(50):
+        p = sigmoid(x @ w)
+        grad = x.T @ (p - y) + penalty * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
