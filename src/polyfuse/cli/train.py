@@ -24,6 +24,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5",
     )
+    p.add_argument(
+        "--reference",
+        metavar="MANIFEST",
+        help="data of the monitoring reference profile (default: the validation manifest)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -34,7 +39,13 @@ def train(args: argparse.Namespace) -> int:
 
     config = Config.from_dict(load_config(args.config, args.set))
     request = TrainRequest(
-        config, args.train, args.val, args.out, progress=not args.quiet, resume=args.resume
+        config,
+        args.train,
+        args.val,
+        args.out,
+        progress=not args.quiet,
+        resume=args.resume,
+        reference=args.reference,
     )
     summary = trainer_for(config.task)(request).to_dict()
     width = max(12, *(len(k) for k in summary))

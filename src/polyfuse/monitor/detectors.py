@@ -99,6 +99,19 @@ def holm(p_values: FloatArray) -> FloatArray:
     return out
 
 
+def ks(a: FloatArray, b: FloatArray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov distance and p-value (exact when scipy can, else
+    asymptotic, without scipy's warning about switching)."""
+    import warnings
+
+    from scipy.stats import ks_2samp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = ks_2samp(a, b)
+    return float(test.statistic), float(test.pvalue)
+
+
 def _present(view: ModalityView) -> NDArray[np.intp]:
     return np.flatnonzero(view.present)
 
@@ -117,8 +130,6 @@ class InputStatistics:
 
     def calculate(self, reference: ReferenceProfile, current: Observations) -> list[DetectorResult]:
         """One result per modality with statistics."""
-        from scipy.stats import ks_2samp
-
         results = []
         for m, ref_view in reference.observations.modalities.items():
             cur_view = current.modalities[m]
@@ -135,9 +146,9 @@ class InputStatistics:
                     dist.append(0.0)
                     meds.append((float("nan"), float("nan")))
                     continue
-                test = ks_2samp(a, b)
-                raw.append(float(test.pvalue))
-                dist.append(float(test.statistic))
+                distance, p = ks(a, b)
+                raw.append(p)
+                dist.append(distance)
                 meds.append((float(np.median(a)), float(np.median(b))))
             adjusted = holm(np.array(raw))
             stats = [
@@ -221,18 +232,16 @@ class EmbeddingMMD:
 def _bbsd(
     detector: str, modality: str, ref: FloatArray, cur: FloatArray, classes: tuple[str, ...]
 ) -> DetectorResult | None:
-    from scipy.stats import ks_2samp
-
     if len(ref) < 2 or len(cur) < 2:
         return None
-    tests = [ks_2samp(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
-    raw = np.array([float(t.pvalue) for t in tests])
+    tests = [ks(ref[:, j], cur[:, j]) for j in range(ref.shape[1])]
+    raw = np.array([p for _, p in tests])
     adjusted = np.minimum(1.0, raw * len(raw))
     stats = [
         StatisticShift(
             f"p({c})",
             float(p),
-            float(t.statistic),
+            t[0],
             float(ref[:, j].mean()),
             float(cur[:, j].mean()),
         )
@@ -243,7 +252,7 @@ def _bbsd(
         detector,
         modality,
         float(adjusted.min()),
-        float(max(t.statistic for t in tests)),
+        float(max(t[0] for t in tests)),
         len(ref),
         len(cur),
         statistics=stats[:5],

@@ -160,12 +160,16 @@ def _explain_by_labels(
     if weights is None or ref.labels is None:
         return {}
     keep = np.flatnonzero(ref.labels >= 0)
-    p = weights[ref.labels[keep]]
-    if p.sum() <= 0:
+    w = weights[ref.labels[keep]]
+    if w.max() <= 0:
         return {}
-    rng = np.random.default_rng(0)
-    pick = keep[rng.choice(len(keep), size=len(keep), replace=True, p=p / p.sum())]
-    resampled = ReferenceProfile(ref.take(np.sort(pick)), reference.vocab, reference.source)
+    # rejection sampling: an exact sample of the re-weighted reference with no duplicates
+    # (duplicates would look like structure to the kernel test)
+    accept = np.random.default_rng(0).random(len(keep)) < w / w.max()
+    pick = keep[accept]
+    if len(pick) < 10:
+        return {}
+    resampled = ReferenceProfile(ref.take(pick), reference.vocab, reference.source)
     resampled.__dict__["projections"] = reference.projections  # same projection as the original
     again: list[DetectorResult] = []
     for det in (InputStatistics(), EmbeddingMMD(seed=d.embeddings.seed), OutputShift()):

@@ -24,6 +24,7 @@ class TrainRequest:
     out: str | Path
     progress: bool = True
     resume: bool = False
+    reference: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,10 @@ def classify(req: TrainRequest) -> TrainSummary:
     """``multiclass``, ``multilabel``, ``regression``: the fusion `Trainer`."""
     from polyfuse.train.trainer import Trainer
 
-    trainer = Trainer(req.config, req.out, progress=req.progress, resume=req.resume)
+    reference: str | Path | bool = True if req.reference is None else req.reference
+    trainer = Trainer(
+        req.config, req.out, progress=req.progress, resume=req.resume, reference=reference
+    )
     result = trainer.fit(req.train, req.val)
     kept = ("accuracy", "macro_f1", "rmse")
     figures: dict[str, float | int | str] = {"best_epoch": result.best_epoch}

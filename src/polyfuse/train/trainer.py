@@ -112,12 +112,21 @@ class Trainer:
             and ``checkpoints/``.
         progress: show progress bars (on terminals only).
         resume: continue from ``out_dir/checkpoints/last.pt`` when it exists.
+        reference: manifest of the monitoring reference profile written into the artifact
+            (single-label classifiers; default: the validation manifest); ``False`` writes none.
     """
 
     def __init__(
-        self, config: Config, out_dir: str | Path, *, progress: bool = True, resume: bool = False
+        self,
+        config: Config,
+        out_dir: str | Path,
+        *,
+        progress: bool = True,
+        resume: bool = False,
+        reference: str | Path | bool = True,
     ) -> None:
         self.config = config
+        self.reference = reference
         self.cfg = config.train
         self.out_dir = Path(out_dir)
         self.progress = progress
@@ -587,8 +596,30 @@ class Trainer:
         artifact = Artifact(self.config, contracts, task, model, metrics, lineage=self._lineage)
         path = artifact.save(self.out_dir)
         log.info("saved artifact to %s (best epoch %d)", path, state.best_epoch)
+        self._write_profile(artifact, val_ds.manifest)
         return TrainResult(
             artifact, path, state.history, state.best_epoch, state.best_metrics, bad, state.warnings
+        )
+
+    def _write_profile(self, artifact: Artifact, val: Manifest) -> None:
+        """The monitoring reference profile (`polyfuse.monitor`) under ``monitor/reference``."""
+        if self.reference is False or self.config.task != "multiclass":
+            return
+        from polyfuse.inference.predict import Predictor
+        from polyfuse.monitor import PROFILE_DIR, build_profile
+
+        manifest = val
+        if not isinstance(self.reference, bool):
+            manifest = Manifest.load(
+                self.reference, tuple(self.config.modalities), self.config.label
+            )
+        predictor = Predictor(artifact, device=str(self.device))
+        profile = build_profile(predictor, manifest, progress=self.progress)
+        profile.save(self.out_dir / PROFILE_DIR)
+        log.info(
+            "wrote the monitoring reference profile (%d rows of %s)",
+            len(profile.observations),
+            manifest.path,
         )
 
     def _write_bad_rows(self, bad: list[BadRow]) -> None:
