@@ -33,7 +33,8 @@ def make(
         shift: modality -> offset added to its first statistic and its embedding.
         missing: modality -> share of samples without it.
         prior: class prior.
-        noise: modalities turned into noise (class signal removed, head confused).
+        noise: modalities turned into noise (class signal removed; the head confidently
+            predicts random classes, so the fusion is hurt).
     """
     rng = np.random.default_rng(seed)
     shift = shift or {}
@@ -49,7 +50,9 @@ def make(
         emb[:, :3] += signal * 1.5 * np.eye(3)[labels]
         emb += shift.get(m, 0.0) * 0.5
         present = rng.random(n) >= missing.get(m, 0.0)
-        probs = _probs(rng, labels, 2.5 * signal + 0.01 * j)
+        # a noise input steers its head confidently to random classes (the harmful case)
+        head_labels = labels if signal else rng.integers(0, 3, n)
+        probs = _probs(rng, head_labels, 2.5 + 0.01 * j)
         heads[m] = probs
         views[m] = ModalityView(
             kind="image" if m == "image" else "audio",

@@ -12,20 +12,31 @@ Three estimators, all fitted on the labelled reference profile:
   and that head's confidence. When one modality turns to noise its head starts to disagree
   with the fusion; no single-modality tool has this signal.
 
-The reported estimate is the lowest of the three, so a shift that fools one estimator
-into comfort is still caught by the others (the issue asks for no false comfort).
+- **Cross-modal** (only for a drifted modality ``m`` whose own head has stopped agreeing
+  with the model's answer without ``m``, i.e. ``m`` turned inconsistent with the rest): the
+  leave-``m``-out output does not read the drifted input, so its calibration still holds.
+  The fused answer is right where it agrees with that output and that output is right
+  (its calibrated confidence), and where they disagree only if that output is wrong and
+  the fusion hits the truth (the reference's rate of that). Confidence-based estimators
+  cannot see this case: a noise input that steers the fusion confidently looks like
+  comfort to them.
+
+The reported estimate is the lowest of them, so a shift that fools one estimator into
+comfort is still caught by the others (the issue asks for no false comfort).
 Estimates with a modality left out use the leave-one-out fused outputs, calibrated the
 same way, so the monitor can say what accuracy the model would have without it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from polyfuse.monitor.observe import Observations
+from polyfuse.monitor.observe import ModalityView, Observations
 
 FloatArray = NDArray[np.float64]
 
@@ -101,20 +112,23 @@ class AccuracyEstimate:
         atc: share above the reference ATC threshold.
         agreement: mean P(correct) of the agreement model (None for one-modality models).
         n: samples.
+        cross_modal: modality -> the cross-modal estimate, for the suspect modalities.
     """
 
     cbpe: float
     atc: float
     agreement: float | None
     n: int
+    cross_modal: dict[str, float] | None = None
 
     @property
     def value(self) -> float:
         """The reported estimate: the lowest of the estimators (no false comfort)."""
         vals = [self.cbpe, self.atc] + ([] if self.agreement is None else [self.agreement])
+        vals += list((self.cross_modal or {}).values())
         return float(min(vals))
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "value": self.value,
@@ -122,6 +136,7 @@ class AccuracyEstimate:
             "atc": self.atc,
             "agreement": self.agreement,
             "n": self.n,
+            **({"cross_modal": self.cross_modal} if self.cross_modal else {}),
         }
 
 
@@ -134,12 +149,18 @@ class Calibration:
         without: modality -> calibration of the fused output with that modality left out.
         agreement: coefficients of the agreement model (intercept first), or None.
         modalities: modality order of the agreement features.
+        consistency: modality -> reference share of samples (carrying it) whose own head
+            agrees with the leave-it-out output.
+        rescue: modality -> reference rate at which the fusion is right where it disagrees
+            with a wrong leave-it-out output.
     """
 
     fused: OutputCalibration
     without: dict[str, OutputCalibration]
     agreement: FloatArray | None
     modalities: tuple[str, ...]
+    consistency: dict[str, float] = field(default_factory=dict)
+    rescue: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, reference: Observations) -> Calibration:
@@ -158,20 +179,62 @@ class Calibration:
             correct = ref.predicted == labels
             if 0 < correct.sum() < len(correct):
                 coef = fit_logistic(x, correct.astype(np.float64))
-        return cls(fused, without, coef, mods)
+        consistency, rescue = {}, {}
+        if len(mods) > 1:
+            for m, v in ref.modalities.items():
+                consistency[m] = _consistency(v)[0]
+                loo = v.without.argmax(axis=1)
+                hard = (ref.predicted != loo) & (loo != labels)
+                right = ref.predicted[hard] == labels[hard]
+                rescue[m] = float(right.mean()) if hard.any() else 0.5
+        return cls(fused, without, coef, mods, consistency, rescue)
 
-    def estimate(self, current: Observations) -> AccuracyEstimate:
-        """Estimates of the fused model's accuracy on ``current``."""
+    def suspects(
+        self, current: Observations, drifted: Collection[str], alpha: float = 0.01
+    ) -> list[str]:
+        """Drifted modalities whose own head agrees with the rest significantly less often
+        than on the reference (one-sided binomial test at ``alpha``)."""
+        from scipy.stats import binomtest
+
+        out = []
+        for m in drifted:
+            if m not in self.consistency or m not in current.modalities:
+                continue
+            rate, hits, n = _consistency(current.modalities[m])
+            if n and binomtest(hits, n, self.consistency[m], alternative="less").pvalue < alpha:
+                out.append(m)
+        return out
+
+    def cross_modal(self, current: Observations, modality: str) -> float:
+        """The cross-modal estimate of the fused accuracy when ``modality`` is not trusted."""
+        cal = self.without[modality]
+        loo = current.modalities[modality].without
+        conf = cal.confidence(loo)
+        agree = current.predicted == loo.argmax(axis=1)
+        q = self.rescue.get(modality, 0.5)
+        return (
+            float(np.mean(np.where(agree, conf, (1.0 - conf) * q))) if len(conf) else float("nan")
+        )
+
+    def estimate(self, current: Observations, drifted: Collection[str] = ()) -> AccuracyEstimate:
+        """Estimates of the fused model's accuracy on ``current``.
+
+        Args:
+            drifted: modalities a drift assessment flagged; those that also turned
+                inconsistent with the others (`suspects`) get the cross-modal estimate.
+        """
         conf = self.fused.confidence(current.probs)
         agree = None
         if self.agreement is not None and len(current):
             x = _agreement_features(current, self.fused, self.modalities)
             agree = float(sigmoid(x @ self.agreement).mean())
+        suspects = self.suspects(current, drifted) if drifted and len(current) else []
         return AccuracyEstimate(
             cbpe=float(conf.mean()) if len(conf) else float("nan"),
             atc=float((conf > self.fused.threshold).mean()) if len(conf) else float("nan"),
             agreement=agree,
             n=len(current),
+            cross_modal={m: self.cross_modal(current, m) for m in suspects} or None,
         )
 
     def estimate_without(self, current: Observations, modality: str) -> AccuracyEstimate:
@@ -184,6 +247,15 @@ class Calibration:
             agreement=None,
             n=len(current),
         )
+
+
+def _consistency(view: ModalityView) -> tuple[float, int, int]:
+    """Share (and count, of how many) of present samples whose own head agrees with the
+    leave-this-modality-out output."""
+    p = view.present
+    n = int(p.sum())
+    hits = int((view.probs[p].argmax(axis=1) == view.without[p].argmax(axis=1)).sum())
+    return (hits / n if n else 1.0), hits, n
 
 
 def _agreement_features(

@@ -327,15 +327,14 @@ def monitor(
     windows = []
     for start, end in bar(current.windows(window), enabled=progress, desc="windows", leave=False):
         part = current.take(slice(start, end))
-        est = None if calibration is None else calibration.estimate(part)
-        windows.append(
-            Window(start, end, assess(reference, part, d, alpha=alpha), est, _accuracy(part))
-        )
+        result = assess(reference, part, d, alpha=alpha)
+        est = None if calibration is None else calibration.estimate(part, result.drifted)
+        windows.append(Window(start, end, result, est, _accuracy(part)))
     harm: dict[str, tuple[float, float]] = {}
     ref_est = cur_est = None
     if calibration is not None:
         ref_est = calibration.estimate(reference.observations)
-        cur_est = calibration.estimate(current)
+        cur_est = calibration.estimate(current, whole.drifted)
         for m in whole.drifted:
             harm[m] = (cur_est.value, calibration.estimate_without(current, m).value)
     return MonitorReport(

@@ -1,0 +1,454 @@
+"""Drift benchmark: polyfuse monitor vs a confidence-only baseline and the peers, side by side.
+
+On the AV-digits model (clean variant, `examples/av_digits/fused.yaml`), the unseen test
+speaker's recordings are split by take: takes 0-24 (with their MNIST images) are the
+reference, takes 25-49 the stream. Each shift is applied to every stream row, the model
+observes the shifted stream once, and windows of 50 / 100 / 200 samples are drawn from it
+(``--draws`` random windows per size, without replacement inside a window). The stream
+pool has 250 recordings; a window of 500 would repeat every recording, so 500 is left out.
+
+Shifts (held-apart data; nothing is tuned on them):
+
+- image: gamma 2.2, warm colour cast (the grey model sees it as brightness), resolution
+  drop (14x14 images), Gaussian blur (sigma 1), JPEG quality 8;
+- audio: band-limited to 1 kHz (resampled to 2 kHz and back: the telephone-like client),
+  ESC-50 environmental sound mixed in at 0 dB (test-side clips), pure noise at a low level
+  (a dead microphone);
+- a 30 % missing-audio surge; a class-prior change (digits 0-2 make 70 % of the window);
+- none (unshifted windows: the false-alarm rate).
+
+Compared per window: ``polyfuse`` (`polyfuse.monitor.assess`), ``confidence`` (KS test of
+the fused top-class probability, the baseline that watches confidence only), and the peers
+(Evidently, alibi-detect) run by ``benchmarks/peers/drift_peer.py`` in their own virtual
+environments (``benchmarks/peers/setup.sh``) on the same numbers: each modality's input
+statistics, embeddings and head probabilities, and the fused probabilities.
+
+Printed: detection rate per shift and window size, false-alarm rate on unshifted windows,
+correct-modality rate, seconds per window, and the label-free accuracy estimate against the
+window's true accuracy.
+
+    python benchmarks/monitor_drift.py --data ../shared/data --work /tmp/monitor-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ROOT / "benchmarks" / "peers"
+IMAGE_SHIFTS = ("image_gamma", "image_colour", "image_lowres", "image_blur", "image_jpeg")
+AUDIO_SHIFTS = ("audio_bandlimit", "audio_noise", "audio_dead")
+SHIFTS = ("none", *IMAGE_SHIFTS, *AUDIO_SHIFTS, "missing_audio", "class_prior")
+
+
+def expected(shift: str) -> str | None:
+    """The modality a detector should name for ``shift`` (``prediction`` for a prior change)."""
+    if shift in IMAGE_SHIFTS:
+        return "image"
+    if shift in AUDIO_SHIFTS or shift == "missing_audio":
+        return "audio"
+    if shift == "class_prior":
+        return "prediction"
+    return None
+
+
+# ---------------------------------------------------------------- data and shifts
+def build_model(data: Path, work: Path, artifact: Path | None) -> tuple[Path, Path]:
+    """The clean AV-digits build and a trained fused model (trained here unless given)."""
+    import yaml
+
+    from polyfuse.core.config import Config
+    from polyfuse.datasets.av_digits import AVDigitsSpec, build
+    from polyfuse.train import Trainer
+
+    manifests = build(data, work / "clean", AVDigitsSpec(variant="clean"), progress=False)
+    if artifact is None:
+        artifact = work / "model"
+        if not (artifact / "artifact.json").exists():
+            cfg = yaml.safe_load((ROOT / "examples" / "av_digits" / "fused.yaml").read_text())
+            print("training the AV-digits fused model ...", flush=True)
+            Trainer(Config.from_dict(cfg), artifact, progress=False, reference=False).fit(
+                manifests["train"], manifests["val"]
+            )
+    return artifact, manifests["test"]
+
+
+def split_test(test: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Reference (takes 0-24) and stream (takes 25-49) rows of the unseen speaker."""
+    rows = [json.loads(line) for line in test.open()]
+    for r in rows:
+        r["image"] = str((test.parent / r["image"]).resolve())
+        r["audio"] = str((test.parent / r["audio"]).resolve())
+    take = lambda r: int(r["id"].split("-")[0].split("_")[2])  # noqa: E731
+    return [r for r in rows if take(r) < 25], [r for r in rows if take(r) >= 25]
+
+
+def _esc_test_clips(data: Path) -> list[np.ndarray]:
+    import soundfile as sf
+
+    clips = []
+    for wav in sorted((data / "esc50_8k").glob("*.wav")):
+        if zlib.crc32(wav.name.encode()) % 10 >= 3:
+            continue  # the AV-digits build's test-side clips only
+        x, _ = sf.read(wav, dtype="float32", always_2d=True)
+        x = x.mean(1)
+        if np.sqrt(np.mean(x**2)) >= 1e-4:
+            clips.append(x)
+    return clips
+
+
+def _image_shift(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    from PIL import Image, ImageFilter
+
+    def gamma(x: np.ndarray) -> np.ndarray:
+        return (255.0 * (x / 255.0) ** 2.2).astype(np.uint8)
+
+    def colour(x: np.ndarray) -> np.ndarray:
+        rgb = np.stack([x * 1.0, x * 0.85, x * 0.6], axis=-1) + np.array([40.0, 20.0, 0.0])
+        return np.clip(rgb, 0, 255).astype(np.uint8)
+
+    def lowres(x: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(x).resize((14, 14), Image.Resampling.BILINEAR))
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(1.0)))
+
+    return {
+        "image_gamma": gamma,
+        "image_colour": colour,
+        "image_lowres": lowres,
+        "image_blur": blur,
+    }[name]
+
+
+def shifted_rows(
+    shift: str, rows: list[dict[str, Any]], folder: Path, clips: list[np.ndarray], seed: int
+) -> list[dict[str, Any]]:
+    """``rows`` with ``shift`` applied to every row (files written under ``folder``)."""
+    import soundfile as sf
+    from PIL import Image
+    from scipy.signal import resample_poly
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, original in enumerate(rows):
+        r = dict(original)
+        if shift in IMAGE_SHIFTS:
+            img = np.asarray(Image.open(r["image"]).convert("L"))
+            path = folder / f"{i}.{'jpg' if shift == 'image_jpeg' else 'png'}"
+            if shift == "image_jpeg":
+                Image.fromarray(img).save(path, quality=8)
+            else:
+                Image.fromarray(_image_shift(shift)(img)).save(path)
+            r["image"] = str(path)
+        elif shift in AUDIO_SHIFTS:
+            x, rate = sf.read(r["audio"], dtype="float32")
+            if shift == "audio_bandlimit":
+                y = resample_poly(resample_poly(x, 1, 4), 4, 1)[: x.size]
+            elif shift == "audio_noise":
+                clip = clips[int(rng.integers(len(clips)))]
+                start = int(rng.integers(0, max(1, clip.size - x.size)))
+                n = np.resize(clip[start : start + x.size], x.size)
+                y = x + n * np.sqrt((np.mean(x**2) + 1e-12) / (np.mean(n**2) + 1e-12))
+                y = y / max(1.0, float(np.abs(y).max()))
+            else:  # dead microphone: low-level hiss, no speech
+                y = rng.normal(0.0, 0.003, x.size)
+            path = folder / f"{i}.wav"
+            sf.write(path, y.astype(np.float32), rate, subtype="PCM_16")
+            r["audio"] = str(path)
+        elif shift == "missing_audio" and rng.random() < 0.3:
+            r.pop("audio")
+        out.append(r)
+    return out
+
+
+def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ---------------------------------------------------------------- windows
+def window_indices(
+    obs: Any, shift: str, size: int, draws: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """``draws`` random windows of ``size`` rows (class-prior windows: 70 % digits 0-2)."""
+    n = len(obs)
+    out = []
+    for _ in range(draws):
+        if shift == "class_prior":
+            low = np.flatnonzero(obs.labels <= 2)
+            high = np.flatnonzero(obs.labels > 2)
+            k = min(round(0.7 * size), len(low))
+            idx = np.concatenate(
+                [rng.choice(low, k, replace=False), rng.choice(high, size - k, replace=False)]
+            )
+        else:
+            idx = rng.choice(n, size, replace=False)
+        out.append(np.sort(idx))
+    return out
+
+
+def blocks(obs: Any) -> dict[str, np.ndarray]:
+    """The feature blocks the peers see (NaN rows where a modality is absent)."""
+    out = {}
+    for m, v in obs.modalities.items():
+        absent = ~v.present
+        for key, arr in (
+            ("statistics", v.statistics),
+            ("embedding", v.embedding),
+            ("probs", v.probs),
+        ):
+            a = np.array(arr, dtype=np.float64)
+            a[absent] = np.nan
+            out[f"{m}/{key}"] = a
+    out["prediction/probs"] = np.asarray(obs.probs, dtype=np.float64)
+    return out
+
+
+def run_peer(
+    peer: str, python: str, ref: Any, windows: list[Any], work: Path
+) -> list[dict[str, Any]] | str:
+    """Per-window results of a peer, or the reason it could not run."""
+    arrays: dict[str, Any] = {}
+    names = list(blocks(ref))
+    for b, a in blocks(ref).items():
+        arrays[f"ref/{b}"] = a
+    for i, w in enumerate(windows):
+        for b, a in blocks(w).items():
+            arrays[f"win{i}/{b}"] = a
+    arrays["blocks"] = np.array(names)
+    inp, out = work / f"peer_{peer}_in.npz", work / f"peer_{peer}_out.json"
+    np.savez(inp, **arrays)
+    cmd = [
+        python,
+        str(PEERS / "drift_peer.py"),
+        "--peer",
+        peer,
+        "--input",
+        str(inp),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+        return f"failed: {last}"
+    result: list[dict[str, Any]] = json.loads(out.read_text())["windows"]
+    return result
+
+
+def peer_named(window: dict[str, Any]) -> tuple[bool, set[str]]:
+    """(drift, modalities named) from a peer window result (any drifted block counts)."""
+    named = {b.split("/")[0] for b, r in window["blocks"].items() if r.get("drift")}
+    return bool(named), named
+
+
+# ---------------------------------------------------------------- main
+def main() -> None:  # noqa: PLR0915 - one linear script
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--work", default="/tmp/monitor-bench")
+    ap.add_argument("--artifact", help="a trained AV-digits fused artifact (default: train one)")
+    ap.add_argument("--sizes", default="50,100,200")
+    ap.add_argument("--draws", type=int, default=20, help="random windows per shift and size")
+    ap.add_argument("--shifts", default=",".join(SHIFTS))
+    ap.add_argument(
+        "--peers",
+        default="evidently,alibi",
+        help="peers to run (their venvs: /work/peers/NAME or --peer-python NAME=PATH)",
+    )
+    ap.add_argument("--peer-python", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--json", dest="json_out", help="write every row here")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from scipy.stats import ks_2samp
+
+    from polyfuse.data.manifest import Manifest
+    from polyfuse.inference.predict import Predictor
+    from polyfuse.monitor import ReferenceProfile, assess, build_profile, observe
+
+    data, work = Path(args.data), Path(args.work)
+    t_start = time.perf_counter()
+    artifact, test = build_model(data, work, Path(args.artifact) if args.artifact else None)
+    predictor = Predictor.load(artifact, device="cpu")
+    label = predictor.artifact.config.label
+    ref_rows, stream_rows = split_test(test)
+    ref_manifest = Manifest.load(
+        write_manifest(work / "reference.jsonl", ref_rows), predictor.modalities, label
+    )
+    profile: ReferenceProfile = build_profile(predictor, ref_manifest, progress=False)
+    clips = _esc_test_clips(data)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    shifts = args.shifts.split(",")
+    pythons = {p: f"/work/peers/{p}/bin/python" for p in args.peers.split(",") if p}
+    pythons.update(dict(kv.split("=", 1) for kv in args.peer_python))
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    peer_notes: dict[str, str] = {}
+    for shift in shifts:
+        stream = shifted_rows(shift, stream_rows, work / "shifts" / shift, clips, seed=1)
+        manifest = Manifest.load(
+            write_manifest(work / "shifts" / f"{shift}.jsonl", stream), predictor.modalities, label
+        )
+        obs = observe(predictor, manifest, vocab=profile.vocab, progress=False)
+        for size in sizes:
+            windows = [obs.take(idx) for idx in window_indices(obs, shift, size, args.draws, rng)]
+            conf_ref = profile.observations.probs.max(axis=1)
+            for i, w in enumerate(windows):
+                t0 = time.perf_counter()
+                result = assess(profile, w)
+                ours_s = time.perf_counter() - t0
+                truth = float((w.predicted == w.labels).mean())
+                est = profile.calibration.estimate(w) if profile.calibration else None
+                named = set(result.drifted) | (
+                    {"prediction"} if result.prediction.drift and not result.drifted else set()
+                )
+                rows.append(
+                    {
+                        "shift": shift,
+                        "size": size,
+                        "window": i,
+                        "method": "polyfuse",
+                        "drift": result.drift,
+                        "named": sorted(named),
+                        "seconds": ours_s,
+                        "accuracy": truth,
+                        "estimate": None if est is None else est.value,
+                        "cbpe": None if est is None else est.cbpe,
+                        "atc": None if est is None else est.atc,
+                    }
+                )
+                t0 = time.perf_counter()
+                p = float(ks_2samp(conf_ref, w.probs.max(axis=1)).pvalue)
+                rows.append(
+                    {
+                        "shift": shift,
+                        "size": size,
+                        "window": i,
+                        "method": "confidence",
+                        "drift": p < 0.05,
+                        "named": [],
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+            for peer, python in pythons.items():
+                if peer in peer_notes:
+                    continue
+                if not Path(python).exists():
+                    peer_notes[peer] = (
+                        f"not installed ({python} missing: run benchmarks/peers/setup.sh)"
+                    )
+                    continue
+                res = run_peer(peer, python, profile.observations, windows, work)
+                if isinstance(res, str):
+                    peer_notes[peer] = res
+                    continue
+                for i, wr in enumerate(res):
+                    drift, named = peer_named(wr)
+                    rows.append(
+                        {
+                            "shift": shift,
+                            "size": size,
+                            "window": i,
+                            "method": peer,
+                            "drift": drift,
+                            "named": sorted(named),
+                            "seconds": wr["seconds"],
+                        }
+                    )
+        print(f"  {shift}: observed {len(obs)} rows", flush=True)
+    report(rows, sizes, shifts, peer_notes)
+    print(f"{time.perf_counter() - t_start:.0f} s in all")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "peers": peer_notes}, indent=1))
+
+
+def report(
+    rows: list[dict[str, Any]], sizes: list[int], shifts: list[str], notes: dict[str, str]
+) -> None:
+    """Detection / false-alarm / correct-modality / time tables and the accuracy estimate."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for peer, note in notes.items():
+        print(f"peer {peer}: {note}")
+    for size in sizes:
+        print(
+            f"\nwindow {size}: detection rate (false-alarm rate for 'none'); "
+            "correct modality among detections"
+        )
+        print("| shift | " + " | ".join(methods) + " |")
+        print("|---" * (len(methods) + 1) + "|")
+        for shift in shifts:
+            cells = []
+            for m in methods:
+                rs = [
+                    r
+                    for r in rows
+                    if r["shift"] == shift and r["size"] == size and r["method"] == m
+                ]
+                if not rs:
+                    cells.append("-")
+                    continue
+                rate = sum(r["drift"] for r in rs) / len(rs)
+                want = expected(shift)
+                hits = [r for r in rs if r["drift"]]
+                if want and hits and m != "confidence":
+                    ok = sum(
+                        want in r["named"]
+                        and (want == "prediction" or len(set(r["named"]) - {"prediction"}) == 1)
+                        for r in hits
+                    ) / len(hits)
+                    cells.append(f"{rate:.2f} ({ok:.2f})")
+                else:
+                    cells.append(f"{rate:.2f}")
+            print(f"| {shift} | " + " | ".join(cells) + " |")
+        secs = {
+            m: statistics.median(
+                r["seconds"] for r in rows if r["size"] == size and r["method"] == m
+            )
+            for m in methods
+        }
+        print("median seconds per window: " + ", ".join(f"{m} {s:.3f}" for m, s in secs.items()))
+    print("\nlabel-free accuracy estimate (polyfuse) vs true window accuracy, window 200 if run:")
+    size = 200 if 200 in sizes else sizes[-1]
+    print(
+        "| shift | true accuracy | estimate | mean error | max over-estimate "
+        "| CBPE error | ATC error |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for shift in shifts:
+        rs = [
+            r
+            for r in rows
+            if r["shift"] == shift
+            and r["size"] == size
+            and r["method"] == "polyfuse"
+            and r["estimate"] is not None
+        ]
+        if not rs:
+            continue
+        err = [r["estimate"] - r["accuracy"] for r in rs]
+        print(
+            f"| {shift} | {statistics.mean(r['accuracy'] for r in rs):.3f} | "
+            f"{statistics.mean(r['estimate'] for r in rs):.3f} | {statistics.mean(err):+.3f} | "
+            f"{max(err):+.3f} | {statistics.mean(r['cbpe'] - r['accuracy'] for r in rs):+.3f} | "
+            f"{statistics.mean(r['atc'] - r['accuracy'] for r in rs):+.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

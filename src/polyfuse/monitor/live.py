@@ -1,0 +1,299 @@
+"""Monitoring inside a running service: sliding windows, drift state, quarantine, feedback.
+
+`LiveMonitor` receives one `Observations` row per served request (statistics, embeddings and
+outputs only, never raw content), assesses every full window against the reference profile
+in a background thread, and keeps the state the service exports: per-modality drift, p-value
+and score, the label-free accuracy estimate, agreement and missing rates, and which
+modalities are quarantined.
+
+Quarantine (opt-in, `QuarantinePolicy`): when a modality's content has drifted in
+``windows`` consecutive windows *and* the estimated accuracy without it is higher than with
+it (by ``margin``), the service stops feeding it to the fusion (answers are ``degraded``
+with reason ``quarantined: drift``). The modality keeps being observed, so the quarantine
+lifts by itself after ``windows`` consecutive clean windows, or when an operator calls
+`lift`.
+
+Delayed labels (`feedback`) are matched to the predictions of recent requests by request
+id; once a window has labels for at least ``min_labels`` of its requests, their observed
+accuracy is reported next to the estimate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polyfuse.core.errors import InvalidInputError
+from polyfuse.monitor.detectors import Detectors, agreement
+from polyfuse.monitor.observe import Observations, concat
+from polyfuse.monitor.profile import ReferenceProfile
+from polyfuse.monitor.run import assess
+
+#: The degraded reason of answers given without a quarantined modality.
+QUARANTINE_REASON = "quarantined: drift"
+
+
+@dataclass(frozen=True)
+class QuarantinePolicy:
+    """When to stop feeding a drifted modality.
+
+    Attributes:
+        enabled: quarantine at all (off by default).
+        windows: consecutive drifted windows before quarantine (and clean ones to lift it).
+        margin: the estimated accuracy without the modality must beat the estimate with it
+            by more than this.
+    """
+
+    enabled: bool = False
+    windows: int = 3
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.windows < 1:
+            raise InvalidInputError("quarantine.windows", f"must be at least 1, got {self.windows}")
+
+
+@dataclass
+class ModalityState:
+    """Live state of one modality."""
+
+    drift: bool = False
+    p_value: float = 1.0
+    score: float = 0.0
+    missing_rate: float = 0.0
+    missing_drift: bool = False
+    drifted_windows: int = 0
+    clean_windows: int = 0
+    quarantined: bool = False
+    quarantined_since: float | None = None
+    estimate_without: float | None = None
+
+
+@dataclass
+class LiveState:
+    """What the service exports (a snapshot; see `LiveMonitor.state`)."""
+
+    window: int
+    samples: int
+    windows: int
+    modalities: dict[str, ModalityState]
+    prediction_drift: bool = False
+    prediction_p_value: float = 1.0
+    estimated_accuracy: float | None = None
+    reference_accuracy: float | None = None
+    observed_accuracy: float | None = None
+    agreement_rate: float | None = None
+    feedback: dict[str, int] = field(default_factory=lambda: {"correct": 0, "wrong": 0})
+    last_assessed: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the admin route and tests)."""
+        return {
+            "window": self.window,
+            "samples": self.samples,
+            "windows": self.windows,
+            "prediction": {"drift": self.prediction_drift, "p_value": self.prediction_p_value},
+            "estimated_accuracy": self.estimated_accuracy,
+            "reference_accuracy": self.reference_accuracy,
+            "observed_accuracy": self.observed_accuracy,
+            "agreement_rate": self.agreement_rate,
+            "feedback": dict(self.feedback),
+            "last_assessed": self.last_assessed,
+            "modalities": {m: vars(s).copy() for m, s in self.modalities.items()},
+        }
+
+
+class LiveMonitor:
+    """Sliding-window drift monitoring of a served model.
+
+    Args:
+        profile: the artifact's reference profile.
+        window: requests per window.
+        alpha: false-alarm budget per window.
+        policy: quarantine policy.
+        background: assess full windows in a background thread (the service); ``False``
+            assesses inside `record` (tests, offline replay).
+        min_labels: labelled requests a window needs before its observed accuracy is shown.
+    """
+
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        *,
+        window: int = 200,
+        alpha: float = 0.05,
+        policy: QuarantinePolicy | None = None,
+        detectors: Detectors | None = None,
+        background: bool = True,
+        min_labels: int = 20,
+        remember: int = 10_000,
+    ) -> None:
+        if window < 10:
+            raise InvalidInputError("monitor.window", f"must be at least 10, got {window}")
+        self.profile = profile
+        self.window = window
+        self.alpha = alpha
+        self.policy = policy or QuarantinePolicy()
+        self.detectors = detectors or Detectors(domain=None)
+        self.background = background
+        self.min_labels = min_labels
+        self._lock = threading.Lock()
+        self._pending: list[Observations] = []
+        self._pending_n = 0
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._predicted: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (class, window)
+        self._remember = remember
+        self._labels: dict[int, list[bool]] = {}
+        cal = profile.calibration
+        reference_accuracy = None if cal is None else cal.estimate(profile.observations).value
+        self._state = LiveState(
+            window=window,
+            samples=0,
+            windows=0,
+            modalities={m: ModalityState() for m in profile.observations.modalities},
+            reference_accuracy=reference_accuracy,
+        )
+
+    # ---- feeding -----------------------------------------------------------
+    def record(self, observations: Observations) -> None:
+        """Add served requests (one row each); assesses when a window is full."""
+        with self._lock:
+            self._pending.append(observations)
+            self._pending_n += len(observations)
+            for rid, cls in zip(observations.ids, observations.predicted, strict=True):
+                self._predicted[rid] = (int(cls), self._state.windows)
+                if len(self._predicted) > self._remember:
+                    self._predicted.popitem(last=False)
+            self._state.samples = self._pending_n
+            if self._pending_n < self.window or self._busy:
+                return
+            batch, self._pending, self._pending_n = self._pending, [], 0
+            self._busy = True
+        if self.background:
+            self._thread = threading.Thread(target=self._assess, args=(batch,), daemon=True)
+            self._thread.start()
+        else:
+            self._assess(batch)
+
+    def feedback(self, request_id: str, label: int) -> bool:
+        """A delayed label for a served request; False when the request is not remembered."""
+        with self._lock:
+            known = self._predicted.get(request_id)
+            if known is None:
+                return False
+            predicted, window = known
+            correct = predicted == label
+            self._labels.setdefault(window, []).append(correct)
+            self._state.feedback["correct" if correct else "wrong"] += 1
+            return True
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until a background assessment finishes (tests, shutdown)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # ---- state ---------------------------------------------------------------
+    def quarantined(self) -> frozenset[str]:
+        """Modalities the service must not feed to the fusion now."""
+        with self._lock:
+            return frozenset(m for m, s in self._state.modalities.items() if s.quarantined)
+
+    def lift(self, modality: str) -> bool:
+        """Lift a quarantine by hand (the admin route); False when it was not quarantined."""
+        with self._lock:
+            state = self._state.modalities.get(modality)
+            if state is None:
+                raise InvalidInputError(
+                    modality,
+                    f"unknown modality '{modality}'",
+                    hint=f"one of {', '.join(self._state.modalities)}",
+                )
+            was = state.quarantined
+            state.quarantined = False
+            state.quarantined_since = None
+            state.drifted_windows = 0
+            return was
+
+    def state(self) -> LiveState:
+        """A consistent snapshot of the live state."""
+        import copy
+
+        with self._lock:
+            return copy.deepcopy(self._state)
+
+    # ---- assessment ------------------------------------------------------------
+    def _assess(self, batch: list[Observations]) -> None:
+        try:
+            current = concat(batch)
+            result = assess(self.profile, current, self.detectors, alpha=self.alpha)
+            cal = self.profile.calibration
+            estimate = None if cal is None else cal.estimate(current, result.drifted).value
+            without = {}
+            if cal is not None:
+                without = {m: cal.estimate_without(current, m).value for m in result.modalities}
+            agree = float(agreement(current).mean()) if len(current) else None
+            self._update(result, estimate, without, agree, current)
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _update(
+        self,
+        result: Any,
+        estimate: float | None,
+        without: dict[str, float],
+        agree: float | None,
+        current: Observations,
+    ) -> None:
+        with self._lock:
+            st = self._state
+            index = st.windows
+            st.windows += 1
+            st.last_assessed = time.time()
+            st.prediction_drift = result.prediction.drift
+            st.prediction_p_value = result.prediction.p_value
+            st.estimated_accuracy = estimate
+            st.agreement_rate = agree
+            labels = self._labels.pop(index, [])
+            st.observed_accuracy = (
+                float(np.mean(labels)) if len(labels) >= self.min_labels else st.observed_accuracy
+            )
+            for m, dec in result.modalities.items():
+                s = st.modalities[m]
+                s.drift, s.p_value, s.score = dec.drift, dec.p_value, dec.score
+                view = current.modalities[m]
+                s.missing_rate = float(1.0 - view.present.mean()) if len(view.present) else 0.0
+                s.missing_drift = m in result.missing and result.missing[m].drift
+                s.estimate_without = without.get(m)
+                if dec.drift:
+                    s.drifted_windows += 1
+                    s.clean_windows = 0
+                else:
+                    s.clean_windows += 1
+                    s.drifted_windows = 0
+                self._apply_policy(m, s, estimate)
+
+    def _apply_policy(self, m: str, s: ModalityState, estimate: float | None) -> None:
+        policy = self.policy
+        if not policy.enabled:
+            return
+        if s.quarantined:
+            if s.clean_windows >= policy.windows:
+                s.quarantined = False
+                s.quarantined_since = None
+            return
+        if (
+            s.drifted_windows >= policy.windows
+            and estimate is not None
+            and s.estimate_without is not None
+            and s.estimate_without > estimate + policy.margin
+        ):
+            s.quarantined = True
+            s.quarantined_since = time.time()

@@ -1,0 +1,89 @@
+"""LiveMonitor: windows, drift state, quarantine on and off, feedback."""
+
+from __future__ import annotations
+
+import pytest
+
+from polyfuse.monitor.live import LiveMonitor, QuarantinePolicy
+from tests.monitor.helpers import make, reference
+
+
+@pytest.fixture(scope="module")
+def ref():  # type: ignore[no-untyped-def]
+    return reference()
+
+
+def _feed(live: LiveMonitor, obs) -> None:  # type: ignore[no-untyped-def]
+    for i in range(len(obs)):
+        live.record(obs.take(slice(i, i + 1)))
+
+
+def test_windows_fill_and_assess(ref) -> None:  # type: ignore[no-untyped-def]
+    live = LiveMonitor(ref, window=100, background=False)
+    _feed(live, make(250, seed=5))
+    state = live.state()
+    assert state.windows == 2 and state.samples == 50
+    assert not any(s.drift for s in state.modalities.values())
+    assert state.estimated_accuracy is not None and state.reference_accuracy is not None
+    assert 0.0 <= (state.agreement_rate or 0.0) <= 1.0
+
+
+def test_quarantine_needs_consecutive_harmful_drift_and_lifts(ref) -> None:  # type: ignore[no-untyped-def]
+    policy = QuarantinePolicy(enabled=True, windows=2)
+    live = LiveMonitor(ref, window=100, background=False, policy=policy)
+    _feed(live, make(100, seed=6, noise=("audio",)))
+    assert live.quarantined() == frozenset()  # one drifted window is not enough
+    _feed(live, make(100, seed=7, noise=("audio",)))
+    assert live.quarantined() == {"audio"}
+    audio = live.state().modalities["audio"]
+    assert audio.estimate_without is not None and audio.quarantined_since is not None
+    _feed(live, make(300, seed=8))  # clean windows: two in a row lift it
+    state = live.state().modalities["audio"]
+    assert live.quarantined() == frozenset() and state.clean_windows >= 2
+
+
+def test_quarantine_is_opt_in_and_harmless_drift_is_not_quarantined(ref) -> None:  # type: ignore[no-untyped-def]
+    off = LiveMonitor(ref, window=100, background=False)
+    _feed(off, make(300, seed=9, noise=("audio",)))
+    assert off.state().modalities["audio"].drift and off.quarantined() == frozenset()
+    on = LiveMonitor(
+        ref, window=100, background=False, policy=QuarantinePolicy(enabled=True, windows=1)
+    )
+    _feed(on, make(200, seed=10, shift={"image": 1.0}))  # drifted but still informative
+    assert on.state().modalities["image"].drift
+    assert on.quarantined() == frozenset()
+
+
+def test_admin_lift_and_unknown_modality(ref) -> None:  # type: ignore[no-untyped-def]
+    live = LiveMonitor(
+        ref, window=100, background=False, policy=QuarantinePolicy(enabled=True, windows=1)
+    )
+    _feed(live, make(100, seed=11, noise=("audio",)))
+    assert live.quarantined() == {"audio"}
+    assert live.lift("audio") is True and live.quarantined() == frozenset()
+    assert live.lift("audio") is False
+    with pytest.raises(Exception, match="unknown modality"):
+        live.lift("video")
+
+
+def test_feedback_replaces_the_estimate(ref) -> None:  # type: ignore[no-untyped-def]
+    live = LiveMonitor(ref, window=100, background=False, min_labels=20)
+    obs = make(100, seed=12)
+    _feed(live, obs.take(slice(0, 99)))
+    for rid, label in zip(obs.ids[:40], obs.labels[:40], strict=True):  # type: ignore[index]
+        assert live.feedback(rid, int(label))
+    assert not live.feedback("never-served", 0)
+    _feed(live, obs.take(slice(99, 100)))
+    state = live.state()
+    truth = float((obs.predicted[:40] == obs.labels[:40]).mean())  # type: ignore[index]
+    assert state.observed_accuracy == pytest.approx(truth)
+    assert state.feedback["correct"] + state.feedback["wrong"] == 40
+
+
+def test_background_assessment(ref) -> None:  # type: ignore[no-untyped-def]
+    live = LiveMonitor(ref, window=100)
+    _feed(live, make(100, seed=13))
+    live.wait()
+    assert live.state().windows == 1
+    with pytest.raises(Exception, match="at least 10"):
+        LiveMonitor(ref, window=5)
