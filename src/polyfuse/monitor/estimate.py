@@ -200,7 +200,7 @@ class Calibration:
         for m in drifted:
             if m not in self.consistency or m not in current.modalities:
                 continue
-            rate, hits, n = _consistency(current.modalities[m])
+            _, hits, n = _consistency(current.modalities[m])
             if n and binomtest(hits, n, self.consistency[m], alternative="less").pvalue < alpha:
                 out.append(m)
         return out
