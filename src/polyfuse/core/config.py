@@ -120,8 +120,7 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
     defs = schema.get("$defs", {})
     node: dict[str, Any] = schema
     for part in loc:
-        while "$ref" in node:
-            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        node = _model_node(node, defs)
         props = node.get("properties", {})
         if isinstance(part, str) and part in props:
             node = props[part]
@@ -129,9 +128,18 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
             node = node["additionalProperties"]
         else:
             return []
-    while "$ref" in node:
-        node = defs[node["$ref"].rsplit("/", 1)[1]]
-    return sorted(node.get("properties", {}))
+    return sorted(_model_node(node, defs).get("properties", {}))
+
+
+def _model_node(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Follow references, and an optional section's ``anyOf`` to its model."""
+    while True:
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        elif any("$ref" in n for n in node.get("anyOf", [])):
+            node = next(n for n in node["anyOf"] if "$ref" in n)
+        else:
+            return node
 
 
 def config_error(exc: ValidationError, adapter: TypeAdapter[Any], where: str = "") -> ConfigError:
