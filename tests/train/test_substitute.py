@@ -111,7 +111,7 @@ def test_a_pool_skips_unreadable_files_and_refuses_an_empty_source(tmp_path: Pat
     assert len(pool.items) == 3 and pool.p == 0.2
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text("not audio")
-    with pytest.raises(TrainingError, match="none of the 1 files .* reads as audio"):
+    with pytest.raises(TrainingError, match=r"none of the 1 files .* reads as audio"):
         NonSignalPool.load(contract, SubstituteConfig("texts"), tmp_path)
 
 
