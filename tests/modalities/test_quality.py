@@ -293,3 +293,11 @@ def test_gates_and_substitution_are_refused_where_nothing_applies_them() -> None
     with pytest.raises(ConfigError, match="not applied by task 'contrastive'") as err:
         Config.from_dict(cfg)
     assert err.value.key == "modalities.audio.quality"
+
+
+def test_a_used_gate_pickles_for_data_loader_workers() -> None:
+    g = gate("audio")
+    noise = AUDIO.load((0.1 * np.random.default_rng(2).standard_normal(RATE)).astype(np.float32))
+    first = g(noise)  # the VAD session is loaded now
+    copy_ = pickle.loads(pickle.dumps(g))
+    assert copy_.check == g.check and copy_(noise) == first
