@@ -50,3 +50,24 @@ def test_flickr_concepts_labels_come_from_captions(shared_data: Path, tmp_path: 
     rows = _rows(paths["train"])
     assert len(rows) == 1800 and len(_rows(paths["test"])) == 1000
     assert sum("dog" in r["label"] for r in rows) > 300
+
+
+def test_av_digits_lists_the_training_side_esc50_clips_for_substitution(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from polyfuse.core.config import Config
+    from polyfuse.models.build import build_contracts
+    from polyfuse.train.substitute import NonSignalPool
+
+    path = av_digits.write_nonsignal(shared_data / "esc50_8k", tmp_path / av_digits.NONSIGNAL)
+    listed = {Path(line).name for line in path.read_text().splitlines()}
+    every = {p.name for p in (shared_data / "esc50_8k").glob("*.wav")}
+    held = {n for n in every if av_digits.noise_split(n) == "test"}
+    assert listed == every - held and len(held) > 40  # the test side is never trained on
+    # the example config's substitution reads the list beside the manifests
+    examples = Path(__file__).resolve().parents[2] / "examples" / "av_digits"
+    config = Config.from_file(examples / "fused.yaml")
+    substitute = config.modalities["audio"].substitute
+    assert substitute is not None and substitute.source == av_digits.NONSIGNAL
+    pool = NonSignalPool.load(build_contracts(config)["audio"], substitute, tmp_path)
+    assert len(pool.items) == len(listed)

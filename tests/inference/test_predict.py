@@ -73,3 +73,56 @@ def test_manifest_prediction_and_subset_evaluation(trained: tuple[Path, Path]) -
     assert all(not bool(v.any()) for m, v in only_text.collected.present.items() if m != "text")
     with pytest.raises(InvalidInputError, match="cannot feed"):
         evaluate(p, val, modalities=["video"], progress=False)
+
+
+def _gated(art: Path) -> Predictor:
+    """The trained artifact with audio and text gates on (as if trained with them)."""
+    import dataclasses
+
+    from polyfuse.artifacts.classifier import load_artifact
+    from polyfuse.core.config import QualityConfig
+
+    artifact = load_artifact(art)
+    config = Config.from_dict(artifact.config.to_dict())
+    config.modalities["audio"].quality = QualityConfig(params={"speech": False})
+    config.modalities["text"].quality = QualityConfig()
+    return Predictor(dataclasses.replace(artifact, config=config), device="cpu")
+
+
+def test_a_refused_input_is_left_out_and_said_why(trained: tuple[Path, Path]) -> None:
+    art, val = trained
+    p = _gated(art)
+    assert set(p.gates) == {"audio", "text"}
+    silent = np.zeros(4000, np.float32)
+    pred = p.predict({"image": val.parent / "img31.png", "audio": silent, "text": "zzzzzzzz"})
+    assert pred.modalities_used == ("image",)
+    assert pred.low_quality == {
+        "audio": "silence: RMS -240.0 dBFS < -60.0",
+        "text": "repeated characters: one letter 8 times in a row",
+    }
+    plain = Predictor.load(art, device="cpu").predict({"image": val.parent / "img31.png"})
+    assert pred.probabilities == plain.probabilities  # exactly what the image alone gives
+    with pytest.raises(InvalidInputError, match="every given modality failed its quality gate"):
+        p.predict({"audio": silent})
+
+
+def test_manifest_rows_and_evaluation_apply_the_gate(trained: tuple[Path, Path]) -> None:
+    import json
+
+    import soundfile as sf
+
+    art, val = trained
+    rows = [json.loads(x) for x in val.read_text().splitlines()]
+    sf.write(val.parent / "dead.wav", np.zeros(4000, np.float32), 8000)
+    rows[0]["audio"] = "dead.wav"
+    rows[1] = {"id": "only-dead", "label": rows[1]["label"], "audio": "dead.wav"}
+    manifest = val.parent / "gated.jsonl"  # beside val.jsonl: its relative paths hold
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = _gated(art)
+    run = p.predict_manifest(manifest, progress=False, feature_cache=False)
+    assert run.predictions[0].low_quality.keys() == {"audio"}
+    assert "audio" not in run.predictions[0].modalities_used
+    assert all(not pred.low_quality for pred in run.predictions[1:])
+    assert [b.id for b in run.bad_rows] == ["only-dead"]  # nothing left to answer from
+    assert "failed its quality gate" in run.bad_rows[0].error.message
+    assert evaluate(p, manifest, progress=False).n == len(rows) - 1

@@ -64,6 +64,8 @@ def test_image_and_audio_av_digits(
                 "modalities.image.encoder.widths=[16,32]",
                 "--set",
                 "modalities.audio.encoder.widths=[16,32]",
+                "--set",  # the subsets live apart from the build's non-signal list
+                f"modalities.audio.substitute.source={paths['train'].parent / av_digits.NONSIGNAL}",
                 "-q",
             ]
         )

@@ -51,6 +51,8 @@ def test_shapley_moves_to_the_image_when_audio_is_noise(shared_data: Path, tmp_p
         "modalities.audio.encoder.widths=[16,32]",
         # noise substitution: the model learns that a noise-only recording is no evidence
         "modalities.audio.noise=0.25",
+        # the subsets live apart from the build's non-signal list
+        f"modalities.audio.substitute.source={paths['train'].parent / 'nonsignal_audio.txt'}",
     ):
         args += ["--set", setting]
     assert main(args) == 0

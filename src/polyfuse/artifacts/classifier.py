@@ -37,6 +37,7 @@ from polyfuse.core.config import Config
 from polyfuse.core.errors import ArtifactError, PolyfuseError
 from polyfuse.heads.tasks import Task, task_from_dict
 from polyfuse.modalities import ModalityContract, contract_from_dict
+from polyfuse.modalities.quality import QualityGate, build_gates
 from polyfuse.models.build import build_model
 from polyfuse.models.multimodal import MultimodalModel
 
@@ -71,6 +72,13 @@ class Artifact:
     def modalities(self) -> tuple[str, ...]:
         """The model's modality names."""
         return self.model.modalities
+
+    def quality_gates(self) -> dict[str, QualityGate]:
+        """Modality -> the quality gate its training config turned on
+        (``modalities.<name>.quality``): prediction, evaluation and serving run the gate
+        training ran."""
+        configs = {m: c.quality for m, c in self.config.modalities.items()}
+        return build_gates(configs, self.contracts)
 
     def save(self, path: str | Path) -> Path:
         """Write the artifact folder (overwrites files of an existing one)."""

@@ -120,8 +120,7 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
     defs = schema.get("$defs", {})
     node: dict[str, Any] = schema
     for part in loc:
-        while "$ref" in node:
-            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        node = _model_node(node, defs)
         props = node.get("properties", {})
         if isinstance(part, str) and part in props:
             node = props[part]
@@ -129,9 +128,18 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
             node = node["additionalProperties"]
         else:
             return []
-    while "$ref" in node:
-        node = defs[node["$ref"].rsplit("/", 1)[1]]
-    return sorted(node.get("properties", {}))
+    return sorted(_model_node(node, defs).get("properties", {}))
+
+
+def _model_node(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Follow references, and an optional section's ``anyOf`` to its model."""
+    while True:
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        elif any("$ref" in n for n in node.get("anyOf", [])):
+            node = next(n for n in node["anyOf"] if "$ref" in n)
+        else:
+            return node
 
 
 def config_error(exc: ValidationError, adapter: TypeAdapter[Any], where: str = "") -> ConfigError:
@@ -243,6 +251,62 @@ def _gated() -> ComponentConfig:
     return ComponentConfig(name="gated")
 
 
+@dataclass(config=MODEL_CONFIG)
+class QualityConfig:
+    """The per-request quality gate of one modality (`polyfuse.modalities.quality`).
+
+    In YAML ``quality: true`` (the kind's check with its defaults), ``quality: false``,
+    or a mapping ``{enabled: true, min_speech_ms: 100}``: every key but ``enabled`` is a
+    parameter of the modality kind's check, validated when the gate is built (training
+    start, artifact load). The gate is saved with the artifact's config, so prediction,
+    evaluation and serving drop a failing input exactly as training did.
+
+    Attributes:
+        enabled: run the check.
+        params: the kind's check parameters (unset ones take the check's defaults).
+    """
+
+    enabled: StrictBool = True
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"enabled": value, "params": {}}
+        if isinstance(value, Mapping) and "params" not in value:
+            params = {k: v for k, v in value.items() if k != "enabled"}
+            return {"enabled": value.get("enabled", True), "params": params}
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML form."""
+        return {"enabled": self.enabled, **self.params}
+
+
+@dataclass(config=MODEL_CONFIG)
+class SubstituteConfig:
+    """Realistic non-signal substitution in training (``modalities.<name>.substitute``).
+
+    For a training sample that has another modality, the input is replaced with
+    probability ``p`` by a window of a real non-signal recording or picture (environmental
+    sound instead of speech, an empty scene instead of a digit); the label stays. The
+    fusion learns that such inputs carry no evidence, which synthetic ``noise`` alone does
+    not teach. Image, audio and time series.
+
+    Attributes:
+        source: a folder of files, or a text file listing one path per line (``#``
+            comments allowed); relative paths are resolved against the training
+            manifest's folder. Files the modality's contract cannot read are skipped.
+        p: substitution probability per eligible training sample.
+        max_files: read at most this many files (in sorted order).
+    """
+
+    source: StrictStr
+    p: Probability = 0.2
+    max_files: PositiveInt = 2000
+
+
 @config_errors("modalities.<name>")
 @dataclass(config=MODEL_CONFIG)
 class ModalityConfig:
@@ -262,6 +326,8 @@ class ModalityConfig:
             training sample that has another modality (label unchanged), so the model
             learns that an uninformative input (dead microphone, blank frame) carries
             no evidence instead of trusting it. Image, audio and time series.
+        quality: the per-request quality gate (None: no gate).
+        substitute: realistic non-signal substitution in training (None: off).
     """
 
     kind: StrictStr
@@ -272,6 +338,8 @@ class ModalityConfig:
     adapter_lr: PositiveFloat | None = None
     loss_weight: NonNegativeFloat = 0.3
     noise: Probability = 0.0
+    quality: QualityConfig | None = None
+    substitute: SubstituteConfig | None = None
 
     @classmethod
     def parse(cls, name: str, value: Any) -> ModalityConfig:
@@ -288,11 +356,30 @@ class ModalityConfig:
                 "noise substitution has no text noise model",
                 hint="set noise: 0 for text modalities",
             )
+        if self.substitute is None:
+            return
+        where = f"modalities.{name}.substitute"
+        if self.kind == "text":
+            raise ConfigError(
+                where, "text has no non-signal substitution", hint="remove it for text modalities"
+            )
+        if self.noise + self.substitute.p >= 1.0:
+            raise ConfigError(
+                f"{where}.p",
+                f"noise ({self.noise}) + substitute.p ({self.substitute.p}) must stay below 1",
+                hint="lower one of them: a sample needs a chance to keep its real input",
+            )
+
+    @property
+    def gated(self) -> bool:
+        """Whether a quality gate runs on this modality."""
+        return self.quality is not None and self.quality.enabled
 
     def to_dict(self) -> dict[str, Any]:
         """YAML form."""
         data = dataclasses.asdict(self)
         data["encoder"] = self.encoder.to_dict()
+        data["quality"] = None if self.quality is None else self.quality.to_dict()
         return data
 
 
@@ -470,6 +557,7 @@ class Config:
         out = validate(cls, {"task": "multiclass", **data})
         for name, modality in out.modalities.items():
             modality.check(name)
+            _check_training_only(out.task, name, modality)
         if out.label in out.modalities:
             raise ConfigError(
                 "label", f"'{out.label}' is also a modality name", hint="rename one of them"
@@ -510,3 +598,17 @@ class Config:
 
 
 _SECTIONS = ("model", "train", "align")
+
+
+def _check_training_only(task: str, name: str, modality: ModalityConfig) -> None:
+    """Quality gates and substitution act in the classifier trainer and its artifacts:
+    refuse them where they would silently do nothing."""
+    if task not in ("contrastive", "captioning"):
+        return
+    for key, used in (("quality", modality.gated), ("substitute", modality.substitute)):
+        if used:
+            raise ConfigError(
+                f"modalities.{name}.{key}",
+                f"is not applied by task '{task}' (only multiclass, multilabel and regression)",
+                hint=f"remove modalities.{name}.{key}",
+            )

@@ -20,6 +20,7 @@ from polyfuse.core.errors import InvalidInputError, ManifestError, PolyfuseError
 from polyfuse.data.manifest import Manifest, Row
 from polyfuse.heads.tasks import Task
 from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.modalities.quality import QualityGate, QualityVerdict
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,9 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         transforms: modality -> ``fn(raw_object, row_index) -> raw_object`` applied
             after loading and before preprocessing (corruption analysis). A
             transformed modality is never served from the frozen-feature cache.
+        gates: modality -> quality gate (`polyfuse.modalities.quality`), run on the
+            loaded (and transformed) object: a failing input is left out of the row,
+            as serving leaves it out of a request. Verdicts are kept (`low_quality`).
     """
 
     def __init__(
@@ -134,9 +138,12 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         require_label: bool = True,
         allow_empty: bool = False,
         transforms: Mapping[str, Callable[[Any, int], Any]] | None = None,
+        gates: Mapping[str, QualityGate] | None = None,
     ) -> None:
         self.manifest = manifest
         self.transforms = dict(transforms or {})
+        self.gates = {m: g for m, g in (gates or {}).items() if m in contracts}
+        self.verdicts: dict[tuple[int, str], QualityVerdict] = {}
         self.rows: list[Row] = manifest.rows
         self.contracts = dict(contracts)
         self.task = task
@@ -169,11 +176,39 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         return obj if transform is None else transform(obj, index)
 
     def preprocessed(self, index: int, modality: str) -> Tensor:
-        """Preprocessed tensor, memoised in RAM within the budget."""
+        """Preprocessed tensor, memoised in RAM within the budget (the quality gate is not
+        applied: see `gated`)."""
         return self._memoised(
             (index, modality, "raw"),
             lambda: self.contracts[modality].preprocess(self.load(index, modality)),
         )
+
+    def gated(self, index: int, modality: str) -> Tensor | None:
+        """The preprocessed tensor, or None when the modality's quality gate refuses the
+        input (the verdict is computed once per row and kept; the input loads once)."""
+        gate, key = self.gates.get(modality), (index, modality)
+        if gate is not None and key not in self.verdicts:
+            obj = self.load(index, modality)
+            self.verdicts[key] = gate(obj)
+            if not self.verdicts[key].ok:
+                return None
+            contract = self.contracts[modality]
+            return self._memoised((index, modality, "raw"), lambda: contract.preprocess(obj))
+        return self.preprocessed(index, modality) if self.passes(index, modality) else None
+
+    def passes(self, index: int, modality: str) -> bool:
+        """Whether the row's input of ``modality`` passes its quality gate (True without
+        a gate); loads the input the first time."""
+        if modality not in self.gates:
+            return True
+        key = (index, modality)
+        if key not in self.verdicts:
+            self.verdicts[key] = self.gates[modality](self.load(index, modality))
+        return self.verdicts[key].ok
+
+    def low_quality(self, index: int) -> dict[str, QualityVerdict]:
+        """Modality -> verdict of the row's inputs its gates refused (so far evaluated)."""
+        return {m: v for (i, m), v in self.verdicts.items() if i == index and not v.ok}
 
     def _memoised(self, key: tuple[int, str, str], compute: Callable[[], Tensor]) -> Tensor:
         if key in self._memo:
@@ -233,23 +268,39 @@ class MultimodalDataset(Dataset[Example | BadRow]):
             if m not in row.values:
                 continue
             if m in self.features:
+                if not self.passes(index, m):
+                    continue
                 x = self._memoised(
                     (index, m, "tokens"), functools.partial(self.features[m].tokens, self, index)
                 )
                 encoded.add(m)
                 length += int(x.shape[0])
             else:
-                x = self.preprocessed(index, m)
+                gated = self.gated(index, m)
+                if gated is None:
+                    continue
+                x = gated
                 length += self.contracts[m].padded_length(x)
             inputs[m] = x
         if not inputs and not self.allow_empty:
-            raise InvalidInputError(
-                ",".join(self.contracts),
-                "row has none of the model's modalities",
-                hint=f"the model reads {', '.join(self.contracts)}; check the manifest keys",
-            )
+            raise self._empty_row_error(index)
         self.lengths[index] = length
         return Example(index, inputs, frozenset(encoded), target)
+
+    def _empty_row_error(self, index: int) -> InvalidInputError:
+        refused = self.low_quality(index)
+        if refused:
+            listed = "; ".join(f"{m}: {v.reason}" for m, v in refused.items())
+            return InvalidInputError(
+                ",".join(refused),
+                f"every given modality failed its quality gate ({listed})",
+                hint="send inputs that carry signal, or relax modalities.<name>.quality",
+            )
+        return InvalidInputError(
+            ",".join(self.contracts),
+            "row has none of the model's modalities",
+            hint=f"the model reads {', '.join(self.contracts)}; check the manifest keys",
+        )
 
 
 class Collator:

@@ -5,6 +5,11 @@ folder of PNG/WAV files plus JSONL manifests. Splits are speaker-disjoint: the
 test speaker never appears in training or validation. Test images come from a
 disjoint part of MNIST.
 
+Every build also lists the ESC-50 clips of the training side of the noise split (the
+clips the ``hard`` variant mixes into training audio; never its test clips) in
+``nonsignal_audio.txt``, the non-signal source of ``examples/av_digits/fused.yaml``
+(``modalities.audio.substitute``).
+
 Variants:
     ``clean``: untouched images and recordings.
     ``hard``: each modality alone is weak: images are degraded (heavy Gaussian
@@ -79,6 +84,7 @@ def build(
                 f"{data_dir / sub} not found", hint="pass the shared data folder (../shared/data)"
             )
     manifests = {s: out_dir / f"{s}.jsonl" for s in ("train", "val", "test")}
+    write_nonsignal(data_dir / "esc50_8k", out_dir / NONSIGNAL)
     stamp = out_dir / "spec.json"
     if (
         stamp.exists()
@@ -144,6 +150,26 @@ def _by_label(labels: np.ndarray, indices: range) -> dict[int, np.ndarray]:
     return {d: idx[labels[idx] == d] for d in range(10)}
 
 
+#: The list of non-signal training clips a build writes (relative to the manifests).
+NONSIGNAL = "nonsignal_audio.txt"
+
+
+def noise_split(name: str) -> str:
+    """``train`` or ``test``: the side of the ESC-50 split a clip belongs to (70/30 by a
+    hash of its file name, so every build agrees)."""
+    return "test" if zlib.crc32(name.encode()) % 10 < 3 else "train"
+
+
+def write_nonsignal(folder: Path, path: Path) -> Path:
+    """List the training-side ESC-50 clips of ``folder`` in ``path`` (absolute paths)."""
+    clips = [w.resolve() for w in sorted(folder.glob("*.wav")) if noise_split(w.name) == "train"]
+    text = "".join(f"{c}\n" for c in clips)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
 def _noise_clips(folder: Path) -> dict[str, list[tuple[np.ndarray, str]]]:
     """ESC-50 clips (with their category) split 70/30 between train and test by file-name hash."""
     import csv
@@ -158,8 +184,7 @@ def _noise_clips(folder: Path) -> dict[str, list[tuple[np.ndarray, str]]]:
         x = x.mean(1)
         if np.sqrt(np.mean(x**2)) < 1e-4:
             continue  # silent clip
-        split = "test" if zlib.crc32(wav.name.encode()) % 10 < 3 else "train"
-        clips[split].append((x, category.get(wav.name, "unknown")))
+        clips[noise_split(wav.name)].append((x, category.get(wav.name, "unknown")))
     return clips
 
 

@@ -39,6 +39,8 @@ class Prediction:
         fusion_weights: modality -> importance from the fusion, when it exposes one.
         unimodal: modality -> the label its auxiliary head predicts alone.
         id: the sample id (manifest ``id`` or row number), when known.
+        low_quality: modality -> why its quality gate refused the given input (the model
+            answered without it, as serving does).
     """
 
     label: Any
@@ -47,6 +49,7 @@ class Prediction:
     fusion_weights: dict[str, float] | None = None
     unimodal: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
+    low_quality: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -57,6 +60,7 @@ class Prediction:
             "modalities_used": list(self.modalities_used),
             "fusion_weights": self.fusion_weights,
             "unimodal": self.unimodal,
+            "low_quality": self.low_quality,
         }
 
 
@@ -93,6 +97,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         artifact.model.to(self.device).eval()
+        self.gates = artifact.quality_gates()
 
     @classmethod
     def of(cls, artifact: Any, device: str = "auto") -> Predictor:
@@ -202,7 +207,8 @@ class Predictor:
         on_bad_row: str = "skip",
         labelled: bool = False,
     ) -> MultimodalDataset:
-        """A dataset reading only ``modalities`` of ``manifest`` with the artifact's contracts."""
+        """A dataset reading only ``modalities`` of ``manifest`` with the artifact's contracts
+        and quality gates."""
         keep = self._check_subset(modalities)
         contracts = {m: c for m, c in self.artifact.contracts.items() if m in keep}
         task = self.artifact.task if labelled else None
@@ -213,6 +219,7 @@ class Predictor:
             on_bad_row=on_bad_row,
             require_label=labelled,
             allow_empty=modalities is not None,
+            gates=self.gates,
         )
 
     def _check_subset(self, modalities: Sequence[str] | None) -> tuple[str, ...]:
@@ -265,6 +272,8 @@ class Predictor:
             self.attach_features([ds], progress)
         out = self.run(ds, progress)
         preds = self.decode(out, [manifest.rows[i] for i in out.indices])
+        for pred, index in zip(preds, out.indices, strict=True):
+            pred.low_quality = {m: v.reason for m, v in ds.low_quality(index).items()}
         return PredictionRun(preds, [manifest.rows[i] for i in out.indices], ds.problem_rows(), out)
 
     def decode(self, out: Collected, rows: Sequence[Row]) -> list[Prediction]:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.core.errors import ConfigError
-from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack, window
 from polyfuse.modalities.io import read_source
 from polyfuse.modalities.readers.audio import AUDIO_FORMATS, decode_audio, resample, to_mono
 
@@ -174,6 +174,18 @@ class AudioContract(ModalityContract):
             white = np.fft.irfft(spec / f ** (0.5 * colour), n)
         wave = white / (np.sqrt(np.mean(white**2)) + 1e-12) * 10 ** rng.uniform(-4, -0.5)
         x = self.preprocess(wave.astype(np.float32))
+        if x.shape[-1] < frames:
+            x = torch.nn.functional.pad(x, (0, frames - x.shape[-1]))
+        return x[..., :frames]
+
+    def substitute(self, obj: np.ndarray, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """A random window of the wave (repeated when too short) as long as ``like``,
+        normalised on its own like any input, as log-mel with as many frames."""
+        frames = int(like.shape[-1])
+        wave = window(
+            np.asarray(obj, dtype=np.float32), max(self.n_fft, (frames - 1) * self.hop_length), rng
+        )
+        x = self.preprocess(wave)
         if x.shape[-1] < frames:
             x = torch.nn.functional.pad(x, (0, frames - x.shape[-1]))
         return x[..., :frames]

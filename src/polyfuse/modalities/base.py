@@ -157,6 +157,17 @@ class ModalityContract(ABC):
         """
         raise NotImplementedError(f"{self.kind} inputs have no noise model")
 
+    def substitute(self, obj: Any, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """A loaded non-signal input ``obj`` (environmental sound, an empty scene)
+        preprocessed into the shape of the preprocessed sample ``like``: a random window
+        of it when ``like`` is shorter, repeated when longer.
+
+        Used for non-signal substitution in training (``modalities.<name>.substitute``).
+        Contracts whose inputs cannot be fitted to another's shape raise
+        `NotImplementedError`.
+        """
+        raise NotImplementedError(f"{self.kind} inputs have no substitution")
+
     def sample_view(self, batch: ModalityBatch, row: int) -> Tensor:
         """Unpadded view of data row ``row`` of a collated batch (writes edit the batch)."""
         return batch.data[row]
@@ -194,6 +205,16 @@ def _from_json(annotation: Any, value: Any) -> Any:
     if isinstance(value, list) and "tuple" in str(annotation):
         return tuple(value)
     return value
+
+
+def window(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``length`` consecutive rows of ``x`` from a random start, or ``x`` repeated along its
+    first axis up to ``length`` when it is shorter."""
+    if x.shape[0] >= length:
+        start = int(rng.integers(0, x.shape[0] - length + 1))
+        return x[start : start + length]
+    reps = -(-length // max(1, x.shape[0]))
+    return np.concatenate([x] * reps, axis=0)[:length]
 
 
 def pad_stack(items: Sequence[Tensor], dim: int = -1, value: float = 0.0) -> tuple[Tensor, Tensor]:

@@ -145,6 +145,10 @@ class ImageContract(ModalityContract):
             raw = np.full(shape, level) + rng.normal(0, 3, shape)
         return self.preprocess(np.clip(raw, 0, 255).astype(np.uint8))
 
+    def substitute(self, obj: np.ndarray, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """The image preprocessed (every image is resized to `size`)."""
+        return self.preprocess(obj)
+
     def collate(self, items: Sequence[Tensor], present: Tensor) -> ModalityBatch:
         """Stack fixed-size images: ``(P, C, H, W)``."""
         return ModalityBatch(data=torch.stack(list(items)), present=present)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.core.errors import ConfigError
-from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack, window
 from polyfuse.modalities.io import describe, read_source
 
 NORMALIZATIONS = ("global", "instance", "none")
@@ -160,6 +160,11 @@ class TimeSeriesContract(ModalityContract):
         mean = np.asarray(self.mean) if self.mean is not None else 0.0
         std = np.asarray(self.std) if self.std is not None else 1.0
         return self.preprocess((raw * std + mean).astype(np.float32))
+
+    def substitute(self, obj: np.ndarray, like: Tensor, rng: np.random.Generator) -> Tensor:
+        """A random window of the series (repeated when too short) with as many steps as
+        ``like``, preprocessed."""
+        return self.preprocess(window(np.asarray(obj, dtype=np.float32), int(like.shape[0]), rng))
 
     def sample_view(self, batch: ModalityBatch, row: int) -> Tensor:
         """Row ``row`` cut to its step length."""

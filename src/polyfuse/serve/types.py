@@ -23,6 +23,7 @@ ERROR_STATUS: dict[str, int] = {
     "forbidden": 403,  # wrong API key
     "not_found": 404,  # unknown model or route
     "blocked_by_policy": 422,  # the firewall policy blocks the input
+    "low_quality": 422,  # every given input failed its modality's quality gate
     "rate_limited": 429,  # per-key rate limit
     "overloaded": 503,  # queue full; Retry-After is set
     "unavailable": 503,  # every needed encoder failed or the policy refuses degraded answers
@@ -106,7 +107,8 @@ class ServeResult:
         modalities_used: modalities the fusion saw.
         degraded: True when a given modality could not be used (encoder failed, timed
             out, or its breaker is open); ``degraded_reasons`` says why per modality.
-        degraded_reasons: modality -> reason code (``breaker_open``, ``timeout``, ``error``).
+        degraded_reasons: modality -> reason code (``breaker_open``, ``timeout``, ``error``,
+            ``low_quality``: the input failed the modality's quality gate).
         findings: firewall findings (masked: `Finding.to_dict`), filled by the HTTP layer.
         model: ``{"name", "version", "contracts": {modality: version}}``.
         timings_ms: stage -> milliseconds (``preprocess:image``, ``encode:text``, ``fuse``).

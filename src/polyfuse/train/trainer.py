@@ -43,11 +43,13 @@ from polyfuse.evaluation.metrics import headline, task_metrics
 from polyfuse.heads.tasks import TASK_CLASSES, Task
 from polyfuse.inference.collect import Collected, collect
 from polyfuse.modalities import ModalityContract
+from polyfuse.modalities.quality import QualityGate, build_gates
 from polyfuse.models.build import build_contracts, build_model
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
 from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
 from polyfuse.train.optim import make_optimizer
+from polyfuse.train.substitute import NonSignalPool
 
 log = logging.getLogger("polyfuse.train")
 
@@ -101,6 +103,7 @@ class _Run:
     gen: torch.Generator = field(default_factory=torch.Generator)
     monitor: StallMonitor = field(default_factory=StallMonitor)
     noise_rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    pools: dict[str, NonSignalPool] = field(default_factory=dict)
 
 
 class Trainer:
@@ -160,7 +163,9 @@ class Trainer:
         )
         task = TASK_CLASSES[self.config.task].fit([r.label for r in train_m.rows])
         contracts = self._fit_contracts(build_contracts(self.config), train_m)
-        train_ds, val_ds = (self._dataset(m, contracts, task) for m in (train_m, val_m))
+        gates = build_gates({m: c.quality for m, c in self.config.modalities.items()}, contracts)
+        pools = self._pools(contracts, train_m.base_dir)
+        train_ds, val_ds = (self._dataset(m, contracts, task, gates) for m in (train_m, val_m))
         prior = task.prior_logits(self._targets(train_ds, task))
         model = build_model(self.config, contracts, task, prior).to(self.device)
         log.info(
@@ -187,6 +192,7 @@ class Trainer:
             gen=torch.Generator().manual_seed(self.cfg.seed + 1),
             monitor=StallMonitor(self.cfg.stall_epochs, self.cfg.stall_tolerance),
             noise_rng=np.random.default_rng(self.cfg.seed + 2),
+            pools=pools,
         )
         state = run.state
         if self.resume:
@@ -281,8 +287,22 @@ class Trainer:
             out[m] = contract.fit(objs)
         return out
 
+    def _pools(
+        self, contracts: Mapping[str, ModalityContract], base_dir: Path
+    ) -> dict[str, NonSignalPool]:
+        """The non-signal inputs of every modality with ``substitute`` configured."""
+        return {
+            m: NonSignalPool.load(contracts[m], c.substitute, base_dir)
+            for m, c in self.config.modalities.items()
+            if c.substitute is not None and c.substitute.p > 0
+        }
+
     def _dataset(
-        self, manifest: Manifest, contracts: Mapping[str, ModalityContract], task: Task
+        self,
+        manifest: Manifest,
+        contracts: Mapping[str, ModalityContract],
+        task: Task,
+        gates: Mapping[str, QualityGate],
     ) -> MultimodalDataset:
         ds = MultimodalDataset(
             manifest,
@@ -290,6 +310,7 @@ class Trainer:
             task,
             on_bad_row=self.cfg.on_bad_row,
             memory_cache_mb=self.cfg.memory_cache_mb,
+            gates=gates,
         )
         ds.raise_on_problems()
         return ds
@@ -335,25 +356,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _substitute_noise(self, run: _Run, batch: Batch) -> None:
-        """Noise substitution: replace inputs by pure noise in place (``modalities.*.noise``).
+        """Noise and non-signal substitution: replace inputs in place by pure noise
+        (``modalities.*.noise``) or by a real non-signal input (``modalities.*.substitute``).
 
         Only samples with at least one other modality are eligible, so every
-        substituted sample still carries evidence for its label.
+        substituted sample still carries evidence for its label. One draw per eligible
+        sample picks noise (below ``noise``), non-signal (below ``noise + p``) or neither.
         """
-        probs = {m: c.noise for m, c in self.config.modalities.items() if c.noise > 0}
+        probs = {
+            m: (c.noise, run.pools.get(m))
+            for m, c in self.config.modalities.items()
+            if c.noise > 0 or m in run.pools
+        }
         if not probs:
             return
         count = torch.stack([mb.present for mb in batch.inputs.values()]).sum(0)  # (B,)
-        for m, p in probs.items():
+        for m, (noise, pool) in probs.items():
             mb = batch.inputs.get(m)
             if mb is None or mb.encoded:
                 continue
             contract = run.train_ds.contracts[m]
             rows = mb.present.nonzero().flatten().tolist()  # data row j <-> sample rows[j]
             for j, sample in enumerate(rows):
-                if count[sample] >= 2 and run.noise_rng.random() < p:
+                if count[sample] < 2:
+                    continue
+                u = run.noise_rng.random()
+                if u < noise:
                     view = contract.sample_view(mb, j)
                     view.copy_(contract.noise(view, run.noise_rng))
+                elif pool is not None and u < noise + pool.p:
+                    view = contract.sample_view(mb, j)
+                    view.copy_(pool.draw(view, run.noise_rng))
 
     def _train_epoch(self, run: _Run, loader: DataLoader[Any], epoch: int) -> dict[str, Any]:
         model, task = run.model, run.task

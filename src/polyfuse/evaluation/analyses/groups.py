@@ -190,6 +190,7 @@ class Robustness:
                 require_label=False,
                 allow_empty=True,
                 transforms={m: Corruption(name, s, context.seed)},
+                gates=predictor.gates,  # corrupted inputs meet the gate serving runs
             )
             sub = encode_bank(model, predictor.loader(ds), predictor.device)
             fused = fuse_bank(model, bank.replace(m, sub))

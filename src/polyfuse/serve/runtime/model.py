@@ -10,15 +10,17 @@ One request flows, per modality and concurrently::
 
 then the pooled embeddings of the modalities that succeeded are fused for the request
 (`MultimodalModel.fuse`) and decoded into a `ServeResult`. A modality whose encoder
-failed, timed out or has an open breaker is left out and the answer is marked
-``degraded`` (or refused under ``degraded="refuse"``).
+failed, timed out or has an open breaker, or whose input failed the modality's quality gate
+(`polyfuse.modalities.quality`, run between ``load`` and ``preprocess``), is left out and
+the answer is marked ``degraded`` with the reason (or refused under ``degraded="refuse"``).
+When every given modality is left out the request is refused: ``low_quality`` (422) when
+every one failed its gate, else ``unavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import multiprocessing
 import sys
@@ -36,6 +38,7 @@ from torch import Tensor
 from polyfuse.artifacts.classifier import Artifact
 from polyfuse.core.errors import ConfigError
 from polyfuse.inference.batches import collate_all
+from polyfuse.modalities.quality import LOW_QUALITY, QualityGate
 from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
 from polyfuse.serve.runtime.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.runtime.cache import (
@@ -52,6 +55,7 @@ from polyfuse.serve.runtime.preprocess import (
     preprocess_many_in_worker,
     preprocess_value,
     worker_init,
+    worker_payload,
 )
 from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig, serving_threads
 from polyfuse.serve.runtime.stages import (
@@ -70,14 +74,25 @@ EncodeFn = Callable[[list[Tensor]], list[CachedValue]]
 EncoderWrapper = Callable[[EncodeFn], EncodeFn]
 
 
+class LowQualityError(Exception):
+    """A remote stage's quality gate refused the input (``args[0]``: why)."""
+
+    @property
+    def reason(self) -> str:
+        """Why the gate refused the input."""
+        return str(self.args[0]) if self.args else "failed its quality gate"
+
+
 @dataclass
 class Stage:
-    """What one modality's stage produced for a request."""
+    """What one modality's stage produced for a request (``detail``: why a gate refused
+    the input)."""
 
     value: CachedValue | None = None
-    reason: str | None = None  # breaker_open | timeout | error
+    reason: str | None = None  # breaker_open | timeout | error | low_quality
     cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    detail: str | None = None
 
 
 class ModelRuntime:
@@ -119,7 +134,9 @@ class ModelRuntime:
         self._stages: dict[str, StageFn] = {}
         self._stage_status: dict[str, str] = {}
         self._counts = {"requests": 0, "degraded": 0, "errors": 0}
-        self._payloads: dict[str, str] = {}  # modality -> contract JSON for pool workers
+        self.gates: dict[str, QualityGate] = artifact.quality_gates()
+        self._quality = {m: {"checked": 0, "failed": 0} for m in self.gates}
+        self._payloads: dict[str, str] = {}  # modality -> contract + gate JSON for pool workers
         self._info: dict[str, Any] | None = None
         self._ready = False
 
@@ -160,6 +177,8 @@ class ModelRuntime:
         if self._cache is None:
             self._cache = self._make_cache()
         weights = str(self.artifact.info.get("files", {}).get("model.safetensors", ""))[:12]
+        for m, gate in self.gates.items():  # loads the VAD now: a missing package fails here
+            gate(self._raw_sample(m))
         for m in self.model.modalities:
             self._register(m, weights)
             self._batchers[m] = self._make_batcher(m)
@@ -259,10 +278,10 @@ class ModelRuntime:
         )
 
     def _payload(self, m: str) -> str:
-        """The contract of ``m`` as JSON, for pool workers (built once)."""
+        """The contract and quality gate of ``m`` as JSON, for pool workers (built once)."""
         payload = self._payloads.get(m)
         if payload is None:
-            payload = self._payloads[m] = json.dumps(self.contracts[m].to_dict(), sort_keys=True)
+            payload = self._payloads[m] = worker_payload(self.contracts[m], self.gates.get(m))
         return payload
 
     def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], Fused]:
@@ -319,6 +338,10 @@ class ModelRuntime:
     def _sample(self, m: str, short: bool = False) -> Tensor:
         """A preprocessed input of typical size for warm-up and batch-size measurement
         (``short``: a shorter one, for checking traced encoders on other lengths)."""
+        return self.contracts[m].preprocess(self._raw_sample(m, short))
+
+    def _raw_sample(self, m: str, short: bool = False) -> Any:
+        """A loaded input of typical size (see `_sample`)."""
         contract = self.contracts[m]
         rng = np.random.default_rng(0)
         seconds = 0.5 if short else 1.0
@@ -338,7 +361,7 @@ class ModelRuntime:
             raise ConfigError(f"modalities.{m}", f"no warm-up sample for kind '{contract.kind}'")
         if contract.kind == "image" and getattr(contract, "channels", 3) == 1:
             samples["image"] = samples["image"][..., 0]
-        return contract.preprocess(contract.load(samples[contract.kind], field=m))
+        return contract.load(samples[contract.kind], field=m)
 
     def ready(self) -> bool:
         """True once `setup` has finished."""
@@ -401,6 +424,7 @@ class ModelRuntime:
                 for m, t in self._tuning.items()
             },
             "encoders": dict(self._stage_status),
+            "quality": {m: dict(c) for m, c in self._quality.items()},
         }
 
     def breaker(self, modality: str) -> CircuitBreaker:
@@ -497,6 +521,14 @@ class ModelRuntime:
         everything = len(reasons) == len(stages)
         if everything or self.config.degraded == "refuse":
             what = "every given modality" if everything else "a given modality"
+            if all(r == LOW_QUALITY for r in reasons.values()):
+                listed = "; ".join(f"{m}: {stages[m].detail}" for m in reasons)
+                raise ServeError(
+                    LOW_QUALITY,
+                    f"{what} failed its quality gate ({listed})",
+                    hint="send inputs that carry signal (speech, a visible scene, real text)",
+                    details={"reasons": reasons},
+                )
             listed = ", ".join(f"{m}: {r}" for m, r in reasons.items())
             opened = "breaker_open" in reasons.values()
             raise ServeError(
@@ -516,15 +548,22 @@ class ModelRuntime:
             if hit is not None:
                 return Stage(hit, cached=True)
         await self._compute(m, raw, stage)
+        if m in self._quality:
+            self._quality[m]["checked"] += 1
+            self._quality[m]["failed"] += int(stage.reason == LOW_QUALITY)
         if stage.value is not None and key is not None and self._cache is not None:
             await self._cache_call(self._cache.put, key, stage.value)
         return stage
 
     async def _compute(self, m: str, raw: bytes | str, stage: Stage) -> None:
-        """Preprocess and encode one input into ``stage`` (a remote runtime overrides it)."""
+        """Preprocess and encode one input into ``stage`` (a remote runtime overrides it);
+        an input its quality gate refuses leaves ``stage`` with reason ``low_quality``."""
         t = time.perf_counter()
         x = await self.preprocess_value(m, raw)
         stage.timings[f"preprocess:{m}"] = ms_since(t)
+        if isinstance(x, str):
+            stage.reason, stage.detail = LOW_QUALITY, x
+            return
         t = time.perf_counter()
         stage.value, stage.reason = await self._encode(
             m, lambda limit: self._batchers[m].submit(x, limit)
@@ -536,12 +575,18 @@ class ModelRuntime:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
-    async def preprocess_value(self, m: str, raw: bytes | str) -> Tensor:
+    async def preprocess_value(self, m: str, raw: bytes | str) -> Tensor | str:
+        """The preprocessed input, or why its quality gate refused it; unreadable input
+        raises `ServeError` (``invalid_input``)."""
         if m in self._pre:
             done = await self._pre[m].submit(raw)
         else:
             loop = asyncio.get_running_loop()
-            done = await loop.run_in_executor(self._pool, preprocess_value, self.contracts[m], raw)
+            done = await loop.run_in_executor(
+                self._pool, preprocess_value, self.contracts[m], raw, self.gates.get(m)
+            )
+        if done.low_quality is not None:
+            return done.low_quality
         if done.array is None:
             raise ServeError(
                 "invalid_input", str(done.error), hint=done.hint, details={"modality": m}
@@ -553,7 +598,7 @@ class ModelRuntime:
     ) -> tuple[CachedValue | None, str | None]:
         """``call(timeout)``'s embedding behind the breaker and the timeout (``call``
         raises `TimeoutError` past it), or None and a reason code; a `ServeError` (full
-        queue: ``overloaded``, bad input) passes through."""
+        queue: ``overloaded``, bad input) and `LowQualityError` pass through."""
         breaker = self._breakers[m]
         try:
             breaker.acquire()
@@ -565,8 +610,8 @@ class ModelRuntime:
             breaker.record_failure()
             log.warning("%s encoder timed out after %.1f s", m, self.config.encoder_timeout_s)
             return None, "timeout"
-        except (ServeError, asyncio.CancelledError):
-            breaker.release()  # overloaded / deadline: not the encoder's fault
+        except (ServeError, LowQualityError, asyncio.CancelledError):
+            breaker.release()  # overloaded / deadline / refused input: not the encoder's fault
             raise
         except Exception:
             breaker.record_failure()

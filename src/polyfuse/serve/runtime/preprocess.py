@@ -1,5 +1,6 @@
-"""Preprocessing of served inputs: a modality contract's ``load`` + ``preprocess``, in the
-serving process or in a worker process of a pool (the contract travels as JSON)."""
+"""Preprocessing of served inputs: a modality contract's ``load``, its quality gate, then
+``preprocess``, in the serving process or in a worker process of a pool (the contract and
+the gate travel as JSON)."""
 
 from __future__ import annotations
 
@@ -12,43 +13,69 @@ import torch
 
 from polyfuse.core.errors import PolyfuseError
 from polyfuse.modalities.base import ModalityContract
+from polyfuse.modalities.quality import QualityGate
 
-#: Contracts a pool worker has parsed, by their JSON (a worker process keeps its own).
-_WORKER_CONTRACTS: dict[str, ModalityContract] = {}
+#: Contracts and gates a pool worker has parsed, by their JSON (a worker keeps its own).
+_WORKER_STAGES: dict[str, tuple[ModalityContract, QualityGate | None]] = {}
 
 
 @dataclass(frozen=True)
 class Preprocessed:
-    """A worker's answer (picklable: arrays and strings, never exceptions)."""
+    """A worker's answer (picklable: arrays and strings, never exceptions).
+
+    Attributes:
+        array: the preprocessed input, or None.
+        error: why the input could not be read (a client error).
+        hint: how to fix it.
+        low_quality: why the modality's quality gate refused a readable input (the
+            request goes on without the modality).
+    """
 
     array: np.ndarray | None
     error: str | None = None
     hint: str | None = None
+    low_quality: str | None = None
 
 
 def worker_init() -> None:
     torch.set_num_threads(1)  # workers share the CPU with the encoders
 
 
-def preprocess_in_worker(contract_json: str, value: bytes | str) -> Preprocessed:
-    """``contract.load`` + ``preprocess`` in a pool worker; the contract travels as JSON."""
-    contract = _WORKER_CONTRACTS.get(contract_json)
-    if contract is None:
+def worker_payload(contract: ModalityContract, gate: QualityGate | None) -> str:
+    """What a pool worker needs to preprocess one modality, as JSON."""
+    quality = None if gate is None else gate.to_dict()
+    return json.dumps({"contract": contract.to_dict(), "quality": quality}, sort_keys=True)
+
+
+def preprocess_in_worker(payload: str, value: bytes | str) -> Preprocessed:
+    """Load, gate and preprocess in a pool worker; ``payload`` is `worker_payload`."""
+    stage = _WORKER_STAGES.get(payload)
+    if stage is None:
         from polyfuse.modalities import contract_from_dict
 
-        contract = contract_from_dict(json.loads(contract_json))
-        _WORKER_CONTRACTS[contract_json] = contract
-    return preprocess_value(contract, value)
+        data = json.loads(payload)
+        contract = contract_from_dict(data["contract"])
+        gate = None if data["quality"] is None else QualityGate.from_dict(contract, data["quality"])
+        stage = _WORKER_STAGES[payload] = (contract, gate)
+    return preprocess_value(stage[0], value, stage[1])
 
 
-def preprocess_many_in_worker(contract_json: str, values: list[Any]) -> list[Preprocessed]:
+def preprocess_many_in_worker(payload: str, values: list[Any]) -> list[Preprocessed]:
     """`preprocess_in_worker` over several inputs in one pool call."""
-    return [preprocess_in_worker(contract_json, v) for v in values]
+    return [preprocess_in_worker(payload, v) for v in values]
 
 
-def preprocess_value(contract: ModalityContract, value: Any) -> Preprocessed:
+def preprocess_value(
+    contract: ModalityContract, value: Any, gate: QualityGate | None = None
+) -> Preprocessed:
+    """``contract.load``, the quality gate (when given), ``contract.preprocess``."""
     try:
-        x = contract.preprocess(contract.load(value, field=contract.name))
+        obj = contract.load(value, field=contract.name)
+        if gate is not None:
+            verdict = gate(obj)
+            if not verdict.ok:
+                return Preprocessed(None, low_quality=verdict.reason)
+        x = contract.preprocess(obj)
     except PolyfuseError as exc:
         return Preprocessed(None, exc.message, exc.hint)
     return Preprocessed(x.numpy())

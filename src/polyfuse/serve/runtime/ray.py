@@ -41,9 +41,10 @@ from polyfuse.core.config import (
     validate,
 )
 from polyfuse.core.errors import ConfigError, DependencyError
+from polyfuse.modalities.quality import LOW_QUALITY
 from polyfuse.serve.runtime.cache import CachedValue, EmbeddingCache
 from polyfuse.serve.runtime.forward import encode_items
-from polyfuse.serve.runtime.model import ModelRuntime, Stage, ms_since
+from polyfuse.serve.runtime.model import LowQualityError, ModelRuntime, Stage, ms_since
 from polyfuse.serve.runtime.preprocess import preprocess_value
 from polyfuse.serve.runtime.settings import RuntimeConfig
 from polyfuse.serve.runtime.stages import eager_stage
@@ -219,6 +220,7 @@ class EncoderReplica:
         artifact = load_artifact(artifact_path, self.device)
         self.model = artifact.model.to(self.device).eval()
         self.contract = artifact.contracts[modality]
+        self.gate = artifact.quality_gates().get(modality)
         self.stage = eager_stage(  # built once, not per batch
             self.model.encoder(modality),
             self.model.adapters[modality],
@@ -226,7 +228,7 @@ class EncoderReplica:
         )
 
     def encode_many(self, raws: list[bytes | str]) -> list[dict[str, Any]]:
-        done = [preprocess_value(self.contract, r) for r in raws]
+        done = [preprocess_value(self.contract, r, self.gate) for r in raws]
         good = [(i, d.array) for i, d in enumerate(done) if d.array is not None]
         items = [torch.from_numpy(array) for _, array in good]
         values = (
@@ -234,7 +236,12 @@ class EncoderReplica:
             if items
             else []
         )
-        out: list[dict[str, Any]] = [{"error": d.error, "hint": d.hint} for d in done]
+        out: list[dict[str, Any]] = [
+            {"low_quality": d.low_quality}
+            if d.low_quality is not None
+            else {"error": d.error, "hint": d.hint}
+            for d in done
+        ]
         for (i, _), value in zip(good, values, strict=True):
             out[i] = {"value": dict(value)}
         return out
@@ -355,13 +362,18 @@ class RayRuntime(ModelRuntime):
 
     async def _compute(self, m: str, raw: bytes | str, stage: Stage) -> None:
         t = time.perf_counter()
-        stage.value, stage.reason = await self._encode(
-            m, lambda t: _within(t, self._remote(m, raw))
-        )
+        try:
+            stage.value, stage.reason = await self._encode(
+                m, lambda t: _within(t, self._remote(m, raw))
+            )
+        except LowQualityError as exc:
+            stage.reason, stage.detail = LOW_QUALITY, exc.reason
         stage.timings[f"remote:{m}"] = ms_since(t)  # preprocess + queue + encode, in Ray
 
     async def _remote(self, m: str, raw: bytes | str) -> CachedValue:
         answer: dict[str, Any] = await self._handles[m].encode.remote(raw)
+        if "low_quality" in answer:
+            raise LowQualityError(answer["low_quality"])
         if "error" in answer:
             raise ServeError(
                 "invalid_input", str(answer["error"]), hint=answer["hint"], details={"modality": m}
