@@ -170,9 +170,9 @@ def _ratio(bad: str, total: str) -> str:
 # ---- recording rules -------------------------------------------------------------------
 
 
-def runtime_rule(series: RuntimeSeries) -> RecordingRule:
+def runtime_rule(series: RuntimeSeries, extra: str = "") -> RecordingRule:
     """The rule that turns one family of name-embedded runtime gauges into labels."""
-    expr = f'{{__name__=~"{series.pattern}"}}'
+    expr = selector("", [f'__name__=~"{series.pattern}"'], extra)
     for i, label in enumerate(series.labels, start=1):
         expr = f'label_replace({expr}, "{label}", "${i}", "__name__", "{series.pattern}")'
     return RecordingRule(series.record, expr)
@@ -180,7 +180,7 @@ def runtime_rule(series: RuntimeSeries) -> RecordingRule:
 
 def runtime_group(extra: str = "") -> RuleGroup:
     """Normalised runtime gauges and p99 latencies (the dashboards read them)."""
-    rules = [runtime_rule(s) for s in RUNTIME_SERIES]
+    rules = [runtime_rule(s, extra) for s in RUNTIME_SERIES]
     for record, (histogram, labels) in LATENCY_QUANTILES.items():
         by = ", ".join((*labels, "le"))
         rate = f"rate({selector(histogram + '_bucket', [], extra)}[5m])"

@@ -179,4 +179,4 @@ def load_slo(path: str | Path | None = None) -> SloFile:
         raise ConfigError(str(file), "SLO file not found", hint="pass --slo PATH") from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(file), f"not valid YAML: {exc}") from exc
-    return parse_slo(data, str(file))
+    return parse_slo(data)
