@@ -120,8 +120,7 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
     defs = schema.get("$defs", {})
     node: dict[str, Any] = schema
     for part in loc:
-        while "$ref" in node:
-            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        node = _deref(node, defs)
         props = node.get("properties", {})
         if isinstance(part, str) and part in props:
             node = props[part]
@@ -129,9 +128,20 @@ def _allowed_keys(adapter: TypeAdapter[Any], loc: tuple[int | str, ...]) -> list
             node = node["additionalProperties"]
         else:
             return []
-    while "$ref" in node:
-        node = defs[node["$ref"].rsplit("/", 1)[1]]
-    return sorted(node.get("properties", {}))
+    return sorted(_deref(node, defs).get("properties", {}))
+
+
+def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The model a schema node names: through ``$ref`` and an optional section's
+    ``anyOf: [{$ref}, {type: null}]``."""
+    while True:
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+            continue
+        refs = [b for b in node.get("anyOf", []) if "$ref" in b]
+        if len(refs) != 1:
+            return node
+        node = refs[0]
 
 
 def config_error(exc: ValidationError, adapter: TypeAdapter[Any], where: str = "") -> ConfigError:
