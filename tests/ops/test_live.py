@@ -39,7 +39,7 @@ from tests.conftest import SMALL_CONFIG
 from tests.ops.test_dashboards import series_in
 from tests.serve.conftest import train_tiny
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.slow
 
 #: Panels that read only metrics the live monitor will export (issue 16 item 7), skipped
 #: until it does; every other panel must return data.
