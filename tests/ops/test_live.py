@@ -291,3 +291,23 @@ def test_catalogue_matches_the_real_exposition(live: dict[str, Any]) -> None:
 
     for series in RUNTIME_SERIES:
         assert any(re.fullmatch(series.pattern, n) for n in names), series.pattern
+
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "docs" / "runbooks"
+
+
+def test_every_runbook_query_runs_in_prometheus(live: dict[str, Any]) -> None:
+    """The runbooks' PromQL, line by line, is accepted by the real Prometheus (data may
+    be absent: a healthy service has no 5xx to break down)."""
+    import re
+
+    lines = [
+        line
+        for path in sorted(RUNBOOKS.glob("Polyfuse*.md"))
+        for block in re.findall(r"```promql\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+        for line in block.splitlines()
+        if line.strip()
+    ]
+    assert len(lines) > 20
+    for line in lines:
+        query(live["prometheus"], line)
