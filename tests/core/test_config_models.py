@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from polyfuse.core.config import Config, json_schema
 from polyfuse.core.errors import ConfigError
 from polyfuse.guard.policy import Policy, PolicyFile
+from polyfuse.ops.slo import SloFile, parse_slo
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.runtime.ray import RayConfig
 from tests.conftest import SMALL_CONFIG
@@ -59,6 +60,20 @@ MODELS = [
         "ray",
         {"per_modality": "image"},
     ),
+    Model(
+        "slo",
+        json_schema(SloFile),
+        {
+            "objectives": {
+                name: {"target": 0.99}
+                for name in ("availability", "latency", "degraded", "firewall_block", "drift")
+            }
+            | {"accuracy": {"target": 0.99, "floor": 0.8}}
+        },
+        parse_slo,
+        "slo",
+        {},
+    ),
 ]
 
 
@@ -89,6 +104,9 @@ def _walk(model: Model, node: dict[str, Any], path: tuple[str, ...]) -> Iterator
         if name in SKIP:
             continue
         sub = _resolve(raw, defs)
+        refs = [b for b in sub.get("anyOf", []) if "$ref" in b]
+        if len(refs) == 1:  # an optional section (slo.yaml objectives)
+            sub = _resolve(refs[0], defs)
         yield Leaf(model, (*path, name), sub)
         extra = sub.get("additionalProperties")
         if "properties" in sub and "ComponentConfig" not in str(node.get("title", "")):
@@ -190,6 +208,9 @@ def test_the_walk_reaches_every_model_and_section() -> None:
         "policy.modalities.audio.PERSON.threshold",
         "ray.deployment.max_batch_size",
         "ray.per_modality.image.num_gpus",
+        "slo.objectives.latency.routes",
+        "slo.objectives.accuracy.max_drop",
+        "slo.objectives.drift.for",
     }
     assert expected <= keys, expected - keys
 

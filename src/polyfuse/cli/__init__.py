@@ -60,11 +60,14 @@ COMMANDS: dict[str, Command] = {
         "check data for drift per modality and estimate accuracy without labels",
     ),
     "scan": Command("guard", "scan", "scan files for PII, prompt injection and hidden text"),
-    "schema": Command("schema", "schema", "print the JSON Schema of config, serve or policy"),
+    "schema": Command(
+        "schema", "schema", "print the JSON Schema of config, serve, policy, ray or slo"
+    ),
     "demo": Command("demo", "demo", "run the whole flow on data that ships with the install"),
     "serve": Command(
         "serve", "serve", "serve an artifact over HTTP (REST and Open Inference Protocol v2)"
     ),
+    "ops": Command("ops", "ops", "write Prometheus rules (from slo.yaml) and Grafana dashboards"),
 }
 
 

@@ -14,6 +14,7 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     "serve": ("polyfuse.serve.config", "ServeConfig"),
     "policy": ("polyfuse.guard.policy", "PolicyFile"),
     "ray": ("polyfuse.serve.runtime.ray", "RayConfig"),
+    "slo": ("polyfuse.ops.slo", "SloFile"),
 }
 
 
@@ -23,7 +24,7 @@ def schema_arguments(p: argparse.ArgumentParser) -> None:
         "kind",
         choices=sorted(SCHEMAS),
         help="config: training config; serve: serve --config; policy: firewall policy; "
-        "ray: serve --ray-config",
+        "ray: serve --ray-config; slo: ops --slo",
     )
 
 

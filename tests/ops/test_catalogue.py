@@ -1,0 +1,64 @@
+"""The catalogue against the service's real metrics: same names, labels and buckets."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import generate_latest
+from prometheus_client.utils import floatToGoString
+
+from polyfuse.ops.catalogue import (
+    LATENCY_BUCKETS,
+    METRICS,
+    RUNTIME_SERIES,
+    metric_names,
+    pending_names,
+    recorded_names,
+)
+from polyfuse.serve.http.metrics import LATENCY_BUCKETS as SERVE_BUCKETS
+from polyfuse.serve.http.metrics import Metrics
+
+
+def test_latency_buckets_match_the_exposition() -> None:
+    assert tuple(floatToGoString(b) for b in SERVE_BUCKETS) == LATENCY_BUCKETS
+
+
+def test_every_http_metric_is_exported_with_its_labels() -> None:
+    """Every labelled metric of `Metrics`, touched once, is in the catalogue and back."""
+    metrics = Metrics()
+    metrics.latency.labels("/v1/predict").observe(0.1)
+    metrics.stage.labels("/v1/predict", "runtime").observe(0.1)
+    metrics.requests.labels("/v1/predict", "200").inc()
+    metrics.errors.labels("/v1/predict", "invalid_input").inc()
+    metrics.findings.labels("EMAIL_ADDRESS", "redact").inc()
+    metrics.degraded.labels("audio", "timeout").inc()
+    metrics.missing.labels("audio").inc()
+    text = generate_latest(metrics.registry).decode()
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    http = {m for m in METRICS if not m.name.startswith(("polyfuse_runtime", "polyfuse_monitor"))}
+    http = {m for m in http if m.live}
+    for metric in http:
+        for series in metric.series:
+            assert series in exported, series
+        labels = re.search(rf"^{metric.series[0]}\{{([^}}]*)\}}", text, re.M)
+        assert labels is not None
+        names = {pair.split("=")[0] for pair in labels[1].split(",")} - {"le"}
+        assert names == set(metric.labels), metric.name
+    created = {s for s in exported if s.endswith("_created")}
+    assert {s for s in exported - created if s.startswith("polyfuse_")} == {
+        s for m in http for s in m.series
+    }
+
+
+def test_runtime_patterns_name_their_labels() -> None:
+    for series in RUNTIME_SERIES:
+        assert re.compile(series.pattern).groups == len(series.labels)
+        assert series.record.startswith("polyfuse:runtime_")
+
+
+def test_pending_are_the_monitor_gauges_and_feedback() -> None:
+    pending = pending_names()
+    assert "polyfuse_feedback_total" in pending
+    assert all(n.startswith("polyfuse_monitor_") for n in pending - {"polyfuse_feedback_total"})
+    assert not pending & metric_names(live_only=True)
+    assert not recorded_names() & metric_names()
