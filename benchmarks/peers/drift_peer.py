@@ -31,8 +31,10 @@ bool|null, "p_value": float|null, "score": float|null, "detector": str, "n": int
 ``seconds`` is the wall time of all blocks of that window; ``setup_seconds`` the one-off fit
 on the reference (alibi builds its detectors, Evidently its reference datasets) and
 ``import_seconds`` the peer's import, both excluded from the windows. Extra per-block keys:
-``columns_drifted``/``columns`` (tabular blocks), ``threshold`` (null when Evidently derives it
-by bootstrap: ``bootstrap`` true), ``skipped``, or ``error`` (the peer raised; ``drift`` null).
+``columns_drifted``/``columns``/``per_column`` (tabular blocks: each column's test, score,
+p-value or threshold), ``threshold`` (null when Evidently derives it by bootstrap: ``bootstrap``
+true), ``warnings`` (the peer's warnings on that block), ``skipped``, or ``error`` (the peer
+raised; ``drift`` null).
 
 Detectors (each peer's defaults, deviations listed)
 ---------------------------------------------------
@@ -72,6 +74,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,16 +234,26 @@ class EvidentlyPeer:
         snapshot = report.run(
             current_data=self._dataset(frame, columns), reference_data=self.refs[block]
         )
-        for metric in snapshot.dict()["metrics"]:
+        metrics = snapshot.dict()["metrics"]
+        per_column = {
+            m["config"]["column"]: {
+                "method": m["config"]["method"],
+                "score": finite(m["value"]),
+                "threshold": m["config"]["threshold"],
+            }
+            for m in metrics
+            if m["config"]["type"].endswith("ValueDrift")
+        }
+        for metric in metrics:
             if metric["config"]["type"].endswith("DriftedColumnsCount"):
                 share, count = metric["value"]["share"], metric["value"]["count"]
-                drift = bool(share >= metric["config"]["drift_share"])
                 return {
-                    "drift": drift,
+                    "drift": bool(share >= metric["config"]["drift_share"]),
                     "p_value": None,
                     "score": finite(share),
                     "columns_drifted": int(count),
                     "columns": len(columns),
+                    "per_column": per_column,
                 }
         raise RuntimeError("DataDriftPreset returned no DriftedColumnsCount metric")
 
@@ -272,6 +285,7 @@ class AlibiPeer:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.detectors: dict[str, Any] = {}
+        self.columns: dict[str, list[str]] = {}
 
     def load(self) -> None:
         """Import the peer (kept out of the timings)."""
@@ -292,6 +306,7 @@ class AlibiPeer:
         from alibi_detect.cd import KSDrift, MMDDrift
 
         x_ref = x_ref.astype(np.float32)
+        self.columns[block] = columns
         if kind == "tabular":
             self.detectors[block] = KSDrift(x_ref)
         else:
@@ -312,6 +327,12 @@ class AlibiPeer:
                 "threshold": finite(data["threshold"]),
             }
         p_values, d = np.asarray(data["p_val"]), len(data["p_val"])
+        per_column = {
+            name: {"p_value": finite(p), "score": finite(distance)}
+            for name, p, distance in zip(
+                self.columns[block], p_values, data["distance"], strict=True
+            )
+        }
         return {
             "drift": bool(data["is_drift"]),
             "p_value": finite(min(1.0, d * p_values.min())),
@@ -319,6 +340,7 @@ class AlibiPeer:
             "threshold": finite(data["threshold"]),
             "columns_drifted": int((p_values < data["threshold"]).sum()),
             "columns": d,
+            "per_column": per_column,
         }
 
 
@@ -353,15 +375,19 @@ def detect_block(peer: Peer, block: str, x: Any) -> Result:
         return skipped("reference unusable", detector, len(x))
     if len(x) < MIN_ROWS:
         return skipped(f"{len(x)} present rows < {MIN_ROWS}", detector, len(x))
-    try:
-        result = peer.detect(block, kind, x)
-    except Exception as exc:  # the peer's own failure is a benchmark finding
-        result = {
-            "drift": None,
-            "p_value": None,
-            "score": None,
-            "error": f"{type(exc).__name__}: {exc}",
-        }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = peer.detect(block, kind, x)
+        except Exception as exc:  # the peer's own failure is a benchmark finding
+            result = {
+                "drift": None,
+                "p_value": None,
+                "score": None,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+    if caught:  # kept with the block instead of flooding stderr
+        result["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
     return {**result, "detector": detector, "n": len(x)}
 
 
