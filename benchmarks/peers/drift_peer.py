@@ -81,8 +81,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 MIN_ROWS = 2
-KINDS = {"statistics": "tabular", "probs": "tabular", "embedding": "embedding"}
-KINDS["embeddings"] = "embedding"
+KINDS = {
+    "statistics": "tabular",
+    "probs": "tabular",
+    "embedding": "embedding",
+    "embeddings": "embedding",
+}
 Result = dict[str, Any]
 
 
