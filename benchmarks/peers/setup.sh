@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Recreates the peer environments of the drift benchmark (benchmarks/monitor_drift.py):
+#   $PEERS_DIR/evidently  Evidently 0.7.23          (requirements-evidently.txt)
+#   $PEERS_DIR/alibi      alibi-detect 0.13.0 with the PyTorch backend, torch 2.13.0 CPU build
+#                         (requirements-alibi.txt)
+# They live outside the repository and apart from polyfuse's .venv because their pins conflict
+# with it (alibi-detect needs numpy<2, Evidently pandas<3). benchmarks/peers/drift_peer.py runs
+# under each venv's python; benchmarks/peers/selfcheck.py checks both.
+# Idempotent: an existing venv is kept and pip only installs what is missing or differs.
+# torch goes in first and must resolve to the CPU build (+cpu, from the machine's local wheel
+# folder): a plain torch requirement would otherwise pull the multi-GB CUDA build, so the script
+# stops rather than let that happen.
+# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi]    (PEERS_DIR defaults to /work/peers)
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+PEERS_DIR="${PEERS_DIR:-/work/peers}"
+PYTHON="${PYTHON:-python3}"
+TORCH_PIN="torch==2.13.0"
+
+make_venv() {  # make_venv NAME: create $PEERS_DIR/NAME unless it exists
+    local venv="$PEERS_DIR/$1"
+    if [ ! -x "$venv/bin/python" ]; then
+        mkdir -p "$PEERS_DIR"
+        "$PYTHON" -m venv "$venv"
+    fi
+}
+
+install_cpu_torch() {  # install_cpu_torch VENV: torch 2.13.0, CPU build only
+    local pip="$1/bin/pip" version url
+    version="$("$1/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+    if [[ "$version" == 2.13.0+cpu ]]; then
+        return
+    fi
+    url="$("$pip" install --dry-run --quiet --ignore-installed --no-deps --report - "$TORCH_PIN" \
+        2>/dev/null | "$1/bin/python" -c \
+        'import json, sys; print(json.load(sys.stdin)["install"][0]["download_info"]["url"])' \
+        || true)"
+    if [[ "$url" != *%2Bcpu* && "$url" != *+cpu* ]]; then
+        echo "setup.sh: $TORCH_PIN resolves to $url, not a CPU build: refusing to install it." >&2
+        echo "  Put the torch-2.13.0+cpu wheel in pip's find-links and run again." >&2
+        exit 1
+    fi
+    "$pip" install --quiet --no-deps "$TORCH_PIN" 2>&1 | { grep -v "is ignored" >&2 || true; }
+}
+
+setup_peer() {  # setup_peer NAME
+    local venv="$PEERS_DIR/$1" start=$SECONDS
+    make_venv "$1"
+    if [ "$1" = alibi ]; then
+        install_cpu_torch "$venv"
+    fi
+    if ! "$venv/bin/pip" install --quiet -r "$HERE/requirements-$1.txt" >"$venv/setup.log" 2>&1; then
+        grep -v "is ignored" "$venv/setup.log" >&2  # the machine's pip config adds noise lines
+        echo "setup.sh: pip install failed for $1 (log: $venv/setup.log)" >&2
+        exit 1
+    fi
+    "$venv/bin/pip" check >/dev/null  # fails on a broken dependency set
+    if "$venv/bin/python" -c "import torch" 2>/dev/null; then  # never a CUDA build
+        "$venv/bin/python" -c "import sys, torch; sys.exit(not torch.__version__.endswith('+cpu'))"
+    fi
+    echo "$1: $venv ready ($((SECONDS - start)) s)"
+}
+
+peers=("$@")
+if [ ${#peers[@]} -eq 0 ]; then
+    peers=(evidently alibi)
+fi
+for name in "${peers[@]}"; do
+    case "$name" in
+        evidently | alibi) setup_peer "$name" ;;
+        *) echo "setup.sh: unknown peer '$name' (evidently, alibi)" >&2; exit 2 ;;
+    esac
+done
