@@ -71,8 +71,8 @@ def test_feedback_replaces_the_estimate(ref) -> None:  # type: ignore[no-untyped
     obs = make(100, seed=12)
     _feed(live, obs.take(slice(0, 99)))
     for rid, label in zip(obs.ids[:40], obs.labels[:40], strict=True):  # type: ignore[index]
-        assert live.feedback(rid, int(label))
-    assert not live.feedback("never-served", 0)
+        assert live.feedback(rid, int(label)) in ("correct", "wrong")
+    assert live.feedback("never-served", 0) == "unknown"
     _feed(live, obs.take(slice(99, 100)))
     state = live.state()
     truth = float((obs.predicted[:40] == obs.labels[:40]).mean())  # type: ignore[index]

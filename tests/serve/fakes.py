@@ -83,6 +83,10 @@ class FakeRuntime:
         await self._enter(request)
         return {m: [3.0, 4.0] for m in request.inputs}
 
+    def live_monitor(self) -> None:
+        """No drift monitoring in the fake."""
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {
             "queue_depth": 2,

@@ -15,14 +15,21 @@ from polyfuse.cli.common import EXIT_FINDINGS, EXIT_OK, check_positive
 if TYPE_CHECKING:
     from polyfuse.data.manifest import Manifest
     from polyfuse.inference.predict import Predictor
+    from polyfuse.monitor.observe import Observations
+    from polyfuse.monitor.profile import ReferenceProfile
     from polyfuse.monitor.run import MonitorReport
 
 
 def monitor_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``monitor``."""
     p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
-    p.add_argument(
-        "--current", required=True, metavar="MANIFEST", help="the data to check (in stream order)"
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--current", metavar="MANIFEST", help="the data to check (in stream order)")
+    source.add_argument(
+        "--log",
+        metavar="REQUESTS.jsonl",
+        help="the request log of 'polyfuse serve --request-log' (statistics and sketches "
+        "of served requests; no inputs are needed)",
     )
     p.add_argument(
         "--reference",
@@ -62,11 +69,19 @@ def monitor(args: argparse.Namespace) -> int:
         profile = build_profile(predictor, ref_manifest, progress=progress)
     else:
         profile = ReferenceProfile.of_artifact(args.artifact)
-    current = Manifest.load(args.current, predictor.modalities, label)
-    observed = observe(predictor, current, vocab=profile.vocab, progress=progress)
+    current = None
+    if args.log:
+        observed = _from_log(Path(args.log), profile)
+    else:
+        current = Manifest.load(args.current, predictor.modalities, label)
+        observed = observe(predictor, current, vocab=profile.vocab, progress=progress)
     report = monitor(profile, observed, window=args.window, alpha=args.alpha, progress=progress)
     report.meta.update(
-        {"artifact": str(args.artifact), "current": str(args.current), "reference": profile.source}
+        {
+            "artifact": str(args.artifact),
+            "current": str(args.log or args.current),
+            "reference": profile.source,
+        }
     )
     data = report.to_dict()
     if args.out:
@@ -75,13 +90,41 @@ def monitor(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "drift.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-        write_report(report, out / "drift.html", render=_renderer(predictor, current))
+        render = None if current is None else _renderer(predictor, current)
+        write_report(report, out / "drift.html", render=render)
         print(f"wrote {out / 'drift.json'} and {out / 'drift.html'}", file=sys.stderr)
     if args.json:
         print(json.dumps(data))
     else:
         print(_summary(report))
     return EXIT_FINDINGS if report.drift else EXIT_OK
+
+
+def _from_log(path: Path, profile: ReferenceProfile) -> Observations:
+    """Observations of the answered requests of a service's request log."""
+    from polyfuse.core.errors import InvalidInputError
+    from polyfuse.monitor.live import MonitorRecord, observations_of
+
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidInputError("--log", f"cannot read {path}: {exc}") from exc
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise InvalidInputError("--log", f"{path}:{number} is not JSON ({exc})") from exc
+        if isinstance(entry, dict) and isinstance(entry.get("monitor"), dict):
+            records.append(MonitorRecord.from_dict(str(entry["request_id"]), entry["monitor"]))
+    if not records:
+        raise InvalidInputError(
+            "--log",
+            f"{path} holds no monitored requests",
+            hint="serve with --request-log and drift monitoring on (the default for "
+            "artifacts with a reference profile)",
+        )
+    return observations_of(records, profile)
 
 
 def _summary(report: MonitorReport) -> str:

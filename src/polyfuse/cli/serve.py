@@ -53,6 +53,19 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         help="YAML with any ServeConfig field (see 'polyfuse schema serve'); "
         "POLYFUSE_<FIELD> variables override it, flags override both",
     )
+    p.add_argument(
+        "--quarantine",
+        action="store_true",
+        default=None,
+        help="stop feeding a modality whose drift is confirmed and hurts (docs/monitoring.md)",
+    )
+    p.add_argument(
+        "--no-monitor",
+        dest="monitor",
+        action="store_false",
+        default=None,
+        help="do not watch served requests for drift",
+    )
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
     p.add_argument(
         "--threads",
@@ -158,6 +171,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "rate_limit": args.rate_limit,
         "cors_origins": tuple(args.cors_origin) if args.cors_origin else None,
         "insecure": args.insecure or None,
+        "quarantine": getattr(args, "quarantine", None),
+        "monitor": getattr(args, "monitor", None),
     }
     config = config.replace(**{k: v for k, v in flags.items() if v is not None})
     keys = config.api_key_hashes + env_key_hashes()

@@ -25,7 +25,6 @@ modality and which statistic moved.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -218,13 +217,12 @@ class EmbeddingMMD:
         results = []
         for m, ref_view in reference.observations.modalities.items():
             cur_view = current.modalities[m]
-            ref = ref_view.embedding[_present(ref_view)]
-            cur = cur_view.embedding[_present(cur_view)]
-            if len(ref) < 2 or len(cur) < 2:
+            ri, ci = _present(ref_view), _present(cur_view)
+            if len(ri) < 2 or len(ci) < 2:
                 continue
-            ref = ref[_subsample(len(ref), self.max_reference, self.seed)]
-            project = reference.projections[m]
-            stat, p = mmd_test(project(ref), project(cur), self.permutations, rng)
+            ri = ri[_subsample(len(ri), self.max_reference, self.seed)]
+            ref, cur = sketch(reference, m, ref_view, ri), sketch(reference, m, cur_view, ci)
+            stat, p = mmd_test(ref, cur, self.permutations, rng)
             results.append(DetectorResult(self.name, m, p, stat, len(ref), len(cur)))
         return results
 
@@ -309,11 +307,10 @@ class DomainClassifier:
             ri = ri[_subsample(len(ri), self.max_reference, self.seed)]
             if len(ri) < self.folds or len(ci) < self.folds:
                 continue
-            project = reference.projections[m]
             x = np.vstack(
                 [
-                    _domain_features(ref_view, ri, project),
-                    _domain_features(cur_view, ci, project),
+                    _domain_features(reference, m, ref_view, ri),
+                    _domain_features(reference, m, cur_view, ci),
                 ]
             )
             mu = np.nanmean(x[: len(ri)], axis=0)
@@ -353,11 +350,20 @@ class DomainClassifier:
         return results
 
 
-def _domain_features(
-    view: ModalityView, idx: NDArray[np.intp], project: Callable[[FloatArray], FloatArray]
+def sketch(
+    reference: ReferenceProfile, m: str, view: ModalityView, idx: NDArray[np.intp]
 ) -> FloatArray:
-    """Projected embeddings and input statistics of rows ``idx``."""
-    parts = [project(view.embedding[idx])]
+    """Rows ``idx`` of ``view``'s embeddings in the reference projection of modality ``m``
+    (as they are when the view already holds sketches, e.g. from a service's log)."""
+    x = view.embedding[idx]
+    return x if view.projected else reference.projections[m](x)
+
+
+def _domain_features(
+    reference: ReferenceProfile, m: str, view: ModalityView, idx: NDArray[np.intp]
+) -> FloatArray:
+    """Embedding sketches and input statistics of rows ``idx``."""
+    parts = [sketch(reference, m, view, idx)]
     if view.names:
         parts.append(view.statistics[idx])
     return np.concatenate(parts, axis=1)

@@ -76,19 +76,27 @@ def fit_temperature(probs: FloatArray, labels: NDArray[np.int64]) -> float:
     return float(np.exp(res.x))
 
 
-def atc_threshold(confidence: FloatArray, correct: NDArray[np.bool_]) -> float:
-    """The threshold with ``mean(confidence > t) == mean(correct)`` on the reference."""
-    if len(confidence) == 0:
-        return 0.5
+#: ATC's threshold is the reference confidence quantile at its error rate; with fewer
+#: reference errors than this it sits in the extreme tail, decided by a handful of
+#: samples, and ATC is left out of the estimate.
+MIN_ATC_ERRORS = 30
+
+
+def atc_threshold(confidence: FloatArray, correct: NDArray[np.bool_]) -> float | None:
+    """The threshold with ``mean(confidence > t) == mean(correct)`` on the reference, or
+    None when the reference has fewer than `MIN_ATC_ERRORS` errors to place it."""
+    if len(confidence) == 0 or int((~correct).sum()) < MIN_ATC_ERRORS:
+        return None
     return float(np.quantile(confidence, 1.0 - float(correct.mean())))
 
 
 @dataclass(frozen=True)
 class OutputCalibration:
-    """Temperature and ATC threshold of one output (fused, or fused without a modality)."""
+    """Temperature and ATC threshold of one output (fused, or fused without a modality);
+    ``threshold`` is None when the reference has too few errors for ATC."""
 
     temperature: float
-    threshold: float
+    threshold: float | None
 
     def confidence(self, probs: FloatArray) -> FloatArray:
         """Calibrated top-class probability per sample."""
@@ -109,14 +117,15 @@ class AccuracyEstimate:
 
     Attributes:
         cbpe: mean calibrated confidence.
-        atc: share above the reference ATC threshold.
+        atc: share above the reference ATC threshold (None when the reference had too
+            few errors to place it, see `MIN_ATC_ERRORS`).
         agreement: mean P(correct) of the agreement model (None for one-modality models).
         n: samples.
         cross_modal: modality -> the cross-modal estimate, for the suspect modalities.
     """
 
     cbpe: float
-    atc: float
+    atc: float | None
     agreement: float | None
     n: int
     cross_modal: dict[str, float] | None = None
@@ -124,7 +133,7 @@ class AccuracyEstimate:
     @property
     def value(self) -> float:
         """The reported estimate: the lowest of the estimators (no false comfort)."""
-        vals = [self.cbpe, self.atc] + ([] if self.agreement is None else [self.agreement])
+        vals = [v for v in (self.cbpe, self.atc, self.agreement) if v is not None]
         vals += list((self.cross_modal or {}).values())
         return float(min(vals))
 
@@ -231,7 +240,7 @@ class Calibration:
         suspects = self.suspects(current, drifted) if drifted and len(current) else []
         return AccuracyEstimate(
             cbpe=float(conf.mean()) if len(conf) else float("nan"),
-            atc=float((conf > self.fused.threshold).mean()) if len(conf) else float("nan"),
+            atc=_share_above(conf, self.fused.threshold),
             agreement=agree,
             n=len(current),
             cross_modal={m: self.cross_modal(current, m) for m in suspects} or None,
@@ -243,10 +252,16 @@ class Calibration:
         conf = cal.confidence(current.modalities[modality].without)
         return AccuracyEstimate(
             cbpe=float(conf.mean()) if len(conf) else float("nan"),
-            atc=float((conf > cal.threshold).mean()) if len(conf) else float("nan"),
+            atc=_share_above(conf, cal.threshold),
             agreement=None,
             n=len(current),
         )
+
+
+def _share_above(confidence: FloatArray, threshold: float | None) -> float | None:
+    if threshold is None or len(confidence) == 0:
+        return None
+    return float((confidence > threshold).mean())
 
 
 def _consistency(view: ModalityView) -> tuple[float, int, int]:

@@ -39,6 +39,94 @@ QUARANTINE_REASON = "quarantined: drift"
 
 
 @dataclass(frozen=True)
+class MonitorRecord:
+    """What the monitor keeps of one served request (and what the request log stores).
+
+    Never raw content: per modality its input statistics, a sketch of its adapted
+    embedding (the reference profile's projection, a few numbers), its own head's
+    probabilities and the fused probabilities without it; the fused probabilities.
+
+    Attributes:
+        request_id: the request's id (delayed labels refer to it).
+        probs: fused class probabilities (the answer).
+        statistics: modality -> input statistics (absent: modality not sent, or its input
+            came from the embedding cache without them).
+        sketches: modality -> embedding sketch (present modalities only).
+        unimodal: modality -> the modality's own head's probabilities.
+        without: modality -> fused probabilities with the modality left out.
+    """
+
+    request_id: str
+    probs: list[float]
+    statistics: dict[str, list[float]] = field(default_factory=dict)
+    sketches: dict[str, list[float]] = field(default_factory=dict)
+    unimodal: dict[str, list[float]] = field(default_factory=dict)
+    without: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the ``monitor`` field of a request-log record)."""
+        return {
+            "probs": [round(p, 6) for p in self.probs],
+            "statistics": {m: [round(x, 6) for x in v] for m, v in self.statistics.items()},
+            "sketches": {m: [round(x, 5) for x in v] for m, v in self.sketches.items()},
+            "unimodal": {m: [round(p, 6) for p in v] for m, v in self.unimodal.items()},
+            "without": {m: [round(p, 6) for p in v] for m, v in self.without.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, request_id: str, data: dict[str, Any]) -> MonitorRecord:
+        """Read the JSON form back."""
+        return cls(
+            request_id,
+            [float(p) for p in data["probs"]],
+            {m: [float(x) for x in v] for m, v in data.get("statistics", {}).items()},
+            {m: [float(x) for x in v] for m, v in data.get("sketches", {}).items()},
+            {m: [float(x) for x in v] for m, v in data.get("unimodal", {}).items()},
+            {m: [float(x) for x in v] for m, v in data.get("without", {}).items()},
+        )
+
+
+def observations_of(records: list[MonitorRecord], profile: ReferenceProfile) -> Observations:
+    """`Observations` (embeddings as sketches) of served requests, in order."""
+    from polyfuse.monitor.observe import ModalityView
+
+    ref = profile.observations
+    n, k = len(records), len(ref.classes)
+    views = {}
+    for m, rv in ref.modalities.items():
+        dim = profile.projections[m].components.shape[1]
+        present = np.array([m in r.sketches for r in records], dtype=bool)
+        stats = np.full((n, len(rv.names)), np.nan)
+        emb = np.zeros((n, dim))
+        probs = np.full((n, k), 1.0 / k)
+        without = np.full((n, k), 1.0 / k)
+        for i, r in enumerate(records):
+            if m in r.statistics and len(r.statistics[m]) == len(rv.names):
+                stats[i] = r.statistics[m]
+            if m in r.sketches:
+                emb[i] = r.sketches[m]
+            if m in r.unimodal:
+                probs[i] = r.unimodal[m]
+            without[i] = r.without.get(m, r.probs)
+        views[m] = ModalityView(
+            kind=rv.kind,
+            present=present,
+            statistics=stats,
+            names=rv.names,
+            embedding=emb,
+            probs=probs,
+            without=without,
+            projected=True,
+        )
+    return Observations(
+        ids=[r.request_id for r in records],
+        modalities=views,
+        probs=np.array([r.probs for r in records], dtype=np.float64).reshape(n, k),
+        classes=ref.classes,
+    )
+
+
+@dataclass(frozen=True)
 class QuarantinePolicy:
     """When to stop feeding a drifted modality.
 
@@ -161,6 +249,15 @@ class LiveMonitor:
         )
 
     # ---- feeding -----------------------------------------------------------
+    def sketch(self, modality: str, embedding: Any) -> list[float]:
+        """The embedding sketch of one request's adapted ``modality`` features."""
+        x = np.asarray(embedding, dtype=np.float64).reshape(1, -1)
+        return [float(v) for v in self.profile.projections[modality](x)[0]]
+
+    def record_request(self, record: MonitorRecord) -> None:
+        """Add one served request."""
+        self.record(observations_of([record], self.profile))
+
     def record(self, observations: Observations) -> None:
         """Add served requests (one row each); assesses when a window is full."""
         with self._lock:
@@ -181,17 +278,19 @@ class LiveMonitor:
         else:
             self._assess(batch)
 
-    def feedback(self, request_id: str, label: int) -> bool:
-        """A delayed label for a served request; False when the request is not remembered."""
+    def feedback(self, request_id: str, label: int) -> str:
+        """A delayed label (class index) for a served request: ``correct`` or ``wrong``
+        against what was answered, or ``unknown`` when the request is not remembered."""
         with self._lock:
             known = self._predicted.get(request_id)
             if known is None:
-                return False
+                return "unknown"
             predicted, window = known
             correct = predicted == label
             self._labels.setdefault(window, []).append(correct)
-            self._state.feedback["correct" if correct else "wrong"] += 1
-            return True
+            outcome = "correct" if correct else "wrong"
+            self._state.feedback[outcome] += 1
+            return outcome
 
     def wait(self, timeout: float = 30.0) -> None:
         """Block until a background assessment finishes (tests, shutdown)."""
@@ -205,16 +304,31 @@ class LiveMonitor:
         with self._lock:
             return frozenset(m for m, s in self._state.modalities.items() if s.quarantined)
 
+    def quarantine(self, modality: str) -> bool:
+        """Quarantine a modality by hand (an operator who knows the input is broken);
+        it lifts like an automatic one. False when it already was."""
+        with self._lock:
+            state = self._modality(modality)
+            was = state.quarantined
+            state.quarantined = True
+            state.quarantined_since = state.quarantined_since or time.time()
+            state.clean_windows = 0
+            return not was
+
+    def _modality(self, modality: str) -> ModalityState:
+        state = self._state.modalities.get(modality)
+        if state is None:
+            raise InvalidInputError(
+                modality,
+                f"unknown modality '{modality}'",
+                hint=f"one of {', '.join(self._state.modalities)}",
+            )
+        return state
+
     def lift(self, modality: str) -> bool:
         """Lift a quarantine by hand (the admin route); False when it was not quarantined."""
         with self._lock:
-            state = self._state.modalities.get(modality)
-            if state is None:
-                raise InvalidInputError(
-                    modality,
-                    f"unknown modality '{modality}'",
-                    hint=f"one of {', '.join(self._state.modalities)}",
-                )
+            state = self._modality(modality)
             was = state.quarantined
             state.quarantined = False
             state.quarantined_since = None

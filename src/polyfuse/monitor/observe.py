@@ -46,6 +46,8 @@ class ModalityView:
         embedding: ``(n, D)`` adapted encoder features (zeros where absent).
         probs: ``(n, K)`` the modality's own head's probabilities (valid where present).
         without: ``(n, K)`` fused probabilities with this modality left out.
+        projected: ``embedding`` holds sketches in the reference profile's projection
+            (what a service logs) rather than the full adapted features.
     """
 
     kind: str
@@ -55,6 +57,7 @@ class ModalityView:
     embedding: FloatArray
     probs: FloatArray
     without: FloatArray
+    projected: bool = False
 
     def take(self, index: NDArray[np.intp] | slice) -> ModalityView:
         """The rows ``index``."""
@@ -139,7 +142,8 @@ class Observations:
             "classes": list(self.classes),
             "sources": self.sources,
             "modalities": {
-                m: {"kind": v.kind, "names": list(v.names)} for m, v in self.modalities.items()
+                m: {"kind": v.kind, "names": list(v.names), "projected": v.projected}
+                for m, v in self.modalities.items()
             },
         }
         (out / "observations.json").write_text(json.dumps(meta))
@@ -163,6 +167,7 @@ class Observations:
             m: ModalityView(
                 kind=str(info["kind"]),
                 names=tuple(info["names"]),
+                projected=bool(info.get("projected", False)),
                 **{
                     k: arrays[f"{m}/{k}"]
                     for k in ("present", "statistics", "embedding", "probs", "without")

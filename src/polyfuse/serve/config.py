@@ -56,6 +56,11 @@ RUNTIME_OPTIONS = (
     "workers",
     "preprocess",
     "preprocess_batch",
+    "monitor",
+    "monitor_window",
+    "monitor_alpha",
+    "quarantine",
+    "quarantine_windows",
 )
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
@@ -245,7 +250,8 @@ class ServeConfig:
             library's default.
         cache, redis_url, cache_bytes, encoder_timeout_s, breaker_failures,
         breaker_reset_s, breaker_half_open, degraded, max_batch, max_wait_ms, queue_size,
-        workers, preprocess, preprocess_batch: options of the model runtime
+        workers, preprocess, preprocess_batch, monitor, monitor_window, monitor_alpha,
+        quarantine, quarantine_windows: options of the model runtime
             (`polyfuse.serve.runtime.settings.RuntimeConfig`, which documents each); None
             leaves the runtime's default. `runtime_options` hands the set ones over.
     """
@@ -284,6 +290,11 @@ class ServeConfig:
     workers: PositiveInt | None = None
     preprocess: Literal["process", "thread"] | None = None
     preprocess_batch: PositiveInt | None = None
+    monitor: StrictBool | None = None
+    monitor_window: Annotated[StrictInt, Field(ge=10)] | None = None
+    monitor_alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    quarantine: StrictBool | None = None
+    quarantine_windows: PositiveInt | None = None
 
     @property
     def auth_enabled(self) -> bool:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from polyfuse.core.errors import PolyfuseError
+
+if TYPE_CHECKING:
+    from polyfuse.monitor.live import LiveMonitor, MonitorRecord
 
 #: Machine-readable error codes and the HTTP status each maps to.
 ERROR_STATUS: dict[str, int] = {
@@ -113,6 +116,8 @@ class ServeResult:
         model: ``{"name", "version", "contracts": {modality: version}}``.
         timings_ms: stage -> milliseconds (``preprocess:image``, ``encode:text``, ``fuse``).
         cache_hits: modalities whose embedding came from the cache.
+        monitor: what drift monitoring kept of the request (statistics and sketches,
+            written to the request log; not part of the response), when monitoring is on.
     """
 
     request_id: str
@@ -126,6 +131,7 @@ class ServeResult:
     model: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     cache_hits: list[str] = field(default_factory=list)
+    monitor: MonitorRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the ``/v1/predict`` response body)."""
@@ -170,6 +176,10 @@ class Runtime(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """Queue depths, batch sizes, cache hit ratios, breaker states (for metrics)."""
+        ...
+
+    def live_monitor(self) -> LiveMonitor | None:
+        """The live drift monitor (`polyfuse.monitor.live`), or None when off."""
         ...
 
     async def close(self) -> None:

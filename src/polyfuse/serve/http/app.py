@@ -48,6 +48,7 @@ from polyfuse.serve.http.middleware import (
     code_of_status,
     error_response,
 )
+from polyfuse.serve.http.monitoring import add_monitor_routes
 from polyfuse.serve.http.oip import oip_router
 from polyfuse.serve.http.process import freeze_heap, limit_malloc_arenas
 from polyfuse.serve.http.service import Context, Inputs, Service, model_info
@@ -173,6 +174,7 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     _add_v1_routes(app, service)
+    add_monitor_routes(app, runtime, metrics.registry)
     app.include_router(oip_router(service, config.model_name))
     add_web_routes(app)
     add_docs_routes(app)

@@ -323,6 +323,8 @@ class Service:
             record["degraded"] = result.degraded
             record["degraded_reasons"] = result.degraded_reasons
             record["findings"] = sorted({f["type"] for f in result.findings})
+            if result.monitor is not None:
+                record["monitor"] = result.monitor.to_dict()
         if embeddings is not None:
             record["embeddings"] = {m: embedding_summary(v) for m, v in embeddings.items()}
         if verdict is not None:

@@ -27,6 +27,10 @@ class Fused:
     label: Any  # the task's decoded prediction
     probabilities: dict[str, float]  # label -> probability (rounded)
     contributions: dict[str, float] | None  # fusion importance weights, if it has them
+    # for drift monitoring (``fuse_requests(..., monitor=True)``): per modality present, its
+    # own head's probabilities; per modality, the fused probabilities without it
+    unimodal: dict[str, list[float]] | None = None
+    without: dict[str, list[float]] | None = None
 
 
 def encode_items(
@@ -63,11 +67,23 @@ def encode_items(
 
 
 def fuse_requests(
-    model: MultimodalModel, task: Task, requests: list[Mapping[str, CachedValue]]
+    model: MultimodalModel,
+    task: Task,
+    requests: list[Mapping[str, CachedValue]],
+    monitor: bool = False,
+    hidden: frozenset[str] = frozenset(),
 ) -> list[Fused]:
     """Fusion and heads over several requests' embeddings in one forward (a request lacking
     a modality gets zeros and ``present=False``; token sequences are padded and masked),
-    split back into one `Fused` per request."""
+    split back into one `Fused` per request.
+
+    Args:
+        monitor: also return each present modality's own head's probabilities and the
+            fused probabilities with each modality left out (one more fusion pass per
+            modality, on the same embeddings).
+        hidden: modalities whose embeddings the fusion must not see (quarantined); their
+            heads still run for monitoring.
+    """
     n = len(requests)
     dim, device = model.fusion.dim, model.prior.device
     enc = Encoded({}, {}, {}, {})
@@ -90,9 +106,22 @@ def fuse_requests(
                     tok[i, :k] = v["tokens"]
                     mask[i, :k] = v["mask"]
             enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
+    shown = {m: enc.present[m] & (m not in hidden) for m in model.modalities}
+    unimodal: list[dict[str, list[float]]] | None = None
+    without: list[dict[str, list[float]]] | None = None
     with torch.inference_mode():
-        out: ModelOutput = model.fuse(enc)
+        out: ModelOutput = model.fuse(enc, shown)
         probs = task.probabilities(out.logits.cpu())
+        if monitor:
+            unimodal, without = [{} for _ in range(n)], [{} for _ in range(n)]
+            for m in model.modalities:
+                head = task.probabilities(out.unimodal_logits[m].cpu()).tolist()
+                loo = {o: shown[o] & (o != m) for o in model.modalities}
+                rest = task.probabilities(model.fuse(enc, loo).logits.cpu()).tolist()
+                for i in range(n):
+                    if bool(enc.present[m][i]):
+                        unimodal[i][m] = head[i]
+                    without[i][m] = rest[i]
     rows = probs.tolist()
     weights = None if out.fusion.weights is None else out.fusion.weights.cpu().tolist()
     return [
@@ -102,6 +131,8 @@ def fuse_requests(
             None
             if weights is None
             else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
+            None if unimodal is None else unimodal[i],
+            None if without is None else without[i],
         )
         for i in range(n)
     ]

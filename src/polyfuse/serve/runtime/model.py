@@ -39,6 +39,7 @@ from polyfuse.artifacts.classifier import Artifact
 from polyfuse.core.errors import ConfigError
 from polyfuse.inference.batches import collate_all
 from polyfuse.modalities.quality import LOW_QUALITY, QualityGate
+from polyfuse.monitor.live import QUARANTINE_REASON, LiveMonitor
 from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
 from polyfuse.serve.runtime.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.runtime.cache import (
@@ -64,6 +65,7 @@ from polyfuse.serve.runtime.stages import (
     channels_last,
     trace_stage,
 )
+from polyfuse.serve.runtime.watch import Watch
 from polyfuse.serve.types import ServeError, ServeRequest, ServeResult
 
 log = logging.getLogger("polyfuse.serve.runtime.model")
@@ -93,6 +95,7 @@ class Stage:
     cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     detail: str | None = None
+    statistics: list[float] | None = None  # input statistics for drift monitoring
 
 
 class ModelRuntime:
@@ -139,6 +142,7 @@ class ModelRuntime:
         self._payloads: dict[str, str] = {}  # modality -> contract + gate JSON for pool workers
         self._info: dict[str, Any] | None = None
         self._ready = False
+        self.watch: Watch | None = None
 
     @classmethod
     def load(
@@ -179,6 +183,7 @@ class ModelRuntime:
         weights = str(self.artifact.info.get("files", {}).get("model.safetensors", ""))[:12]
         for m, gate in self.gates.items():  # loads the VAD now: a missing package fails here
             gate(self._raw_sample(m))
+        self.watch = Watch.load(self.artifact, self.config)
         for m in self.model.modalities:
             self._register(m, weights)
             self._batchers[m] = self._make_batcher(m)
@@ -281,8 +286,19 @@ class ModelRuntime:
         """The contract and quality gate of ``m`` as JSON, for pool workers (built once)."""
         payload = self._payloads.get(m)
         if payload is None:
-            payload = self._payloads[m] = worker_payload(self.contracts[m], self.gates.get(m))
+            payload = self._payloads[m] = worker_payload(
+                self.contracts[m], self.gates.get(m), self._statistics_context(m)
+            )
         return payload
+
+    def _statistics_context(self, m: str) -> dict[str, Any] | None:
+        """What the preprocessing stage needs to compute ``m``'s input statistics, or None
+        when nothing is monitored."""
+        return None if self.watch is None else self.watch.contexts.get(m)
+
+    def live_monitor(self) -> LiveMonitor | None:
+        """The live drift monitor, or None when monitoring is off."""
+        return None if self.watch is None else self.watch.live
 
     def _make_fuser(self) -> MicroBatcher[Mapping[str, CachedValue], Fused]:
         """Fusion + head batched across requests on their own thread (off the event
@@ -448,6 +464,16 @@ class ModelRuntime:
         out = await self._fuser.submit(used)
         result = self._result(request, out, stages)
         result.timings_ms["fuse"] = ms_since(t)
+        if self.watch is not None:
+            labels = list(self.artifact.task.labels)
+            result.monitor = self.watch.record(
+                request.request_id,
+                [out.probabilities[lab] for lab in labels],
+                {m: s.statistics for m, s in stages.items()},
+                {m: v["pooled"] for m, v in used.items()},
+                out.unimodal,
+                out.without,
+            )
         result.timings_ms["total"] = ms_since(start)
         self._counts["degraded"] += int(result.degraded)
         return result
@@ -546,7 +572,9 @@ class ModelRuntime:
             key = CacheKey(m, self._versions[m], content_digest(raw))
             hit = await self._cache_call(self._cache.get, key)
             if hit is not None:
-                return Stage(hit, cached=True)
+                stats = hit.get("statistics")
+                listed = None if stats is None else [float(x) for x in stats.tolist()]
+                return Stage(hit, cached=True, statistics=listed)
         await self._compute(m, raw, stage)
         if m in self._quality:
             self._quality[m]["checked"] += 1
@@ -559,8 +587,10 @@ class ModelRuntime:
         """Preprocess and encode one input into ``stage`` (a remote runtime overrides it);
         an input its quality gate refuses leaves ``stage`` with reason ``low_quality``."""
         t = time.perf_counter()
-        x = await self.preprocess_value(m, raw)
+        done = await self._preprocess(m, raw)
         stage.timings[f"preprocess:{m}"] = ms_since(t)
+        stage.statistics = done.statistics
+        x = self._preprocessed(m, done)
         if isinstance(x, str):
             stage.reason, stage.detail = LOW_QUALITY, x
             return
@@ -568,6 +598,9 @@ class ModelRuntime:
         stage.value, stage.reason = await self._encode(
             m, lambda limit: self._batchers[m].submit(x, limit)
         )
+        if stage.value is not None and done.statistics is not None:
+            # cached with the embedding, so a cache hit still feeds the drift monitor
+            stage.value = {**stage.value, "statistics": torch.tensor(done.statistics)}
         stage.timings[f"encode:{m}"] = ms_since(t)
 
     async def _cache_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -578,13 +611,24 @@ class ModelRuntime:
     async def preprocess_value(self, m: str, raw: bytes | str) -> Tensor | str:
         """The preprocessed input, or why its quality gate refused it; unreadable input
         raises `ServeError` (``invalid_input``)."""
+        return self._preprocessed(m, await self._preprocess(m, raw))
+
+    async def _preprocess(self, m: str, raw: bytes | str) -> Preprocessed:
+        """Load, gate and preprocess on the process pool's batcher or the thread pool."""
         if m in self._pre:
-            done = await self._pre[m].submit(raw)
-        else:
-            loop = asyncio.get_running_loop()
-            done = await loop.run_in_executor(
-                self._pool, preprocess_value, self.contracts[m], raw, self.gates.get(m)
-            )
+            return await self._pre[m].submit(raw)
+        loop = asyncio.get_running_loop()
+        work = functools.partial(
+            preprocess_value,
+            self.contracts[m],
+            raw,
+            self.gates.get(m),
+            self._statistics_context(m),
+        )
+        return await loop.run_in_executor(self._pool, work)
+
+    def _preprocessed(self, m: str, done: Preprocessed) -> Tensor | str:
+        """The tensor of a preprocessing answer, or why the gate refused the input."""
         if done.low_quality is not None:
             return done.low_quality
         if done.array is None:
@@ -628,8 +672,13 @@ class ModelRuntime:
         )
 
     def _fuse_batch(self, requests: list[Mapping[str, CachedValue]]) -> list[Fused]:
-        """Fusion and heads over several requests' embeddings (see `fuse_requests`)."""
-        return fuse_requests(self.model, self.artifact.task, requests)
+        """Fusion and heads over several requests' embeddings (see `fuse_requests`);
+        quarantined modalities are hidden from the fusion."""
+        watch = self.watch
+        hidden = frozenset() if watch is None else watch.hidden()
+        return fuse_requests(
+            self.model, self.artifact.task, requests, monitor=watch is not None, hidden=hidden
+        )
 
     def _result(
         self, request: ServeRequest, out: Fused, stages: Mapping[str, Stage]
@@ -638,14 +687,21 @@ class ModelRuntime:
         for s in stages.values():
             timings.update(s.timings)
         info = self.info()
+        reasons = {m: s.reason for m, s in stages.items() if s.reason is not None}
+        hidden = frozenset() if self.watch is None else self.watch.hidden()
+        for m in hidden:
+            if m in stages and stages[m].value is not None:
+                reasons[m] = QUARANTINE_REASON
         return ServeResult(
             request_id=request.request_id,
             label=out.label,
             probabilities=out.probabilities,
             contributions=out.contributions,
-            modalities_used=[m for m in self.modalities if m in stages and stages[m].value],
-            degraded=any(s.reason is not None for s in stages.values()),
-            degraded_reasons={m: s.reason for m, s in stages.items() if s.reason is not None},
+            modalities_used=[
+                m for m in self.modalities if m in stages and stages[m].value and m not in reasons
+            ],
+            degraded=bool(reasons),
+            degraded_reasons=reasons,
             model={k: info[k] for k in ("name", "version", "contracts")},
             timings_ms=timings,
             cache_hits=[m for m, s in stages.items() if s.cached],

@@ -15,8 +15,13 @@ from polyfuse.core.errors import PolyfuseError
 from polyfuse.modalities.base import ModalityContract
 from polyfuse.modalities.quality import QualityGate
 
-#: Contracts and gates a pool worker has parsed, by their JSON (a worker keeps its own).
-_WORKER_STAGES: dict[str, tuple[ModalityContract, QualityGate | None]] = {}
+#: What `statistics_of` needs besides the input: ``sample_rate`` (audio), ``vocab`` (text).
+StatisticsContext = dict[str, Any]
+#: Contracts, gates and statistics contexts a pool worker has parsed, by their JSON (a
+#: worker keeps its own).
+_WORKER_STAGES: dict[
+    str, tuple[ModalityContract, QualityGate | None, StatisticsContext | None]
+] = {}
 
 
 @dataclass(frozen=True)
@@ -29,22 +34,34 @@ class Preprocessed:
         hint: how to fix it.
         low_quality: why the modality's quality gate refused a readable input (the
             request goes on without the modality).
+        statistics: the input statistics drift monitoring compares
+            (`polyfuse.monitor.statistics`), when asked for.
     """
 
     array: np.ndarray | None
     error: str | None = None
     hint: str | None = None
     low_quality: str | None = None
+    statistics: list[float] | None = None
 
 
 def worker_init() -> None:
     torch.set_num_threads(1)  # workers share the CPU with the encoders
 
 
-def worker_payload(contract: ModalityContract, gate: QualityGate | None) -> str:
+def worker_payload(
+    contract: ModalityContract,
+    gate: QualityGate | None,
+    statistics: StatisticsContext | None = None,
+) -> str:
     """What a pool worker needs to preprocess one modality, as JSON."""
     quality = None if gate is None else gate.to_dict()
-    return json.dumps({"contract": contract.to_dict(), "quality": quality}, sort_keys=True)
+    stats = (
+        None if statistics is None else {**statistics, "vocab": sorted(statistics.get("vocab", ()))}
+    )
+    return json.dumps(
+        {"contract": contract.to_dict(), "quality": quality, "statistics": stats}, sort_keys=True
+    )
 
 
 def preprocess_in_worker(payload: str, value: bytes | str) -> Preprocessed:
@@ -56,8 +73,11 @@ def preprocess_in_worker(payload: str, value: bytes | str) -> Preprocessed:
         data = json.loads(payload)
         contract = contract_from_dict(data["contract"])
         gate = None if data["quality"] is None else QualityGate.from_dict(contract, data["quality"])
-        stage = _WORKER_STAGES[payload] = (contract, gate)
-    return preprocess_value(stage[0], value, stage[1])
+        stats = data.get("statistics")
+        if stats is not None:
+            stats = {**stats, "vocab": frozenset(stats.get("vocab", ()))}
+        stage = _WORKER_STAGES[payload] = (contract, gate, stats)
+    return preprocess_value(stage[0], value, stage[1], stage[2])
 
 
 def preprocess_many_in_worker(payload: str, values: list[Any]) -> list[Preprocessed]:
@@ -66,16 +86,26 @@ def preprocess_many_in_worker(payload: str, values: list[Any]) -> list[Preproces
 
 
 def preprocess_value(
-    contract: ModalityContract, value: Any, gate: QualityGate | None = None
+    contract: ModalityContract,
+    value: Any,
+    gate: QualityGate | None = None,
+    statistics: StatisticsContext | None = None,
 ) -> Preprocessed:
-    """``contract.load``, the quality gate (when given), ``contract.preprocess``."""
+    """``contract.load``, the input statistics (when ``statistics`` is given), the quality
+    gate (when given), ``contract.preprocess``."""
     try:
         obj = contract.load(value, field=contract.name)
+        stats = None
+        if statistics is not None:
+            from polyfuse.monitor.statistics import statistics_of
+
+            found = statistics_of(contract.kind, obj, statistics)
+            stats = None if found is None else [float(v) for v in found]
         if gate is not None:
             verdict = gate(obj)
             if not verdict.ok:
-                return Preprocessed(None, low_quality=verdict.reason)
+                return Preprocessed(None, low_quality=verdict.reason, statistics=stats)
         x = contract.preprocess(obj)
     except PolyfuseError as exc:
         return Preprocessed(None, exc.message, exc.hint)
-    return Preprocessed(x.numpy())
+    return Preprocessed(x.numpy(), statistics=stats)

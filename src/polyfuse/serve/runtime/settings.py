@@ -68,6 +68,13 @@ class RuntimeConfig:
             encoders stop competing with the HTTP event loop. Checked against eager
             PyTorch on batches of other sizes; any difference or failure keeps eager
             (``stats()["encoders"]`` says which). False: always eager.
+        monitor: watch served requests for drift when the artifact holds a reference
+            profile (`polyfuse.monitor.live`): input statistics, embedding sketches and
+            outputs per request, assessed per window of ``monitor_window`` requests at
+            false-alarm rate ``monitor_alpha``.
+        quarantine: stop feeding a modality to the fusion after ``quarantine_windows``
+            consecutive drifted windows when the estimated accuracy without it is higher
+            (answers ``degraded`` with reason ``quarantined: drift``); off by default.
         channels_last: run convolutional encoders with their weights in the
             channels-last memory format (`polyfuse.serve.runtime.stages.channels_last`; a copy,
             the model keeps its layout): oneDNN's CPU convolutions are much faster on it.
@@ -92,6 +99,11 @@ class RuntimeConfig:
     autotune_budget_s: float = 8.0
     trace: bool = True
     channels_last: bool = True
+    monitor: bool = True
+    monitor_window: int = 200
+    monitor_alpha: float = 0.05
+    quarantine: bool = False
+    quarantine_windows: int = 3
 
     @classmethod
     def from_options(cls, **options: Any) -> RuntimeConfig:
@@ -121,6 +133,12 @@ class RuntimeConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"serve.{key}", "must be at least 1")
+        if self.monitor_window < 10:
+            raise ConfigError("serve.monitor_window", "must be at least 10 requests")
+        if not 0.0 < self.monitor_alpha < 1.0:
+            raise ConfigError("serve.monitor_alpha", "must be between 0 and 1, e.g. 0.05")
+        if self.quarantine_windows < 1:
+            raise ConfigError("serve.quarantine_windows", "must be at least 1")
         t = self.torch_threads
         if t is not None and t != "auto" and (not isinstance(t, int) or t < 1):
             raise ConfigError("serve.torch_threads", "must be 'auto', an integer >= 1 or null")

@@ -1,0 +1,154 @@
+"""Drift monitoring over HTTP: the live state as Prometheus gauges, delayed labels
+(``POST /v1/feedback``), the state as JSON (``GET /v1/monitor``) and the operator's
+hand on quarantine (``POST /v1/monitor/quarantine`` and ``/v1/monitor/lift``).
+
+Gauges (``modality`` is a modality name; ``prediction`` for the output-level decision):
+``polyfuse_monitor_drift``, ``polyfuse_monitor_drift_score``, ``polyfuse_monitor_p_value``
+{modality}; ``polyfuse_monitor_missing_rate``, ``polyfuse_monitor_quarantined``
+{modality}; ``polyfuse_monitor_estimated_accuracy``,
+``polyfuse_monitor_reference_accuracy``, ``polyfuse_monitor_agreement_rate``,
+``polyfuse_monitor_window_samples``, ``polyfuse_monitor_windows``; counter
+``polyfuse_feedback_total{outcome}`` (``correct`` / ``wrong`` / ``unknown``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from polyfuse.monitor.live import LiveMonitor
+from polyfuse.serve.types import Runtime, ServeError
+
+
+class MonitorCollector(Collector):
+    """The live monitor's state as gauges, read when Prometheus scrapes."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per gauge; nothing when monitoring is off."""
+        live = self.runtime.live_monitor()
+        if live is None:
+            return
+        state = live.state()
+        per = {
+            "drift": ("1 while the latest window drifted", lambda s: float(s.drift)),
+            "drift_score": ("effect size of the latest window", lambda s: s.score),
+            "p_value": ("p-value of the latest window", lambda s: s.p_value),
+        }
+        for name, (doc, read) in per.items():
+            family = GaugeMetricFamily(f"polyfuse_monitor_{name}", doc, labels=["modality"])
+            for m, s in state.modalities.items():
+                family.add_metric([m], read(s))
+            if name == "drift":
+                family.add_metric(["prediction"], float(state.prediction_drift))
+            elif name == "p_value":
+                family.add_metric(["prediction"], state.prediction_p_value)
+            yield family
+        missing = GaugeMetricFamily(
+            "polyfuse_monitor_missing_rate", "share of the window without it", labels=["modality"]
+        )
+        quarantined = GaugeMetricFamily(
+            "polyfuse_monitor_quarantined", "1 while quarantined", labels=["modality"]
+        )
+        for m, s in state.modalities.items():
+            missing.add_metric([m], s.missing_rate)
+            quarantined.add_metric([m], float(s.quarantined))
+        yield missing
+        yield quarantined
+        plain = {
+            "estimated_accuracy": ("label-free accuracy estimate", state.estimated_accuracy),
+            "reference_accuracy": ("the estimate on the reference", state.reference_accuracy),
+            "agreement_rate": ("unimodal heads agree with the fusion", state.agreement_rate),
+            "observed_accuracy": ("accuracy from delayed labels", state.observed_accuracy),
+            "window_samples": ("requests in the current window", float(state.samples)),
+            "windows": ("windows assessed", float(state.windows)),
+        }
+        for name, (doc, value) in plain.items():
+            if value is not None:
+                yield GaugeMetricFamily(f"polyfuse_monitor_{name}", doc, value=float(value))
+
+
+def add_monitor_routes(app: FastAPI, runtime: Runtime, registry: CollectorRegistry) -> None:
+    """The monitoring routes and metrics of an app."""
+    registry.register(MonitorCollector(runtime))
+    feedback_total = Counter(
+        "polyfuse_feedback", "delayed labels by outcome", ["outcome"], registry=registry
+    )
+
+    def live() -> LiveMonitor:
+        monitor = runtime.live_monitor()
+        if monitor is None:
+            raise ServeError(
+                "not_found",
+                "drift monitoring is off",
+                hint="serve an artifact trained by this polyfuse (it holds a reference "
+                "profile) without --no-monitor",
+            )
+        return monitor
+
+    @app.post("/v1/feedback", tags=["v1"])
+    async def feedback(request: Request) -> dict[str, Any]:
+        """A delayed label for a served request: ``{"request_id": ..., "label": ...}``.
+        It is counted, and replaces the estimate of its window once enough arrive."""
+        monitor = live()
+        body = await _json(request)
+        rid, label = body.get("request_id"), body.get("label")
+        labels = [str(x) for x in runtime.info().get("labels", [])]
+        if not isinstance(rid, str) or label is None or str(label) not in labels:
+            raise ServeError(
+                "invalid_input",
+                'expected {"request_id": str, "label": one of the model\'s labels}',
+                hint=f"labels: {', '.join(labels[:20])}",
+            )
+        outcome = monitor.feedback(rid, labels.index(str(label)))
+        feedback_total.labels(outcome).inc()
+        return {"request_id": rid, "known": outcome != "unknown", "outcome": outcome}
+
+    @app.get("/v1/monitor", tags=["v1"])
+    async def monitor_state() -> dict[str, Any]:
+        """The live drift state: per modality drift, p-value, missing rate, quarantine;
+        the accuracy estimate and feedback counts."""
+        return live().state().to_dict()
+
+    async def modality_of(request: Request) -> str:
+        body = await _json(request)
+        modality = body.get("modality")
+        if not isinstance(modality, str) or modality not in runtime.modalities:
+            raise ServeError(
+                "invalid_input",
+                'expected {"modality": NAME}',
+                hint=f"one of {', '.join(runtime.modalities)}",
+            )
+        return modality
+
+    @app.post("/v1/monitor/lift", tags=["v1"])
+    async def lift(request: Request) -> dict[str, Any]:
+        """Lift a modality's quarantine by hand: ``{"modality": NAME}``."""
+        monitor = live()
+        modality = await modality_of(request)
+        return {"modality": modality, "lifted": monitor.lift(modality)}
+
+    @app.post("/v1/monitor/quarantine", tags=["v1"])
+    async def quarantine(request: Request) -> dict[str, Any]:
+        """Quarantine a modality by hand (the fusion stops seeing it until lifted, or until
+        its inputs have stayed clear of drift): ``{"modality": NAME}``."""
+        monitor = live()
+        modality = await modality_of(request)
+        return {"modality": modality, "quarantined": monitor.quarantine(modality)}
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ServeError("invalid_input", "the body must be a JSON object")
+    return body
