@@ -271,6 +271,7 @@ class LiveMonitor:
             if self._pending_n < self.window or self._busy:
                 return
             batch, self._pending, self._pending_n = self._pending, [], 0
+            self._state.samples = 0
             self._busy = True
         if self.background:
             self._thread = threading.Thread(target=self._assess, args=(batch,), daemon=True)

@@ -41,7 +41,9 @@ def test_windows_gauges_feedback_and_log(served) -> None:  # type: ignore[no-unt
     answers = [_predict(client, data, i) for i in range(24)]
     rt.live_monitor().wait()
     state = client.get("/v1/monitor").json()
-    assert state["windows"] == 2 and state["samples"] == 4
+    # windows assess in the background; one still running takes the requests that
+    # arrived meanwhile into the next window
+    assert 1 <= state["windows"] <= 2 and state["samples"] < 10
     assert set(state["modalities"]) == {"image", "text"}
     metrics = client.get("/metrics").text
     for name in (
@@ -49,7 +51,7 @@ def test_windows_gauges_feedback_and_log(served) -> None:  # type: ignore[no-unt
         'polyfuse_monitor_p_value{modality="prediction"}',
         'polyfuse_monitor_quarantined{modality="text"} 0.0',
         "polyfuse_monitor_estimated_accuracy",
-        "polyfuse_monitor_window_samples 4.0",
+        "polyfuse_monitor_window_samples",
     ):
         assert name in metrics, name
     first = answers[0]
