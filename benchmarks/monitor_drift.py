@@ -3,8 +3,9 @@
 On the AV-digits model (clean variant, `examples/av_digits/fused.yaml`), the unseen test
 speaker's recordings are split by take (with their MNIST images): even takes are the
 reference, odd takes the stream (see `split_test`). Each shift is applied to every stream
-row, the model observes the shifted stream once, and windows of 50 / 100 / 200 samples are drawn from it
-(``--draws`` random windows per size, without replacement inside a window). The stream
+row, the model observes the shifted stream once, and windows of 50 / 100 / 200 samples
+are drawn from it (``--draws`` random windows per size, without replacement inside a
+window). The stream
 pool has 250 recordings; a window of 500 would repeat every recording, so 500 is left out.
 
 Shifts (held-apart data; nothing is tuned on them):
