@@ -80,6 +80,26 @@ def test_feedback_replaces_the_estimate(ref) -> None:  # type: ignore[no-untyped
     assert state.feedback["correct"] + state.feedback["wrong"] == 40
 
 
+def test_labels_that_arrive_after_their_window_was_assessed_count(ref) -> None:  # type: ignore[no-untyped-def]
+    live = LiveMonitor(ref, window=50, background=False, min_labels=20)
+    first, second = make(50, seed=14), make(50, seed=15)
+    second.ids = [f"second-{i}" for i in range(50)]  # request ids are unique in a service
+    _feed(live, first)
+    _feed(live, second)
+    assert live.state().windows == 2 and live.state().observed_accuracy is None
+    for rid, label in zip(first.ids[:25], first.labels[:25], strict=True):  # type: ignore[index]
+        live.feedback(rid, int(label))
+    truth = float((first.predicted[:25] == first.labels[:25]).mean())  # type: ignore[index]
+    assert live.state().observed_accuracy == pytest.approx(truth)
+    # a small window needs only as many labels as it has requests
+    small = LiveMonitor(ref, window=10, background=False, min_labels=20)
+    obs = make(10, seed=16)
+    _feed(small, obs)
+    for rid, label in zip(obs.ids, obs.labels, strict=True):  # type: ignore[arg-type]
+        small.feedback(rid, int(label))
+    assert small.state().observed_accuracy is not None
+
+
 def test_background_assessment(ref) -> None:  # type: ignore[no-untyped-def]
     live = LiveMonitor(ref, window=100)
     _feed(live, make(100, seed=13))

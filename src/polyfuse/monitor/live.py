@@ -237,7 +237,8 @@ class LiveMonitor:
         self._thread: threading.Thread | None = None
         self._predicted: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (class, window)
         self._remember = remember
-        self._labels: dict[int, list[bool]] = {}
+        self._labels: dict[int, list[bool]] = {}  # window index -> delayed labels' outcomes
+        self._taken = 0  # windows handed to an assessment so far
         cal = profile.calibration
         reference_accuracy = None if cal is None else cal.estimate(profile.observations).value
         self._state = LiveState(
@@ -264,7 +265,7 @@ class LiveMonitor:
             self._pending.append(observations)
             self._pending_n += len(observations)
             for rid, cls in zip(observations.ids, observations.predicted, strict=True):
-                self._predicted[rid] = (int(cls), self._state.windows)
+                self._predicted[rid] = (int(cls), self._taken)
                 if len(self._predicted) > self._remember:
                     self._predicted.popitem(last=False)
             self._state.samples = self._pending_n
@@ -273,6 +274,7 @@ class LiveMonitor:
             batch, self._pending, self._pending_n = self._pending, [], 0
             self._state.samples = 0
             self._busy = True
+            self._taken += 1
         if self.background:
             self._thread = threading.Thread(target=self._assess, args=(batch,), daemon=True)
             self._thread.start()
@@ -291,7 +293,21 @@ class LiveMonitor:
             self._labels.setdefault(window, []).append(correct)
             outcome = "correct" if correct else "wrong"
             self._state.feedback[outcome] += 1
+            self._observed()
             return outcome
+
+    def _observed(self) -> None:
+        """Observed accuracy of the newest taken window with enough delayed labels (call
+        with the lock held); labels of windows no longer remembered are dropped."""
+        oldest = next(iter(self._predicted.values()))[1] if self._predicted else self._taken
+        for w in [w for w in self._labels if w < oldest]:
+            del self._labels[w]
+        need = min(self.min_labels, self.window)
+        for w in sorted(self._labels, reverse=True):
+            labels = self._labels[w]
+            if w < self._taken and len(labels) >= need:
+                self._state.observed_accuracy = float(np.mean(labels))
+                return
 
     def wait(self, timeout: float = 30.0) -> None:
         """Block until a background assessment finishes (tests, shutdown)."""
@@ -369,17 +385,13 @@ class LiveMonitor:
     ) -> None:
         with self._lock:
             st = self._state
-            index = st.windows
             st.windows += 1
             st.last_assessed = time.time()
             st.prediction_drift = result.prediction.drift
             st.prediction_p_value = result.prediction.p_value
             st.estimated_accuracy = estimate
             st.agreement_rate = agree
-            labels = self._labels.pop(index, [])
-            st.observed_accuracy = (
-                float(np.mean(labels)) if len(labels) >= self.min_labels else st.observed_accuracy
-            )
+            self._observed()
             for m, dec in result.modalities.items():
                 s = st.modalities[m]
                 s.drift, s.p_value, s.score = dec.drift, dec.p_value, dec.score

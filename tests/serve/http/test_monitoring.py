@@ -78,7 +78,7 @@ def test_windows_gauges_feedback_and_log(served) -> None:  # type: ignore[no-unt
 
 
 def test_manual_quarantine_hides_the_modality_until_lifted(served) -> None:  # type: ignore[no-untyped-def]
-    client, rt, data, _ = served
+    client, _, data, _ = served
     r = client.post("/v1/monitor/quarantine", json={"modality": "text"})
     assert r.json() == {"modality": "text", "quarantined": True}
     answer = _predict(client, data, 3)
