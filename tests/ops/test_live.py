@@ -1,19 +1,21 @@
 """The generated rules and dashboards against the real things: a real Prometheus (on
 loopback, config written here, scraping every second, rule files = the generated rules)
-scrapes two real ``polyfuse serve`` processes (replicas: one with a tight encoder timeout
-so long audio answers degraded, one with the firewall), traffic is driven through them, and
-every dashboard panel's query must return data through Prometheus's HTTP API.
+scrapes three real ``polyfuse serve`` processes (replicas: one with a tight encoder timeout
+so long audio answers degraded, one with the firewall, one whose drift monitor assesses
+windows of `WINDOW` requests), traffic is driven through them, and every dashboard panel's
+query must return data through Prometheus's HTTP API.
 
-TODO(issue 16, live monitor): the ``polyfuse_monitor_*`` gauges and
-``polyfuse_feedback_total`` are not exported by the service yet; the panels that read only
-them are listed in `PENDING_LIVE_MONITOR` and skipped here. Once the live export lands,
-drive a shifted stream through the server, check those panels return data (this test
-fails while a listed panel already does, so the list shrinks with the export), and check
-that ``PolyfuseModalityDrift`` reaches pending/firing through ``/api/v1/alerts``.
+The monitored replica gets a clean window and then a shifted stream (its images inverted,
+as by a camera whose firmware changed) through the Open Inference Protocol route, so the
+firewall's share of ``/v1/predict`` stays what its burn-rate test expects; delayed labels
+for most requests of each window (``POST /v1/feedback``) and a manual quarantine of the
+image modality. The test's own slo.yaml holds the drift alert for 2 s instead of 30 min, so
+``PolyfuseModalityDrift`` must fire for ``image`` through ``/api/v1/alerts``.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import socket
@@ -31,28 +33,18 @@ import pytest
 import yaml
 
 import polyfuse
-from polyfuse.ops.catalogue import METRICS, RUNTIME_SERIES, pending_names
+from polyfuse.ops.catalogue import METRICS, RUNTIME_SERIES, metric_names
 from polyfuse.ops.dashboards import Panel, all_dashboards
 from polyfuse.ops.rules import write_rules
-from polyfuse.ops.slo import load_slo
-from tests.conftest import SMALL_CONFIG
-from tests.ops.test_dashboards import series_in
+from polyfuse.ops.slo import DEFAULT_SLO, load_slo
+from tests.conftest import SMALL_CONFIG, write_synthetic
 from tests.serve.conftest import train_tiny
 
 pytestmark = pytest.mark.slow
 
-#: Panels that read only metrics the live monitor will export (issue 16 item 7), skipped
-#: until it does; every other panel must return data.
-PENDING_LIVE_MONITOR = [
-    "Estimated accuracy (label-free) vs reference",
-    "Accuracy from delayed labels (feedback, 1 d)",
-    "Unimodal heads agreeing with the fusion",
-    "Quarantined modalities",
-    "Drift flag per modality",
-    "Drift score per modality",
-    "Drift p-value per modality",
-    "Missing rate per modality (monitor window)",
-]
+#: Requests per monitor window of the monitored replica: more than the 20 delayed labels a
+#: window needs before the monitor reports their observed accuracy.
+WINDOW = 24
 
 CONFIG: dict[str, Any] = {
     **SMALL_CONFIG,
@@ -116,8 +108,87 @@ def wav(seconds: float, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def inverted(png: bytes) -> bytes:
+    """The image with its grey levels inverted (a strong, still informative shift)."""
+    from PIL import Image
+
+    pixels = 255 - np.asarray(Image.open(io.BytesIO(png)))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def infer(
+    client: httpx.Client, endpoint: str, rid: str, rows: list[dict[str, Any]], shift: bool
+) -> list[str]:
+    """One Open Inference Protocol batch of `write_synthetic` rows (request ids ``rid-0``,
+    ``rid-1`` ...; images inverted with ``shift``); the answered labels."""
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    images = [Path(r["image"]).read_bytes() for r in rows]
+    columns = {
+        "image": [b64(inverted(x) if shift else x) for x in images],
+        "audio": [b64(Path(r["audio"]).read_bytes()) for r in rows],
+        "text": [r["text"] for r in rows],
+    }
+    inputs = [
+        {"name": m, "datatype": "BYTES", "shape": [len(rows)], "data": values}
+        | ({} if m == "text" else {"parameters": {"content_type": "base64"}})
+        for m, values in columns.items()
+    ]
+    r = client.post(endpoint, json={"inputs": inputs}, headers={"X-Request-ID": rid})
+    assert r.status_code == 200, r.text
+    return [str(x) for x in next(o for o in r.json()["outputs"] if o["name"] == "label")["data"]]
+
+
+def stream(url: str, data: Path) -> dict[str, Any]:
+    """One clean window and two with inverted images through the monitored replica, delayed
+    labels for the first ``WINDOW - 2`` requests of each window (sent before the window
+    fills, so they count for it), then the image modality quarantined by hand. Returns the
+    monitor's state after each window, every label's outcome and the share of correct
+    answers among the last window's labels."""
+    rows = write_synthetic(data, 3 * WINDOW, seed=7, missing=False)
+    for row in rows:
+        row.update({m: str(data / row[m]) for m in ("image", "audio")})
+    outcomes: list[str] = []
+    states: list[dict[str, Any]] = []
+    last_correct = 0.0
+    with httpx.Client(timeout=120) as client:
+        model = client.get(f"{url}/v1/info").json()["name"]
+        endpoint = f"{url}/v2/models/{model}/infer"
+        for w in range(3):
+            part = rows[w * WINDOW : (w + 1) * WINDOW]
+            labelled = part[: WINDOW - 2]
+            answered = infer(client, endpoint, f"w{w}a", labelled[:16], shift=w > 0)
+            answered += infer(client, endpoint, f"w{w}b", labelled[16:], shift=w > 0)
+            ids = [f"w{w}a-{i}" for i in range(16)] + [f"w{w}b-{i}" for i in range(WINDOW - 18)]
+            for rid, row in zip(ids, labelled, strict=True):
+                body = {"request_id": rid, "label": row["label"]}
+                outcomes.append(client.post(f"{url}/v1/feedback", json=body).json()["outcome"])
+            truth = [r["label"] for r in labelled]
+            last_correct = float(np.mean([a == t for a, t in zip(answered, truth, strict=True)]))
+            infer(client, endpoint, f"w{w}c", part[WINDOW - 2 :], shift=w > 0)  # fills it
+            states.append(wait_for_windows(client, url, w + 1))
+        r = client.post(f"{url}/v1/monitor/quarantine", json={"modality": "image"})
+        assert r.json() == {"modality": "image", "quarantined": True}, r.text
+    return {"states": states, "outcomes": outcomes, "last_correct": last_correct}
+
+
+def wait_for_windows(client: httpx.Client, url: str, windows: int) -> dict[str, Any]:
+    """The monitor's state once ``windows`` windows are assessed (in its background thread)."""
+    deadline = time.monotonic() + 60
+    while True:
+        state: dict[str, Any] = client.get(f"{url}/v1/monitor").json()
+        if state["windows"] >= windows or time.monotonic() > deadline:
+            assert state["windows"] == windows, state
+            return state
+        time.sleep(0.2)
+
+
 def drive(degrading: str, guarded: str, png: bytes) -> dict[str, int]:
-    """Traffic through both replicas; returns how many answers of each kind came back."""
+    """Traffic through replicas a and b; returns how many answers of each kind came back."""
     seen = {"sent": 0, "ok": 0, "degraded": 0, "blocked": 0, "invalid": 0}
     answers: list[str] = []  # status and the start of each body, for a failure message
     with httpx.Client(timeout=60) as client:
@@ -167,13 +238,17 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-def reads_pending(panel: Panel) -> bool:
-    return any(series_in(t.expr) & pending_names() for t in panel.targets)
+def quick_drift_slo(path: Path) -> Path:
+    """The shipped slo.yaml with the drift alert held 2 s instead of 30 min."""
+    slo = yaml.safe_load(DEFAULT_SLO.read_text(encoding="utf-8"))
+    slo["objectives"]["drift"]["for"] = "2s"
+    path.write_text(yaml.safe_dump(slo), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[dict[str, Any]]:
-    """Two polyfuse replicas and a Prometheus scraping them with the generated rules."""
+    """Three polyfuse replicas and a Prometheus scraping them with the generated rules."""
     folder = tmp_path_factory.mktemp("live")
     artifact, data = train_tiny(folder, CONFIG)
     tight = folder / "tight.yaml"
@@ -182,7 +257,10 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[
     policy.write_text("version: 1\nentities: {PROMPT_INJECTION: block}\n", encoding="utf-8")
     a_args, a_url = serve(folder, artifact, "a", "--config", str(tight))
     b_args, b_url = serve(folder, artifact, "b", "--policy", str(policy))
-    rules = write_rules(load_slo(), folder / "rules")
+    monitored = folder / "monitored.yaml"
+    monitored.write_text(f"monitor_window: {WINDOW}\n", encoding="utf-8")
+    c_args, c_url = serve(folder, artifact, "c", "--config", str(monitored))
+    rules = write_rules(load_slo(quick_drift_slo(folder / "slo.yaml")), folder / "rules")
     port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -191,7 +269,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[
             {
                 "job_name": "polyfuse",
                 "static_configs": [
-                    {"targets": [a_url.removeprefix("http://"), b_url.removeprefix("http://")]}
+                    {"targets": [u.removeprefix("http://") for u in (a_url, b_url, c_url)]}
                 ],
             }
         ],
@@ -207,36 +285,93 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[
     with ExitStack() as stack:
         a = stack.enter_context(started(a_args, folder / "a.log"))
         b = stack.enter_context(started(b_args, folder / "b.log"))
+        c = stack.enter_context(started(c_args, folder / "c.log"))
         prom = stack.enter_context(started(prom_args, folder / "prometheus.log"))
         wait_until(f"{a_url}/healthz", a, folder / "a.log", 120)
         wait_until(f"{b_url}/healthz", b, folder / "b.log", 120)
+        wait_until(f"{c_url}/healthz", c, folder / "c.log", 120)
         wait_until(f"{prom_url}/-/ready", prom, folder / "prometheus.log", 60)
+        # first the monitored stream: the firewall's burn alerts (held 2 min before they
+        # fire) go pending only with `drive`, just before the tests read them
+        monitor = stream(c_url, folder / "stream")
         seen = drive(a_url, b_url, (data / "img0.png").read_bytes())
         assert seen["ok"] >= 12 and seen["blocked"] >= 12, seen
         assert seen["degraded"] >= 1, f"no degraded answer from the tight replica: {seen}"
         time.sleep(4)  # a few more scrapes and rule evaluations after the last request
-        yield {"prometheus": prom_url, "a": a_url, "b": b_url, **seen}
+        yield {"prometheus": prom_url, "a": a_url, "b": b_url, "c": c_url, **seen, **monitor}
 
 
 PANELS = [(d.uid, p) for d in all_dashboards() for p in d.panels]
-
-
-def test_pending_list_names_exactly_the_panels_on_unexported_metrics() -> None:
-    pending = [p.title for _, p in PANELS if reads_pending(p)]
-    assert sorted(pending) == sorted(PENDING_LIVE_MONITOR)
 
 
 @pytest.mark.parametrize(("uid", "panel"), PANELS, ids=[f"{u}:{p.title}" for u, p in PANELS])
 def test_every_panel_returns_data_from_a_real_prometheus(
     live: dict[str, Any], uid: str, panel: Panel
 ) -> None:
-    results = [query(live["prometheus"], t.expr) for t in panel.targets]
-    if panel.title in PENDING_LIVE_MONITOR:
-        # the live monitor's gauges are not exported yet (see the module docstring)
-        assert not any(results), f"{panel.title} has data now: remove it from the pending list"
-        return
-    for target, result in zip(panel.targets, results, strict=True):
-        assert result, f"{uid} / {panel.title}: no data for {target.expr}"
+    for target in panel.targets:
+        assert query(live["prometheus"], target.expr), (
+            f"{uid} / {panel.title}: no data for {target.expr}"
+        )
+
+
+def test_the_monitor_assessed_the_stream_and_took_the_labels(live: dict[str, Any]) -> None:
+    """Three windows: the clean one not drifted, the inverted images flagged; every label
+    matched a served request, and the last window's 22 give its observed accuracy."""
+    clean, *_, state = live["states"]
+    assert clean["modalities"]["image"]["drift"] is False, clean
+    assert state["windows"] == 3 and state["samples"] == 0, state
+    assert state["modalities"]["image"]["drift"] is True, state
+    assert live["outcomes"] and set(live["outcomes"]) <= {"correct", "wrong"}, live["outcomes"]
+    assert len(live["outcomes"]) == 3 * (WINDOW - 2)
+    assert state["feedback"] == {
+        "correct": live["outcomes"].count("correct"),
+        "wrong": live["outcomes"].count("wrong"),
+    }
+    assert state["observed_accuracy"] == pytest.approx(live["last_correct"])
+
+
+def test_monitor_gauges_reach_prometheus(live: dict[str, Any]) -> None:
+    """What the monitored replica exported, read back through Prometheus."""
+
+    def values(expr: str) -> dict[str, float]:
+        return {
+            r["metric"].get("modality", ""): float(r["value"][1])
+            for r in query(live["prometheus"], expr)
+        }
+
+    selector = 'instance="{}"'.format(live["c"].removeprefix("http://"))
+    assert values(f"polyfuse_monitor_drift{{{selector}}}")["image"] == 1.0
+    assert values(f"polyfuse_monitor_quarantined{{{selector}}}") == {
+        "image": 1.0,
+        "text": 0.0,
+        "audio": 0.0,
+    }
+    assert values(f"polyfuse_monitor_windows{{{selector}}}") == {"": 3.0}
+    observed = values(f"polyfuse_monitor_observed_accuracy{{{selector}}}")[""]
+    assert observed == pytest.approx(live["last_correct"])
+    labels = values(f"sum(polyfuse_feedback_total{{{selector}}})")[""]
+    assert labels == len(live["outcomes"])
+
+
+def test_drift_alert_fires_for_the_shifted_modality(live: dict[str, Any]) -> None:
+    """The inverted images keep the image drift flag up; held 2 s by the test's slo.yaml,
+    ``PolyfuseModalityDrift`` fires for ``image`` with its labels and runbook."""
+    deadline = time.monotonic() + 30
+    while True:
+        alerts = httpx.get(f"{live['prometheus']}/api/v1/alerts", timeout=30).json()["data"]
+        drift = {
+            a["labels"]["modality"]: a
+            for a in alerts["alerts"]
+            if a["labels"]["alertname"] == "PolyfuseModalityDrift"
+        }
+        image = drift.get("image", {})
+        if image.get("state") == "firing" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert image.get("state") == "firing", alerts
+    assert image["labels"]["severity"] == "ticket" and image["labels"]["slo"] == "drift"
+    assert image["annotations"]["summary"].startswith("image inputs drifted")
+    assert image["annotations"]["runbook_url"].endswith("/PolyfuseModalityDrift.md")
 
 
 def test_every_rule_evaluates_without_error(live: dict[str, Any]) -> None:
@@ -249,10 +384,14 @@ def test_every_rule_evaluates_without_error(live: dict[str, Any]) -> None:
 
 def test_firewall_burn_alerts_go_pending_with_exact_labels(live: dict[str, Any]) -> None:
     """Half of the guarded replica's requests are blocked (about 20 % of /v1/predict over
-    both replicas, against a 1 % budget): all three burn-rate alerts of the firewall
-    objective are pending on /v1/predict, none fires yet (their ``for`` holds are minutes)."""
+    the two replicas that serve it, against a 1 % budget): all three burn-rate alerts of the
+    firewall objective are pending on /v1/predict, none fires yet (their ``for`` holds are
+    minutes; only the drift alert, held 2 s here, fires)."""
     alerts = httpx.get(f"{live['prometheus']}/api/v1/alerts", timeout=30).json()["data"]["alerts"]
-    assert not [a for a in alerts if a["state"] == "firing"], alerts
+    drift = "PolyfuseModalityDrift"  # held 2 s by the test's slo.yaml: it fires
+    assert not [
+        a for a in alerts if a["state"] == "firing" and a["labels"]["alertname"] != drift
+    ], alerts
     firewall = [a for a in alerts if a["labels"]["alertname"] == "PolyfuseFirewallBlockBudgetBurn"]
     assert sorted(
         (
@@ -273,20 +412,23 @@ def test_firewall_burn_alerts_go_pending_with_exact_labels(live: dict[str, Any])
         )
         assert alert["annotations"]["summary"].endswith("on /v1/predict")
         assert alert["annotations"]["runbook_url"].endswith("/PolyfuseFirewallBlockBudgetBurn.md")
-        share = live["blocked"] / live["sent"]  # both replicas serve /v1/predict
+        share = live["blocked"] / live["sent"]  # a and b serve /v1/predict (c only /v2)
         assert abs(float(alert["value"]) - share) < 0.05, (alert["value"], share)
 
 
 def test_catalogue_matches_the_real_exposition(live: dict[str, Any]) -> None:
     names: set[str] = set()
-    for replica in ("a", "b"):
+    for replica in ("a", "b", "c"):
         text = httpx.get(f"{live[replica]}/metrics", timeout=30).text
         names |= {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
     for metric in METRICS:
-        if metric.live:
-            assert set(metric.series) <= names, metric.name
-        else:
-            assert not set(metric.series) & names, f"{metric.name} is exported: set live=True"
+        assert set(metric.series) <= names, metric.name
+    monitor = {
+        n
+        for n in names
+        if n.startswith(("polyfuse_monitor_", "polyfuse_feedback_")) and not n.endswith("_created")
+    }
+    assert monitor - metric_names() == set(), "exported but not in the catalogue"
     import re
 
     for series in RUNTIME_SERIES:

@@ -10,6 +10,11 @@ The runtime's ``stats()`` are exported with the batcher or modality inside the m
 name (``polyfuse_runtime_batchers_image_queue_depth``); `RUNTIME_SERIES` turns each such
 family into one series with a label (``polyfuse:runtime_queue_depth{batcher="image"}``),
 so a panel can sum, rate and legend by it.
+
+The live drift monitor's series (``polyfuse_monitor_*``, ``polyfuse_feedback_total``) exist
+while the service monitors (an artifact with a reference profile, ``monitor`` not off):
+the estimate and agreement rate after the first window, the observed accuracy once a
+window has enough delayed labels, the feedback counter after the first label.
 """
 
 from __future__ import annotations
@@ -36,14 +41,12 @@ class Metric:
         kind: counter, gauge or histogram.
         labels: its label names (besides ``job`` and ``instance``).
         help: what it measures.
-        live: False while the service does not export it yet (the live monitor, issue 16).
     """
 
     name: str
     kind: MetricKind
     labels: tuple[str, ...]
     help: str
-    live: bool = True
 
     @property
     def series(self) -> tuple[str, ...]:
@@ -54,7 +57,8 @@ class Metric:
 
 
 def _monitor(name: str, labels: tuple[str, ...], help: str) -> Metric:
-    return Metric(name, "gauge", labels, help, live=False)
+    """A gauge of the live drift monitor (``serve.http.monitoring``)."""
+    return Metric(name, "gauge", labels, help)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -81,16 +85,29 @@ METRICS: tuple[Metric, ...] = (
     Metric("polyfuse_runtime_cache_entries", "gauge", (), "embeddings held by the cache"),
     Metric("polyfuse_runtime_cache_bytes", "gauge", (), "bytes held by the cache"),
     Metric("polyfuse_runtime_cache_evictions", "gauge", (), "cache evictions (cumulative)"),
+    # the live drift monitor; ``modality`` is a modality or ``prediction`` (drift, p-value)
     _monitor("polyfuse_monitor_drift", ("modality",), "1 while the latest window is drifted"),
     _monitor("polyfuse_monitor_drift_score", ("modality",), "drift score of the latest window"),
     _monitor("polyfuse_monitor_p_value", ("modality",), "p-value of the latest window"),
-    _monitor("polyfuse_monitor_estimated_accuracy", (), "label-free accuracy estimate"),
+    _monitor(
+        "polyfuse_monitor_estimated_accuracy", (), "label-free accuracy estimate (after a window)"
+    ),
     _monitor("polyfuse_monitor_reference_accuracy", (), "the estimate on the reference"),
-    _monitor("polyfuse_monitor_agreement_rate", (), "unimodal heads agreeing with the fusion"),
+    _monitor(
+        "polyfuse_monitor_observed_accuracy",
+        (),
+        "accuracy from delayed labels (once enough arrived)",
+    ),
+    _monitor(
+        "polyfuse_monitor_agreement_rate",
+        (),
+        "unimodal heads agreeing with the fusion (after a window)",
+    ),
     _monitor("polyfuse_monitor_missing_rate", ("modality",), "window share without a modality"),
     _monitor("polyfuse_monitor_quarantined", ("modality",), "1 while a modality is quarantined"),
     _monitor("polyfuse_monitor_window_samples", (), "requests in the current window"),
-    Metric("polyfuse_feedback_total", "counter", ("outcome",), "delayed labels", live=False),
+    _monitor("polyfuse_monitor_windows", (), "windows assessed since the start"),
+    Metric("polyfuse_feedback_total", "counter", ("outcome",), "delayed labels by outcome"),
 )
 
 
@@ -173,16 +190,11 @@ SLO_SERIES: tuple[str, ...] = (
 )
 
 
-def metric_names(*, live_only: bool = False) -> frozenset[str]:
-    """Every raw series name of `METRICS` (only exported ones with ``live_only``)."""
-    return frozenset(s for m in METRICS if m.live or not live_only for s in m.series)
+def metric_names() -> frozenset[str]:
+    """Every raw series name of `METRICS`."""
+    return frozenset(s for m in METRICS for s in m.series)
 
 
 def recorded_names() -> frozenset[str]:
     """Every series name the generated recording rules write."""
     return frozenset([*(r.record for r in RUNTIME_SERIES), *LATENCY_QUANTILES, *SLO_SERIES])
-
-
-def pending_names() -> frozenset[str]:
-    """Series not exported yet (the live monitor's gauges and the feedback counter)."""
-    return metric_names() - metric_names(live_only=True)

@@ -171,6 +171,7 @@ def executive() -> Dashboard:
                 "Estimated accuracy (label-free) vs reference",
                 Target("polyfuse_monitor_estimated_accuracy", "estimated"),
                 Target("polyfuse_monitor_reference_accuracy", "reference"),
+                Target("polyfuse_monitor_observed_accuracy", "observed (delayed labels)"),
                 unit="percentunit",
             ),
             _p(
@@ -305,6 +306,10 @@ def debug() -> Dashboard:
                 Target("max by (modality) (polyfuse_monitor_missing_rate)", "{{modality}}"),
                 Target("sum(polyfuse_monitor_window_samples)", "window samples"),
                 unit="percentunit",
+            ),
+            _p(
+                "Monitor windows assessed (1 h)",
+                Target("sum(changes(polyfuse_monitor_windows[1h]))", "windows"),
             ),
             _p(
                 "Answers without a modality (share of runtime requests)",
