@@ -231,7 +231,7 @@ class LiveMonitor:
         self.background = background
         self.min_labels = min_labels
         self._lock = threading.Lock()
-        self._pending: list[Observations] = []
+        self._pending: list[Observations | MonitorRecord] = []
         self._pending_n = 0
         self._busy = False
         self._thread: threading.Thread | None = None
@@ -256,15 +256,23 @@ class LiveMonitor:
         return [float(v) for v in self.profile.projections[modality](x)[0]]
 
     def record_request(self, record: MonitorRecord) -> None:
-        """Add one served request."""
-        self.record(observations_of([record], self.profile))
+        """Add one served request (on the event loop: an append; the arrays are built by
+        the assessment)."""
+        predicted = max(range(len(record.probs)), key=record.probs.__getitem__)
+        self._add(record, 1, [(record.request_id, predicted)])
 
     def record(self, observations: Observations) -> None:
         """Add served requests (one row each); assesses when a window is full."""
+        answered = zip(observations.ids, observations.predicted.tolist(), strict=True)
+        self._add(observations, len(observations), list(answered))
+
+    def _add(
+        self, item: Observations | MonitorRecord, n: int, answered: list[tuple[str, int]]
+    ) -> None:
         with self._lock:
-            self._pending.append(observations)
-            self._pending_n += len(observations)
-            for rid, cls in zip(observations.ids, observations.predicted, strict=True):
+            self._pending.append(item)
+            self._pending_n += n
+            for rid, cls in answered:
                 self._predicted[rid] = (int(cls), self._taken)
                 if len(self._predicted) > self._remember:
                     self._predicted.popitem(last=False)
@@ -360,9 +368,20 @@ class LiveMonitor:
             return copy.deepcopy(self._state)
 
     # ---- assessment ------------------------------------------------------------
-    def _assess(self, batch: list[Observations]) -> None:
+    def _assess(self, batch: list[Observations | MonitorRecord]) -> None:
         try:
-            current = concat(batch)
+            parts: list[Observations] = []
+            records: list[MonitorRecord] = []
+            for item in [*batch, None]:  # runs of records become one Observations each
+                if isinstance(item, MonitorRecord):
+                    records.append(item)
+                    continue
+                if records:
+                    parts.append(observations_of(records, self.profile))
+                    records = []
+                if item is not None:
+                    parts.append(item)
+            current = concat(parts)
             result = assess(self.profile, current, self.detectors, alpha=self.alpha)
             cal = self.profile.calibration
             estimate = None if cal is None else cal.estimate(current, result.drifted).value
