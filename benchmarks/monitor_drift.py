@@ -255,6 +255,28 @@ def run_peer(
     return result
 
 
+def _log_p(p: float) -> float:
+    return float(-np.log10(max(p, 1e-300)))
+
+
+def min_p(result: Any) -> float:
+    """Smallest p-value over an assessment's decisions, scaled back to one false-alarm
+    budget (the decisions share alpha by Bonferroni)."""
+    decisions = [*result.modalities.values(), *result.missing.values(), result.prediction]
+    return min(1.0, len(decisions) * min(d.p_value for d in decisions))
+
+
+def peer_score(window: dict[str, Any]) -> float:
+    """A peer window's drift score: -log10 of its smallest block p-value (Bonferroni over
+    blocks) where it reports p-values, else the largest block score (Evidently's share of
+    drifted columns or classifier AUC) offset so it ranks after any p-value."""
+    ps = [r["p_value"] for r in window["blocks"].values() if r.get("p_value") is not None]
+    if ps:
+        return _log_p(min(1.0, len(window["blocks"]) * min(ps)))
+    scores = [r["score"] for r in window["blocks"].values() if r.get("score") is not None]
+    return max(scores, default=0.0)
+
+
 def peer_named(window: dict[str, Any]) -> tuple[bool, set[str]]:
     """(drift, modalities named) from a peer window result (any drifted block counts)."""
     named = {b.split("/")[0] for b, r in window["blocks"].items() if r.get("drift")}
@@ -338,6 +360,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         "estimate": None if est is None else est.value,
                         "cbpe": None if est is None else est.cbpe,
                         "atc": None if est is None else est.atc,
+                        "agreement": None if est is None else est.agreement,
+                        "cross_modal": None if est is None else est.cross_modal,
+                        "score": _log_p(min_p(result)),
                     }
                 )
                 t0 = time.perf_counter()
@@ -351,6 +376,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         "drift": p < 0.05,
                         "named": [],
                         "seconds": time.perf_counter() - t0,
+                        "score": _log_p(p),
                     }
                 )
             for peer, python in pythons.items():
@@ -376,6 +402,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                             "drift": drift,
                             "named": sorted(named),
                             "seconds": wr["seconds"],
+                            "score": peer_score(wr),
                         }
                     )
         print(f"  {shift}: observed {len(obs)} rows", flush=True)
@@ -383,6 +410,38 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     print(f"{time.perf_counter() - t_start:.0f} s in all")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "peers": peer_notes}, indent=1))
+
+
+def report_equal_far(
+    rows: list[dict[str, Any]], sizes: list[int], shifts: list[str], methods: list[str]
+) -> None:
+    """Detection rates with every method's threshold set to a 5 % false-alarm rate."""
+    print("\nat equal false-alarm rate: each method's score threshold set to the 95th percentile")
+    print("of its unshifted windows (FAR 5 %), detection rate per shift:")
+    for size in sizes:
+        print(f"\nwindow {size}")
+        print("| shift | " + " | ".join(methods) + " |")
+        print("|---" * (len(methods) + 1) + "|")
+        cut = {}
+        for m in methods:
+            null = [
+                r["score"]
+                for r in rows
+                if r["shift"] == "none" and r["size"] == size and r["method"] == m
+            ]
+            cut[m] = float(np.quantile(null, 0.95)) if null else float("inf")
+        for shift in shifts:
+            if shift == "none":
+                continue
+            cells = []
+            for m in methods:
+                rs = [
+                    r
+                    for r in rows
+                    if r["shift"] == shift and r["size"] == size and r["method"] == m
+                ]
+                cells.append(f"{np.mean([r['score'] > cut[m] for r in rs]):.2f}" if rs else "-")
+            print(f"| {shift} | " + " | ".join(cells) + " |")
 
 
 def report(
@@ -430,6 +489,7 @@ def report(
             for m in methods
         }
         print("median seconds per window: " + ", ".join(f"{m} {s:.3f}" for m, s in secs.items()))
+    report_equal_far(rows, sizes, shifts, methods)
     print("\nlabel-free accuracy estimate (polyfuse) vs true window accuracy, window 200 if run:")
     size = 200 if 200 in sizes else sizes[-1]
     print(
