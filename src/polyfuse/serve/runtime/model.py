@@ -27,7 +27,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,14 @@ from polyfuse.serve.runtime.preprocess import (
     worker_init,
     worker_payload,
 )
+from polyfuse.serve.runtime.requests import (
+    LowQualityError,
+    Stage,
+    check_degraded,
+    check_request,
+    deadline_error,
+    ms_since,
+)
 from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig, serving_threads
 from polyfuse.serve.runtime.stages import (
     EncodeStage,
@@ -74,28 +81,6 @@ log = logging.getLogger("polyfuse.serve.runtime.model")
 EncodeFn = Callable[[list[Tensor]], list[CachedValue]]
 #: Wraps an encoder stage (tests inject failures, deployments add tracing).
 EncoderWrapper = Callable[[EncodeFn], EncodeFn]
-
-
-class LowQualityError(Exception):
-    """A remote stage's quality gate refused the input (``args[0]``: why)."""
-
-    @property
-    def reason(self) -> str:
-        """Why the gate refused the input."""
-        return str(self.args[0]) if self.args else "failed its quality gate"
-
-
-@dataclass
-class Stage:
-    """What one modality's stage produced for a request (``detail``: why a gate refused
-    the input)."""
-
-    value: CachedValue | None = None
-    reason: str | None = None  # breaker_open | timeout | error | low_quality
-    cached: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
-    detail: str | None = None
-    statistics: list[float] | None = None  # input statistics for drift monitoring
 
 
 class ModelRuntime:
@@ -490,18 +475,18 @@ class ModelRuntime:
     async def _run_stages(self, request: ServeRequest) -> dict[str, Stage]:
         if not self._ready:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
-        chosen = self._check_request(request)
+        chosen = check_request(request, self.contracts)
         names = list(chosen)
         work = asyncio.gather(*(self._stage(m, chosen[m]) for m in names), return_exceptions=True)
         remaining = None if request.deadline is None else request.deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             work.cancel()
-            raise _deadline_error(request)
+            raise deadline_error(request)
         try:
             async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
                 outcomes = await work
         except TimeoutError:
-            raise _deadline_error(request) from None
+            raise deadline_error(request) from None
         stages: dict[str, Stage] = {}
         for m, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -509,61 +494,8 @@ class ModelRuntime:
                     raise outcome
                 raise ServeError("internal", f"the {m} stage failed: {outcome!r}") from outcome
             stages[m] = outcome
-        self._check_degraded(stages)
+        check_degraded(stages, self.config.degraded, self.config.breaker_reset_s)
         return stages
-
-    def _check_request(self, request: ServeRequest) -> dict[str, bytes | str]:
-        known = set(self.modalities)
-        wanted = set(request.modalities) if request.modalities is not None else known
-        unknown = sorted((set(request.inputs) | wanted) - known)
-        if unknown:
-            raise ServeError(
-                "invalid_input",
-                f"the model has no modality {', '.join(map(repr, unknown))}",
-                hint=f"it accepts {', '.join(self.modalities)}",
-                details={"modality": unknown[0]},
-            )
-        chosen = {m: v for m, v in request.inputs.items() if m in wanted}
-        if not chosen:
-            raise ServeError(
-                "invalid_input",
-                "the request carries none of the requested modalities",
-                hint=f"send at least one of {', '.join(sorted(wanted))}",
-            )
-        for m, v in chosen.items():
-            if self.contracts[m].file_based and not isinstance(v, bytes):
-                raise ServeError(
-                    "invalid_input",
-                    f"'{m}' must be sent as file bytes, not {type(v).__name__}",
-                    hint="upload the file content; paths are never read by the server",
-                    details={"modality": m},
-                )
-        return chosen
-
-    def _check_degraded(self, stages: Mapping[str, Stage]) -> None:
-        reasons = {m: s.reason for m, s in stages.items() if s.reason is not None}
-        if not reasons:
-            return
-        everything = len(reasons) == len(stages)
-        if everything or self.config.degraded == "refuse":
-            what = "every given modality" if everything else "a given modality"
-            if all(r == LOW_QUALITY for r in reasons.values()):
-                listed = "; ".join(f"{m}: {stages[m].detail}" for m in reasons)
-                raise ServeError(
-                    LOW_QUALITY,
-                    f"{what} failed its quality gate ({listed})",
-                    hint="send inputs that carry signal (speech, a visible scene, real text)",
-                    details={"reasons": reasons},
-                )
-            listed = ", ".join(f"{m}: {r}" for m, r in reasons.items())
-            opened = "breaker_open" in reasons.values()
-            raise ServeError(
-                "unavailable",
-                f"{what} could not be encoded ({listed})",
-                hint="retry later; the failing encoder's breaker retries on its own",
-                retry_after=self.config.breaker_reset_s if opened else 1.0,
-                details={"reasons": reasons},
-            )
 
     async def _stage(self, m: str, raw: bytes | str) -> Stage:
         stage = Stage()
@@ -706,19 +638,6 @@ class ModelRuntime:
             timings_ms=timings,
             cache_hits=[m for m, s in stages.items() if s.cached],
         )
-
-
-def ms_since(since: float) -> float:
-    """Milliseconds since ``since`` (a `time.perf_counter` reading), to the microsecond."""
-    return round(1000 * (time.perf_counter() - since), 3)
-
-
-def _deadline_error(request: ServeRequest) -> ServeError:
-    return ServeError(
-        "deadline_exceeded",
-        f"request {request.request_id} passed its deadline before an answer was ready",
-        hint="raise the client timeout or send smaller inputs",
-    )
 
 
 __all__ = [

@@ -44,8 +44,9 @@ from polyfuse.core.errors import ConfigError, DependencyError
 from polyfuse.modalities.quality import LOW_QUALITY
 from polyfuse.serve.runtime.cache import CachedValue, EmbeddingCache
 from polyfuse.serve.runtime.forward import encode_items
-from polyfuse.serve.runtime.model import LowQualityError, ModelRuntime, Stage, ms_since
+from polyfuse.serve.runtime.model import ModelRuntime
 from polyfuse.serve.runtime.preprocess import preprocess_value
+from polyfuse.serve.runtime.requests import LowQualityError, Stage, ms_since
 from polyfuse.serve.runtime.settings import RuntimeConfig
 from polyfuse.serve.runtime.stages import eager_stage
 from polyfuse.serve.types import ServeError
