@@ -258,7 +258,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[
     a_args, a_url = serve(folder, artifact, "a", "--config", str(tight))
     b_args, b_url = serve(folder, artifact, "b", "--policy", str(policy))
     monitored = folder / "monitored.yaml"
-    monitored.write_text(f"monitor_window: {WINDOW}\n", encoding="utf-8")
+    # every request monitored (the default samples 50 per second at most)
+    monitored.write_text(f"monitor_window: {WINDOW}\nmonitor_rate: 0\n", encoding="utf-8")
     c_args, c_url = serve(folder, artifact, "c", "--config", str(monitored))
     rules = write_rules(load_slo(quick_drift_slo(folder / "slo.yaml")), folder / "rules")
     port = free_port()

@@ -20,7 +20,9 @@ def served(trained: tuple[Path, Path], tmp_path: Path):  # type: ignore[no-untyp
     from polyfuse.serve.http.app import create_app
 
     art, data = trained
-    rt = ModelRuntime.load(art, preprocess="thread", cache="memory", monitor_window=10)
+    rt = ModelRuntime.load(
+        art, preprocess="thread", cache="memory", monitor_window=10, monitor_rate=0
+    )
     log = tmp_path / "requests.jsonl"
     config = ServeConfig(request_log=str(log))
     with TestClient(create_app(rt, config), client=("127.0.0.1", 50000)) as client:
@@ -105,6 +107,21 @@ def test_monitor_log_reads_the_request_log(served, capsys) -> None:  # type: ign
     assert code in (0, 1)
     assert result["n"] == 20 and len(result["windows"]) == 2
     assert set(result["modalities"]) == {"image", "text"}
+
+
+def test_sampling_caps_the_monitored_rate(trained: tuple[Path, Path]) -> None:
+    from polyfuse.artifacts.classifier import load_artifact
+    from polyfuse.serve.runtime.settings import RuntimeConfig
+    from polyfuse.serve.runtime.watch import Watch
+
+    watch = Watch.load(
+        load_artifact(trained[0]), RuntimeConfig(monitor_rate=5.0, monitor_window=10)
+    )
+    assert watch is not None
+    taken = sum(watch.sample() for _ in range(1000))  # a burst: the bucket holds one window
+    assert 10 <= taken <= 12
+    every = Watch.load(load_artifact(trained[0]), RuntimeConfig(monitor_rate=0.0))
+    assert every is not None and all(every.sample() for _ in range(1000))
 
 
 def test_monitoring_off_answers_not_found(trained: tuple[Path, Path]) -> None:

@@ -116,6 +116,7 @@ class ModelRuntime:
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
         self._fuser: MicroBatcher[Mapping[str, CachedValue], Fused] | None = None
         self._pre: dict[str, MicroBatcher[bytes | str, Preprocessed]] = {}
+        self._pre_stats: dict[str, MicroBatcher[bytes | str, Preprocessed]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
         self._tuning: dict[str, TuneResult] = {}
@@ -174,6 +175,8 @@ class ModelRuntime:
             self._batchers[m] = self._make_batcher(m)
             if isinstance(self._pool, ProcessPoolExecutor):
                 self._pre[m] = self._make_preprocessor(m, self._pool)
+                if self.watch is not None:  # sampled requests also compute statistics
+                    self._pre_stats[m] = self._make_preprocessor(m, self._pool, statistics=True)
         self._fuser = self._make_fuser()
         self._ready = True
 
@@ -247,13 +250,13 @@ class ModelRuntime:
         )
 
     def _make_preprocessor(
-        self, m: str, pool: ProcessPoolExecutor
+        self, m: str, pool: ProcessPoolExecutor, statistics: bool = False
     ) -> MicroBatcher[bytes | str, Preprocessed]:
         """Inputs of modality ``m`` to the process pool in batches, one pool call per
         batch and up to ``workers`` batches at once: under load a round trip (pickling,
         pipes, the pool's manager thread) serves many inputs instead of one, and the
         next batch forms and goes to a free worker while the others are busy."""
-        payload = self._payload(m)
+        payload = self._payload(m, statistics)
 
         def run(values: list[bytes | str]) -> list[Preprocessed]:
             return pool.submit(preprocess_many_in_worker, payload, values).result()
@@ -263,16 +266,19 @@ class ModelRuntime:
             max_batch=self.config.preprocess_batch,
             max_wait=0.0,
             max_queue=self.config.queue_size,
-            name=f"preprocess-{m}",
+            name=f"preprocess-{m}" + ("-monitored" if statistics else ""),
             concurrency=self.config.workers,
         )
 
-    def _payload(self, m: str) -> str:
-        """The contract and quality gate of ``m`` as JSON, for pool workers (built once)."""
-        payload = self._payloads.get(m)
+    def _payload(self, m: str, statistics: bool = False) -> str:
+        """The contract and quality gate of ``m`` (and what its input statistics need,
+        when ``statistics``) as JSON, for pool workers (built once)."""
+        key = f"{m}:{int(statistics)}"
+        payload = self._payloads.get(key)
         if payload is None:
-            payload = self._payloads[m] = worker_payload(
-                self.contracts[m], self.gates.get(m), self._statistics_context(m)
+            context = self._statistics_context(m) if statistics else None
+            payload = self._payloads[key] = worker_payload(
+                self.contracts[m], self.gates.get(m), context
             )
         return payload
 
@@ -373,7 +379,7 @@ class ModelRuntime:
         self._ready = False
         for b in self._batchers.values():
             await b.close()
-        for p in self._pre.values():
+        for p in [*self._pre.values(), *self._pre_stats.values()]:
             await p.close()
         if self._fuser is not None:
             await self._fuser.close()
@@ -437,8 +443,9 @@ class ModelRuntime:
         """Answer one request (see the module docstring); raises `ServeError`."""
         start = time.perf_counter()
         self._counts["requests"] += 1
+        sampled = self.watch is not None and self.watch.sample()
         try:
-            stages = await self._run_stages(request)
+            stages = await self._run_stages(request, sampled)
         except ServeError:
             self._counts["errors"] += 1
             raise
@@ -449,7 +456,7 @@ class ModelRuntime:
         out = await self._fuser.submit(used)
         result = self._result(request, out, stages)
         result.timings_ms["fuse"] = ms_since(t)
-        if self.watch is not None:
+        if self.watch is not None and sampled:
             labels = list(self.artifact.task.labels)
             result.monitor = self.watch.record(
                 request.request_id,
@@ -472,12 +479,14 @@ class ModelRuntime:
             if s.value is not None
         }
 
-    async def _run_stages(self, request: ServeRequest) -> dict[str, Stage]:
+    async def _run_stages(self, request: ServeRequest, sampled: bool = False) -> dict[str, Stage]:
         if not self._ready:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
         chosen = check_request(request, self.contracts)
         names = list(chosen)
-        work = asyncio.gather(*(self._stage(m, chosen[m]) for m in names), return_exceptions=True)
+        work = asyncio.gather(
+            *(self._stage(m, chosen[m], sampled) for m in names), return_exceptions=True
+        )
         remaining = None if request.deadline is None else request.deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             work.cancel()
@@ -497,8 +506,8 @@ class ModelRuntime:
         check_degraded(stages, self.config.degraded, self.config.breaker_reset_s)
         return stages
 
-    async def _stage(self, m: str, raw: bytes | str) -> Stage:
-        stage = Stage()
+    async def _stage(self, m: str, raw: bytes | str, sampled: bool = False) -> Stage:
+        stage = Stage(sampled=sampled)
         key = None
         if self._cache is not None:
             key = CacheKey(m, self._versions[m], content_digest(raw))
@@ -519,7 +528,7 @@ class ModelRuntime:
         """Preprocess and encode one input into ``stage`` (a remote runtime overrides it);
         an input its quality gate refuses leaves ``stage`` with reason ``low_quality``."""
         t = time.perf_counter()
-        done = await self._preprocess(m, raw)
+        done = await self._preprocess(m, raw, stage.sampled)
         stage.timings[f"preprocess:{m}"] = ms_since(t)
         stage.statistics = done.statistics
         x = self._preprocessed(m, done)
@@ -545,17 +554,19 @@ class ModelRuntime:
         raises `ServeError` (``invalid_input``)."""
         return self._preprocessed(m, await self._preprocess(m, raw))
 
-    async def _preprocess(self, m: str, raw: bytes | str) -> Preprocessed:
-        """Load, gate and preprocess on the process pool's batcher or the thread pool."""
+    async def _preprocess(self, m: str, raw: bytes | str, statistics: bool = False) -> Preprocessed:
+        """Load, gate and preprocess on the process pool's batcher or the thread pool
+        (with the input statistics for a request the drift monitor samples)."""
         if m in self._pre:
-            return await self._pre[m].submit(raw)
+            batcher = self._pre_stats[m] if statistics and m in self._pre_stats else self._pre[m]
+            return await batcher.submit(raw)
         loop = asyncio.get_running_loop()
         work = functools.partial(
             preprocess_value,
             self.contracts[m],
             raw,
             self.gates.get(m),
-            self._statistics_context(m),
+            self._statistics_context(m) if statistics else None,
         )
         return await loop.run_in_executor(self._pool, work)
 

@@ -34,6 +34,7 @@ class Stage:
     timings: dict[str, float] = field(default_factory=dict)
     detail: str | None = None
     statistics: list[float] | None = None  # input statistics for drift monitoring
+    sampled: bool = False  # the drift monitor samples this request: compute statistics
 
 
 def check_request(

@@ -71,7 +71,8 @@ class RuntimeConfig:
         monitor: watch served requests for drift when the artifact holds a reference
             profile (`polyfuse.monitor.live`): input statistics, embedding sketches and
             outputs per request, assessed per window of ``monitor_window`` requests at
-            false-alarm rate ``monitor_alpha``.
+            false-alarm rate ``monitor_alpha``; above ``monitor_rate`` requests per second
+            only that many are monitored (a token bucket; 0: every request).
         quarantine: stop feeding a modality to the fusion after ``quarantine_windows``
             consecutive drifted windows when the estimated accuracy without it is higher
             (answers ``degraded`` with reason ``quarantined: drift``); off by default.
@@ -102,6 +103,7 @@ class RuntimeConfig:
     monitor: bool = True
     monitor_window: int = 200
     monitor_alpha: float = 0.05
+    monitor_rate: float = 50.0
     quarantine: bool = False
     quarantine_windows: int = 3
 
@@ -133,12 +135,7 @@ class RuntimeConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"serve.{key}", "must be at least 1")
-        if self.monitor_window < 10:
-            raise ConfigError("serve.monitor_window", "must be at least 10 requests")
-        if not 0.0 < self.monitor_alpha < 1.0:
-            raise ConfigError("serve.monitor_alpha", "must be between 0 and 1, e.g. 0.05")
-        if self.quarantine_windows < 1:
-            raise ConfigError("serve.quarantine_windows", "must be at least 1")
+        self._check_monitor()
         t = self.torch_threads
         if t is not None and t != "auto" and (not isinstance(t, int) or t < 1):
             raise ConfigError("serve.torch_threads", "must be 'auto', an integer >= 1 or null")
@@ -149,6 +146,17 @@ class RuntimeConfig:
                 raise ConfigError(f"serve.{name}.max_batch", "must be 'auto' or an integer >= 1")
             if b.max_wait_ms < 0:
                 raise ConfigError(f"serve.{name}.max_wait_ms", "must be >= 0")
+
+    def _check_monitor(self) -> None:
+        """The drift-monitoring options (`check`)."""
+        if self.monitor_window < 10:
+            raise ConfigError("serve.monitor_window", "must be at least 10 requests")
+        if not 0.0 < self.monitor_alpha < 1.0:
+            raise ConfigError("serve.monitor_alpha", "must be between 0 and 1, e.g. 0.05")
+        if self.monitor_rate < 0:
+            raise ConfigError("serve.monitor_rate", "must be >= 0 requests per second (0: all)")
+        if self.quarantine_windows < 1:
+            raise ConfigError("serve.quarantine_windows", "must be at least 1")
 
     def batch_for(self, modality: str) -> BatchSettings:
         """Batching settings of one modality."""

@@ -6,12 +6,17 @@ live monitor with the runtime's settings, and hands the preprocessing stage what
 to compute input statistics (the audio sample rate, the text vocabulary). Per answered
 request, `Watch.record` turns the stages' statistics and embeddings and the fusion's
 outputs into a `MonitorRecord` (statistics and sketches, never raw content) and feeds it
-to the monitor; `Watch.hidden` says which modalities are quarantined.
+to the monitor; `Watch.hidden` says which modalities are quarantined. Above
+``monitor_rate`` requests per second only that many are monitored (`Watch.sample`): the
+input statistics and the window assessments cost the same per monitored request however
+cheap the model is.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,9 +38,31 @@ class Watch:
         contexts: modality -> statistics context for the preprocessing stage.
     """
 
-    def __init__(self, live: LiveMonitor, contexts: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, live: LiveMonitor, contexts: dict[str, dict[str, Any]], rate: float = 0.0
+    ) -> None:
         self.live = live
         self.contexts = contexts
+        self.rate = rate
+        self._tokens = float(live.window)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def sample(self) -> bool:
+        """Whether to monitor the next request: all of them up to ``rate`` per second
+        (a token bucket holding one window), a share of them above it (0: all)."""
+        if self.rate <= 0:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(
+                float(self.live.window), self._tokens + (now - self._last) * self.rate
+            )
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
 
     @classmethod
     def load(cls, artifact: Artifact, config: RuntimeConfig) -> Watch | None:
@@ -68,7 +95,7 @@ class Watch:
             config.monitor_window,
             "on" if config.quarantine else "off",
         )
-        return cls(live, contexts)
+        return cls(live, contexts, rate=config.monitor_rate)
 
     def hidden(self) -> frozenset[str]:
         """Modalities the fusion must not see now (quarantined)."""
