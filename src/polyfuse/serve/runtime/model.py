@@ -83,6 +83,11 @@ EncodeFn = Callable[[list[Tensor]], list[CachedValue]]
 EncoderWrapper = Callable[[EncodeFn], EncodeFn]
 
 
+#: Key of the marker a sampled request carries to the fusion batcher (see `predict`).
+SAMPLED = "__monitor__"
+_MARK: CachedValue = {}
+
+
 class ModelRuntime:
     """Serves one trained artifact (implements `polyfuse.serve.types.Runtime`).
 
@@ -453,7 +458,9 @@ class ModelRuntime:
         t = time.perf_counter()
         if self._fuser is None:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
-        out = await self._fuser.submit(used)
+        # a sampled request asks the fusion thread for the monitor's outputs too (the
+        # marker is not a modality: fusion reads only the model's modality names)
+        out = await self._fuser.submit({**used, SAMPLED: _MARK} if sampled else used)
         result = self._result(request, out, stages)
         result.timings_ms["fuse"] = ms_since(t)
         if self.watch is not None and sampled:
@@ -619,8 +626,9 @@ class ModelRuntime:
         quarantined modalities are hidden from the fusion."""
         watch = self.watch
         hidden = frozenset() if watch is None else watch.hidden()
+        monitor = watch is not None and any(SAMPLED in r for r in requests)
         return fuse_requests(
-            self.model, self.artifact.task, requests, monitor=watch is not None, hidden=hidden
+            self.model, self.artifact.task, requests, monitor=monitor, hidden=hidden
         )
 
     def _result(
