@@ -51,6 +51,7 @@ from polyfuse.serve.runtime.cache import (
 )
 from polyfuse.serve.runtime.forward import Fused, encode_items, fuse_requests
 from polyfuse.serve.runtime.preprocess import (
+    Monitored,
     Preprocessed,
     preprocess_many_in_worker,
     preprocess_value,
@@ -120,8 +121,7 @@ class ModelRuntime:
         self._pool: Executor | None = None
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
         self._fuser: MicroBatcher[Mapping[str, CachedValue], Fused] | None = None
-        self._pre: dict[str, MicroBatcher[bytes | str, Preprocessed]] = {}
-        self._pre_stats: dict[str, MicroBatcher[bytes | str, Preprocessed]] = {}
+        self._pre: dict[str, MicroBatcher[bytes | str | Monitored, Preprocessed]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, str] = {}
         self._tuning: dict[str, TuneResult] = {}
@@ -180,8 +180,6 @@ class ModelRuntime:
             self._batchers[m] = self._make_batcher(m)
             if isinstance(self._pool, ProcessPoolExecutor):
                 self._pre[m] = self._make_preprocessor(m, self._pool)
-                if self.watch is not None:  # sampled requests also compute statistics
-                    self._pre_stats[m] = self._make_preprocessor(m, self._pool, statistics=True)
         self._fuser = self._make_fuser()
         self._ready = True
 
@@ -255,15 +253,15 @@ class ModelRuntime:
         )
 
     def _make_preprocessor(
-        self, m: str, pool: ProcessPoolExecutor, statistics: bool = False
-    ) -> MicroBatcher[bytes | str, Preprocessed]:
+        self, m: str, pool: ProcessPoolExecutor
+    ) -> MicroBatcher[bytes | str | Monitored, Preprocessed]:
         """Inputs of modality ``m`` to the process pool in batches, one pool call per
         batch and up to ``workers`` batches at once: under load a round trip (pickling,
         pipes, the pool's manager thread) serves many inputs instead of one, and the
         next batch forms and goes to a free worker while the others are busy."""
-        payload = self._payload(m, statistics)
+        payload = self._payload(m)
 
-        def run(values: list[bytes | str]) -> list[Preprocessed]:
+        def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
             return pool.submit(preprocess_many_in_worker, payload, values).result()
 
         return MicroBatcher(
@@ -271,19 +269,17 @@ class ModelRuntime:
             max_batch=self.config.preprocess_batch,
             max_wait=0.0,
             max_queue=self.config.queue_size,
-            name=f"preprocess-{m}" + ("-monitored" if statistics else ""),
+            name=f"preprocess-{m}",
             concurrency=self.config.workers,
         )
 
-    def _payload(self, m: str, statistics: bool = False) -> str:
-        """The contract and quality gate of ``m`` (and what its input statistics need,
-        when ``statistics``) as JSON, for pool workers (built once)."""
-        key = f"{m}:{int(statistics)}"
-        payload = self._payloads.get(key)
+    def _payload(self, m: str) -> str:
+        """The contract and quality gate of ``m`` and what its input statistics need (for
+        `Monitored` inputs), as JSON for pool workers (built once)."""
+        payload = self._payloads.get(m)
         if payload is None:
-            context = self._statistics_context(m) if statistics else None
-            payload = self._payloads[key] = worker_payload(
-                self.contracts[m], self.gates.get(m), context
+            payload = self._payloads[m] = worker_payload(
+                self.contracts[m], self.gates.get(m), self._statistics_context(m)
             )
         return payload
 
@@ -384,7 +380,7 @@ class ModelRuntime:
         self._ready = False
         for b in self._batchers.values():
             await b.close()
-        for p in [*self._pre.values(), *self._pre_stats.values()]:
+        for p in self._pre.values():
             await p.close()
         if self._fuser is not None:
             await self._fuser.close()
@@ -565,8 +561,7 @@ class ModelRuntime:
         """Load, gate and preprocess on the process pool's batcher or the thread pool
         (with the input statistics for a request the drift monitor samples)."""
         if m in self._pre:
-            batcher = self._pre_stats[m] if statistics and m in self._pre_stats else self._pre[m]
-            return await batcher.submit(raw)
+            return await self._pre[m].submit(Monitored(raw) if statistics else raw)
         loop = asyncio.get_running_loop()
         work = functools.partial(
             preprocess_value,

@@ -45,6 +45,13 @@ class Preprocessed:
     statistics: list[float] | None = None
 
 
+@dataclass(frozen=True)
+class Monitored:
+    """An input the drift monitor samples: preprocess it and compute its statistics."""
+
+    value: bytes | str
+
+
 def worker_init() -> None:
     torch.set_num_threads(1)  # workers share the CPU with the encoders
 
@@ -65,7 +72,8 @@ def worker_payload(
 
 
 def preprocess_in_worker(payload: str, value: bytes | str) -> Preprocessed:
-    """Load, gate and preprocess in a pool worker; ``payload`` is `worker_payload`."""
+    """Load, gate and preprocess in a pool worker; ``payload`` is `worker_payload` (its
+    statistics context applies to `Monitored` inputs only)."""
     stage = _WORKER_STAGES.get(payload)
     if stage is None:
         from polyfuse.modalities import contract_from_dict
@@ -77,7 +85,9 @@ def preprocess_in_worker(payload: str, value: bytes | str) -> Preprocessed:
         if stats is not None:
             stats = {**stats, "vocab": frozenset(stats.get("vocab", ()))}
         stage = _WORKER_STAGES[payload] = (contract, gate, stats)
-    return preprocess_value(stage[0], value, stage[1], stage[2])
+    if isinstance(value, Monitored):
+        return preprocess_value(stage[0], value.value, stage[1], stage[2])
+    return preprocess_value(stage[0], value, stage[1])
 
 
 def preprocess_many_in_worker(payload: str, values: list[Any]) -> list[Preprocessed]:
