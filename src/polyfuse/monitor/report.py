@@ -8,38 +8,28 @@ samples (the domain classifier's pick) as thumbnails, players or text.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from polyfuse.evaluation.report import svg
-from polyfuse.evaluation.report.html import CSS
+from polyfuse.evaluation.report.html import CSS, escape, number, table
 from polyfuse.monitor.run import MonitorReport
 
 #: Renders sample ``id`` of modality ``name`` as HTML (thumbnail, player, text), or "".
 SampleRenderer = Callable[[str, str], str]
 
 
-def _e(x: object) -> str:
-    return html.escape(str(x))
-
-
 def _f(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        if x != 0 and abs(x) < 10 ** (-digits):
-            return f"{x:.1e}"
-        return f"{x:.{digits}f}"
-    return _e(x)
+    """A number for a cell: tiny p-values in scientific notation, ``-`` for None."""
+    if isinstance(x, float) and x != 0 and abs(x) < 10 ** (-digits):
+        return f"{x:.1e}"
+    return number(x, digits)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_f(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return table(header, [[_f(c) for c in r] for r in rows])
 
 
 def _log_p(p: float) -> float:
@@ -65,13 +55,13 @@ def render_report(
     if "observed" in est:
         cards.append(("observed accuracy", _f(est["observed"])))
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>",
         f"<p class='meta'>generated {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC; "
         f"false-alarm budget per assessment split over {len(data['modalities']) * 2 + 1} "
         f"decisions (threshold p &lt; {_f(report.whole.threshold, 4)})</p>",
         "<div class='cards'>"
-        + "".join(f"<div class='card'>{_e(k)}<b>{_e(v)}</b></div>" for k, v in cards)
+        + "".join(f"<div class='card'>{escape(k)}<b>{escape(v)}</b></div>" for k, v in cards)
         + "</div>",
     ]
     parts += _windows_chart(report)
@@ -87,10 +77,10 @@ def render_report(
         status = (
             "<span class='flag'>drift</span>" if v["drift"] else "<span class='ok'>no drift</span>"
         )
-        parts.append(f"<h2>{_e(m)}: {status}</h2>")
+        parts.append(f"<h2>{escape(m)}: {status}</h2>")
         parts.append(
             f"<p>p = {_f(v['p_value'])}, score {_f(v['score'])}, first drifted window "
-            f"{_e(v['first_window'] if v['first_window'] is not None else '-')}"
+            f"{escape(v['first_window'] if v['first_window'] is not None else '-')}"
             + (" (explained by the class-prior change)" if v["explained_by_labels"] else "")
             + "</p>"
         )
@@ -119,7 +109,7 @@ def render_report(
             parts.append("<h3>Most atypical current samples</h3><div>")
             for sid in atypical:
                 body = render(sid, m) if render is not None else ""
-                parts.append(f"<div class='example'><b>{_e(sid)}</b>{body}</div>")
+                parts.append(f"<div class='example'><b>{escape(sid)}</b>{body}</div>")
             parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

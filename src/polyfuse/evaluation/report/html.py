@@ -66,12 +66,12 @@ def render_report(analysis: Analysis, examples: int = 4) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>polyfuse evaluation: {_e(Path(info['artifact']).name or 'model')}</title>",
+        f"<title>polyfuse evaluation: {escape(Path(info['artifact']).name or 'model')}</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>polyfuse evaluation report</h1>",
-        f"<div class='meta'>artifact <code>{_e(info['artifact'])}</code> &middot; data "
-        f"<code>{_e(info['data'])}</code> &middot; {info['n']} samples &middot; "
-        f"{_e(info['fusion'])} over {_e(', '.join(info['modalities']))} &middot; "
+        f"<div class='meta'>artifact <code>{escape(info['artifact'])}</code> &middot; data "
+        f"<code>{escape(info['data'])}</code> &middot; {info['n']} samples &middot; "
+        f"{escape(info['fusion'])} over {escape(', '.join(info['modalities']))} &middot; "
         f"{_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</div>",
         "<nav>" + "".join(f"<a href='#{k}'>{t}</a>" for k, t in SECTIONS) + "</nav>",
     ]
@@ -89,20 +89,23 @@ def render_report(analysis: Analysis, examples: int = 4) -> str:
     return "\n".join(parts)
 
 
-def _e(x: object) -> str:
+def escape(x: object) -> str:
+    """HTML-escaped text of ``x`` (shared by the drift report)."""
     return html.escape(str(x))
 
 
-def _f(x: Any, digits: int = 3) -> str:
+def number(x: Any, digits: int = 3) -> str:
+    """A value for a table cell: floats to ``digits`` places, ``-`` for None."""
     if x is None:
         return "-"
     if isinstance(x, float):
         return f"{x:.{digits}f}"
-    return _e(x)
+    return escape(x)
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An HTML table; ``rows`` hold ready HTML cells (shared by the drift report)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -144,7 +147,14 @@ def _classes(a: Analysis) -> list[str]:
         return [*out, "<p>Not a classification task.</p>"]
     aucs = (m.get("roc_auc") or {}).get("per_class", {})
     rows = [
-        (_e(k), _f(v["precision"]), _f(v["recall"]), _f(v["f1"]), _f(aucs.get(k)), v["support"])
+        (
+            escape(k),
+            number(v["precision"]),
+            number(v["recall"]),
+            number(v["f1"]),
+            number(aucs.get(k)),
+            v["support"],
+        )
         for k, v in per.items()
     ]
     charts = []
@@ -169,7 +179,7 @@ def _classes(a: Analysis) -> list[str]:
         )
     out.append(
         "<div class='row'>"
-        + _table(["class", "precision", "recall", "F1", "ROC-AUC", "support"], rows)
+        + table(["class", "precision", "recall", "F1", "ROC-AUC", "support"], rows)
         + "".join(charts)
         + "</div>"
     )
@@ -190,7 +200,12 @@ def _ablation(a: Analysis) -> list[str]:
         ),
     ]
     rows = [
-        (_e(k), _f(v.get(metric)), _f(v.get("macro_f1")), _f(ab["late_fusion_reference"][k]))
+        (
+            escape(k),
+            number(v.get(metric)),
+            number(v.get("macro_f1")),
+            number(ab["late_fusion_reference"][k]),
+        )
         for k, v in sorted(ab["subsets"].items(), key=lambda kv: (-len(kv[1]["modalities"]), kv[0]))
     ]
     chart = svg.bar_chart(
@@ -210,7 +225,7 @@ def _ablation(a: Analysis) -> list[str]:
     )
     out.append(
         "<div class='row'>"
-        + _table(["subset", metric, "macro F1", "late-fusion ref."], rows)
+        + table(["subset", metric, "macro F1", "late-fusion ref."], rows)
         + chart
         + curve
         + "</div>"
@@ -242,7 +257,14 @@ def _contributions(a: Analysis) -> list[str]:
     for vf, entry in c["value_functions"].items():
         charts.append(svg.bar_chart(entry["share"], f"Shapley share ({vf})", low=0.0, high=1.0))
         for mod in c["modalities"]:
-            rows.append((_e(vf), _e(mod), _f(entry["mean"][mod], 4), _f(entry["share"][mod])))
+            rows.append(
+                (
+                    escape(vf),
+                    escape(mod),
+                    number(entry["mean"][mod], 4),
+                    number(entry["share"][mod]),
+                )
+            )
     fw = c.get("fusion_weights")
     if fw:
         charts.append(
@@ -257,7 +279,7 @@ def _contributions(a: Analysis) -> list[str]:
         )
     )
     out.append("<div class='row'>" + "".join(charts) + "</div>")
-    out.append(_table(["value function", "modality", "mean Shapley", "share"], rows))
+    out.append(table(["value function", "modality", "mean Shapley", "share"], rows))
     eff = ", ".join(
         f"{vf}: {e['efficiency_max_error']:.1e}" for vf, e in c["value_functions"].items()
     )
@@ -286,12 +308,12 @@ def _agreement(a: Analysis) -> list[str]:
         x, y = pair.split("|")
         rows.append(
             (
-                _e(f"{x} vs {y}"),
+                escape(f"{x} vs {y}"),
                 v["n"],
-                _f(v["agreement"]),
-                _f(v["kappa"]),
+                number(v["agreement"]),
+                number(v["kappa"]),
                 v["contradictions"],
-                _f(v["contradiction_rate"]),
+                number(v["contradiction_rate"]),
             )
         )
         charts.append(
@@ -304,7 +326,7 @@ def _agreement(a: Analysis) -> list[str]:
                 col_label=y,
             )
         )
-    out.append(_table(["pair", "n", "agreement", "Cohen's kappa", "contradictions", "rate"], rows))
+    out.append(table(["pair", "n", "agreement", "Cohen's kappa", "contradictions", "rate"], rows))
     if "fleiss_kappa" in ag:
         out.append(
             f"<p>Fleiss' kappa over all modalities: <b>{ag['fleiss_kappa']:.3f}</b> "
@@ -319,16 +341,16 @@ def _agreement(a: Analysis) -> list[str]:
         mods = ag["contradictions"][0]["modalities"]
         crow = [
             (
-                _e(r["id"]),
+                escape(r["id"]),
                 r["row"],
-                _e(r.get("true", "")),
-                *(f"{_e(r[m]['label'])} ({r[m]['confidence']:.2f})" for m in r["modalities"]),
+                escape(r.get("true", "")),
+                *(f"{escape(r[m]['label'])} ({r[m]['confidence']:.2f})" for m in r["modalities"]),
             )
             for r in ag["contradictions"][:50]
         ]
         out.append(
             "<details><summary>contradicting samples</summary>"
-            + _table(["id", "row", "true", *mods], crow)
+            + table(["id", "row", "true", *mods], crow)
             + "</details>"
         )
     return out
@@ -343,12 +365,12 @@ def _inputs(a: Analysis, row: int, overlay: Mapping[str, Any] | None = None) -> 
     values = ds.rows[row - 1].values
     for m, contract in ds.contracts.items():
         if m not in values:
-            cells.append(f"<div>{_e(m)}: <i>missing</i></div>")
+            cells.append(f"<div>{escape(m)}: <i>missing</i></div>")
             continue
         try:
             raw = ds.load(row - 1, m)
         except PolyfuseError as err:
-            cells.append(f"<div>{_e(m)}: unreadable ({_e(err.message)})</div>")
+            cells.append(f"<div>{escape(m)}: unreadable ({escape(err.message)})</div>")
             continue
         if contract.kind == "image":
             cells.append(f"<div>{media.image_tag(raw)}</div>")
@@ -374,22 +396,22 @@ def _failures(a: Analysis, examples: int) -> list[str]:
             (
                 c["cluster"],
                 c["size"],
-                _e(", ".join(f"{k} ({n})" for k, n in c["top_true"])),
-                _e(", ".join(f"{k} ({n})" for k, n in c["top_predicted"])),
-                _e(c["top_category"]),
+                escape(", ".join(f"{k} ({n})" for k, n in c["top_true"])),
+                escape(", ".join(f"{k} ({n})" for k, n in c["top_predicted"])),
+                escape(c["top_category"]),
             )
             for c in f["clusters"]
         ]
         out.append("<h3>Clusters of errors (k-means on fused embeddings)</h3>")
-        out.append(_table(["cluster", "size", "true labels", "predicted", "main cause"], rows))
+        out.append(table(["cluster", "size", "true labels", "predicted", "main cause"], rows))
     for cat in f["categories"]:
         shown = [e for e in f["errors"] if e["category"] == cat][:examples]
-        out.append(f"<h3>{_e(cat)}</h3><div>")
+        out.append(f"<h3>{escape(cat)}</h3><div>")
         for e in shown:
-            uni = ", ".join(f"{m}: {_e(v)}" for m, v in e["unimodal"].items())
+            uni = ", ".join(f"{m}: {escape(v)}" for m, v in e["unimodal"].items())
             out.append(
-                f"<div class='example'><b>{_e(e['id'])}</b> (row {e['row']})<br>true "
-                f"<b>{_e(e['true'])}</b>, predicted <b>{_e(e['predicted'])}</b><br>{uni}"
+                f"<div class='example'><b>{escape(e['id'])}</b> (row {e['row']})<br>true "
+                f"<b>{escape(e['true'])}</b>, predicted <b>{escape(e['predicted'])}</b><br>{uni}"
                 f"{_inputs(a, e['row'])}</div>"
             )
         out.append("</div>")
@@ -403,25 +425,23 @@ def _slices(a: Analysis) -> list[str]:
     for col, s in a.slices.items():
         metric = s["metric"]
         flag = (
-            f"<span class='flag'>worst-slice gap {s['gap']:.3f} ({_e(s['worst'])})</span>"
+            f"<span class='flag'>worst-slice gap {s['gap']:.3f} ({escape(s['worst'])})</span>"
             if s["flagged"]
             else f"<span class='ok'>worst-slice gap {s['gap']:.3f}</span>"
         )
         mods = a.info["modalities"]
         rows = [
             (
-                _e(v),
+                escape(v),
                 m["n"],
-                _f(m.get(metric)),
-                _f(m.get("macro_f1")),
-                *(_f(m["shapley"].get(x), 3) for x in mods),
+                number(m.get(metric)),
+                number(m.get("macro_f1")),
+                *(number(m["shapley"].get(x), 3) for x in mods),
             )
             for v, m in s["slices"].items()
         ]
-        out.append(f"<h3>{_e(col)}: {flag}</h3>")
-        out.append(
-            _table(["value", "n", metric, "macro F1", *(f"Shapley {x}" for x in mods)], rows)
-        )
+        out.append(f"<h3>{escape(col)}: {flag}</h3>")
+        out.append(table(["value", "n", metric, "macro F1", *(f"Shapley {x}" for x in mods)], rows))
     return out
 
 
@@ -437,11 +457,11 @@ def _robustness(a: Analysis) -> list[str]:
         by_mod.setdefault(c["modality"], {})[name.split("/")[-1]] = (c["severities"], c[metric])
         rows.append(
             (
-                _e(name),
-                _e(c["modality"]),
-                *(_f(v) for v in c[metric]),
-                _f(c["relative_robustness"]),
-                _f(c["effective_robustness"]),
+                escape(name),
+                escape(c["modality"]),
+                *(number(v) for v in c[metric]),
+                number(c["relative_robustness"]),
+                number(c["effective_robustness"]),
             )
         )
     charts = [
@@ -457,7 +477,7 @@ def _robustness(a: Analysis) -> list[str]:
     out.append("<div class='row'>" + "".join(charts) + "</div>")
     sev = next(iter(r["curves"].values()))["severities"] if r["curves"] else []
     out.append(
-        _table(
+        table(
             [
                 "corruption",
                 "modality",
@@ -489,7 +509,7 @@ def _saliency(a: Analysis) -> list[str]:
             x = ds.preprocessed(row - 1, sal.modality).numpy() if ds is not None else heat
             body = media.heatmap_tag(x) + "<br>" + media.heatmap_tag(heat)
         out.append(
-            f"<div class='example'>row {row}, {_e(sal.modality)} (convergence delta "
+            f"<div class='example'>row {row}, {escape(sal.modality)} (convergence delta "
             f"{sal.delta:.2g})<br>{body}</div>"
         )
     out.append("</div>")
@@ -500,5 +520,5 @@ def _bad_rows(a: Analysis) -> list[str]:
     out = [_h2("bad-rows")]
     if not a.bad_rows:
         return [*out, "<p>None.</p>"]
-    rows = [(b.index + 1, _e(b.id), _e(b.error.message)) for b in a.bad_rows[:200]]
-    return [*out, _table(["row", "id", "reason"], rows)]
+    rows = [(b.index + 1, escape(b.id), escape(b.error.message)) for b in a.bad_rows[:200]]
+    return [*out, table(["row", "id", "reason"], rows)]
