@@ -21,7 +21,6 @@ import argparse
 import copy
 import json
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,11 @@ def esc50_test_clips(data: Path) -> list[Path]:
     """ESC-50 clips of the build's test side (`polyfuse.datasets.av_digits`), not silent."""
     import soundfile as sf
 
+    from polyfuse.datasets.av_digits import noise_split
+
     out = []
     for wav in sorted((data / "esc50_8k").glob("*.wav")):
-        if zlib.crc32(wav.name.encode()) % 10 >= 3:
+        if noise_split(wav.name) != "test":
             continue
         x, _ = sf.read(wav, dtype="float32", always_2d=True)
         if np.sqrt(np.mean(x.mean(1) ** 2)) >= 1e-4:

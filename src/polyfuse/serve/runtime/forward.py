@@ -118,8 +118,8 @@ def fuse_requests(
                 head = task.probabilities(out.unimodal_logits[m].cpu()).tolist()
                 loo = {o: shown[o] & (o != m) for o in model.modalities}
                 rest = task.probabilities(model.fuse(enc, loo).logits.cpu()).tolist()
-                for i in range(n):
-                    if bool(enc.present[m][i]):
+                for i, carried in enumerate(enc.present[m].tolist()):
+                    if carried:
                         unimodal[i][m] = head[i]
                     without[i][m] = rest[i]
     rows = probs.tolist()
