@@ -91,6 +91,13 @@ class ReferenceProfile:
             return None
         return Calibration.fit(self.observations)
 
+    def subset(self, index: NDArray[np.intp]) -> ReferenceProfile:
+        """The reference rows ``index``, projected as the whole profile is (so sketches of
+        both compare)."""
+        part = ReferenceProfile(self.observations.take(index), self.vocab, self.source)
+        part.__dict__["projections"] = self.projections  # the cached_property's value
+        return part
+
     @property
     def missing_rate(self) -> dict[str, float]:
         """Share of reference samples without each modality."""

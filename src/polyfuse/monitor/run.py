@@ -169,8 +169,7 @@ def _explain_by_labels(
     pick = keep[accept]
     if len(pick) < 10:
         return {}
-    resampled = ReferenceProfile(ref.take(pick), reference.vocab, reference.source)
-    resampled.__dict__["projections"] = reference.projections  # same projection as the original
+    resampled = reference.subset(pick)
     again: list[DetectorResult] = []
     for det in (InputStatistics(), EmbeddingMMD(seed=d.embeddings.seed), OutputShift()):
         again += [r for r in det.calculate(resampled, current) if r.modality in flagged]
