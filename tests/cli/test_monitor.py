@@ -105,3 +105,23 @@ def test_artifact_without_profile_says_how_to_fix(trained, capsys, tmp_path) -> 
     current = write_manifest(data / "c3.jsonl", rows)
     assert main(["monitor", str(bare), "--current", str(current), "-q"]) == 2
     assert "--reference" in capsys.readouterr().err
+
+
+def test_multilabel_artifact_is_monitored(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import relabel
+
+    rows = relabel(write_synthetic(tmp_path / "data", 120, missing=False), "multilabel")
+    train = write_manifest(tmp_path / "data" / "train.jsonl", rows[:50])
+    val = write_manifest(tmp_path / "data" / "val.jsonl", rows[50:85])
+    raw = {**SMALL_CONFIG, "task": "multilabel"}
+    Trainer(Config.from_dict(raw), tmp_path / "art", progress=False).fit(train, val)
+    obs = ReferenceProfile.of_artifact(tmp_path / "art").observations
+    assert obs.outputs.multilabel and obs.labels is not None and obs.labels.shape == (35, 4)
+    current = write_manifest(tmp_path / "data" / "current.jsonl", rows[85:])
+    code, result = _run([str(tmp_path / "art"), "--current", str(current)], capsys)
+    assert code == 0, result
+    assert result["estimated_accuracy"]["current"] is not None  # type: ignore[index]
+    shifted = [{**r, "text": "Quarterly revenue grew 12% YoY; EBITDA up."} for r in rows[85:]]
+    current = write_manifest(tmp_path / "data" / "shifted.jsonl", shifted)
+    code, result = _run([str(tmp_path / "art"), "--current", str(current)], capsys)
+    assert code == 1 and result["modalities"]["text"]["drift"] is True  # type: ignore[index]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from polyfuse.monitor.observe import ModalityView, Observations
+from polyfuse.monitor.outputs import Outputs
 from polyfuse.monitor.profile import ReferenceProfile
 
 CLASSES = ("a", "b", "c")
@@ -82,3 +83,59 @@ def make(
 def reference(n: int = 600, seed: int = 100) -> ReferenceProfile:
     """A labelled reference profile of `make` data."""
     return ReferenceProfile(make(n, seed=seed), {}, {"manifest": "synthetic", "rows": n})
+
+
+LABELS = ("x", "y", "z")
+
+
+def make_multilabel(
+    n: int = 400,
+    *,
+    seed: int = 0,
+    shift: dict[str, float] | None = None,
+    prevalence: tuple[float, ...] = (0.3, 0.4, 0.2),
+    noise: tuple[str, ...] = (),
+) -> Observations:
+    """A multi-label version of `make`: three labels, each present independently with
+    ``prevalence``; each modality's statistics and embedding carry the label set and its head
+    gives sigmoid outputs; the fusion adds the present heads' logits."""
+    rng = np.random.default_rng(seed)
+    shift = shift or {}
+    truth = rng.random((n, 3)) < np.asarray(prevalence)
+    views = {}
+    logits = {}
+    for m in ("image", "audio"):
+        signal = 0.0 if m in noise else 1.0
+        seen = truth if signal else rng.random((n, 3)) < 0.5
+        stats = rng.normal(0.0, 1.0, (n, 4)) + signal * truth[:, :1] * 0.5
+        stats[:, 0] += shift.get(m, 0.0)
+        emb = rng.normal(0.0, 1.0, (n, 8))
+        emb[:, :3] += signal * 1.5 * truth
+        emb += shift.get(m, 0.0) * 0.5
+        z = 2.0 * (2.0 * seen - 1.0) + rng.normal(0.0, 1.5, (n, 3))
+        logits[m] = z
+        views[m] = ModalityView(
+            kind=m,
+            present=np.ones(n, dtype=bool),
+            statistics=stats,
+            names=("s0", "s1", "s2", "s3"),
+            embedding=emb,
+            probs=1.0 / (1.0 + np.exp(-z)),
+            without=np.zeros((n, 3)),  # set below
+        )
+    views["image"].without = views["audio"].probs
+    views["audio"].without = views["image"].probs
+    fused = logits["image"] + logits["audio"]
+    return Observations(
+        ids=[f"r{i}" for i in range(n)],
+        modalities=views,
+        probs=1.0 / (1.0 + np.exp(-fused)),
+        classes=LABELS,
+        labels=truth.astype(np.int64),
+        outputs=Outputs(multilabel=True),
+    )
+
+
+def multilabel_reference(n: int = 600, seed: int = 100) -> ReferenceProfile:
+    """A labelled reference profile of `make_multilabel` data."""
+    return ReferenceProfile(make_multilabel(n, seed=seed), {}, {"manifest": "synthetic"})

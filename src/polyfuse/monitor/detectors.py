@@ -11,8 +11,8 @@ modality and which statistic moved.
   adapted embeddings (whitened PCA, Gaussian kernel with the median-distance bandwidth);
   the p-value comes from permutations, with a gamma fitted to them for the tail.
 - `OutputShift`: black-box shift detection (Rabanser et al., "Failing Loudly", NeurIPS
-  2019): KS tests on each class's softmax output, Bonferroni-corrected, on every unimodal
-  head and on the fusion.
+  2019): KS tests on each class's softmax output (each label's sigmoid output),
+  Bonferroni-corrected, on every unimodal head and on the fusion.
 - `DomainClassifier`: a logistic classifier told to separate reference from current on
   statistics + embeddings; out-of-fold AUC, a Mann-Whitney p-value, and the most atypical
   current samples by name.
@@ -20,7 +20,12 @@ modality and which statistic moved.
   modality, and of samples whose unimodal heads all agree with the fusion.
 - `LabelShift`: chi-squared test on the predicted-class histogram (black-box shift
   estimation's test), with the class-prior ratio estimated from the reference confusion
-  matrix when the reference is labelled.
+  matrix when the reference is labelled; for a multi-label model, Fisher's exact test per
+  label on how often it is answered, and each label's estimated current share.
+
+Multi-label models read their sigmoid outputs through `polyfuse.monitor.outputs.Outputs`:
+black-box shift detection tests each label's probability, agreement means the same label
+set.
 """
 
 from __future__ import annotations
@@ -408,11 +413,10 @@ class MissingRate:
 
 
 def agreement(obs: Observations) -> NDArray[np.bool_]:
-    """Per sample: every present modality's own head predicts the fused class."""
-    pred = obs.predicted
+    """Per sample: every present modality's own head gives the fused answer."""
     ok = np.ones(len(obs), dtype=bool)
     for view in obs.modalities.values():
-        ok &= ~view.present | (view.probs.argmax(axis=1) == pred)
+        ok &= ~view.present | obs.outputs.agree(view.probs, obs.probs)
     return ok
 
 
@@ -440,20 +444,28 @@ class AgreementRate:
 
 @dataclass(frozen=True)
 class LabelShift:
-    """Chi-squared test of the predicted-class histogram; class-prior ratios when labelled."""
+    """Has the mix of answers changed? Chi-squared test of the predicted-class histogram
+    (per label, Fisher's exact test of how often it is answered, Bonferroni-corrected, for
+    a multi-label model); the estimated class-prior ratios when the reference is labelled."""
 
     name: str = "label_shift"
 
     def calculate(self, reference: ReferenceProfile, current: Observations) -> list[DetectorResult]:
-        """One ``prediction`` result; ``extra["weights"]`` = estimated q(y) / p(y)."""
+        """One ``prediction`` result; ``extra["weights"]`` = estimated q(y) / p(y)
+        (single-label) or ``extra["prevalence"]`` = estimated share of each label now
+        (multi-label)."""
+        ref_obs = reference.observations
+        if len(current) == 0:
+            return []
+        if ref_obs.outputs.multilabel:
+            return self._labels(ref_obs, current)
         from scipy.stats import chi2_contingency
 
-        ref_obs = reference.observations
         k = len(ref_obs.classes)
         ref_counts = np.bincount(ref_obs.predicted, minlength=k)
         cur_counts = np.bincount(current.predicted, minlength=k)
         used = (ref_counts + cur_counts) > 0
-        if used.sum() < 2 or len(current) == 0:
+        if used.sum() < 2:
             return []
         table = np.stack([ref_counts[used], cur_counts[used]])
         test = chi2_contingency(table)
@@ -476,14 +488,43 @@ class LabelShift:
             )
         ]
 
+    def _labels(self, ref_obs: Observations, current: Observations) -> list[DetectorResult]:
+        ref_on, cur_on = ref_obs.predicted, current.predicted
+        nr, nc = len(ref_obs), len(current)
+        stats = []
+        for j, c in enumerate(ref_obs.classes):
+            a, b = int(ref_on[:, j].sum()), int(cur_on[:, j].sum())
+            p = min(1.0, len(ref_obs.classes) * fisher(a, nr, b, nc))
+            stats.append(StatisticShift(f"answered({c})", p, abs(b / nc - a / nr), a / nr, b / nc))
+        stats.sort(key=lambda s: (s.p_value, -s.statistic))
+        extra: dict[str, Any] = {}
+        prevalence = label_prevalence(ref_obs, current)
+        if prevalence is not None:
+            extra["prevalence"] = {
+                c: float(q) for c, q in zip(ref_obs.classes, prevalence, strict=True)
+            }
+        return [
+            DetectorResult(
+                self.name,
+                PREDICTION,
+                stats[0].p_value,
+                max(s.statistic for s in stats),
+                nr,
+                nc,
+                statistics=stats[:5],
+                extra=extra,
+            )
+        ]
+
 
 def class_weights(reference: Observations, current: Observations) -> FloatArray | None:
-    """Black-box shift estimation of q(y) / p(y) (Lipton et al., 2018); None when unlabelled.
+    """Black-box shift estimation of q(y) / p(y) (Lipton et al., 2018) for a single-label
+    model; None when unlabelled.
 
     Solves ``C w = mu`` with ``C[i, j] = P_ref(predicted i, label j)`` and ``mu`` the
     current predicted-class distribution, then clips to non-negative weights.
     """
-    if reference.labels is None:
+    if reference.labels is None or reference.outputs.multilabel:
         return None
     keep = reference.labels >= 0
     if not keep.any() or len(current) == 0:
@@ -500,6 +541,61 @@ def class_weights(reference: Observations, current: Observations) -> FloatArray 
     if (w * prior).sum() <= 0:
         return None
     out: FloatArray = w / (w * prior).sum()
+    return out
+
+
+def label_prevalence(reference: Observations, current: Observations) -> FloatArray | None:
+    """Per label of a multi-label model, its estimated share of current samples: black-box
+    shift estimation label by label, ``(answered - fpr) / (tpr - fpr)`` with the reference's
+    true- and false-positive rates (the reference share where the label's decision is too
+    weak, ``tpr - fpr < 0.2``, to invert). None when the reference is unlabelled."""
+    if reference.labels is None or not reference.outputs.multilabel or len(current) == 0:
+        return None
+    keep = reference.outputs.labelled(reference.labels)
+    if not keep.any():
+        return None
+    truth = reference.labels[keep] > 0
+    said = reference.predicted[keep]
+    answered = current.predicted.mean(axis=0)
+    out = truth.mean(axis=0).astype(np.float64)
+    for j in range(truth.shape[1]):
+        pos, neg = truth[:, j], ~truth[:, j]
+        if not pos.any() or not neg.any():
+            continue
+        tpr, fpr = said[pos, j].mean(), said[neg, j].mean()
+        if tpr - fpr >= 0.2:
+            out[j] = (answered[j] - fpr) / (tpr - fpr)
+    clipped: FloatArray = np.clip(out, 0.005, 0.995)
+    return clipped
+
+
+def sample_weights(reference: Observations, current: Observations) -> FloatArray | None:
+    """Importance weights of the labelled reference samples (in order) under the current
+    label distribution; None when it cannot be estimated.
+
+    Single-label: the class ratio `class_weights` of each sample's class. Multi-label: the
+    weights closest to uniform (raking, iterative proportional fitting) under which each
+    label's reference share equals its estimated current share (`label_prevalence`).
+    """
+    if reference.labels is None:
+        return None
+    keep = reference.outputs.labelled(reference.labels)
+    if not reference.outputs.multilabel:
+        weights = class_weights(reference, current)
+        return None if weights is None else weights[reference.labels[keep]]
+    target = label_prevalence(reference, current)
+    if target is None:
+        return None
+    truth = reference.labels[keep] > 0
+    w = np.ones(len(truth))
+    for _ in range(50):
+        for j in range(truth.shape[1]):
+            pos = truth[:, j]
+            share = w[pos].sum() / w.sum()
+            if 0.0 < share < 1.0:
+                w[pos] *= target[j] / share
+                w[~pos] *= (1.0 - target[j]) / (1.0 - share)
+    out: FloatArray = w / w.mean()
     return out
 
 

@@ -25,6 +25,10 @@ The reported estimate is the lowest of them, so a shift that fools one estimator
 comfort is still caught by the others (the issue asks for no false comfort).
 Estimates with a modality left out use the leave-one-out fused outputs, calibrated the
 same way, so the monitor can say what accuracy the model would have without it.
+
+For a multi-label model "accuracy" is subset accuracy and "confidence" the probability of
+the whole label set (`polyfuse.monitor.outputs.Outputs`); temperature scaling uses one
+temperature for every label's sigmoid.
 """
 
 from __future__ import annotations
@@ -37,43 +41,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from polyfuse.monitor.observe import ModalityView, Observations
+from polyfuse.monitor.outputs import SINGLE_LABEL, Outputs
 
 FloatArray = NDArray[np.float64]
 
 #: Estimators combined by `AccuracyEstimate.value` (the minimum).
 ESTIMATORS = ("cbpe", "atc", "agreement")
-
-
-def _log(p: FloatArray) -> FloatArray:
-    out: FloatArray = np.log(np.clip(p, 1e-12, 1.0))
-    return out
-
-
-def temperature_scale(probs: FloatArray, temperature: float) -> FloatArray:
-    """Softmax of ``log(probs) / temperature`` (temperature scaling on probabilities)."""
-    z = _log(probs) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: FloatArray = e / e.sum(axis=1, keepdims=True)
-    return out
-
-
-def fit_temperature(probs: FloatArray, labels: NDArray[np.int64]) -> float:
-    """The temperature minimising the negative log-likelihood of ``labels``."""
-    from scipy.optimize import minimize_scalar
-
-    if len(labels) == 0:
-        return 1.0
-    logp = _log(probs)
-
-    def nll(log_t: float) -> float:
-        z = logp / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(z).sum(axis=1))
-        return float(np.mean(lse - z[np.arange(len(labels)), labels]))
-
-    res = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
-    return float(np.exp(res.x))
 
 
 #: ATC's threshold is the reference confidence quantile at its error rate; with fewer
@@ -97,18 +70,21 @@ class OutputCalibration:
 
     temperature: float
     threshold: float | None
+    outputs: Outputs = SINGLE_LABEL
 
     def confidence(self, probs: FloatArray) -> FloatArray:
-        """Calibrated top-class probability per sample."""
-        out: FloatArray = temperature_scale(probs, self.temperature).max(axis=1)
-        return out
+        """Calibrated probability of the whole answer per sample (the top class's, or the
+        product over labels of each decision's)."""
+        return self.outputs.confidence(self.outputs.scale(probs, self.temperature))
 
     @classmethod
-    def fit(cls, probs: FloatArray, labels: NDArray[np.int64]) -> OutputCalibration:
+    def fit(
+        cls, probs: FloatArray, labels: NDArray[np.int64], outputs: Outputs = SINGLE_LABEL
+    ) -> OutputCalibration:
         """Fit on labelled reference outputs."""
-        t = fit_temperature(probs, labels)
-        conf = temperature_scale(probs, t).max(axis=1)
-        return cls(t, atc_threshold(conf, probs.argmax(axis=1) == labels))
+        t = outputs.fit_temperature(probs, labels)
+        conf = outputs.confidence(outputs.scale(probs, t))
+        return cls(t, atc_threshold(conf, outputs.correct(probs, labels)), outputs)
 
 
 @dataclass(frozen=True)
@@ -116,7 +92,7 @@ class AccuracyEstimate:
     """Label-free accuracy estimates of one set of samples.
 
     Attributes:
-        cbpe: mean calibrated confidence.
+        cbpe: mean calibrated confidence (of the whole answer).
         atc: share above the reference ATC threshold (None when the reference had too
             few errors to place it, see `MIN_ATC_ERRORS`).
         agreement: mean P(correct) of the agreement model (None for one-modality models).
@@ -176,25 +152,27 @@ class Calibration:
         """Fit on the labelled rows of ``reference``."""
         if reference.labels is None:
             raise ValueError("calibration needs labels")
-        keep = reference.labels >= 0
+        out = reference.outputs
+        keep = out.labelled(reference.labels)
         ref = reference.take(np.flatnonzero(keep))
         labels = np.asarray(ref.labels)
-        fused = OutputCalibration.fit(ref.probs, labels)
-        without = {m: OutputCalibration.fit(v.without, labels) for m, v in ref.modalities.items()}
+        fused = OutputCalibration.fit(ref.probs, labels, out)
+        without = {
+            m: OutputCalibration.fit(v.without, labels, out) for m, v in ref.modalities.items()
+        }
         mods = tuple(ref.modalities)
         coef = None
+        correct = out.correct(ref.probs, labels)
         if len(mods) > 1:
             x = _agreement_features(ref, fused, mods)
-            correct = ref.predicted == labels
             if 0 < correct.sum() < len(correct):
                 coef = fit_logistic(x, correct.astype(np.float64))
         consistency, rescue = {}, {}
         if len(mods) > 1:
             for m, v in ref.modalities.items():
-                consistency[m] = _consistency(v)[0]
-                loo = v.without.argmax(axis=1)
-                hard = (ref.predicted != loo) & (loo != labels)
-                right = ref.predicted[hard] == labels[hard]
+                consistency[m] = _consistency(v, out)[0]
+                hard = ~out.agree(ref.probs, v.without) & ~out.correct(v.without, labels)
+                right = correct[hard]
                 rescue[m] = float(right.mean()) if hard.any() else 0.5
         return cls(fused, without, coef, mods, consistency, rescue)
 
@@ -209,7 +187,7 @@ class Calibration:
         for m in drifted:
             if m not in self.consistency or m not in current.modalities:
                 continue
-            _, hits, n = _consistency(current.modalities[m])
+            _, hits, n = _consistency(current.modalities[m], current.outputs)
             if n and binomtest(hits, n, self.consistency[m], alternative="less").pvalue < alpha:
                 out.append(m)
         return out
@@ -218,12 +196,20 @@ class Calibration:
         """The cross-modal estimate of the fused accuracy when ``modality`` is not trusted."""
         cal = self.without[modality]
         loo = current.modalities[modality].without
+        if not len(loo):
+            return float("nan")
+        out = current.outputs
+        if out.multilabel:
+            # each label is a yes/no decision: where the fusion and the leave-out output
+            # differ, the fusion is right exactly when that output is wrong, so the fused
+            # set is right with the probability the calibrated output gives that set
+            p = out.scale(loo, cal.temperature)
+            each = np.where(current.predicted, p, 1.0 - p)
+            return float(np.prod(each, axis=1).mean())
         conf = cal.confidence(loo)
-        agree = current.predicted == loo.argmax(axis=1)
+        agree = out.agree(current.probs, loo)
         q = self.rescue.get(modality, 0.5)
-        return (
-            float(np.mean(np.where(agree, conf, (1.0 - conf) * q))) if len(conf) else float("nan")
-        )
+        return float(np.mean(np.where(agree, conf, (1.0 - conf) * q)))
 
     def estimate(self, current: Observations, drifted: Collection[str] = ()) -> AccuracyEstimate:
         """Estimates of the fused model's accuracy on ``current``.
@@ -264,12 +250,12 @@ def _share_above(confidence: FloatArray, threshold: float | None) -> float | Non
     return float((confidence > threshold).mean())
 
 
-def _consistency(view: ModalityView) -> tuple[float, int, int]:
+def _consistency(view: ModalityView, outputs: Outputs) -> tuple[float, int, int]:
     """Share (and count, of how many) of present samples whose own head agrees with the
     leave-this-modality-out output."""
     p = view.present
     n = int(p.sum())
-    hits = int((view.probs[p].argmax(axis=1) == view.without[p].argmax(axis=1)).sum())
+    hits = int(outputs.agree(view.probs[p], view.without[p]).sum())
     return (hits / n if n else 1.0), hits, n
 
 
@@ -280,13 +266,13 @@ def _agreement_features(
     head agrees with the fusion, head confidence (both 0 when absent)."""
     conf = np.clip(fused.confidence(obs.probs), 1e-6, 1 - 1e-6)
     cols = [np.ones(len(obs)), np.log(conf / (1 - conf))]
-    pred = obs.predicted
+    out = obs.outputs
     for m in modalities:
         view = obs.modalities[m]
         present = view.present.astype(np.float64)
         cols.append(present)
-        cols.append(present * (view.probs.argmax(axis=1) == pred))
-        cols.append(present * view.probs.max(axis=1))
+        cols.append(present * out.agree(view.probs, obs.probs))
+        cols.append(present * out.confidence(view.probs))
     return np.stack(cols, axis=1)
 
 

@@ -23,16 +23,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from polyfuse.core.errors import InvalidInputError
 from polyfuse.monitor.detectors import Detectors, agreement
 from polyfuse.monitor.observe import Observations, concat
 from polyfuse.monitor.profile import ReferenceProfile
 from polyfuse.monitor.run import assess
+
+#: What a request was answered: a class index, or the sorted label indices (multi-label).
+Answer = int | tuple[int, ...]
 
 #: The degraded reason of answers given without a quarantined modality.
 QUARANTINE_REASON = "quarantined: drift"
@@ -92,14 +97,15 @@ def observations_of(records: list[MonitorRecord], profile: ReferenceProfile) -> 
 
     ref = profile.observations
     n, k = len(records), len(ref.classes)
+    blank = ref.outputs.uninformative(1, k)[0]
     views = {}
     for m, rv in ref.modalities.items():
         dim = profile.projections[m].components.shape[1]
         present = np.array([m in r.sketches for r in records], dtype=bool)
         stats = np.full((n, len(rv.names)), np.nan)
         emb = np.zeros((n, dim))
-        probs = np.full((n, k), 1.0 / k)
-        without = np.full((n, k), 1.0 / k)
+        probs = np.tile(blank, (n, 1))
+        without = np.tile(blank, (n, 1))
         for i, r in enumerate(records):
             if m in r.statistics and len(r.statistics[m]) == len(rv.names):
                 stats[i] = r.statistics[m]
@@ -123,6 +129,7 @@ def observations_of(records: list[MonitorRecord], profile: ReferenceProfile) -> 
         modalities=views,
         probs=np.array([r.probs for r in records], dtype=np.float64).reshape(n, k),
         classes=ref.classes,
+        outputs=ref.outputs,
     )
 
 
@@ -235,7 +242,8 @@ class LiveMonitor:
         self._pending_n = 0
         self._busy = False
         self._thread: threading.Thread | None = None
-        self._predicted: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (class, window)
+        # request id -> (answer, window)
+        self._predicted: OrderedDict[str, tuple[Answer, int]] = OrderedDict()
         self._remember = remember
         self._labels: dict[int, list[bool]] = {}  # window index -> delayed labels' outcomes
         self._taken = 0  # windows handed to an assessment so far
@@ -258,22 +266,33 @@ class LiveMonitor:
     def record_request(self, record: MonitorRecord) -> None:
         """Add one served request (on the event loop: an append; the arrays are built by
         the assessment)."""
-        predicted = max(range(len(record.probs)), key=record.probs.__getitem__)
-        self._add(record, 1, [(record.request_id, predicted)])
+        answer = self._answers(np.asarray([record.probs], dtype=np.float64))[0]
+        self._add(record, 1, [(record.request_id, answer)])
 
     def record(self, observations: Observations) -> None:
         """Add served requests (one row each); assesses when a window is full."""
-        answered = zip(observations.ids, observations.predicted.tolist(), strict=True)
+        answered = zip(observations.ids, self._answers(observations.probs), strict=True)
         self._add(observations, len(observations), list(answered))
 
+    @property
+    def multilabel(self) -> bool:
+        """The model answers label sets (feedback is a set of labels)."""
+        return self.profile.observations.outputs.multilabel
+
+    def _answers(self, probs: NDArray[np.float64]) -> list[Answer]:
+        said = self.profile.observations.outputs.predicted(probs)
+        if self.multilabel:
+            return [tuple(int(j) for j in np.flatnonzero(row)) for row in said]
+        return [int(c) for c in said]
+
     def _add(
-        self, item: Observations | MonitorRecord, n: int, answered: list[tuple[str, int]]
+        self, item: Observations | MonitorRecord, n: int, answered: list[tuple[str, Answer]]
     ) -> None:
         with self._lock:
             self._pending.append(item)
             self._pending_n += n
-            for rid, cls in answered:
-                self._predicted[rid] = (int(cls), self._taken)
+            for rid, answer in answered:
+                self._predicted[rid] = (answer, self._taken)
                 if len(self._predicted) > self._remember:
                     self._predicted.popitem(last=False)
             self._state.samples = self._pending_n
@@ -289,15 +308,19 @@ class LiveMonitor:
         else:
             self._assess(batch)
 
-    def feedback(self, request_id: str, label: int) -> str:
-        """A delayed label (class index) for a served request: ``correct`` or ``wrong``
-        against what was answered, or ``unknown`` when the request is not remembered."""
+    def feedback(self, request_id: str, label: int | Collection[int]) -> str:
+        """A delayed label for a served request (class index; for a multi-label model the
+        indices of its labels): ``correct`` or ``wrong`` against what was answered, or
+        ``unknown`` when the request is not remembered."""
+        truth: Answer = (
+            tuple(sorted({int(j) for j in label})) if isinstance(label, Collection) else int(label)
+        )
         with self._lock:
             known = self._predicted.get(request_id)
             if known is None:
                 return "unknown"
             predicted, window = known
-            correct = predicted == label
+            correct = predicted == truth
             self._labels.setdefault(window, []).append(correct)
             outcome = "correct" if correct else "wrong"
             self._state.feedback[outcome] += 1

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from polyfuse.core.errors import ArtifactError, DependencyError, InvalidInputError, PolyfuseError
 from polyfuse.core.progress import bar
+from polyfuse.monitor.outputs import Outputs
 from polyfuse.monitor.statistics import STATISTICS, statistics_of, vocabulary
 
 if TYPE_CHECKING:
@@ -82,7 +83,9 @@ class Observations:
         modalities: name -> `ModalityView`.
         probs: ``(n, K)`` fused probabilities.
         classes: class names (column order of every ``probs``).
-        labels: ``(n,)`` class index, ``-1`` where unknown; None when nothing is labelled.
+        labels: ``(n,)`` class index (``(n, K)`` 0/1 for a multi-label model), ``-1`` where
+            unknown; None when nothing is labelled.
+        outputs: how the probabilities read (`Outputs`: softmax or per-label sigmoids).
     """
 
     ids: list[str]
@@ -91,15 +94,23 @@ class Observations:
     classes: tuple[str, ...]
     labels: NDArray[np.int64] | None = None
     sources: dict[str, list[str | None]] = field(default_factory=dict)
+    outputs: Outputs = field(default_factory=Outputs)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
-    def predicted(self) -> NDArray[np.int64]:
-        """Fused arg-max class per sample."""
-        out: NDArray[np.int64] = self.probs.argmax(axis=1).astype(np.int64)
-        return out
+    def predicted(self) -> NDArray[Any]:
+        """The fused answer per sample: class index, or label set (``(n, K)`` booleans)."""
+        return self.outputs.predicted(self.probs)
+
+    @property
+    def correct(self) -> NDArray[np.bool_] | None:
+        """Per labelled sample, the fused answer was right (None without labels)."""
+        if self.labels is None:
+            return None
+        keep = self.outputs.labelled(self.labels)
+        return self.outputs.correct(self.probs[keep], self.labels[keep])
 
     def take(self, index: NDArray[np.intp] | slice) -> Observations:
         """The samples ``index`` (a slice for a window)."""
@@ -111,6 +122,7 @@ class Observations:
             classes=self.classes,
             labels=None if self.labels is None else self.labels[index],
             sources={m: list(np.asarray(s, dtype=object)[index]) for m, s in self.sources.items()},
+            outputs=self.outputs,
         )
 
     def windows(self, size: int) -> list[tuple[int, int]]:
@@ -140,6 +152,8 @@ class Observations:
         meta = {
             "ids": self.ids,
             "classes": list(self.classes),
+            "multilabel": self.outputs.multilabel,
+            "threshold": self.outputs.threshold,
             "sources": self.sources,
             "modalities": {
                 m: {"kind": v.kind, "names": list(v.names), "projected": v.projected}
@@ -182,6 +196,7 @@ class Observations:
             classes=tuple(meta["classes"]),
             labels=arrays.get("labels"),
             sources={m: list(v) for m, v in meta.get("sources", {}).items()},
+            outputs=Outputs(bool(meta.get("multilabel", False)), float(meta.get("threshold", 0.5))),
         )
 
 
@@ -210,6 +225,7 @@ def concat(parts: Sequence[Observations]) -> Observations:
         classes=first.classes,
         labels=labels,
         sources={m: [s for p in parts for s in p.sources.get(m, [])] for m in first.sources},
+        outputs=first.outputs,
     )
 
 
@@ -236,23 +252,24 @@ def observe(
             a reference profile does).
 
     Raises:
-        InvalidInputError: the artifact is not a single-label classifier, or no row of
-            ``manifest`` could be read.
+        InvalidInputError: the artifact is not a classifier (single- or multi-label), or
+            no row of ``manifest`` could be read.
     """
     import torch
 
     require_scipy()
-    from polyfuse.heads.tasks import MulticlassTask
+    from polyfuse.heads.tasks import MulticlassTask, MultilabelTask
     from polyfuse.inference.collect import collect
 
     artifact = predictor.artifact
     task = artifact.task
-    if not isinstance(task, MulticlassTask):
+    if not isinstance(task, MulticlassTask | MultilabelTask):
         raise InvalidInputError(
             "artifact",
-            f"monitoring needs a single-label classifier; this artifact's task is '{task.name}'",
-            hint="train with `task: multiclass`",
+            f"monitoring needs a classifier; this artifact's task is '{task.name}'",
+            hint="monitor a model trained with `task: multiclass` or `task: multilabel`",
         )
+    outputs = Outputs(isinstance(task, MultilabelTask), float(getattr(task, "threshold", 0.5)))
     labelled = bool(manifest.rows) and all(r.label is not None for r in manifest.rows)
     dataset = predictor.dataset(manifest, labelled=labelled)
     modalities = predictor.modalities
@@ -281,7 +298,12 @@ def observe(
             for m, c in artifact.contracts.items()
             if c.kind == "text"
         }
-    probs = torch.softmax(out.logits, dim=-1).double().numpy()
+
+    def probabilities(logits: torch.Tensor) -> FloatArray:
+        p: FloatArray = task.probabilities(logits).double().numpy()
+        return p
+
+    probs = probabilities(out.logits)
     views: dict[str, ModalityView] = {}
     sources: dict[str, list[str | None]] = {}
     for m in modalities:
@@ -305,16 +327,16 @@ def observe(
                 stats[i] = values
         if len(modalities) > 1:
             others = "+".join(sorted(o for o in modalities if o != m))
-            without = torch.softmax(out.subset_logits[others], dim=-1).double().numpy()
+            without = probabilities(out.subset_logits[others])
         else:
-            without = np.full_like(probs, 1.0 / probs.shape[1])
+            without = outputs.uninformative(*probs.shape)
         views[m] = ModalityView(
             kind=contract.kind,
             present=present,
             statistics=stats,
             names=names,
             embedding=out.pooled[m].double().numpy(),
-            probs=torch.softmax(out.unimodal[m], dim=-1).double().numpy(),
+            probs=probabilities(out.unimodal[m]),
             without=without,
         )
         sources[m] = [
@@ -330,4 +352,5 @@ def observe(
         classes=tuple(task.labels),
         labels=labels,
         sources=sources,
+        outputs=outputs,
     )

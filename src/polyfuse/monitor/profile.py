@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 PROFILE_DIR = Path("monitor") / "reference"
 #: At most this many reference samples are kept (a random subset of larger manifests).
 MAX_REFERENCE = 2000
+#: Reference rows per whitened embedding direction (`Projection.fit`).
+ROWS_PER_DIRECTION = 10
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,13 @@ class Projection:
 
     @classmethod
     def fit(cls, x: NDArray[np.float64], k: int = 16) -> Projection:
-        """Top-``k`` principal directions of ``x`` (fewer when ``x`` has fewer rows or dims)."""
+        """Top-``k`` principal directions of ``x``: fewer when ``x`` has fewer dims, and at
+        most one per `ROWS_PER_DIRECTION` rows. A small sample underestimates the variance
+        of its weakest directions, so whitening them would inflate every later sample
+        there and the kernel test would see drift in unshifted data."""
         mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
         centred = x - mean
-        k = max(1, min(k, x.shape[1], max(len(x) - 1, 1)))
+        k = max(1, min(k, x.shape[1], len(x) // ROWS_PER_DIRECTION))
         if len(x) < 2:
             return cls(mean, np.eye(x.shape[1])[:, :k])
         _, s, vt = np.linalg.svd(centred, full_matrices=False)
@@ -87,7 +92,8 @@ class ReferenceProfile:
         """Calibration of the fused and leave-one-out outputs (None without labels)."""
         from polyfuse.monitor.estimate import Calibration
 
-        if self.observations.labels is None or not (self.observations.labels >= 0).any():
+        obs = self.observations
+        if obs.labels is None or not obs.outputs.labelled(obs.labels).any():
             return None
         return Calibration.fit(self.observations)
 

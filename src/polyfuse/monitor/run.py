@@ -35,7 +35,7 @@ from polyfuse.monitor.detectors import (
     EmbeddingMMD,
     InputStatistics,
     OutputShift,
-    class_weights,
+    sample_weights,
 )
 from polyfuse.monitor.estimate import AccuracyEstimate
 from polyfuse.monitor.observe import Observations
@@ -155,12 +155,11 @@ def _explain_by_labels(
     d: Detectors,
 ) -> dict[str, Decision]:
     """Re-test ``flagged`` modalities against the reference re-weighted by class ratios."""
-    weights = class_weights(reference.observations, current)
     ref = reference.observations
-    if weights is None or ref.labels is None:
+    w = sample_weights(ref, current)
+    if w is None or ref.labels is None:
         return {}
-    keep = np.flatnonzero(ref.labels >= 0)
-    w = weights[ref.labels[keep]]
+    keep = np.flatnonzero(ref.outputs.labelled(ref.labels))
     if w.max() <= 0:
         return {}
     # rejection sampling: an exact sample of the re-weighted reference with no duplicates
@@ -291,10 +290,8 @@ class MonitorReport:
 
 
 def _accuracy(obs: Observations) -> float | None:
-    if obs.labels is None or not (obs.labels >= 0).any():
-        return None
-    keep = obs.labels >= 0
-    return float((obs.predicted[keep] == obs.labels[keep]).mean())
+    correct = obs.correct
+    return None if correct is None or not len(correct) else float(correct.mean())
 
 
 def monitor(

@@ -636,7 +636,7 @@ class Trainer:
 
     def _write_profile(self, artifact: Artifact, val: Manifest) -> None:
         """The monitoring reference profile (`polyfuse.monitor`) under ``monitor/reference``."""
-        if self.reference is False or self.config.task != "multiclass":
+        if self.reference is False or self.config.task not in ("multiclass", "multilabel"):
             return
         from polyfuse.inference.predict import Predictor
         from polyfuse.monitor import PROFILE_DIR, build_profile

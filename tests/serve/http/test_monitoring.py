@@ -134,3 +134,41 @@ def test_monitoring_off_answers_not_found(trained: tuple[Path, Path]) -> None:
         r = client.get("/v1/monitor")
         assert r.status_code == 404 and "--no-monitor" in r.json()["error"]["hint"]
         assert "polyfuse_monitor_" not in client.get("/metrics").text
+
+
+def test_multilabel_model_is_watched_and_takes_label_sets(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from polyfuse.core.config import Config
+    from polyfuse.serve.http.app import create_app
+    from polyfuse.train import Trainer
+    from tests.conftest import relabel, write_manifest, write_synthetic
+    from tests.serve.conftest import CONFIG
+
+    rows = relabel(write_synthetic(tmp_path / "data", 24, missing=False), "multilabel")
+    train = write_manifest(tmp_path / "data" / "train.jsonl", rows[:18])
+    val = write_manifest(tmp_path / "data" / "val.jsonl", rows[18:])
+    Trainer(
+        Config.from_dict({**CONFIG, "task": "multilabel"}), tmp_path / "art", progress=False
+    ).fit(train, val)
+    rt = ModelRuntime.load(
+        tmp_path / "art", preprocess="thread", cache="none", monitor_window=10, monitor_rate=0
+    )
+    with TestClient(create_app(rt), client=("127.0.0.1", 50000)) as client:
+        answers = [_predict(client, tmp_path / "data", i) for i in range(12)]
+        rt.live_monitor().wait()
+        assert client.get("/v1/monitor").json()["windows"] == 1
+        first = answers[0]
+        said = first["prediction"]["label"]
+        assert isinstance(said, list)
+        r = client.post("/v1/feedback", json={"request_id": first["request_id"], "label": said})
+        assert r.json()["outcome"] == "correct"
+        other = [lab for lab in ("c0", "c1", "c2", "even") if lab not in said][:1]
+        r = client.post(
+            "/v1/feedback", json={"request_id": answers[1]["request_id"], "label": other}
+        )
+        assert r.json()["outcome"] == (
+            "correct" if answers[1]["prediction"]["label"] == other else "wrong"
+        )
+        bad = client.post("/v1/feedback", json={"request_id": "x", "label": ["c0", "nope"]})
+        assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]

@@ -95,19 +95,35 @@ def add_monitor_routes(app: FastAPI, runtime: Runtime, registry: CollectorRegist
 
     @app.post("/v1/feedback", tags=["v1"])
     async def feedback(request: Request) -> dict[str, Any]:
-        """A delayed label for a served request: ``{"request_id": ..., "label": ...}``.
+        """A delayed label for a served request: ``{"request_id": ..., "label": ...}``
+        (for a multi-label model, ``label`` lists the sample's labels, possibly none).
         It is counted, and replaces the estimate of its window once enough arrive."""
+        from polyfuse.heads.tasks import MultilabelTask
+
         monitor = live()
         body = await _json(request)
         rid, label = body.get("request_id"), body.get("label")
         labels = [str(x) for x in runtime.info().get("labels", [])]
-        if not isinstance(rid, str) or label is None or str(label) not in labels:
-            raise ServeError(
-                "invalid_input",
-                'expected {"request_id": str, "label": one of the model\'s labels}',
-                hint=f"labels: {', '.join(labels[:20])}",
-            )
-        outcome = monitor.feedback(rid, labels.index(str(label)))
+        if monitor.multilabel:
+            given = [] if label is None else MultilabelTask.split(label)
+            bad = [g for g in given if g not in labels]
+            if not isinstance(rid, str) or "label" not in body or bad:
+                raise ServeError(
+                    "invalid_input",
+                    'expected {"request_id": str, "label": [the model\'s labels of the sample]}'
+                    + (f"; unknown labels: {', '.join(bad[:5])}" if bad else ""),
+                    hint=f"labels: {', '.join(labels[:20])}",
+                )
+            truth: int | list[int] = [labels.index(g) for g in given]
+        else:
+            if not isinstance(rid, str) or label is None or str(label) not in labels:
+                raise ServeError(
+                    "invalid_input",
+                    'expected {"request_id": str, "label": one of the model\'s labels}',
+                    hint=f"labels: {', '.join(labels[:20])}",
+                )
+            truth = labels.index(str(label))
+        outcome = monitor.feedback(rid, truth)
         feedback_total.labels(outcome).inc()
         return {"request_id": rid, "known": outcome != "unknown", "outcome": outcome}
 

@@ -67,8 +67,16 @@ class Watch:
     @classmethod
     def load(cls, artifact: Artifact, config: RuntimeConfig) -> Watch | None:
         """The watch of a served artifact, or None when monitoring is off, the artifact is
-        not a single-label classifier, or it holds no reference profile (logged)."""
-        if not config.monitor or artifact.path is None or artifact.config.task != "multiclass":
+        not a classifier, or it holds no reference profile (logged)."""
+        if (
+            not config.monitor
+            or artifact.path is None
+            or artifact.config.task
+            not in (
+                "multiclass",
+                "multilabel",
+            )
+        ):
             return None
         folder = Path(artifact.path) / PROFILE_DIR
         if not folder.is_dir():
