@@ -24,11 +24,16 @@ the fused top-class probability, the baseline that watches confidence only), and
 environments (``benchmarks/peers/setup.sh``) on the same numbers: each modality's input
 statistics, embeddings and head probabilities, and the fused probabilities.
 
+``--model flickr8k`` runs the same comparison on the Flickr8k image + caption concepts model
+(multi-label) with image shifts, captions from another domain, a missing-caption surge and
+a class-prior change, at windows 50 / 100 / 200 / 500 (see `drift_flickr8k.py`).
+
 Printed: detection rate per shift and window size, false-alarm rate on unshifted windows,
 correct-modality rate, seconds per window, and the label-free accuracy estimate against the
 window's true accuracy.
 
     python benchmarks/monitor_drift.py --data ../shared/data --work /tmp/monitor-bench
+    python benchmarks/monitor_drift.py --model flickr8k --work /tmp/monitor-bench-flickr
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -187,16 +193,28 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 # ---------------------------------------------------------------- windows
+def favoured(obs: Any) -> np.ndarray:
+    """Rows the AV-digits class-prior shift over-samples: digits 0-2."""
+    out: np.ndarray = np.asarray(obs.labels) <= 2
+    return out
+
+
 def window_indices(
-    obs: Any, shift: str, size: int, draws: int, rng: np.random.Generator
+    obs: Any,
+    shift: str,
+    size: int,
+    draws: int,
+    rng: np.random.Generator,
+    prior: Callable[[Any], np.ndarray] = favoured,
 ) -> list[np.ndarray]:
-    """``draws`` random windows of ``size`` rows (class-prior windows: 70 % digits 0-2)."""
+    """``draws`` random windows of ``size`` rows (class-prior windows: 70 % of the rows
+    ``prior`` favours, as many as there are)."""
     n = len(obs)
     out = []
     for _ in range(draws):
         if shift == "class_prior":
-            low = np.flatnonzero(obs.labels <= 2)
-            high = np.flatnonzero(obs.labels > 2)
+            low = np.flatnonzero(prior(obs))
+            high = np.flatnonzero(~prior(obs))
             k = min(round(0.7 * size), len(low))
             idx = np.concatenate(
                 [rng.choice(low, k, replace=False), rng.choice(high, size - k, replace=False)]
@@ -289,10 +307,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--work", default="/tmp/monitor-bench")
-    ap.add_argument("--artifact", help="a trained AV-digits fused artifact (default: train one)")
-    ap.add_argument("--sizes", default="50,100,200")
+    ap.add_argument("--model", choices=("av_digits", "flickr8k"), default="av_digits")
+    ap.add_argument("--artifact", help="a trained model of --model (default: train one)")
+    ap.add_argument("--sizes", help="window sizes (default 50,100,200; flickr8k adds 500)")
     ap.add_argument("--draws", type=int, default=20, help="random windows per shift and size")
-    ap.add_argument("--shifts", default=",".join(SHIFTS))
+    ap.add_argument("--shifts", help="comma-separated (default: every shift of --model)")
     ap.add_argument(
         "--peers",
         default="evidently,alibi",
@@ -313,36 +332,55 @@ def main() -> None:  # noqa: PLR0915 - one linear script
 
     data, work = Path(args.data), Path(args.work)
     t_start = time.perf_counter()
-    artifact, test = build_model(data, work, Path(args.artifact) if args.artifact else None)
+    given = Path(args.artifact) if args.artifact else None
+    if args.model == "flickr8k":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import drift_flickr8k as setup
+
+        artifact, ref_rows, stream_rows = setup.build_model(data, work, given)
+        expect, prior, all_shifts = setup.expected, setup.favoured, setup.SHIFTS
+        shift_rows = lambda shift, rows, folder: setup.shifted_rows(  # noqa: E731
+            shift, rows, folder, data, seed=1
+        )
+        default_sizes = "50,100,200,500"
+    else:
+        artifact, test = build_model(data, work, given)
+        ref_rows, stream_rows = split_test(test)
+        clips = _esc_test_clips(data)
+        expect, prior, all_shifts = expected, favoured, SHIFTS
+        shift_rows = lambda shift, rows, folder: shifted_rows(  # noqa: E731
+            shift, rows, folder, clips, seed=1
+        )
+        default_sizes = "50,100,200"
     predictor = Predictor.load(artifact, device="cpu")
     label = predictor.artifact.config.label
-    ref_rows, stream_rows = split_test(test)
     ref_manifest = Manifest.load(
         write_manifest(work / "reference.jsonl", ref_rows), predictor.modalities, label
     )
     profile: ReferenceProfile = build_profile(predictor, ref_manifest, progress=False)
-    clips = _esc_test_clips(data)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    shifts = args.shifts.split(",")
+    outputs = profile.observations.outputs
+    sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
+    shifts = args.shifts.split(",") if args.shifts else list(all_shifts)
     pythons = {p: f"/work/peers/{p}/bin/python" for p in args.peers.split(",") if p}
     pythons.update(dict(kv.split("=", 1) for kv in args.peer_python))
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     peer_notes: dict[str, str] = {}
     for shift in shifts:
-        stream = shifted_rows(shift, stream_rows, work / "shifts" / shift, clips, seed=1)
+        stream = shift_rows(shift, stream_rows, work / "shifts" / shift)
         manifest = Manifest.load(
             write_manifest(work / "shifts" / f"{shift}.jsonl", stream), predictor.modalities, label
         )
         obs = observe(predictor, manifest, vocab=profile.vocab, progress=False)
         for size in sizes:
-            windows = [obs.take(idx) for idx in window_indices(obs, shift, size, args.draws, rng)]
-            conf_ref = profile.observations.probs.max(axis=1)
+            spans = window_indices(obs, shift, size, args.draws, rng, prior)
+            windows = [obs.take(idx) for idx in spans]
+            conf_ref = outputs.confidence(profile.observations.probs)
             for i, w in enumerate(windows):
                 t0 = time.perf_counter()
                 result = assess(profile, w)
                 ours_s = time.perf_counter() - t0
-                truth = float((w.predicted == w.labels).mean())
+                truth = float(w.correct.mean())
                 cal = profile.calibration
                 est = None if cal is None else cal.estimate(w, result.drifted)
                 named = set(result.drifted) | (
@@ -367,7 +405,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                     }
                 )
                 t0 = time.perf_counter()
-                p = float(ks_2samp(conf_ref, w.probs.max(axis=1)).pvalue)
+                p = float(ks_2samp(conf_ref, outputs.confidence(w.probs)).pvalue)
                 rows.append(
                     {
                         "shift": shift,
@@ -407,7 +445,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                         }
                     )
         print(f"  {shift}: observed {len(obs)} rows", flush=True)
-    report(rows, sizes, shifts, peer_notes)
+    report(rows, sizes, shifts, peer_notes, expect)
     print(f"{time.perf_counter() - t_start:.0f} s in all")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "peers": peer_notes}, indent=1))
@@ -446,7 +484,11 @@ def report_equal_far(
 
 
 def report(
-    rows: list[dict[str, Any]], sizes: list[int], shifts: list[str], notes: dict[str, str]
+    rows: list[dict[str, Any]],
+    sizes: list[int],
+    shifts: list[str],
+    notes: dict[str, str],
+    expect: Callable[[str], str | None] = expected,
 ) -> None:
     """Detection / false-alarm / correct-modality / time tables and the accuracy estimate."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -471,7 +513,7 @@ def report(
                     cells.append("-")
                     continue
                 rate = sum(r["drift"] for r in rs) / len(rs)
-                want = expected(shift)
+                want = expect(shift)
                 hits = [r for r in rs if r["drift"]]
                 if want and hits and m != "confidence":
                     ok = sum(

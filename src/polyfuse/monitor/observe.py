@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,12 @@ from numpy.typing import NDArray
 from polyfuse.core.errors import ArtifactError, DependencyError, InvalidInputError, PolyfuseError
 from polyfuse.core.progress import bar
 from polyfuse.monitor.outputs import Outputs
-from polyfuse.monitor.statistics import STATISTICS, statistics_of, vocabulary
+from polyfuse.monitor.statistics import (
+    STATISTICS,
+    HeldOutVocabulary,
+    statistics_of,
+    word_counts,
+)
 
 if TYPE_CHECKING:
     from polyfuse.data.manifest import Manifest
@@ -237,6 +243,36 @@ def require_scipy() -> None:
         raise DependencyError("scipy", "drift monitoring", "monitor") from exc
 
 
+def _statistics(
+    kind: str,
+    names: tuple[str, ...],
+    present: BoolArray,
+    load: Callable[[int], Any],
+    context: dict[str, Any],
+    counts: Counter[str] | None,
+    progress: bool,
+    modality: str,
+) -> FloatArray:
+    """``(n, S)`` input statistics of one modality (NaN where absent or unreadable);
+    ``counts``: the reference's word counts, to measure each text against the others."""
+    stats = np.full((len(present), len(names)), np.nan)
+    for i in bar(
+        range(len(present)), enabled=progress, desc=f"statistics ({modality})", leave=False
+    ):
+        if not present[i]:
+            continue
+        try:
+            obj = load(i)
+        except PolyfuseError:
+            continue
+        if counts is not None:
+            context = {**context, "vocab": HeldOutVocabulary(counts, str(obj))}
+        values = statistics_of(kind, obj, context)
+        if values is not None:
+            stats[i] = values
+    return stats
+
+
 def observe(
     predictor: Predictor,
     manifest: Manifest,
@@ -248,8 +284,9 @@ def observe(
 
     Args:
         vocab: text modality -> reference vocabulary for the out-of-vocabulary rate; by
-            default each text modality's vocabulary is taken from ``manifest`` itself (what
-            a reference profile does).
+            default ``manifest`` is the reference (what a reference profile does) and each
+            text is measured against the words of the *other* texts
+            (`HeldOutVocabulary`), so its rate is comparable with later data's.
 
     Raises:
         InvalidInputError: the artifact is not a classifier (single- or multi-label), or
@@ -292,12 +329,14 @@ def observe(
             hint="check the manifest with `polyfuse validate`",
         )
     rows = [manifest.rows[i] for i in out.indices]
+    held_out = None
     if vocab is None:
-        vocab = {
-            m: vocabulary([str(r.values[m]) for r in manifest.rows if m in r.values])
+        held_out = {
+            m: word_counts(str(r.values[m]) for r in manifest.rows if m in r.values)
             for m, c in artifact.contracts.items()
             if c.kind == "text"
         }
+        vocab = {}
 
     def probabilities(logits: torch.Tensor) -> FloatArray:
         p: FloatArray = task.probabilities(logits).double().numpy()
@@ -309,22 +348,14 @@ def observe(
     for m in modalities:
         contract = artifact.contracts[m]
         names = STATISTICS.get(contract.kind, ())
-        stats = np.full((len(rows), len(names)), np.nan)
         present = out.present[m].numpy().astype(bool)
         context = {
             "sample_rate": getattr(contract, "sample_rate", 16000),
             "vocab": vocab.get(m, frozenset()),
         }
-        for i in bar(range(len(rows)), enabled=progress, desc=f"statistics ({m})", leave=False):
-            if not present[i]:
-                continue
-            try:
-                obj = dataset.load(out.indices[i], m)
-            except PolyfuseError:
-                continue
-            values = statistics_of(contract.kind, obj, context)
-            if values is not None:
-                stats[i] = values
+        counts = None if held_out is None else held_out.get(m)
+        load = lambda i, m=m: dataset.load(out.indices[i], m)  # noqa: E731
+        stats = _statistics(contract.kind, names, present, load, context, counts, progress, m)
         if len(modalities) > 1:
             others = "+".join(sorted(o for o in modalities if o != m))
             without = probabilities(out.subset_logits[others])

@@ -174,6 +174,7 @@ def build_profile(
         for m, c in predictor.artifact.contracts.items()
         if c.kind == "text"
     }
-    obs = observe(predictor, manifest, vocab=vocab, progress=progress)
+    # each reference text's out-of-vocabulary rate is measured against the others' words
+    obs = observe(predictor, manifest, progress=progress)
     source = {"manifest": str(manifest.path), "rows": len(obs)}
     return ReferenceProfile(obs, vocab, source)

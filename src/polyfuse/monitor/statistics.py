@@ -23,7 +23,8 @@ row per sample and the drift detectors compare the columns.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -103,13 +104,48 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def vocabulary(texts: Collection[str], min_count: int = 2) -> frozenset[str]:
-    """Words seen at least ``min_count`` times in ``texts`` (the reference vocabulary)."""
-    counts: dict[str, int] = {}
+#: A word belongs to the reference vocabulary when the reference uses it this often.
+MIN_COUNT = 2
+
+
+def word_counts(texts: Iterable[str]) -> Counter[str]:
+    """How often each word occurs in ``texts``."""
+    counts: Counter[str] = Counter()
     for text in texts:
-        for w in words(text):
-            counts[w] = counts.get(w, 0) + 1
-    return frozenset(w for w, c in counts.items() if c >= min_count)
+        counts.update(words(text))
+    return counts
+
+
+def vocabulary(texts: Collection[str], min_count: int = MIN_COUNT) -> frozenset[str]:
+    """Words seen at least ``min_count`` times in ``texts`` (the reference vocabulary)."""
+    return frozenset(w for w, c in word_counts(texts).items() if c >= min_count)
+
+
+class HeldOutVocabulary(Collection[str]):
+    """The reference vocabulary as one of the reference's own texts must see it: the words
+    the *other* texts use ``min_count`` times.
+
+    Measured against a vocabulary that contains it, a reference text has no unknown words
+    by construction, while every later text has some: the out-of-vocabulary rate would
+    drift on unshifted data. Leaving the text out makes both sides comparable.
+    """
+
+    def __init__(self, counts: Counter[str], text: str, min_count: int = MIN_COUNT) -> None:
+        self._counts = counts
+        self._own = Counter(words(text))
+        self._min = min_count
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and self._counts[word] - self._own[word] >= self._min
+
+    def __iter__(self) -> Iterator[str]:
+        return (w for w in self._counts if w in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
 
 
 def image_statistics(pixels: NDArray[Any]) -> FloatArray:
