@@ -69,3 +69,25 @@ def test_feedback_takes_label_sets(ref) -> None:  # type: ignore[no-untyped-def]
     expected = ["correct" if (said[i] == (labels[i] > 0)).all() else "wrong" for i in range(50)]
     assert outcomes == expected
     assert live.state().observed_accuracy == pytest.approx(float(obs.correct.mean()))  # type: ignore[union-attr]
+
+
+def test_set_confidence_is_calibrated_where_labels_are_not_independent() -> None:
+    from polyfuse.monitor.estimate import OutputCalibration
+    from polyfuse.monitor.outputs import Outputs
+
+    rng = np.random.default_rng(0)
+    n, k = 2000, 4
+    labels = np.eye(k, dtype=np.int64)[rng.integers(0, k, n)]  # every sample shows one
+    hard = rng.random(n) < 0.4
+    # easy samples: the right label at 0.9, the others at 0.05; hard ones: 0.25 each (the
+    # model cannot tell which, and answers the empty set, which is never right)
+    probs = np.where(labels > 0, 0.9, 0.05)
+    probs[hard] = 0.25
+    out = Outputs(multilabel=True)
+    cal = OutputCalibration.fit(probs, labels, out)
+    product = np.prod(np.where(probs >= 0.5, probs, 1.0 - probs), axis=1)
+    assert product[hard].mean() > 0.3  # independence: the empty set looks 32 % likely
+    conf = cal.confidence(probs)
+    assert conf[hard].mean() < 0.05
+    truth = out.correct(probs, labels)
+    assert abs(conf.mean() - truth.mean()) < 0.02

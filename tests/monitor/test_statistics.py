@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from polyfuse.monitor.statistics import (
-    HeldOutVocabulary,
     TEXT_STATS,
+    HeldOutVocabulary,
     text_statistics,
     vocabulary,
     word_counts,

@@ -34,7 +34,7 @@ temperature for every label's sigmoid.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -66,16 +66,38 @@ def atc_threshold(confidence: FloatArray, correct: NDArray[np.bool_]) -> float |
 @dataclass(frozen=True)
 class OutputCalibration:
     """Temperature and ATC threshold of one output (fused, or fused without a modality);
-    ``threshold`` is None when the reference has too few errors for ATC."""
+    ``threshold`` is None when the reference has too few errors for ATC.
+
+    Multi-label outputs also get ``set_map``: a logistic map from the product of the
+    label decisions' probabilities (and whether the answer is the empty set) to the
+    probability that the whole set is right, fitted on the reference. The product alone
+    assumes labels independent, and they are not: an image model that sees none of the
+    concepts is wrong more often than the product says (a photo usually shows one of
+    them), one that names some is right more often.
+    """
 
     temperature: float
     threshold: float | None
     outputs: Outputs = SINGLE_LABEL
+    set_map: FloatArray | None = None
 
     def confidence(self, probs: FloatArray) -> FloatArray:
         """Calibrated probability of the whole answer per sample (the top class's, or the
-        product over labels of each decision's)."""
-        return self.outputs.confidence(self.outputs.scale(probs, self.temperature))
+        label set's)."""
+        return self.probability_of(probs, self.outputs.predicted(probs))
+
+    def probability_of(self, probs: FloatArray, answer: NDArray[Any]) -> FloatArray:
+        """Calibrated probability, under the output ``probs``, that ``answer`` (class
+        indices, or label sets) is right."""
+        scaled = self.outputs.scale(probs, self.temperature)
+        if not self.outputs.multilabel:
+            out: FloatArray = np.asarray(scaled[np.arange(len(scaled)), answer])
+            return out
+        product: FloatArray = np.prod(np.where(answer, scaled, 1.0 - scaled), axis=1)
+        if self.set_map is None:
+            return product
+        mapped: FloatArray = sigmoid(_set_features(product, answer) @ self.set_map)
+        return mapped
 
     @classmethod
     def fit(
@@ -83,8 +105,22 @@ class OutputCalibration:
     ) -> OutputCalibration:
         """Fit on labelled reference outputs."""
         t = outputs.fit_temperature(probs, labels)
-        conf = outputs.confidence(outputs.scale(probs, t))
-        return cls(t, atc_threshold(conf, outputs.correct(probs, labels)), outputs)
+        correct = outputs.correct(probs, labels)
+        set_map = None
+        if outputs.multilabel and 0 < correct.sum() < len(correct):
+            said = outputs.predicted(probs)
+            scaled = outputs.scale(probs, t)
+            product = np.prod(np.where(said, scaled, 1.0 - scaled), axis=1)
+            set_map = fit_logistic(_set_features(product, said), correct.astype(np.float64))
+        fitted = cls(t, None, outputs, set_map)
+        return replace(fitted, threshold=atc_threshold(fitted.confidence(probs), correct))
+
+
+def _set_features(product: FloatArray, answer: NDArray[Any]) -> FloatArray:
+    """1, logit of a label set's product probability, and whether the set is empty."""
+    p = np.clip(product, 1e-6, 1.0 - 1e-6)
+    empty = ~np.asarray(answer, dtype=bool).any(axis=1)
+    return np.stack([np.ones(len(p)), np.log(p / (1.0 - p)), empty.astype(np.float64)], axis=1)
 
 
 @dataclass(frozen=True)
@@ -203,9 +239,7 @@ class Calibration:
             # each label is a yes/no decision: where the fusion and the leave-out output
             # differ, the fusion is right exactly when that output is wrong, so the fused
             # set is right with the probability the calibrated output gives that set
-            p = out.scale(loo, cal.temperature)
-            each = np.where(current.predicted, p, 1.0 - p)
-            return float(np.prod(each, axis=1).mean())
+            return float(cal.probability_of(loo, current.predicted).mean())
         conf = cal.confidence(loo)
         agree = out.agree(current.probs, loo)
         q = self.rescue.get(modality, 0.5)
