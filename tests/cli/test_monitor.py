@@ -121,6 +121,7 @@ def test_multilabel_artifact_is_monitored(tmp_path, capsys) -> None:  # type: ig
     code, result = _run([str(tmp_path / "art"), "--current", str(current)], capsys)
     assert code == 0, result
     assert result["estimated_accuracy"]["current"] is not None  # type: ignore[index]
+    assert result["estimated_accuracy"]["metric"] == "subset_accuracy"  # type: ignore[index]
     shifted = [{**r, "text": "Quarterly revenue grew 12% YoY; EBITDA up."} for r in rows[85:]]
     current = write_manifest(tmp_path / "data" / "shifted.jsonl", shifted)
     code, result = _run([str(tmp_path / "art"), "--current", str(current)], capsys)

@@ -147,14 +147,15 @@ def _summary(report: MonitorReport) -> str:
     pred = data["prediction"]
     lines.append(f"prediction: {'DRIFT' if pred['drift'] else 'ok'} (p={pred['p_value']:.2g})")
     est = data["estimated_accuracy"]
+    metric = str(est.get("metric", "accuracy")).replace("_", " ")
     if est["current"] is not None:
-        line = f"estimated accuracy: {est['current']:.3f} (reference {est['reference']:.3f})"
+        line = f"estimated {metric}: {est['current']:.3f} (reference {est['reference']:.3f})"
         if "observed" in est:
             line += f", observed {est['observed']:.3f}"
         lines.append(line)
     for m, h in data["harm"].items():
         lines.append(
-            f"without {m}: estimated accuracy {h['without']:.3f} (with it {h['with']:.3f})"
+            f"without {m}: estimated {metric} {h['without']:.3f} (with it {h['with']:.3f})"
         )
     lines.append("drift" if data["drift"] else "no drift")
     return "\n".join(lines)

@@ -50,7 +50,10 @@ def render_report(
         ("windows", f"{len(data['windows'])} x {data['window']}"),
         ("drifted modalities", ", ".join(drifted) or "none"),
         ("missing-rate change", ", ".join(missing) or "none"),
-        ("estimated accuracy", f"{_f(est['current'])} (reference {_f(est['reference'])})"),
+        (
+            f"estimated {str(est.get('metric', 'accuracy')).replace('_', ' ')}",
+            f"{_f(est['current'])} (reference {_f(est['reference'])})",
+        ),
     ]
     if "observed" in est:
         cards.append(("observed accuracy", _f(est["observed"])))

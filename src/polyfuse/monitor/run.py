@@ -205,6 +205,7 @@ class MonitorReport:
     reference_missing: dict[str, float]
     accuracy: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    metric: str = "accuracy"
 
     @property
     def drift(self) -> bool:
@@ -257,6 +258,7 @@ class MonitorReport:
         estimated: dict[str, Any] = {
             "reference": None if self.reference_estimate is None else self.reference_estimate.value,
             "current": None if self.current_estimate is None else self.current_estimate.value,
+            "metric": self.metric,
         }
         if self.current_estimate is not None:
             estimated["estimators"] = self.current_estimate.to_dict()
@@ -342,4 +344,5 @@ def monitor(
         harm=harm,
         reference_missing=reference.missing_rate,
         accuracy=_accuracy(current),
+        metric="subset_accuracy" if current.outputs.multilabel else "accuracy",
     )
