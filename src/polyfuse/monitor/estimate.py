@@ -106,13 +106,12 @@ class OutputCalibration:
         """Fit on labelled reference outputs."""
         t = outputs.fit_temperature(probs, labels)
         correct = outputs.correct(probs, labels)
-        set_map = None
+        fitted = cls(t, None, outputs)
         if outputs.multilabel and 0 < correct.sum() < len(correct):
             said = outputs.predicted(probs)
-            scaled = outputs.scale(probs, t)
-            product = np.prod(np.where(said, scaled, 1.0 - scaled), axis=1)
-            set_map = fit_logistic(_set_features(product, said), correct.astype(np.float64))
-        fitted = cls(t, None, outputs, set_map)
+            product = fitted.probability_of(probs, said)  # no set map yet: the product
+            x = _set_features(product, said)
+            fitted = replace(fitted, set_map=fit_logistic(x, correct.astype(np.float64)))
         return replace(fitted, threshold=atc_threshold(fitted.confidence(probs), correct))
 
 
@@ -173,7 +172,7 @@ class Calibration:
         consistency: modality -> reference share of samples (carrying it) whose own head
             agrees with the leave-it-out output.
         rescue: modality -> reference rate at which the fusion is right where it disagrees
-            with a wrong leave-it-out output.
+            with a wrong leave-it-out output (single-label models only).
     """
 
     fused: OutputCalibration
@@ -207,6 +206,8 @@ class Calibration:
         if len(mods) > 1:
             for m, v in ref.modalities.items():
                 consistency[m] = _consistency(v, out)[0]
+                if out.multilabel:
+                    continue  # a yes/no label needs no rescue rate (see `cross_modal`)
                 hard = ~out.agree(ref.probs, v.without) & ~out.correct(v.without, labels)
                 right = correct[hard]
                 rescue[m] = float(right.mean()) if hard.any() else 0.5
