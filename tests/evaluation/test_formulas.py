@@ -7,15 +7,16 @@ import torch
 
 from polyfuse.evaluation.agreement import agreement, cohen_kappa, fleiss_kappa
 from polyfuse.evaluation.metrics import (
-    bootstrap_ci,
-    bootstrap_ci_multilabel,
     calibration,
+    confidence_intervals,
+    resample_weights,
+    resampled,
     roc_auc,
     roc_auc_ovr,
 )
 from polyfuse.evaluation.robustness import effective_robustness, relative_robustness
 from polyfuse.evaluation.shapley import coalitions, shapley_values, shares, value_functions
-from polyfuse.heads.tasks import MulticlassTask
+from polyfuse.heads.tasks import MulticlassTask, MultilabelTask, RegressionTask
 
 
 def _game(table: dict[str, float]) -> dict[frozenset[str], torch.Tensor]:
@@ -117,12 +118,13 @@ def test_roc_auc_by_hand() -> None:
 def test_bootstrap_interval() -> None:
     target = torch.arange(200) % 4
     perfect = torch.nn.functional.one_hot(target, 4).float()
-    ci = bootstrap_ci(perfect, target, 4, samples=200)
+    task = MulticlassTask(["a", "b", "c", "d"])
+    ci = confidence_intervals(task, perfect, target, samples=200)
     assert ci["accuracy"] == {"low": 1.0, "high": 1.0}
     gen = torch.Generator().manual_seed(1)
     noisy = perfect + 2.0 * torch.rand(200, 4, generator=gen)
     acc = float((noisy.argmax(1) == target).double().mean())
-    ci = bootstrap_ci(noisy, target, 4, samples=500)
+    ci = confidence_intervals(task, noisy, target, samples=500)
     assert ci["accuracy"]["low"] < acc < ci["accuracy"]["high"]
     assert ci["accuracy"]["high"] - ci["accuracy"]["low"] < 0.2
 
@@ -131,13 +133,32 @@ def test_multilabel_bootstrap_interval() -> None:
     gen = torch.Generator().manual_seed(2)
     target = (torch.rand(300, 3, generator=gen) > 0.5).float()
     probs = target * 0.4 + 0.6 * torch.rand(300, 3, generator=gen)  # some labels wrong
-    ci = bootstrap_ci_multilabel(probs, target, samples=400)
+    task = MultilabelTask(["x", "y", "z"])
+    ci = confidence_intervals(task, probs, target, samples=400)
     pred = probs >= 0.5
     exact = float((pred == (target > 0.5)).all(1).double().mean())
     assert ci["accuracy"]["low"] < exact < ci["accuracy"]["high"]
     assert set(ci) == {"accuracy", "micro_f1", "macro_f1"}
-    perfect = bootstrap_ci_multilabel(target, target, samples=50)
+    perfect = confidence_intervals(task, target, target, samples=50)
     assert perfect["micro_f1"] == {"low": 1.0, "high": 1.0}
+
+
+def test_paired_resamples_share_draws() -> None:
+    """The same weights on the same rows pair two models: identical models differ by 0 in
+    every resample, and a model right on one more row is ahead in nearly every resample."""
+    target = torch.arange(100) % 2
+    task = MulticlassTask(["a", "b"])
+    good = torch.nn.functional.one_hot(target, 2).float()
+    worse = good.clone()
+    worse[:10] = 1 - worse[:10]  # ten rows wrong
+    weights = resample_weights(100, 300, seed=3)
+    a = resampled(task, good, target, weights)["accuracy"]
+    b = resampled(task, worse, target, weights)["accuracy"]
+    assert torch.equal(a - resampled(task, good, target, weights)["accuracy"], torch.zeros(300))
+    assert float((a > b).double().mean()) > 0.99
+    assert abs(float((a - b).mean()) - 0.10) < 0.02
+    zeros = torch.zeros(4, 1)
+    assert resampled(RegressionTask(["y"]), zeros, zeros, weights[:, :4]) == {}
 
 
 def test_multibench_robustness_by_hand() -> None:

@@ -132,7 +132,7 @@ def analyses_for(
     """The analysis list of the ``polyfuse evaluate`` flags (defaults: `DEFAULT_ANALYSES`)."""
     out: list[AnalysisSpec] = [
         Metrics(bootstrap=bootstrap),
-        Ablation(),
+        Ablation(bootstrap=bootstrap),
         Contributions(permutations=permutations),
         Agreement(confident=confident),
         Failures(),

@@ -187,17 +187,22 @@ def calibration(confidence: Tensor, correct: Tensor, bins: int = 15) -> dict[str
     }
 
 
-def _resamples(n: int, samples: int, seed: int) -> Tensor:
-    """``(samples, n)`` multinomial counts: how often each row is drawn in each resample."""
+def resample_weights(n: int, samples: int, seed: int) -> Tensor:
+    """``(samples, n)`` multinomial counts: how often each row is drawn in each resample.
+
+    Two models scored with the same weights on the same rows give paired resamples (the
+    difference of their metrics per resample is a paired bootstrap of the difference).
+    """
     gen = torch.Generator().manual_seed(seed)
     weights = torch.zeros(samples, n, dtype=torch.float64)
     draws = torch.randint(0, n, (samples, n), generator=gen)
     return weights.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
 
 
-def _interval(x: Tensor, level: float) -> dict[str, float]:
+def interval(x: Tensor, level: float = 0.95) -> dict[str, float]:
+    """Percentile interval of resampled values ``x``: ``{"low", "high"}``."""
     q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(x, q).tolist()
+    lo, hi = torch.quantile(x.double(), q).tolist()
     return {"low": lo, "high": hi}
 
 
@@ -209,57 +214,57 @@ def _f1(tp: Tensor, fp: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
     return micro, (f1 * active).sum(1) / active.sum(1).clamp_min(1)
 
 
-def bootstrap_ci(
+#: Metrics `resampled` computes in closed form from every resample at once.
+RESAMPLED_METRICS = ("accuracy", "macro_f1", "micro_f1")
+
+
+def resampled(task: Task, probs: Tensor, target: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """Classification metrics of every resample at once: name -> ``(S,)`` values.
+
+    ``weights`` are `resample_weights` counts over the rows; every resample is a few
+    matrix products over a one-hot table (confusion cells for multi-class, per-label
+    outcomes for multi-label). Regression tasks have none (empty dict).
+    """
+    n = int(target.shape[0])
+    if n == 0 or not len(weights):
+        return {}
+    if isinstance(task, MulticlassTask):
+        k = len(task.labels)
+        cell = target.long() * k + probs.argmax(1).long()
+        onehot = torch.zeros(n, k * k, dtype=torch.float64)
+        onehot[torch.arange(n), cell] = 1
+        cms = (weights @ onehot).view(len(weights), k, k)
+        tp = cms.diagonal(dim1=1, dim2=2)
+        micro, macro = _f1(tp, cms.sum(1) - tp, cms.sum(2) - tp)
+        return {"accuracy": tp.sum(1) / n, "macro_f1": macro, "micro_f1": micro}
+    if isinstance(task, MultilabelTask):
+        pred, truth = probs >= task.threshold, target >= 0.5
+        tp, fp, fn = (weights @ x.double() for x in (pred & truth, pred & ~truth, ~pred & truth))
+        micro, macro = _f1(tp, fp, fn)
+        exact = weights @ (pred == truth).all(1).double() / n
+        return {"accuracy": exact, "macro_f1": macro, "micro_f1": micro}
+    return {}
+
+
+def confidence_intervals(
+    task: Task,
     probs: Tensor,
     target: Tensor,
-    num_classes: int,
     samples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Percentile bootstrap intervals of multi-class accuracy and macro-F1.
-
-    Every resample is drawn at once as multinomial counts over the rows, so the
-    whole bootstrap is a few matrix products.
+    """Percentile bootstrap intervals of accuracy, macro- and micro-F1 (classification only).
 
     Returns:
-        ``{"accuracy": {"low", "high"}, "macro_f1": {"low", "high"}}``.
+        ``{"accuracy": {"low", "high"}, "macro_f1": {...}, "micro_f1": {...}}``; empty for
+        regression, no rows or ``samples <= 0``.
     """
-    n = int(target.numel())
-    if n == 0 or samples <= 0:
-        return {}
-    weights = _resamples(n, samples, seed)
-    cell = target.long() * num_classes + probs.argmax(1).long()
-    onehot = torch.zeros(n, num_classes**2, dtype=torch.float64)
-    onehot[torch.arange(n), cell] = 1
-    cms = (weights @ onehot).view(samples, num_classes, num_classes)
-    tp = cms.diagonal(dim1=1, dim2=2)
-    _, macro = _f1(tp, cms.sum(1) - tp, cms.sum(2) - tp)
-    return {"accuracy": _interval(tp.sum(1) / n, level), "macro_f1": _interval(macro, level)}
-
-
-def bootstrap_ci_multilabel(
-    probs: Tensor,
-    target: Tensor,
-    threshold: float = 0.5,
-    samples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, dict[str, float]]:
-    """Percentile bootstrap intervals of multi-label subset accuracy, micro- and macro-F1."""
     n = int(target.shape[0])
     if n == 0 or samples <= 0:
         return {}
-    weights = _resamples(n, samples, seed)
-    pred, truth = probs >= threshold, target >= 0.5
-    tp, fp, fn = (weights @ x.double() for x in (pred & truth, pred & ~truth, ~pred & truth))
-    micro, macro = _f1(tp, fp, fn)
-    exact = weights @ (pred == truth).all(1).double() / n
-    return {
-        "accuracy": _interval(exact, level),
-        "micro_f1": _interval(micro, level),
-        "macro_f1": _interval(macro, level),
-    }
+    weights = resample_weights(n, samples, seed)
+    return {k: interval(v, level) for k, v in resampled(task, probs, target, weights).items()}
 
 
 def task_metrics(task: Task, probs: Tensor, target: Tensor) -> dict[str, Any]:

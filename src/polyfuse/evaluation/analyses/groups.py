@@ -24,9 +24,8 @@ from polyfuse.evaluation.analyses.base import (
 from polyfuse.evaluation.bank import encode_bank, fuse_bank
 from polyfuse.evaluation.corruptions import SEVERITIES, Corruption, corruptions_for
 from polyfuse.evaluation.metrics import (
-    bootstrap_ci,
-    bootstrap_ci_multilabel,
     calibration,
+    confidence_intervals,
     headline,
     roc_auc_ovr,
     task_metrics,
@@ -58,8 +57,8 @@ class Metrics:
             conf, pred = probs.max(1)
             metrics["roc_auc"] = roc_auc_ovr(probs, onehot, task.labels)
             metrics["calibration"] = calibration(conf, pred == target.long())
-            metrics["confidence_intervals"] = bootstrap_ci(
-                probs, target, k, self.bootstrap, seed=seed
+            metrics["confidence_intervals"] = confidence_intervals(
+                task, probs, target, self.bootstrap, seed=seed
             )
         elif isinstance(task, MultilabelTask):
             truth = target >= 0.5
@@ -67,8 +66,8 @@ class Metrics:
             predicted = probs >= task.threshold
             conf = torch.where(predicted, probs, 1 - probs)
             metrics["calibration"] = calibration(conf.flatten(), (predicted == truth).flatten())
-            metrics["confidence_intervals"] = bootstrap_ci_multilabel(
-                probs, target, task.threshold, self.bootstrap, seed=seed
+            metrics["confidence_intervals"] = confidence_intervals(
+                task, probs, target, self.bootstrap, seed=seed
             )
         return metrics
 

@@ -18,6 +18,7 @@ from polyfuse.evaluation.analyses.base import (
     score,
 )
 from polyfuse.evaluation.bank import fuse_bank
+from polyfuse.evaluation.metrics import confidence_intervals
 from polyfuse.evaluation.robustness import effective_robustness, relative_robustness
 from polyfuse.heads.tasks import MulticlassTask
 from polyfuse.inference.collect import subset_key
@@ -29,7 +30,8 @@ class AblationResult(Result):
 
     Attributes:
         metric: headline metric of the curves (``accuracy`` or ``neg_rmse``).
-        subsets: subset key (``audio+image``) -> its modalities and headline metrics.
+        subsets: subset key (``audio+image``) -> its modalities, headline metrics and
+            (classification) ``confidence_intervals`` of accuracy, macro- and micro-F1.
         late_fusion_reference: subset key -> metric of the mean of its unimodal heads.
         curve: mean metric by number of modalities removed (0, 1, ...).
         reference_curve: the same for the late-fusion reference.
@@ -48,8 +50,13 @@ class AblationResult(Result):
 
 @dataclass(frozen=True)
 class Ablation:
-    """Metrics of every non-empty modality subset (MultiBench-style robustness curves)."""
+    """Metrics of every non-empty modality subset (MultiBench-style robustness curves).
 
+    Attributes:
+        bootstrap: resamples for each subset's 95% intervals (0: none).
+    """
+
+    bootstrap: int = 1000
     name: str = "ablation"
 
     def calculate(self, context: AnalysisContext) -> AblationResult:
@@ -62,6 +69,11 @@ class Ablation:
             if c:
                 key = subset_key(c)
                 subsets[key] = {"modalities": sorted(c), **score(task, lg, target)}
+                ci = confidence_intervals(
+                    task, task.probabilities(lg), target, self.bootstrap, seed=context.seed
+                )
+                if ci:
+                    subsets[key]["confidence_intervals"] = ci
                 reference[key] = late_reference(task, full, c, target, metric)
         m = len(context.names)
         curve, ref_curve = [], []

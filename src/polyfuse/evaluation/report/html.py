@@ -203,6 +203,7 @@ def _ablation(a: Analysis) -> list[str]:
         (
             escape(k),
             number(v.get(metric)),
+            _ci(v.get("confidence_intervals", {}).get(metric)),
             number(v.get("macro_f1")),
             number(ab["late_fusion_reference"][k]),
         )
@@ -225,7 +226,7 @@ def _ablation(a: Analysis) -> list[str]:
     )
     out.append(
         "<div class='row'>"
-        + table(["subset", metric, "macro F1", "late-fusion ref."], rows)
+        + table(["subset", metric, "95% interval", "macro F1", "late-fusion ref."], rows)
         + chart
         + curve
         + "</div>"
@@ -522,3 +523,8 @@ def _bad_rows(a: Analysis) -> list[str]:
         return [*out, "<p>None.</p>"]
     rows = [(b.index + 1, escape(b.id), escape(b.error.message)) for b in a.bad_rows[:200]]
     return [*out, table(["row", "id", "reason"], rows)]
+
+
+def _ci(ci: dict[str, float] | None) -> str:
+    """``low - high`` of a bootstrap interval, or a dash when none was computed."""
+    return "-" if not ci else f"{ci['low']:.3f} - {ci['high']:.3f}"
