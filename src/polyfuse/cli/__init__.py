@@ -48,6 +48,10 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("predict", "predict", "predict a manifest with a trained artifact"),
     "evaluate": Command("evaluate", "evaluate", "evaluate an artifact on a labelled manifest"),
     "info": Command("info", "info", "describe an artifact"),
+    "card": Command(
+        "card", "card", "print an artifact's model card, or re-evaluate and rewrite it"
+    ),
+    "gate": Command("gate", "gate", "check release rules on an artifact (exit 0 pass, 1 fail)"),
     "list": Command("info", "list_components", "list modality kinds, encoders and fusions"),
     "index": Command(
         "retrieval", "index", "embed a manifest into a vector index (alignment artifacts)"
@@ -61,7 +65,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "scan": Command("guard", "scan", "scan files for PII, prompt injection and hidden text"),
     "schema": Command(
-        "schema", "schema", "print the JSON Schema of config, serve, policy, ray or slo"
+        "schema", "schema", "print the JSON Schema of config, serve, policy, ray, slo or gate"
     ),
     "demo": Command("demo", "demo", "run the whole flow on data that ships with the install"),
     "serve": Command(

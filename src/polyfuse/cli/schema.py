@@ -15,6 +15,7 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     "policy": ("polyfuse.guard.policy", "PolicyFile"),
     "ray": ("polyfuse.serve.runtime.ray", "RayConfig"),
     "slo": ("polyfuse.ops.slo", "SloFile"),
+    "gate": ("polyfuse.release.gate", "GateFile"),
 }
 
 
@@ -24,7 +25,7 @@ def schema_arguments(p: argparse.ArgumentParser) -> None:
         "kind",
         choices=sorted(SCHEMAS),
         help="config: training config; serve: serve --config; policy: firewall policy; "
-        "ray: serve --ray-config; slo: ops --slo",
+        "ray: serve --ray-config; slo: ops --slo; gate: gate --rules",
     )
 
 

@@ -525,6 +525,33 @@ class AlignConfig:
         return validate(cls, value, "align")
 
 
+@config_errors("card")
+@dataclass(config=MODEL_CONFIG)
+class CardConfig:
+    """What the model card says that evaluation cannot measure (``polyfuse card``).
+
+    Every field is optional: the card fills what is missing from the evaluation itself
+    (what the model predicts from which inputs, its weakest subsets and slices), so the
+    card never has a blank; what is written here comes first.
+
+    Attributes:
+        name: the model's name on the card (default: the artifact folder's name).
+        intended_use: what the model is for, in a sentence or two.
+        limitations: known limits (the card adds the measured ones).
+        out_of_scope: uses it must not be put to.
+        owners: people or teams to contact.
+        policy: the firewall policy file the model is served with (default: polyfuse's
+            default policy); the card summarises it.
+    """
+
+    name: StrictStr | None = None
+    intended_use: StrictStr | None = None
+    limitations: list[StrictStr] = dataclasses.field(default_factory=list)
+    out_of_scope: list[StrictStr] = dataclasses.field(default_factory=list)
+    owners: list[StrictStr] = dataclasses.field(default_factory=list)
+    policy: StrictStr | None = None
+
+
 @config_errors("")
 @dataclass(config=MODEL_CONFIG)
 class Config:
@@ -539,6 +566,7 @@ class Config:
         train: optimisation settings.
         label: manifest key holding the target.
         align: ensemble, query bank and consistency scorer of ``task: contrastive``.
+        card: what the model card says beyond the measurements (`CardConfig`).
     """
 
     task: Literal["multiclass", "multilabel", "regression", "contrastive", "captioning"]
@@ -547,6 +575,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     label: StrictStr = "label"
     align: AlignConfig = dataclasses.field(default_factory=AlignConfig)
+    card: CardConfig = dataclasses.field(default_factory=CardConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -588,6 +617,7 @@ class Config:
             "model": self.model.to_dict(),
             "train": dataclasses.asdict(self.train),
             **({"align": dataclasses.asdict(self.align)} if self.task == "contrastive" else {}),
+            **({"card": card} if (card := _set_fields(self.card)) else {}),
         }
 
     def to_yaml(self) -> str:
@@ -597,7 +627,12 @@ class Config:
         return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-_SECTIONS = ("model", "train", "align")
+_SECTIONS = ("model", "train", "align", "card")
+
+
+def _set_fields(card: CardConfig) -> dict[str, Any]:
+    """The card fields a config sets (an unset card section stays out of saved configs)."""
+    return {k: v for k, v in dataclasses.asdict(card).items() if v not in (None, [])}
 
 
 def _check_training_only(task: str, name: str, modality: ModalityConfig) -> None:

@@ -34,6 +34,24 @@ BUNDLED: dict[str, tuple[str, Callable[[], Path]]] = {
 }
 
 
+#: Licence of the weights of each model name polyfuse ships or names (stated by model cards).
+LICENCES: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "Apache-2.0",
+    "all-MiniLM-L6-v2": "Apache-2.0",
+    "efficientnet-lite0": "Apache-2.0",
+}
+
+
+def licence_of(name: str) -> str:
+    """The licence of a model's weights, or where to find it for models polyfuse does not know."""
+    known = LICENCES.get(name)
+    if known is not None:
+        return known
+    if Path(name).exists():
+        return f"not recorded: a local model folder ({name}); see the licence that came with it"
+    return f"not recorded by polyfuse: see https://huggingface.co/{name}"
+
+
 #: sha256 of every weight file the product loads from a package, per pinned package version
 #: (pyproject pins these versions exactly): package -> (version, {file name: sha256}).
 PINNED_FILES: dict[str, tuple[str, dict[str, str]]] = {

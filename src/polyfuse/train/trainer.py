@@ -117,6 +117,8 @@ class Trainer:
         resume: continue from ``out_dir/checkpoints/last.pt`` when it exists.
         reference: manifest of the monitoring reference profile written into the artifact
             (single-label classifiers; default: the validation manifest); ``False`` writes none.
+        card: write the model card (`polyfuse.release.card`) into the artifact, from a full
+            evaluation of the validation manifest.
     """
 
     def __init__(
@@ -127,9 +129,11 @@ class Trainer:
         progress: bool = True,
         resume: bool = False,
         reference: str | Path | bool = True,
+        card: bool = True,
     ) -> None:
         self.config = config
         self.reference = reference
+        self.card = card
         self.cfg = config.train
         self.out_dir = Path(out_dir)
         self.progress = progress
@@ -630,6 +634,7 @@ class Trainer:
         path = artifact.save(self.out_dir)
         log.info("saved artifact to %s (best epoch %d)", path, state.best_epoch)
         self._write_profile(artifact, val_ds.manifest)
+        self._write_card(artifact, val_ds.manifest)
         return TrainResult(
             artifact, path, state.history, state.best_epoch, state.best_metrics, bad, state.warnings
         )
@@ -654,6 +659,31 @@ class Trainer:
             len(profile.observations),
             manifest.path,
         )
+
+    def _write_card(self, artifact: Artifact, val: Manifest) -> None:
+        """The model card (`polyfuse.release.card`), from the validation manifest.
+
+        A card that cannot be written (say, a validation manifest without a row the model
+        can evaluate) does not undo the training: it is logged with the command that
+        writes it later on other data.
+        """
+        if not self.card:
+            return
+        from polyfuse.inference.predict import Predictor
+        from polyfuse.release.card import CARD_MD, write_card
+
+        predictor = Predictor(artifact, device=str(self.device))
+        try:
+            write_card(predictor, val, source="validation split at training time")
+        except PolyfuseError as exc:
+            log.warning(
+                "no model card written (%s); write one with: polyfuse card %s --data "
+                "LABELLED_MANIFEST",
+                exc,
+                self.out_dir,
+            )
+            return
+        log.info("wrote the model card (%s)", self.out_dir / CARD_MD)
 
     def _write_bad_rows(self, bad: list[BadRow]) -> None:
         path = self.out_dir / "bad_rows.jsonl"

@@ -21,7 +21,7 @@ from polyfuse.evaluation.analyses.base import (
     late_reference,
     score,
 )
-from polyfuse.evaluation.bank import encode_bank, fuse_bank
+from polyfuse.evaluation.bank import FeatureBank, encode_bank, fuse_bank
 from polyfuse.evaluation.corruptions import SEVERITIES, Corruption, corruptions_for
 from polyfuse.evaluation.metrics import (
     calibration,
@@ -181,18 +181,7 @@ class Robustness:
         ]
         curves: dict[str, dict[str, Any]] = {}
         for m, name, s in bar(jobs, enabled=context.progress, desc="corruptions", leave=False):
-            ds = MultimodalDataset(
-                context.manifest,
-                {m: contracts[m]},
-                None,
-                on_bad_row="skip",
-                require_label=False,
-                allow_empty=True,
-                transforms={m: Corruption(name, s, context.seed)},
-                gates=predictor.gates,  # corrupted inputs meet the gate serving runs
-            )
-            sub = encode_bank(model, predictor.loader(ds), predictor.device)
-            fused = fuse_bank(model, bank.replace(m, sub))
+            fused = fuse_bank(model, corrupted_bank(context, m, name, s))
             entry = curves.setdefault(
                 name,
                 {"modality": m, "severities": [0], metric: [clean_score], "reference": [clean_ref]},
@@ -204,3 +193,24 @@ class Robustness:
             entry["relative_robustness"] = relative_robustness(entry[metric])
             entry["effective_robustness"] = effective_robustness(entry[metric], entry["reference"])
         return RobustnessResult(metric, curves)
+
+
+def corrupted_bank(
+    context: AnalysisContext, modality: str, corruption: str, severity: int
+) -> FeatureBank:
+    """The context's feature bank with one modality encoded again from corrupted inputs
+    (the corrupted inputs meet the quality gate serving runs); fuse it with `fuse_bank`."""
+    predictor, bank, model = context.predictor, context.bank, context.model
+    contracts = predictor.artifact.contracts
+    ds = MultimodalDataset(
+        context.manifest,
+        {modality: contracts[modality]},
+        None,
+        on_bad_row="skip",
+        require_label=False,
+        allow_empty=True,
+        transforms={modality: Corruption(corruption, severity, context.seed)},
+        gates=predictor.gates,
+    )
+    sub = encode_bank(model, predictor.loader(ds), predictor.device)
+    return bank.replace(modality, sub)
