@@ -133,5 +133,13 @@ SMALL_CONFIG: dict[str, Any] = {
         },
     },
     "model": {"dim": 16, "fusion": "gated"},
-    "train": {"epochs": 3, "batch_size": 16, "lr": 0.005, "seed": 0, "memory_cache_mb": 64},
+    # no model card by default (tests/release covers it): a card is a full evaluation
+    "train": {
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 0.005,
+        "seed": 0,
+        "memory_cache_mb": 64,
+        "card": False,
+    },
 }

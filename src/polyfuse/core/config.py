@@ -453,6 +453,9 @@ class TrainConfig:
         memory_cache_mb: RAM budget for preprocessed inputs kept between epochs.
         stall_epochs: epochs a modality's loss may stagnate before a warning.
         stall_tolerance: relative improvement below which a loss counts as stalled.
+        card: write the model card into the artifact at the end (a full evaluation of
+            the validation manifest, corruption robustness included: seconds to minutes);
+            ``polyfuse card ARTIFACT --data M`` writes one later.
     """
 
     epochs: PositiveInt = 20
@@ -476,6 +479,7 @@ class TrainConfig:
     memory_cache_mb: NonNegativeInt = 2048
     stall_epochs: PositiveInt = 3
     stall_tolerance: NonNegativeFloat = 0.01
+    card: StrictBool = True
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> TrainConfig:

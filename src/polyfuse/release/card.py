@@ -57,6 +57,24 @@ SECTIONS: dict[str, str] = {
 }
 
 
+#: Section -> the keys that carry its substance (labels such as ``metric`` do not count):
+#: a section is empty when none of them holds a value.
+SUBSTANCE: dict[str, tuple[str, ...]] = {
+    "model": ("modalities",),
+    "intended_use": ("intended_use",),
+    "training_data": ("manifests",),
+    "encoders": (),  # modality -> entry: the whole section is its substance
+    "evaluation_data": ("rows",),
+    "metrics": ("values",),
+    "subsets": ("subsets",),
+    "contributions": ("shapley",),
+    "robustness": ("corruptions",),
+    "calibration": ("ece", "rmse"),
+    "slices": ("columns", "worst_classes"),
+    "firewall": ("actions",),
+}
+
+
 @dataclass
 class ModelCard:
     """A model card: one dict of facts per section (the JSON form is ``card.json``)."""
@@ -99,8 +117,16 @@ class ModelCard:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     def empty_sections(self) -> list[str]:
-        """Sections with no fact in them (a complete card has none)."""
-        return [k for k in SECTIONS if not _filled(getattr(self, k))]
+        """Sections whose substance is missing (a complete card has none): see `SUBSTANCE`."""
+        return [
+            k
+            for k in SECTIONS
+            if not (
+                any(_filled(getattr(self, k).get(key)) for key in SUBSTANCE[k])
+                if SUBSTANCE[k]
+                else _filled(getattr(self, k))
+            )
+        ]
 
     def to_markdown(self) -> str:
         """The card as Markdown."""
@@ -452,23 +478,28 @@ def _calibration(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slices(data: dict[str, Any]) -> dict[str, Any]:
+    """Per metadata column its worst slice (slices below the analysis's minimum size are
+    shown, marked as too small to judge), and the weakest classes."""
     m = data["metrics"]
     per_class = m.get("per_class") or {}
     worst_classes = sorted(per_class.items(), key=lambda kv: kv[1].get("f1", 0.0))[:3]
-    columns = {
-        col: {
-            "metric": sl["metric"],
-            "worst": sl["worst"],
-            "gap": sl["gap"],
+    columns = {}
+    for col, sl in (data.get("slices") or {}).items():
+        metric, groups = sl["metric"], sl["slices"]
+        if not groups:
+            continue
+        judged = sl["worst"] is not None
+        worst = sl["worst"] if judged else min(groups, key=lambda v: groups[v][metric])
+        columns[col] = {
+            "metric": metric,
+            "worst": worst,
+            "worst_value": groups[worst].get(metric),
+            "worst_rows": groups[worst].get("n"),
+            "gap": sl["gap"] if judged else float(sl["overall"] - groups[worst][metric]),
             "flagged": sl["flagged"],
-            "slices": len(sl["slices"]),
-            "worst_value": sl["slices"][sl["worst"]].get(sl["metric"])
-            if sl["worst"] in sl["slices"]
-            else None,
+            "judged": judged,
+            "slices": len(groups),
         }
-        for col, sl in (data.get("slices") or {}).items()
-        if sl.get("worst") is not None
-    }
     return {
         "columns": columns,
         "worst_classes": {
@@ -770,15 +801,16 @@ def _blocks(card: ModelCard) -> list[_Block]:  # noqa: PLR0915 - one block per s
     if sl["columns"]:
         b.tables.append(
             (
-                ["column", "slices", "worst", "its metric", "gap below overall", "flagged"],
+                ["column", "slices", "worst", "rows", "its metric", "gap below overall", "flagged"],
                 [
                     [
                         c,
                         str(v["slices"]),
                         str(v["worst"]),
+                        _fmt(v.get("worst_rows")),
                         _fmt(v["worst_value"]),
                         _fmt(v["gap"]),
-                        _fmt(v["flagged"]),
+                        _fmt(v["flagged"]) if v.get("judged", True) else "too few rows to judge",
                     ]
                     for c, v in sl["columns"].items()
                 ],

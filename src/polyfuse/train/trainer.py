@@ -118,7 +118,7 @@ class Trainer:
         reference: manifest of the monitoring reference profile written into the artifact
             (single-label classifiers; default: the validation manifest); ``False`` writes none.
         card: write the model card (`polyfuse.release.card`) into the artifact, from a full
-            evaluation of the validation manifest.
+            evaluation of the validation manifest (when ``train.card`` is also on).
     """
 
     def __init__(
@@ -667,7 +667,7 @@ class Trainer:
         can evaluate) does not undo the training: it is logged with the command that
         writes it later on other data.
         """
-        if not self.card:
+        if not (self.card and self.cfg.card):
             return
         from polyfuse.inference.predict import Predictor
         from polyfuse.release.card import CARD_MD, write_card
