@@ -453,6 +453,10 @@ class TrainConfig:
         memory_cache_mb: RAM budget for preprocessed inputs kept between epochs.
         stall_epochs: epochs a modality's loss may stagnate before a warning.
         stall_tolerance: relative improvement below which a loss counts as stalled.
+        tracking: ``none``, or ``mlflow``: log the flattened config as parameters, the
+            ``metrics.jsonl`` records per epoch and the artifact folder to an MLflow run on
+            the tracking server named by ``MLFLOW_TRACKING_URI`` (`polyfuse.train.tracking`).
+        experiment: MLflow experiment of the run (default: the config file's name).
     """
 
     epochs: PositiveInt = 20
@@ -476,6 +480,8 @@ class TrainConfig:
     memory_cache_mb: NonNegativeInt = 2048
     stall_epochs: PositiveInt = 3
     stall_tolerance: NonNegativeFloat = 0.01
+    tracking: Literal["none", "mlflow"] = "none"
+    experiment: Annotated[StrictStr, Field(min_length=1)] | None = None
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> TrainConfig:
