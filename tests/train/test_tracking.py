@@ -215,3 +215,19 @@ def test_the_classifier_trainer_tracks_itself_when_the_config_says_so(
     files = _files(client, record.run_id)
     assert {"artifact/artifact.json", "artifact/model.safetensors"} <= files
     assert not any("checkpoints" in f for f in files)
+
+
+def test_alignment_history_prefixes_ensemble_members(tmp_path: Path) -> None:
+    from polyfuse.train.tasks import alignment_history
+
+    records = [
+        {"member": 0.0, "epoch": 1.0, "loss": 2.0, "score": 0.1},
+        {"member": 1.0, "epoch": 1.0, "loss": 2.5, "score": 0.2},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert alignment_history(tmp_path) == [
+        (1, {"member0/loss": 2.0, "member0/score": 0.1}),
+        (1, {"member1/loss": 2.5, "member1/score": 0.2}),
+    ]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(records[0]) + "\n")
+    assert alignment_history(tmp_path) == [(1, {"loss": 2.0, "score": 0.1})]
