@@ -439,7 +439,8 @@ class ModelRegistry:
         """A verified local copy of the artifact ``ref`` names, downloaded into the cache
         once per version (an alias resolves to its version first)."""
         found = self.get(ref)
-        target = self.cache_dir / _uri_key(self.tracking_uri) / found.name / found.version
+        name = _segment(found.name)
+        target = self.cache_dir / _uri_key(self.tracking_uri) / name / _segment(found.version)
         if _verified(target):
             return target
         partial = target.with_name(f".{found.version}.{os.getpid()}.partial")
@@ -454,8 +455,9 @@ class ModelRegistry:
                     f"{found.uri} does not hold a usable polyfuse artifact: {exc.message}",
                     hint="register artifact folders with polyfuse register",
                 ) from None
-            shutil.rmtree(target, ignore_errors=True)
-            local.rename(target)
+            if not _verified(target):  # another process may have finished the same download
+                shutil.rmtree(target, ignore_errors=True)
+                _move(local, target)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return target
@@ -561,6 +563,21 @@ def _digest(data: Any) -> str:
 def _uri_key(uri: str) -> str:
     """A short folder name per tracking server, so two servers' ``fraud/3`` never mix."""
     return hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def _segment(text: str) -> str:
+    """``text`` as one safe folder name (a registered name may hold any character)."""
+    safe = re.sub(r"[^\w.\-]", "_", text)
+    return "_" if safe in ("", ".", "..") else safe
+
+
+def _move(local: Path, target: Path) -> None:
+    """Rename the downloaded folder into place; losing a race to a verified copy is fine."""
+    try:
+        local.rename(target)
+    except OSError:
+        if not _verified(target):
+            raise
 
 
 def _verified(folder: Path) -> bool:
