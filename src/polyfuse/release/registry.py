@@ -26,8 +26,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,7 +230,7 @@ class ModelRegistry:
         info = read_info(path)
         result = read_gate(Path(gate)) if gate is not None else None
         client = self.client
-        with self._errors(f"registering {path} as '{name}'"):
+        with mlflow_errors(f"registering {path} as '{name}'"):
             run_id = self._run_for(path, experiment or name)
             self._ensure_model(name)
             created = client.create_model_version(
@@ -288,7 +287,7 @@ class ModelRegistry:
         version = aliases.get(ref.alias) if ref.alias is not None else ref.version
         if version is None:
             raise self._missing(ref)
-        with self._errors(f"looking up {ref}"):
+        with mlflow_errors(f"looking up {ref}"):
             try:
                 found = self.client.get_model_version(ref.name, str(version))
             except MlflowException as exc:
@@ -299,15 +298,16 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, newest first, with its aliases and tags."""
+        check_model_name(name)  # no quote can end the filter's string
         aliases = self._aliases(name)
-        with self._errors(f"listing the versions of '{name}'"):
-            found = self.client.search_model_versions(f"name = '{_quoted(name)}'")
+        with mlflow_errors(f"listing the versions of '{name}'"):
+            found = self.client.search_model_versions(f"name = '{name}'")
         out = [self._version(v, aliases) for v in found]
         return sorted(out, key=lambda v: int(v.version), reverse=True)
 
     def models(self) -> dict[str, dict[str, str]]:
         """Registered model name -> its aliases (alias -> version)."""
-        with self._errors("listing registered models"):
+        with mlflow_errors("listing registered models"):
             found = self.client.search_registered_models()
         return {m.name: {a: str(v) for a, v in m.aliases.items()} for m in found}
 
@@ -316,7 +316,7 @@ class ModelRegistry:
         known ones."""
         from mlflow.exceptions import MlflowException
 
-        with self._errors(f"looking up '{name}'"):
+        with mlflow_errors(f"looking up '{name}'"):
             try:
                 model = self.client.get_registered_model(name)
             except MlflowException as exc:
@@ -375,7 +375,7 @@ class ModelRegistry:
         """Point ``alias`` of ``name`` at ``version`` (which must exist)."""
         check_alias(alias)
         self.get(ModelRef(name, version=str(version)))
-        with self._errors(f"setting alias '{alias}' of '{name}'"):
+        with mlflow_errors(f"setting alias '{alias}' of '{name}'"):
             self.client.set_registered_model_alias(name, alias, str(version))
 
     def promote(
@@ -407,7 +407,7 @@ class ModelRegistry:
             )
         current = self._aliases(name).get(to)
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self._errors(f"promoting version {target.version} of '{name}' to {to}"):
+        with mlflow_errors(f"promoting version {target.version} of '{name}' to {to}"):
             if current is not None and current != target.version:
                 self.client.set_registered_model_alias(name, previous_alias(to), current)
             self.client.set_registered_model_alias(name, to, target.version)
@@ -428,7 +428,7 @@ class ModelRegistry:
                 f"--to {alias}",
             )
         current = aliases.get(alias)
-        with self._errors(f"rolling back {alias} of '{name}'"):
+        with mlflow_errors(f"rolling back {alias} of '{name}'"):
             self.client.set_registered_model_alias(name, alias, before)
             if current is not None and current != before:
                 self.client.set_registered_model_alias(name, previous_alias(alias), current)
@@ -467,7 +467,7 @@ class ModelRegistry:
         import mlflow
 
         run_source = f"runs:/{found.run_id}/"
-        with self._errors(f"downloading {found.uri}"):
+        with mlflow_errors(f"downloading {found.uri}"):
             if found.run_id and found.source.startswith(run_source):
                 path = found.source.removeprefix(run_source)
                 local = self.client.download_artifacts(found.run_id, path, str(into))
@@ -477,11 +477,6 @@ class ModelRegistry:
                     artifact_uri=uri, dst_path=str(into), tracking_uri=self.tracking_uri
                 )
         return Path(local)
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        with mlflow_errors(action):
-            yield
 
 
 # ---------------------------------------------------------------------- helpers
@@ -588,11 +583,6 @@ def _verified(folder: Path) -> bool:
     except ArtifactError:
         return False
     return True
-
-
-def _quoted(name: str) -> str:
-    check_model_name(name)
-    return name
 
 
 def _not_found(exc: Any) -> bool:
