@@ -24,6 +24,31 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its tables created once (MLflow's migrations take seconds)."""
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow") / "template.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def mlflow_store(_mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``MLFLOW_TRACKING_URI`` on a fresh sqlite store in tmp_path, which is also the working
+    folder (MLflow's default artifact root, ``./mlruns``, stays in it); returns the URI."""
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """``../shared/data``; skips the test when it is absent (a user's fresh clone)."""

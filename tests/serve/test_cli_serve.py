@@ -157,3 +157,26 @@ def test_serve_audit_logs_a_blocked_request(started: dict[str, Any], tmp_path: P
     assert [x["action"] for x in lines if x["input"]["path"] == "text"] == ["block"]
     assert len(lines) == 1  # the firewall's warm-up at start-up is not audited
     assert "219-09" not in audit.read_text()
+
+
+def test_serve_takes_a_registered_model_and_names_it(
+    started: dict[str, Any],
+    mlflow_store: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``serve models:/NAME@ALIAS`` loads the verified cached copy of the alias's version and
+    names the model NAME in the OIP routes; an unknown alias fails before loading anything."""
+    from polyfuse.release.registry import ModelRegistry
+    from tests.release.test_registry import artifact
+
+    monkeypatch.setenv("POLYFUSE_CACHE", str(tmp_path / "cache"))
+    ModelRegistry().register(artifact(tmp_path / "a"), "fraud", alias="champion")
+    assert cli.main(["serve", "models:/fraud@nope"]) == cli.EXIT_ERROR
+    assert "has no alias 'nope'" in capsys.readouterr().err and "artifact" not in started
+    assert cli.main(["serve", "models:/fraud@champion"]) == cli.EXIT_OK
+    folder = Path(started["artifact"])
+    assert folder.parts[-2:] == ("fraud", "1") and (folder / "artifact.json").is_file()
+    assert started["app"].state.service.config.model_name == "fraud"
+    assert "polyfuse serving models:/fraud@champion" in capsys.readouterr().out

@@ -72,6 +72,12 @@ COMMANDS: dict[str, Command] = {
         "serve", "serve", "serve an artifact over HTTP (REST and Open Inference Protocol v2)"
     ),
     "ops": Command("ops", "ops", "write Prometheus rules (from slo.yaml) and Grafana dashboards"),
+    "register": Command(
+        "registry", "register", "register an artifact as a model version on MLflow"
+    ),
+    "registry": Command(
+        "registry", "registry", "list, promote, roll back and pull models on the MLflow registry"
+    ),
 }
 
 

@@ -115,9 +115,26 @@ def report_bad(bad: Sequence[Any]) -> None:
             print(f"  ... and {len(bad) - 10} more", file=sys.stderr)
 
 
+#: Help of an artifact argument: a folder, or a registered model's version.
+ARTIFACT_HELP = "artifact folder written by 'polyfuse train', or models:/NAME@ALIAS"
+
+
+def resolve_artifact(value: str) -> str:
+    """An artifact argument as a folder: a folder as given; a ``models:/NAME@ALIAS`` or
+    ``models:/NAME/VERSION`` URI downloaded from the MLflow model registry
+    (``MLFLOW_TRACKING_URI``) into the local cache, verified, and its folder returned."""
+    if not value.startswith("models:/"):
+        return value
+    from polyfuse.release.registry import ModelRegistry
+
+    folder = ModelRegistry().download(value)
+    log.info("%s resolved to %s", value, folder)
+    return str(folder)
+
+
 def artifact_data_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments `predict` and `evaluate` share: artifact, manifest, modalities, device."""
-    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
     p.add_argument("--data", required=True, metavar="MANIFEST", help="manifest to run on")
     p.add_argument(
         "--modalities",

@@ -14,6 +14,7 @@ from polyfuse.cli.common import (
     modality_list,
     render_metrics,
     report_bad,
+    resolve_artifact,
     severities,
 )
 
@@ -62,6 +63,7 @@ def evaluate(args: argparse.Namespace) -> int:
     """Metrics of an artifact on a labelled manifest; with --out, the full analysis and report."""
     from polyfuse.artifacts.kinds import kind_of
 
+    args.artifact = resolve_artifact(args.artifact)  # the evaluators read the folder
     return EVALUATORS[kind_of(args.artifact).name](args)
 
 

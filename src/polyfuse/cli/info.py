@@ -7,20 +7,21 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from polyfuse.cli.common import EXIT_OK
+from polyfuse.cli.common import ARTIFACT_HELP, EXIT_OK, resolve_artifact
 
 
 def info_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``info``."""
-    p.add_argument("artifact", help="artifact folder")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
 
 
 def info(args: argparse.Namespace) -> int:
     """Describe an artifact of any registered kind (kind-specific details where known)."""
     from polyfuse.artifacts.kinds import kind_of
 
-    kind = kind_of(args.artifact)
-    print(json.dumps(DESCRIBERS.get(kind.name, _describe_any)(args.artifact), indent=2))
+    path = resolve_artifact(args.artifact)
+    kind = kind_of(path)
+    print(json.dumps(DESCRIBERS.get(kind.name, _describe_any)(path), indent=2))
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from polyfuse.cli.common import (
     check_output_file,
     check_positive,
     report_bad,
+    resolve_artifact,
 )
 
 
@@ -30,7 +31,8 @@ def predict(args: argparse.Namespace) -> int:
     check_output_file("--out", args.out)
     from polyfuse.inference.predict import Predictor
 
-    predictor = Predictor.load(args.artifact, device=args.device, batch_size=args.batch_size)
+    artifact = resolve_artifact(args.artifact)
+    predictor = Predictor.load(artifact, device=args.device, batch_size=args.batch_size)
     run = predictor.predict_manifest(
         args.data, modalities=args.modalities, on_bad_row=args.on_bad_row, progress=not args.quiet
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from polyfuse.cli.common import EXIT_OK, log
+from polyfuse.cli.common import ARTIFACT_HELP, EXIT_OK, log, resolve_artifact
 
 if TYPE_CHECKING:
     from polyfuse.serve.config import ServeConfig
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def serve_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of serve (unset flags leave --config's values)."""
-    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--policy", metavar="FILE", help="firewall policy YAML (default: no firewall)")
@@ -26,10 +26,14 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--align",
         metavar="DIR",
-        help="alignment artifact: enables /v1/consistency (default with --index: the "
-        "artifact the index was built with)",
+        help="alignment artifact (or models:/NAME@ALIAS): enables /v1/consistency (default "
+        "with --index: the artifact the index was built with)",
     )
-    p.add_argument("--caption", metavar="DIR", help="captioning artifact: enables /v1/caption")
+    p.add_argument(
+        "--caption",
+        metavar="DIR",
+        help="captioning artifact (or models:/NAME@ALIAS): enables /v1/caption",
+    )
     p.add_argument(
         "--api-keys",
         metavar="FILE",
@@ -98,6 +102,10 @@ def serve(args: argparse.Namespace) -> int:
     the Open Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at
     /docs.
 
+    ARTIFACT is a folder or a registered model's version, models:/NAME@ALIAS or
+    models:/NAME/VERSION on the MLflow registry named by MLFLOW_TRACKING_URI (resolved once
+    at start-up: restart to pick up a promotion).
+
     Without API keys (--api-keys FILE or POLYFUSE_API_KEYS) the server answers on
     loopback only; binding another address without keys needs --insecure.
     """
@@ -118,7 +126,14 @@ def serve(args: argparse.Namespace) -> int:
     from polyfuse.serve.runtime.align import AlignServices
     from polyfuse.serve.runtime.model import ModelRuntime
 
-    align = AlignServices.load(index=args.index, align=args.align, caption=args.caption)
+    artifact = resolve_artifact(args.artifact)
+    if artifact != args.artifact and config.model_name is None:
+        config = config.replace(model_name=_registered_name(args.artifact))
+    align = AlignServices.load(
+        index=args.index,
+        align=args.align and resolve_artifact(args.align),
+        caption=args.caption and resolve_artifact(args.caption),
+    )
     threads = "auto" if args.threads is None else args.threads
     options: dict[str, Any] = {"torch_threads": threads, **config.runtime_options()}
     if args.device:
@@ -132,9 +147,9 @@ def serve(args: argparse.Namespace) -> int:
         ray_config = RayConfig.from_file(args.ray_config) if args.ray_config else RayConfig()
         if args.ray_address:
             ray_config = dataclasses.replace(ray_config, address=args.ray_address)
-        runtime: Runtime = RayRuntime.load(args.artifact, ray_config=ray_config, **options)
+        runtime: Runtime = RayRuntime.load(artifact, ray_config=ray_config, **options)
     else:
-        runtime = ModelRuntime.load(args.artifact, **options)
+        runtime = ModelRuntime.load(artifact, **options)
     app = create_app(runtime, config, align=align)
     if not config.auth_enabled:
         log.warning(
@@ -152,6 +167,13 @@ def serve(args: argparse.Namespace) -> int:
     level = "debug" if args.verbose else "warning" if args.quiet else "info"
     run(app, config.host, config.port, log_level=level)
     return EXIT_OK
+
+
+def _registered_name(uri: str) -> str:
+    """The registered model's name: the model name of the Open Inference Protocol routes."""
+    from polyfuse.release.registry import ModelRef
+
+    return ModelRef.parse(uri).name
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:

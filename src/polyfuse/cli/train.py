@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from polyfuse.cli.common import EXIT_OK, load_config
 
@@ -46,6 +47,7 @@ def train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         resume=args.resume,
         reference=args.reference,
+        name=Path(args.config).stem,
     )
     summary = trainer_for(config.task)(request).to_dict()
     width = max(12, *(len(k) for k in summary))

@@ -456,6 +456,10 @@ class TrainConfig:
         card: write the model card into the artifact at the end (a full evaluation of
             the validation manifest, corruption robustness included: seconds to minutes);
             ``polyfuse card ARTIFACT --data M`` writes one later.
+        tracking: ``none``, or ``mlflow``: log the flattened config as parameters, the
+            ``metrics.jsonl`` records per epoch and the artifact folder to an MLflow run on
+            the tracking server named by ``MLFLOW_TRACKING_URI`` (`polyfuse.train.tracking`).
+        experiment: MLflow experiment of the run (default: the config file's name).
     """
 
     epochs: PositiveInt = 20
@@ -480,6 +484,8 @@ class TrainConfig:
     stall_epochs: PositiveInt = 3
     stall_tolerance: NonNegativeFloat = 0.01
     card: StrictBool = True
+    tracking: Literal["none", "mlflow"] = "none"
+    experiment: Annotated[StrictStr, Field(min_length=1)] | None = None
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> TrainConfig:

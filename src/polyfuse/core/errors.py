@@ -104,3 +104,11 @@ class DependencyError(PolyfuseError):
 
 class TrainingError(PolyfuseError):
     """Training cannot go on (no valid rows, diverged loss, ...)."""
+
+
+class TrackingError(PolyfuseError):
+    """The experiment tracking server (MLflow) cannot be reached or refused a request."""
+
+
+class ModelRegistryError(PolyfuseError):
+    """A registered model, version or alias does not exist, or a registry action is refused."""

@@ -2,21 +2,29 @@
 
 Each trainer takes the config, the manifests and the artifact folder and returns a
 `TrainSummary`; `polyfuse train` looks the task up in `TRAINERS` and prints the summary.
+Every trainer runs inside `polyfuse.train.tracking.tracked`, so ``train.tracking: mlflow``
+records any task's run (the classifier trainer logs each epoch as it ends, the others
+their ``metrics.jsonl`` / loss history once training is done).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from polyfuse.core.config import Config
 from polyfuse.core.errors import ConfigError
+from polyfuse.train.tracking import Tracker, tracked
 
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """What a trainer is asked to do: config, manifests, artifact folder, options."""
+    """What a trainer is asked to do: config, manifests, artifact folder, options
+    (``name``: the default tracking experiment, `polyfuse train` passes the config file's)."""
 
     config: Config
     train: str | Path
@@ -25,6 +33,7 @@ class TrainRequest:
     progress: bool = True
     resume: bool = False
     reference: str | Path | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,15 +56,19 @@ def classify(req: TrainRequest) -> TrainSummary:
     from polyfuse.train.trainer import Trainer
 
     reference: str | Path | bool = True if req.reference is None else req.reference
-    trainer = Trainer(
-        req.config, req.out, progress=req.progress, resume=req.resume, reference=reference
-    )
-    result = trainer.fit(req.train, req.val)
-    kept = ("accuracy", "macro_f1", "rmse")
-    figures: dict[str, float | int | str] = {"best_epoch": result.best_epoch}
-    figures.update({k: result.metrics[k] for k in kept if k in result.metrics})
-    figures["bad_rows"] = len(result.bad_rows)
-    return TrainSummary(result.path, figures)
+    with _tracked(req) as tracker:
+        trainer = Trainer(
+            req.config,
+            req.out,
+            progress=req.progress,
+            resume=req.resume,
+            reference=reference,
+            tracker=tracker,
+        )
+        result = trainer.fit(req.train, req.val)
+        summary = TrainSummary(result.path, result.figures())
+        tracker.finish(summary.artifact, summary.figures)
+    return summary
 
 
 def contrastive(req: TrainRequest) -> TrainSummary:
@@ -63,11 +76,16 @@ def contrastive(req: TrainRequest) -> TrainSummary:
     from polyfuse.retrieval.pipeline import train_alignment
 
     val = _needs_val(req, "contrastive training picks its epoch on a validation manifest")
-    result = train_alignment(req.config, req.train, val, req.out, progress=req.progress)
-    figures: dict[str, float | int | str] = {"best_epoch": result.best_epoch}
-    for direction, values in result.metrics.items():
-        figures.update({f"val {direction} {k}": v for k, v in values.items()})
-    return TrainSummary(result.path, figures)
+    with _tracked(req) as tracker:
+        result = train_alignment(req.config, req.train, val, req.out, progress=req.progress)
+        figures: dict[str, float | int | str] = {"best_epoch": result.best_epoch}
+        for direction, values in result.metrics.items():
+            figures.update({f"val {direction} {k}": v for k, v in values.items()})
+        summary = TrainSummary(result.path, figures)
+        for step, record in alignment_history(result.path):
+            tracker.log_epoch(record, step)
+        tracker.finish(summary.artifact, summary.figures)
+    return summary
 
 
 def captioning(req: TrainRequest) -> TrainSummary:
@@ -75,9 +93,33 @@ def captioning(req: TrainRequest) -> TrainSummary:
     from polyfuse.train.captioning import train_captioning
 
     val = _needs_val(req, "captioning reports BLEU / CIDEr on a validation manifest")
-    done = train_captioning(req.config, req.train, val, req.out, progress=req.progress)
-    figures = {k: v for k, v in done.items() if k != "artifact"}
-    return TrainSummary(Path(done["artifact"]), figures)
+    with _tracked(req) as tracker:
+        done = train_captioning(req.config, req.train, val, req.out, progress=req.progress)
+        figures = {k: v for k, v in done.items() if k != "artifact"}
+        summary = TrainSummary(Path(done["artifact"]), figures)
+        info = json.loads((summary.artifact / "artifact.json").read_text(encoding="utf-8"))
+        for epoch, loss in enumerate(info.get("loss", []), 1):
+            tracker.log_epoch({"train_loss": loss}, epoch)
+        tracker.finish(summary.artifact, summary.figures)
+    return summary
+
+
+def alignment_history(folder: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(epoch, record) of an alignment artifact's ``metrics.jsonl``; with an ensemble the
+    keys of member k read ``member<k>/loss``."""
+    lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    several = len({r.get("member", 0) for r in records}) > 1
+    out = []
+    for r in records:
+        prefix = f"member{int(r.get('member', 0))}/" if several else ""
+        values = {f"{prefix}{k}": v for k, v in r.items() if k not in ("member", "epoch")}
+        out.append((int(r.get("epoch", 0)), values))
+    return out
+
+
+def _tracked(req: TrainRequest) -> AbstractContextManager[Tracker]:
+    return tracked(req.config, req.out, name=req.name, resume=req.resume)
 
 
 def _needs_val(req: TrainRequest, why: str) -> str | Path:

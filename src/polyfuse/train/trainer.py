@@ -50,6 +50,7 @@ from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
 from polyfuse.train.optim import make_optimizer
 from polyfuse.train.substitute import NonSignalPool
+from polyfuse.train.tracking import Tracker, tracked
 
 log = logging.getLogger("polyfuse.train")
 
@@ -75,6 +76,14 @@ class TrainResult:
     metrics: dict[str, Any]
     bad_rows: list[BadRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, float | int | str]:
+        """The summary `polyfuse train` prints: best epoch, headline metrics, bad rows."""
+        kept = ("accuracy", "macro_f1", "rmse")
+        out: dict[str, float | int | str] = {"best_epoch": self.best_epoch}
+        out.update({k: self.metrics[k] for k in kept if k in self.metrics})
+        out["bad_rows"] = len(self.bad_rows)
+        return out
 
 
 @dataclass
@@ -119,6 +128,9 @@ class Trainer:
             (single-label classifiers; default: the validation manifest); ``False`` writes none.
         card: write the model card (`polyfuse.release.card`) into the artifact, from a full
             evaluation of the validation manifest (when ``train.card`` is also on).
+        tracker: receives each epoch's ``metrics.jsonl`` record (`polyfuse.train.tracking`),
+            started and finished by the caller; by default `fit` runs the one
+            ``train.tracking`` names itself.
     """
 
     def __init__(
@@ -130,8 +142,10 @@ class Trainer:
         resume: bool = False,
         reference: str | Path | bool = True,
         card: bool = True,
+        tracker: Tracker | None = None,
     ) -> None:
         self.config = config
+        self.tracker = tracker
         self.reference = reference
         self.card = card
         self.cfg = config.train
@@ -152,13 +166,20 @@ class Trainer:
             train: training manifest (path or parsed).
             val: validation manifest; when omitted, a seeded 10% of ``train`` is held out.
         """
-        if self.config.task not in TASK_CLASSES:
-            raise ConfigError(
-                "task",
-                f"'{self.config.task}' is not trained by Trainer",
-                hint="contrastive configs train with polyfuse.retrieval.pipeline.train_alignment "
-                "(`polyfuse train` picks it)",
-            )
+        self._check_task()
+        if self.tracker is not None:
+            return self._fit(self.tracker, train, val)
+        with tracked(self.config, self.out_dir, resume=self.resume) as tracker:
+            result = self._fit(tracker, train, val)
+            tracker.finish(result.path, result.figures())
+        return result
+
+    def _fit(
+        self,
+        tracker: Tracker,
+        train: str | Path | Manifest,
+        val: str | Path | Manifest | None,
+    ) -> TrainResult:
         seed_everything(self.cfg.seed)
         train_m, val_m = self._manifests(train, val)
         self._lineage = (
@@ -232,6 +253,7 @@ class Trainer:
                 record.setdefault("warnings", []).append(warning)
             improved = self._track_best(run, record, outputs, epoch)
             self._log(log_path, record)
+            tracker.log_epoch(record, epoch)
             state.history.append(record)
             state.epoch = epoch
             self._checkpoint(run)
@@ -243,6 +265,15 @@ class Trainer:
                 )
                 break
         return self._finish(model, contracts, task, state, train_ds, val_ds)
+
+    def _check_task(self) -> None:
+        if self.config.task not in TASK_CLASSES:
+            raise ConfigError(
+                "task",
+                f"'{self.config.task}' is not trained by Trainer",
+                hint="contrastive configs train with polyfuse.retrieval.pipeline.train_alignment "
+                "(`polyfuse train` picks it)",
+            )
 
     def _manifests(
         self, train: str | Path | Manifest, val: str | Path | Manifest | None
