@@ -1,9 +1,9 @@
 """The generated rules and dashboards against the real things: a real Prometheus (on
 loopback, config written here, scraping every second, rule files = the generated rules)
 scrapes three real ``polyfuse serve`` processes (replicas: one with a tight encoder timeout
-so long audio answers degraded, one with the firewall and human review, one whose drift monitor assesses
-windows of `WINDOW` requests), traffic is driven through them, and every dashboard panel's
-query must return data through Prometheus's HTTP API.
+so long audio answers degraded, one with the firewall and human review, one whose drift
+monitor assesses windows of `WINDOW` requests), traffic is driven through them, and every
+dashboard panel's query must return data through Prometheus's HTTP API.
 
 The monitored replica gets a clean window and then a shifted stream (its images inverted,
 as by a camera whose firmware changed) through the Open Inference Protocol route, so the
