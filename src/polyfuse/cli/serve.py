@@ -124,7 +124,8 @@ def serve(args: argparse.Namespace) -> int:
     """Serve an artifact over HTTP: REST (/v1/predict, /v1/embed, /v1/scan with --policy,
     /v1/search with --index, /v1/consistency with --align, /v1/caption with --caption),
     the Open Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at
-    /docs.
+    /docs. With --review, doubtful answers wait for human labels (/v1/review, the page
+    at /review, POST /v1/feedback; docs/review.md).
 
     Without API keys (--api-keys FILE or POLYFUSE_API_KEYS) the server answers on
     loopback only; binding another address without keys needs --insecure.
