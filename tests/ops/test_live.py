@@ -1,9 +1,9 @@
 """The generated rules and dashboards against the real things: a real Prometheus (on
 loopback, config written here, scraping every second, rule files = the generated rules)
 scrapes three real ``polyfuse serve`` processes (replicas: one with a tight encoder timeout
-so long audio answers degraded, one with the firewall, one whose drift monitor assesses
-windows of `WINDOW` requests), traffic is driven through them, and every dashboard panel's
-query must return data through Prometheus's HTTP API.
+so long audio answers degraded, one with the firewall and human review, one whose drift
+monitor assesses windows of `WINDOW` requests), traffic is driven through them, and every
+dashboard panel's query must return data through Prometheus's HTTP API.
 
 The monitored replica gets a clean window and then a shifted stream (its images inverted,
 as by a camera whose firmware changed) through the Open Inference Protocol route, so the
@@ -256,7 +256,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[
     policy = folder / "policy.yaml"
     policy.write_text("version: 1\nentities: {PROMPT_INJECTION: block}\n", encoding="utf-8")
     a_args, a_url = serve(folder, artifact, "a", "--config", str(tight))
-    b_args, b_url = serve(folder, artifact, "b", "--policy", str(policy))
+    review = f"sqlite://{folder / 'review.db'}"  # blocked requests queue for human review
+    b_args, b_url = serve(folder, artifact, "b", "--policy", str(policy), "--review", review)
     monitored = folder / "monitored.yaml"
     # every request monitored (the default samples 50 per second at most)
     monitored.write_text(f"monitor_window: {WINDOW}\nmonitor_rate: 0\n", encoding="utf-8")

@@ -180,7 +180,7 @@ def test_register_reuses_the_training_run_and_adds_what_it_lacks(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
     from polyfuse.core.config import Config
-    from polyfuse.train.tracking import TrackingRecord, tracked
+    from polyfuse.release.tracking import TrackingRecord, tracked
     from tests.train.test_tracking import CONFIG
 
     folder = artifact(tmp_path / "a")
@@ -198,7 +198,7 @@ def test_register_reuses_the_training_run_and_adds_what_it_lacks(
 
 
 def test_a_folder_whose_run_failed_gets_a_new_run(registry: ModelRegistry, tmp_path: Path) -> None:
-    from polyfuse.train.tracking import TrackingRecord
+    from polyfuse.release.tracking import TrackingRecord
 
     folder = artifact(tmp_path / "a")
     client = registry.client

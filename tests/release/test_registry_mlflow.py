@@ -18,7 +18,7 @@ import yaml
 
 from polyfuse import cli
 from polyfuse.release.registry import ModelRegistry
-from polyfuse.train.tracking import TrackingRecord, mlflow_client
+from polyfuse.release.tracking import TrackingRecord, mlflow_client
 from tests.conftest import SMALL_CONFIG, write_manifest, write_synthetic
 from tests.ops.test_live import free_port, started, wait_until
 

@@ -180,3 +180,23 @@ def test_serve_takes_a_registered_model_and_names_it(
     assert folder.parts[-2:] == ("fraud", "1") and (folder / "artifact.json").is_file()
     assert started["app"].state.service.config.model_name == "fraud"
     assert "polyfuse serving models:/fraud@champion" in capsys.readouterr().out
+
+
+def test_serve_review_flags_open_the_queue(
+    started: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uri = f"sqlite://{tmp_path / 'review.db'}"
+    argv = ["serve", "art", "--review", uri, "--review-inputs", "--review-threshold", "0.3"]
+    assert cli.main(argv) == cli.EXIT_OK
+    service = started["app"].state.service
+    assert service.config.review == uri and service.review.keep_inputs
+    assert service.review.router.policy.threshold == 0.3
+    assert (tmp_path / "review.db").exists()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["serve", "art", "--review"]) == cli.EXIT_OK  # alone: the default file
+    assert (tmp_path / "polyfuse-review.db").exists()
+    assert cli.main(["serve", "art", "--review-inputs"]) == cli.EXIT_ERROR
+    assert "--review-inputs" in capsys.readouterr().err

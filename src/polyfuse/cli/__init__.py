@@ -71,6 +71,9 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(
         "serve", "serve", "serve an artifact over HTTP (REST and Open Inference Protocol v2)"
     ),
+    "feedback": Command(
+        "feedback", "feedback", "export human reviewers' labels as a training manifest"
+    ),
     "ops": Command("ops", "ops", "write Prometheus rules (from slo.yaml) and Grafana dashboards"),
     "register": Command(
         "registry", "register", "register an artifact as a model version on MLflow"

@@ -70,6 +70,34 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="do not watch served requests for drift",
     )
+    p.add_argument(
+        "--review",
+        nargs="?",
+        const="sqlite://polyfuse-review.db",
+        metavar="URI",
+        help="queue doubtful answers for human review: sqlite:///path/review.db, or "
+        "redis://HOST:6379/0 for several replicas (alone: sqlite://polyfuse-review.db; "
+        "docs/review.md)",
+    )
+    p.add_argument(
+        "--review-inputs",
+        action="store_true",
+        default=None,
+        help="keep queued answers' inputs as the firewall left them (default: digests only)",
+    )
+    p.add_argument(
+        "--review-threshold",
+        type=float,
+        metavar="P",
+        help="route answers whose confidence is below P (default 0.5)",
+    )
+    p.add_argument(
+        "--review-contradiction",
+        type=float,
+        metavar="P",
+        help="route answers a leave-one-modality-out output contradicts with confidence "
+        ">= P (default 0.9)",
+    )
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
     p.add_argument(
         "--threads",
@@ -100,7 +128,8 @@ def serve(args: argparse.Namespace) -> int:
     """Serve an artifact over HTTP: REST (/v1/predict, /v1/embed, /v1/scan with --policy,
     /v1/search with --index, /v1/consistency with --align, /v1/caption with --caption),
     the Open Inference Protocol v2 (/v2/...), /healthz, /readyz, /metrics and docs at
-    /docs.
+    /docs. With --review, doubtful answers wait for human labels (/v1/review, the page
+    at /review, POST /v1/feedback; docs/review.md).
 
     ARTIFACT is a folder or a registered model's version, models:/NAME@ALIAS or
     models:/NAME/VERSION on the MLflow registry named by MLFLOW_TRACKING_URI (resolved once
@@ -195,6 +224,10 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "insecure": args.insecure or None,
         "quarantine": getattr(args, "quarantine", None),
         "monitor": getattr(args, "monitor", None),
+        "review": getattr(args, "review", None),
+        "review_inputs": getattr(args, "review_inputs", None),
+        "review_threshold": getattr(args, "review_threshold", None),
+        "review_contradiction": getattr(args, "review_contradiction", None),
     }
     config = config.replace(**{k: v for k, v in flags.items() if v is not None})
     keys = config.api_key_hashes + env_key_hashes()

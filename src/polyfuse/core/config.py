@@ -458,7 +458,7 @@ class TrainConfig:
             ``polyfuse card ARTIFACT --data M`` writes one later.
         tracking: ``none``, or ``mlflow``: log the flattened config as parameters, the
             ``metrics.jsonl`` records per epoch and the artifact folder to an MLflow run on
-            the tracking server named by ``MLFLOW_TRACKING_URI`` (`polyfuse.train.tracking`).
+            the tracking server named by ``MLFLOW_TRACKING_URI`` (`polyfuse.release.tracking`).
         experiment: MLflow experiment of the run (default: the config file's name).
     """
 

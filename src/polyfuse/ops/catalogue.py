@@ -14,7 +14,8 @@ so a panel can sum, rate and legend by it.
 The live drift monitor's series (``polyfuse_monitor_*``, ``polyfuse_feedback_total``) exist
 while the service monitors (an artifact with a reference profile, ``monitor`` not off):
 the estimate and agreement rate after the first window, the observed accuracy once a
-window has enough delayed labels, the feedback counter after the first label.
+window has enough delayed labels, the feedback counter after the first label. The human
+review series (``polyfuse_review_*``) exist while the service runs with ``--review``.
 """
 
 from __future__ import annotations
@@ -108,6 +109,29 @@ METRICS: tuple[Metric, ...] = (
     _monitor("polyfuse_monitor_window_samples", (), "requests in the current window"),
     _monitor("polyfuse_monitor_windows", (), "windows assessed since the start"),
     Metric("polyfuse_feedback_total", "counter", ("outcome",), "delayed labels by outcome"),
+    # human review (``--review``): judged answers, routed ones per reason, the queue
+    Metric("polyfuse_review_judged_total", "counter", (), "answers the review router judged"),
+    Metric(
+        "polyfuse_review_routed_total",
+        "counter",
+        ("reason",),
+        "answers routed to review by reason (low_confidence, contradiction, firewall, "
+        "shadow_disagreement)",
+    ),
+    Metric("polyfuse_review_queued_total", "counter", (), "answers routed for any reason"),
+    Metric(
+        "polyfuse_review_reviewed_total",
+        "counter",
+        ("outcome",),
+        "reviewers' labels (correct, wrong, unanswered: a blocked request)",
+    ),
+    Metric("polyfuse_review_store_errors_total", "counter", (), "failed review store calls"),
+    Metric(
+        "polyfuse_review_pending",
+        "gauge",
+        (),
+        "items waiting for review (with Redis every replica reports the shared queue: max)",
+    ),
 )
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from polyfuse.artifacts.format import read_info
 from polyfuse.core.errors import ArtifactError, ModelRegistryError
 from polyfuse.encoders.cache import default_cache_dir
-from polyfuse.train.tracking import (
+from polyfuse.release.tracking import (
     ARTIFACT_PATH,
     TrackingRecord,
     artifact_tags,

@@ -65,6 +65,8 @@ RUNTIME_OPTIONS = (
 )
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+#: URI schemes of the review store (`polyfuse.serve.review.store.open_store`).
+REVIEW_SCHEMES = ("sqlite://", "redis://", "rediss://", "unix://")
 
 
 def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -249,6 +251,16 @@ class ServeConfig:
             minutes of a soak, against 10 MB with 2 arenas (one run each,
             docs/serving.md). The cap stays for the life of the process. None: the C
             library's default.
+        review: human review store (``sqlite://PATH`` or ``redis://HOST:PORT/DB``;
+            None: no review). Answers the routing rules pick (`polyfuse.serve.review`)
+            wait there for ``GET /v1/review`` and ``POST /v1/feedback``; docs/review.md.
+        review_inputs: keep the inputs of queued answers, as the firewall left them, so a
+            reviewer can see them and ``polyfuse feedback export`` can write training
+            rows (default: only their SHA-256 digests).
+        review_threshold: route answers whose (calibrated) confidence is below this.
+        review_contradiction: route answers that the model, with one modality left out,
+            would answer otherwise with at least this confidence.
+        review_reasons: the routing reasons in use.
         cache, redis_url, cache_bytes, encoder_timeout_s, breaker_failures,
         breaker_reset_s, breaker_half_open, degraded, max_batch, max_wait_ms, queue_size,
         workers, preprocess, preprocess_batch, monitor, monitor_window, monitor_alpha,
@@ -277,6 +289,13 @@ class ServeConfig:
     default_timeout: PositiveFloat | None = None
     gc_freeze: StrictBool = True
     malloc_arenas: PositiveInt | None = 2
+    review: StrictStr | None = None
+    review_inputs: StrictBool = False
+    review_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    review_contradiction: PositiveFloat = 0.9
+    review_reasons: tuple[
+        Literal["low_confidence", "contradiction", "firewall", "shadow_disagreement"], ...
+    ] = ("low_confidence", "contradiction", "firewall", "shadow_disagreement")
     cache: Literal["memory", "redis", "none"] | None = None
     redis_url: StrictStr | None = None
     cache_bytes: PositiveInt | None = None
@@ -349,6 +368,20 @@ class ServeConfig:
         """A config from a YAML mapping (see `from_dict`)."""
         return cls.from_dict(read_yaml_mapping(path, "--config"))
 
+    def _check_review(self) -> None:
+        if self.review_inputs and self.review is None:
+            raise ConfigError(
+                "--review-inputs",
+                "keeps the inputs of answers queued for review, but review is off",
+                hint="add --review sqlite:///path/review.db (or redis://HOST:6379/0)",
+            )
+        if self.review is not None and not self.review.startswith(REVIEW_SCHEMES):
+            raise ConfigError(
+                "--review",
+                f"unknown review store '{self.review[:40]}'",
+                hint="sqlite:///path/review.db (one server) or redis://HOST:6379/0 (replicas)",
+            )
+
     def check(self) -> None:
         """Refuse unsafe or inconsistent settings (raises `ConfigError` with a hint)."""
         if not self.auth_enabled and not self.insecure and not is_loopback(self.host):
@@ -360,6 +393,7 @@ class ServeConfig:
             )
         if self.audit is not None and self.policy is None:
             raise ConfigError("--audit", "an audit log needs a firewall", hint="add --policy FILE")
+        self._check_review()
         if self.otel not in OTEL_EXPORTERS:
             raise ConfigError("--otel", f"must be one of {', '.join(OTEL_EXPORTERS)}")
         if not 0 < self.port < 65536:

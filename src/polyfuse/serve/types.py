@@ -90,12 +90,16 @@ class ServeRequest:
         request_id: id echoed in the response, logs and traces.
         deadline: absolute ``time.monotonic()`` by which the answer is useless, or None.
         modalities: use only these modalities (the rest count as missing), or None.
+        leave_one_out: also compute the fused outputs with each modality left out
+            (`ServeResult.without`; one more fusion pass per modality), as human review's
+            contradiction rule needs.
     """
 
     inputs: Mapping[str, bytes | str]
     request_id: str
     deadline: float | None = None
     modalities: tuple[str, ...] | None = None
+    leave_one_out: bool = False
 
 
 @dataclass
@@ -118,6 +122,11 @@ class ServeResult:
         cache_hits: modalities whose embedding came from the cache.
         monitor: what drift monitoring kept of the request (statistics and sketches,
             written to the request log; not part of the response), when monitoring is on.
+        without: modality -> fused probabilities (label order) with it left out, when the
+            request asked for them (`ServeRequest.leave_one_out`) or was monitored; not
+            part of the response.
+        review: whether the answer went to human review and why (the ``review`` field of
+            the response), when review is on.
     """
 
     request_id: str
@@ -132,10 +141,12 @@ class ServeResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     cache_hits: list[str] = field(default_factory=list)
     monitor: MonitorRecord | None = None
+    without: dict[str, list[float]] | None = None
+    review: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the ``/v1/predict`` response body)."""
-        return {
+        body: dict[str, Any] = {
             "request_id": self.request_id,
             "prediction": {"label": self.label, "probabilities": self.probabilities},
             "contributions": self.contributions,
@@ -147,6 +158,9 @@ class ServeResult:
             "timings_ms": self.timings_ms,
             "cache_hits": self.cache_hits,
         }
+        if self.review is not None:
+            body["review"] = self.review
+        return body
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 Each trainer takes the config, the manifests and the artifact folder and returns a
 `TrainSummary`; `polyfuse train` looks the task up in `TRAINERS` and prints the summary.
-Every trainer runs inside `polyfuse.train.tracking.tracked`, so ``train.tracking: mlflow``
+Every trainer runs inside `polyfuse.release.tracking.tracked`, so ``train.tracking: mlflow``
 records any task's run (the classifier trainer logs each epoch as it ends, the others
 their ``metrics.jsonl`` / loss history once training is done).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from polyfuse.core.config import Config
 from polyfuse.core.errors import ConfigError
-from polyfuse.train.tracking import Tracker, tracked
+from polyfuse.release.tracking import Tracker, tracked
 
 
 @dataclass(frozen=True)

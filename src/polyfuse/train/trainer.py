@@ -46,11 +46,11 @@ from polyfuse.modalities import ModalityContract
 from polyfuse.modalities.quality import QualityGate, build_gates
 from polyfuse.models.build import build_contracts, build_model
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
+from polyfuse.release.tracking import Tracker, tracked
 from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
 from polyfuse.train.optim import make_optimizer
 from polyfuse.train.substitute import NonSignalPool
-from polyfuse.train.tracking import Tracker, tracked
 
 log = logging.getLogger("polyfuse.train")
 
@@ -128,7 +128,7 @@ class Trainer:
             (single-label classifiers; default: the validation manifest); ``False`` writes none.
         card: write the model card (`polyfuse.release.card`) into the artifact, from a full
             evaluation of the validation manifest (when ``train.card`` is also on).
-        tracker: receives each epoch's ``metrics.jsonl`` record (`polyfuse.train.tracking`),
+        tracker: receives each epoch's ``metrics.jsonl`` record (`polyfuse.release.tracking`),
             started and finished by the caller; by default `fit` runs the one
             ``train.tracking`` names itself.
     """

@@ -14,6 +14,7 @@ import pytest
 from polyfuse.guard.engine import Guard
 from polyfuse.serve.config import ServeConfig, hash_key
 from polyfuse.serve.http.app import create_app
+from polyfuse.serve.review.store import SQLiteStore
 from polyfuse.serve.types import ServeError
 from tests.browser import chromium_path, playwright_sync_api
 from tests.guard.fakes import RegexDetector
@@ -218,3 +219,50 @@ def _route(route: Any, local: str, outside: list[str]) -> None:
     else:  # no network: what a CDN would have served never arrives
         outside.append(route.request.url)
         route.abort()
+
+
+def test_review_page_lists_shows_inputs_and_sends_a_label(browser: Any, tmp_path: Path) -> None:
+    """Answers below confidence 0.95 go to review (the fake answers 0.9 or 0.8): the main
+    page says so, the review page lists them, shows the stored image and text, and a label
+    resolves the item."""
+    image = png(tmp_path / "photo.png")
+    config = ServeConfig(
+        review=f"sqlite://{tmp_path / 'review.db'}", review_inputs=True, review_threshold=0.95
+    )
+    with Session(browser, FakeRuntime(), config=config) as s:
+        s.page.get_by_label("image file").set_input_files(str(image))
+        s.page.get_by_label("text text").fill("a cat on a mat")
+        s.predict()
+        assert s.text("#review") == "sent to human review: low confidence"
+        s.page.get_by_label("text text").fill("a dog")
+        s.predict()
+        first, second = (r.request_id for r in s.runtime.requests)
+
+        s.page.get_by_role("link", name="review queue").click()
+        s.page.locator("#items tr").nth(1).wait_for()
+        assert s.page.title() == "polyfuse · review"
+        assert s.text("#count") == "2 pending"
+        assert s.page.locator("#items tr td:nth-child(3)").all_inner_texts() == [
+            "low confidence",
+            "low confidence",
+        ]
+        s.page.get_by_role("button", name=first).click()
+        s.page.locator("#item-inputs img.preview").wait_for()
+        s.page.wait_for_function(
+            "document.querySelector('#item-inputs img.preview').naturalWidth === 48"
+        )
+        assert s.text("#item-inputs pre") == "a cat on a mat"
+        assert s.text("#item-answer") == "cat"
+        assert s.page.get_by_label("cat").is_checked()  # the model's answer preselected
+        s.page.get_by_label("dog").check()
+        s.page.get_by_label("reviewer").fill("ana")
+        s.page.get_by_role("button", name="Submit label").click()
+        s.page.get_by_text("saved: the model's answer was wrong").wait_for()
+        s.page.wait_for_function("document.querySelectorAll('#items tr').length === 1")
+        assert s.text("#count") == "1 pending"
+        assert s.page.get_by_role("button", name=second).is_visible()
+        s.page.get_by_label("reason").select_option("firewall")
+        s.page.get_by_text("nothing waiting for review").wait_for()
+        assert s.errors == []
+    done = SQLiteStore(tmp_path / "review.db").get(first)
+    assert done is not None and (done.label, done.reviewer) == ("dog", "ana")

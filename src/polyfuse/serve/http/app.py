@@ -51,8 +51,10 @@ from polyfuse.serve.http.middleware import (
 from polyfuse.serve.http.monitoring import add_monitor_routes
 from polyfuse.serve.http.oip import oip_router
 from polyfuse.serve.http.process import freeze_heap, limit_malloc_arenas
+from polyfuse.serve.http.review import add_review_routes, open_queue
 from polyfuse.serve.http.service import Context, Inputs, Service, model_info
 from polyfuse.serve.http.web import WEB_PATHS, add_web_routes
+from polyfuse.serve.review.queue import ReviewQueue
 from polyfuse.serve.runtime.align import MAX_BEAM, MAX_K, AlignServices
 from polyfuse.serve.types import Runtime, ServeError
 
@@ -114,6 +116,7 @@ def create_app(
     *,
     guard: Guard | None = None,
     align: AlignServices | None = None,
+    review: ReviewQueue | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``runtime``.
 
@@ -125,6 +128,8 @@ def create_app(
         align: alignment / index / captioning artifacts for ``/v1/search``,
             ``/v1/consistency`` and ``/v1/caption`` (`AlignServices.load`); without
             them those routes answer 404 ``not_found`` naming the flag to pass.
+        review: the human-review queue; default: opened from ``config.review`` when set
+            (`polyfuse.serve.http.review.open_queue`), else no review.
     """
     config = config or ServeConfig()
     if guard is None and config.policy is not None:
@@ -132,6 +137,8 @@ def create_app(
         from polyfuse.guard.policy import Policy
 
         guard = Guard(Policy.load(config.policy), audit=config.audit)
+    if review is None:
+        review = open_queue(runtime, config)
     metrics = Metrics(runtime.stats)
     service = Service(
         runtime,
@@ -141,6 +148,7 @@ def create_app(
         tracer=Tracer(config.otel),
         request_log=RequestLog(config.request_log) if config.request_log else None,
         align=align,
+        review=review,
     )
 
     @contextlib.asynccontextmanager
@@ -174,7 +182,8 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     _add_v1_routes(app, service)
-    add_monitor_routes(app, runtime, metrics.registry)
+    add_monitor_routes(app, runtime, metrics.registry, review)
+    add_review_routes(app, review, metrics.registry)
     app.include_router(oip_router(service, config.model_name))
     add_web_routes(app)
     add_docs_routes(app)

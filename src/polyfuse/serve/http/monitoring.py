@@ -1,6 +1,7 @@
 """Drift monitoring over HTTP: the live state as Prometheus gauges, delayed labels
-(``POST /v1/feedback``), the state as JSON (``GET /v1/monitor``) and the operator's
-hand on quarantine (``POST /v1/monitor/quarantine`` and ``/v1/monitor/lift``).
+(``POST /v1/feedback``, which also resolves human-review items), the state as JSON
+(``GET /v1/monitor``) and the operator's hand on quarantine (``POST /v1/monitor/quarantine``
+and ``/v1/monitor/lift``).
 
 Gauges (``modality`` is a modality name; ``prediction`` for the output-level decision):
 ``polyfuse_monitor_drift``, ``polyfuse_monitor_drift_score``, ``polyfuse_monitor_p_value``
@@ -22,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from polyfuse.monitor.live import LiveMonitor
+from polyfuse.serve.review.queue import ReviewQueue, outcome_of
 from polyfuse.serve.types import Runtime, ServeError
 
 
@@ -75,8 +77,14 @@ class MonitorCollector(Collector):
                 yield GaugeMetricFamily(f"polyfuse_monitor_{name}", doc, value=float(value))
 
 
-def add_monitor_routes(app: FastAPI, runtime: Runtime, registry: CollectorRegistry) -> None:
-    """The monitoring routes and metrics of an app."""
+def add_monitor_routes(
+    app: FastAPI,
+    runtime: Runtime,
+    registry: CollectorRegistry,
+    review: ReviewQueue | None = None,
+) -> None:
+    """The monitoring routes and metrics of an app (``review``: the human-review queue
+    that ``POST /v1/feedback`` resolves items of, if any)."""
     registry.register(MonitorCollector(runtime))
     feedback_total = Counter(
         "polyfuse_feedback", "delayed labels by outcome", ["outcome"], registry=registry
@@ -95,37 +103,36 @@ def add_monitor_routes(app: FastAPI, runtime: Runtime, registry: CollectorRegist
 
     @app.post("/v1/feedback", tags=["v1"])
     async def feedback(request: Request) -> dict[str, Any]:
-        """A delayed label for a served request: ``{"request_id": ..., "label": ...}``
-        (for a multi-label model, ``label`` lists the sample's labels, possibly none).
-        It is counted, and replaces the estimate of its window once enough arrive."""
-        from polyfuse.heads.tasks import MultilabelTask
-
-        monitor = live()
+        """A delayed label for a served request: ``{"request_id": ..., "label": ...,
+        "reviewer": ...}`` (for a multi-label model, ``label`` lists the sample's labels,
+        possibly none; ``reviewer`` is optional and defaults to the caller's key id). The
+        drift monitor counts it, and it replaces the estimate of its window once enough
+        arrive; a request queued for human review (``--review``) is resolved with it."""
+        monitor = runtime.live_monitor()
+        if monitor is None and review is None:
+            raise ServeError(
+                "not_found",
+                "neither drift monitoring nor human review is on",
+                hint="serve an artifact trained by this polyfuse (it holds a reference "
+                "profile) without --no-monitor, or start the server with --review",
+            )
         body = await _json(request)
-        rid, label = body.get("request_id"), body.get("label")
+        rid = body.get("request_id")
         labels = [str(x) for x in runtime.info().get("labels", [])]
-        if monitor.multilabel:
-            given = [] if label is None else MultilabelTask.split(label)
-            bad = [g for g in given if g not in labels]
-            if not isinstance(rid, str) or "label" not in body or bad:
-                raise ServeError(
-                    "invalid_input",
-                    'expected {"request_id": str, "label": [the model\'s labels of the sample]}'
-                    + (f"; unknown labels: {', '.join(bad[:5])}" if bad else ""),
-                    hint=f"labels: {', '.join(labels[:20])}",
-                )
-            truth: int | list[int] = [labels.index(g) for g in given]
-        else:
-            if not isinstance(rid, str) or label is None or str(label) not in labels:
-                raise ServeError(
-                    "invalid_input",
-                    'expected {"request_id": str, "label": one of the model\'s labels}',
-                    hint=f"labels: {', '.join(labels[:20])}",
-                )
-            truth = labels.index(str(label))
-        outcome = monitor.feedback(rid, truth)
+        multilabel = monitor.multilabel if monitor else runtime.info().get("task") == "multilabel"
+        given, truth = _label(body, labels, multilabel)
+        if not isinstance(rid, str):
+            raise ServeError("invalid_input", 'expected {"request_id": str, "label": ...}')
+        outcome = "unknown" if monitor is None else monitor.feedback(rid, truth)
+        answer: dict[str, Any] = {"request_id": rid}
+        if review is not None:
+            reviewer = _reviewer(body, request)
+            item = await review.resolve(rid, given, reviewer)
+            if outcome == "unknown" and item is not None and item.prediction is not None:
+                outcome = outcome_of(item, given)  # another replica (or a restart) answered it
+            answer["reviewed"] = item is not None
         feedback_total.labels(outcome).inc()
-        return {"request_id": rid, "known": outcome != "unknown", "outcome": outcome}
+        return {**answer, "known": outcome != "unknown", "outcome": outcome}
 
     @app.get("/v1/monitor", tags=["v1"])
     async def monitor_state() -> dict[str, Any]:
@@ -158,6 +165,44 @@ def add_monitor_routes(app: FastAPI, runtime: Runtime, registry: CollectorRegist
         monitor = live()
         modality = await modality_of(request)
         return {"modality": modality, "quarantined": monitor.quarantine(modality)}
+
+
+def _label(
+    body: dict[str, Any], labels: list[str], multilabel: bool
+) -> tuple[str | list[str], int | list[int]]:
+    """The label as given (a list for a multi-label model) and as indices."""
+    from polyfuse.heads.tasks import MultilabelTask
+
+    label = body.get("label")
+    if multilabel:
+        given = [] if label is None else MultilabelTask.split(label)
+        bad = [g for g in given if g not in labels]
+        if "label" not in body or bad:
+            raise ServeError(
+                "invalid_input",
+                'expected {"request_id": str, "label": [the model\'s labels of the sample]}'
+                + (f"; unknown labels: {', '.join(bad[:5])}" if bad else ""),
+                hint=f"labels: {', '.join(labels[:20])}",
+            )
+        return given, [labels.index(g) for g in given]
+    if label is None or str(label) not in labels:
+        raise ServeError(
+            "invalid_input",
+            'expected {"request_id": str, "label": one of the model\'s labels}',
+            hint=f"labels: {', '.join(labels[:20])}",
+        )
+    return str(label), labels.index(str(label))
+
+
+def _reviewer(body: dict[str, Any], request: Request) -> str | None:
+    """Who labelled: the body's ``reviewer``, else the caller's key id."""
+    reviewer = body.get("reviewer")
+    if reviewer is None:
+        key_id = request.scope.get("state", {}).get("key_id")
+        return None if key_id is None else str(key_id)
+    if not isinstance(reviewer, str) or not 0 < len(reviewer) <= 200:
+        raise ServeError("invalid_input", '"reviewer" must be a string of 1 to 200 characters')
+    return reviewer
 
 
 async def _json(request: Request) -> dict[str, Any]:

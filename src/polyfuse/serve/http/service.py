@@ -30,6 +30,7 @@ from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
 
 if TYPE_CHECKING:  # the guard is imported only when a policy is set
     from polyfuse.guard.engine import Guard, ScanResult
+    from polyfuse.serve.review.queue import ReviewQueue
 
 
 log = logging.getLogger("polyfuse.serve")
@@ -70,6 +71,7 @@ class Service:
         tracer: spans per stage.
         request_log: the JSONL request log, or None.
         align: search, consistency and captioning artifacts, or None.
+        review: the human-review queue (`polyfuse.serve.review.queue`), or None.
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class Service:
         tracer: Tracer,
         request_log: RequestLog | None = None,
         align: AlignServices | None = None,
+        review: ReviewQueue | None = None,
     ) -> None:
         self.runtime = runtime
+        self.review = review
         self.align = align
         self.config = config
         self.guard = guard
@@ -211,14 +215,39 @@ class Service:
         with self.stage(ctx, "validate"):
             self.validate(inputs, ctx, known=self.runtime.modalities)
         with self.stage(ctx, "firewall"):
-            screened = await self.screen(inputs, ctx)
-        request = ServeRequest(screened.inputs, ctx.request_id, ctx.deadline, ctx.modalities)
+            screened = await self._screen_for_review(inputs, ctx)
+        request = ServeRequest(
+            screened.inputs,
+            ctx.request_id,
+            ctx.deadline,
+            ctx.modalities,
+            leave_one_out=self.review is not None,
+        )
         with self.stage(ctx, "runtime"):
             result = await self.call_runtime(ctx, lambda: self.runtime.predict(request))
         result.findings = screened.findings
+        if self.review is not None:
+            with self.stage(ctx, "review"):
+                decision = await self.review.consider(
+                    result,
+                    screened.inputs,
+                    firewall=screened.action,
+                    findings=[f["type"] for f in screened.findings],
+                )
+            result.review = decision.to_dict()
         self._count(result, ctx)
         self._log(ctx, inputs, result=result)
         return result
+
+    async def _screen_for_review(self, inputs: Inputs, ctx: Context) -> Screened:
+        """`screen`, handing a blocked request to the review queue before the 422."""
+        try:
+            return await self.screen(inputs, ctx)
+        except ServeError as err:
+            if err.code == "blocked_by_policy" and self.review is not None:
+                found = err.details.get("findings", [])
+                await self.review.blocked(ctx.request_id, inputs, [f["type"] for f in found])
+            raise
 
     async def embed(self, inputs: Inputs, ctx: Context) -> dict[str, Any]:
         """Per-modality embeddings through every stage."""
@@ -325,6 +354,8 @@ class Service:
             record["findings"] = sorted({f["type"] for f in result.findings})
             if result.monitor is not None:
                 record["monitor"] = result.monitor.to_dict()
+            if result.review is not None:
+                record["review"] = result.review["reasons"]
         if embeddings is not None:
             record["embeddings"] = {m: embedding_summary(v) for m, v in embeddings.items()}
         if verdict is not None:
@@ -351,6 +382,8 @@ class Service:
         await self.runtime.close()
         if self.align is not None:
             self.align.close()
+        if self.review is not None:
+            self.review.close()
         self.guard_pool.shutdown(wait=False, cancel_futures=True)
         self.tracer.close()
 

@@ -416,6 +416,11 @@ class ModelRuntime:
             "labels": list(self.artifact.task.labels),
             "task": self.artifact.task.name,
             "encoders": dict(self._versions),
+            **(
+                {"threshold": float(t)}
+                if (t := getattr(self.artifact.task, "threshold", None)) is not None
+                else {}
+            ),
         }
 
     def stats(self) -> dict[str, Any]:
@@ -454,11 +459,14 @@ class ModelRuntime:
         t = time.perf_counter()
         if self._fuser is None:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
-        # a sampled request asks the fusion thread for the monitor's outputs too (the
-        # marker is not a modality: fusion reads only the model's modality names)
-        out = await self._fuser.submit({**used, SAMPLED: _MARK} if sampled else used)
+        # a sampled request (or one for human review) asks the fusion thread for the
+        # leave-one-out outputs too (the marker is not a modality: fusion reads only the
+        # model's modality names)
+        explain = sampled or request.leave_one_out
+        out = await self._fuser.submit({**used, SAMPLED: _MARK} if explain else used)
         result = self._result(request, out, stages)
         result.timings_ms["fuse"] = ms_since(t)
+        result.without = out.without
         if self.watch is not None and sampled:
             labels = list(self.artifact.task.labels)
             result.monitor = self.watch.record(
@@ -621,7 +629,7 @@ class ModelRuntime:
         quarantined modalities are hidden from the fusion."""
         watch = self.watch
         hidden = frozenset() if watch is None else watch.hidden()
-        monitor = watch is not None and any(SAMPLED in r for r in requests)
+        monitor = any(SAMPLED in r for r in requests)
         return fuse_requests(
             self.model, self.artifact.task, requests, monitor=monitor, hidden=hidden
         )

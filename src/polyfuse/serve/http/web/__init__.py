@@ -1,10 +1,13 @@
 """The web page at ``/``: one input per modality of the served model, a Predict button
 and the answer (label, probabilities, contributions, degradation, firewall findings).
 
+The review page at ``/review`` lists the human-review queue (``GET /v1/review``), shows
+an item's stored inputs and sends a reviewer's label to ``POST /v1/feedback``.
+
 Plain HTML, CSS and JavaScript shipped as package data: no CDN, no fonts, no build
-step, so the server works offline. The page and its two assets are public (they hold
-no data); the page calls ``/v1/info`` and ``/v1/predict`` with the API key typed into
-it, like any other client.
+step, so the server works offline. The pages and their assets are public (they hold
+no data); they call ``/v1/info``, ``/v1/predict`` and the review routes with the API
+key typed into them, like any other client.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ ASSETS: dict[str, tuple[str, str]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/web/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/web/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/review": ("review.html", "text/html; charset=utf-8"),
+    "/web/review.js": ("review.js", "text/javascript; charset=utf-8"),
 }
 #: Paths served without an API key.
 WEB_PATHS = frozenset(ASSETS)

@@ -334,6 +334,11 @@ function showResult(body) {
     reasons.append(el("li", {}, el("strong", {}, modality), `: ${reason.replaceAll("_", " ")}`));
   }
   reasons.hidden = !reasons.children.length;
+  const review = body.review || {};
+  $("review").textContent = review.routed
+    ? `sent to human review: ${review.reasons.map((r) => r.replaceAll("_", " ")).join(", ")}`
+    : "";
+  $("review").hidden = !review.routed;
   bars("probabilities", prediction.probabilities, { highlight: String(prediction.label) });
   bars("contributions", body.contributions);
   $("used").textContent = (body.modalities_used || []).join(", ") || "none";

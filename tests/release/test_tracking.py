@@ -13,7 +13,7 @@ import pytest
 
 from polyfuse.core.config import Config
 from polyfuse.core.errors import DependencyError, TrackingError
-from polyfuse.train.tracking import (
+from polyfuse.release.tracking import (
     ARTIFACT_PATH,
     MlflowTracker,
     NoTracker,
