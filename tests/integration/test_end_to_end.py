@@ -35,6 +35,25 @@ def _evaluate(art: Path, data: Path, capsys: pytest.CaptureFixture[str], *extra:
     return json.loads(capsys.readouterr().out)
 
 
+def _check_card(art: Path, encoders: dict[str, str]) -> None:
+    """The model card training wrote from real results: every section filled, the encoders'
+    licences stated, and the page rendered offline by headless Chromium with text in every
+    section (tests/release/test_card.py covers the parts on synthetic data)."""
+    from polyfuse.release.card import CARD_HTML, SECTIONS, load_card
+    from tests.browser import open_page
+
+    card = load_card(art)
+    assert card.empty_sections() == []
+    assert {m: e["licence"] for m, e in card.encoders.items()} == encoders
+    with open_page(art / CARD_HTML) as page:
+        assert page.errors == [], page.errors
+        texts = page.evaluate(
+            "Array.from(document.querySelectorAll('section')).map(s => [s.id, "
+            "s.innerText.replace(s.querySelector('h2').innerText, '').trim().length])"
+        )
+    assert [t[0] for t in texts] == list(SECTIONS) and all(n > 20 for _, n in texts), texts
+
+
 def test_image_and_audio_av_digits(
     shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -83,6 +102,8 @@ def test_image_and_audio_av_digits(
     )
     preds = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(preds) == 200 and set(preds[0]["fusion_weights"]) == {"audio", "image"}
+    own = "the model's own (no third-party weights)"
+    _check_card(art, {"audio": own, "image": own})
 
 
 def test_time_series_basicmotions(
@@ -145,3 +166,4 @@ def test_text_and_image_flickr_concepts_with_cached_pretrained_features(
     assert info["encoders"]["caption"]["frozen"] and info["encoders"]["image"]["frozen"]
     size = (art / "model.safetensors").stat().st_size
     assert size < 5_000_000, "frozen pretrained weights are not copied into the artifact"
+    _check_card(art, {"caption": "Apache-2.0", "image": "Apache-2.0"})

@@ -6,12 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from polyfuse.cli.common import EXIT_OK, check_output_file, modality_list, severities
+from polyfuse.cli.common import (
+    ARTIFACT_HELP,
+    EXIT_OK,
+    check_output_file,
+    modality_list,
+    resolve_artifact,
+    severities,
+)
 
 
 def card_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``card``."""
-    p.add_argument("artifact", help="artifact folder written by 'polyfuse train'")
+    p.add_argument("artifact", help=ARTIFACT_HELP)
     p.add_argument(
         "--format",
         choices=("md", "html", "json"),
@@ -53,9 +60,10 @@ def card(args: argparse.Namespace) -> int:
     from polyfuse.release.card import load_card, write_card
 
     check_output_file("--out", args.out)
+    artifact = resolve_artifact(args.artifact)
     if args.data:
         model_card = write_card(
-            args.artifact,
+            artifact,
             args.data,
             slices=args.slices,
             severities=args.severities,
@@ -65,7 +73,7 @@ def card(args: argparse.Namespace) -> int:
             device=args.device,
         )
     else:
-        model_card = load_card(args.artifact)
+        model_card = load_card(artifact)
     if args.format == "json":
         text = json.dumps(model_card.to_dict(), indent=2) + "\n"
     else:

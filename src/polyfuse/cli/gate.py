@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from polyfuse.cli.common import EXIT_FINDINGS, EXIT_OK
+from polyfuse.cli.common import ARTIFACT_HELP, EXIT_FINDINGS, EXIT_OK, resolve_artifact
 
 
 def gate_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``gate``."""
-    p.add_argument("artifact", help="candidate artifact folder")
+    p.add_argument("artifact", help="the candidate: " + ARTIFACT_HELP)
     p.add_argument("--data", required=True, metavar="MANIFEST", help="labelled manifest")
     p.add_argument(
         "--rules",
@@ -19,7 +19,9 @@ def gate_arguments(p: argparse.ArgumentParser) -> None:
         help="rules file (polyfuse schema gate; docs/releases.md)",
     )
     p.add_argument(
-        "--champion", metavar="ARTIFACT", help="the model in production, for champion: rules"
+        "--champion",
+        metavar="ARTIFACT",
+        help="the model in production (folder or models:/NAME@champion), for champion: rules",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", metavar="FILE", help="also write the JSON verdict here")
@@ -36,10 +38,10 @@ def gate(args: argparse.Namespace) -> int:
     check_output_file("--out", args.out)
     rules = GateFile.load(args.rules)  # a bad rules file fails before any model loads
     result = run_gate(
-        args.artifact,
+        resolve_artifact(args.artifact),
         args.data,
         rules,
-        champion=args.champion,
+        champion=resolve_artifact(args.champion) if args.champion else None,
         device=args.device,
         progress=not args.quiet,
     )
