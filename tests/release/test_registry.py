@@ -181,7 +181,7 @@ def test_register_reuses_the_training_run_and_adds_what_it_lacks(
 ) -> None:
     from polyfuse.core.config import Config
     from polyfuse.release.tracking import TrackingRecord, tracked
-    from tests.train.test_tracking import CONFIG
+    from tests.release.test_tracking import CONFIG
 
     folder = artifact(tmp_path / "a")
     with tracked(Config.from_dict(CONFIG), folder, name="training") as tracker:
