@@ -18,12 +18,8 @@ from polyfuse.serve.runtime.model import EncodeFn, ModelRuntime
 from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig
 from polyfuse.serve.runtime.shared import SharedStages
 from polyfuse.serve.types import ServeError, ServeRequest
-from polyfuse.serve.versions.runtime import (
-    ShadowOutcome,
-    Version,
-    VersionedRuntime,
-    load_versions,
-)
+from polyfuse.serve.versions.records import ShadowOutcome
+from polyfuse.serve.versions.runtime import Version, VersionedRuntime, load_versions
 from polyfuse.serve.versions.sources import VersionSource
 from tests.serve.versions.trained import Models
 

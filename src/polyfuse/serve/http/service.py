@@ -31,7 +31,8 @@ from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
 if TYPE_CHECKING:  # the guard is imported only when a policy is set
     from polyfuse.guard.engine import Guard, ScanResult
     from polyfuse.serve.review.queue import ReviewQueue
-    from polyfuse.serve.versions.runtime import ShadowOutcome, VersionedRuntime
+    from polyfuse.serve.versions.records import ShadowOutcome
+    from polyfuse.serve.versions.runtime import VersionedRuntime
 
 
 log = logging.getLogger("polyfuse.serve")

@@ -6,6 +6,7 @@ canary's automatic rollback.
 - `shadow`: the shadow's bounded queue, run after the champion has answered;
 - `ledger`: per-version counters, latency histogram, agreement and feedback;
 - `sources`: a version from a folder or a ``models:/`` URI, and its name;
+- `records`: a decision about the canary, a copied request, the shadow's answer;
 - `runtime`: `VersionedRuntime`, the `polyfuse.serve.types.Runtime` over the versions,
   which feeds `polyfuse.release.canary.CanaryJudge` and acts on its verdicts.
 """
