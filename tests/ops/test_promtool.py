@@ -138,6 +138,19 @@ SCENARIOS = [
         {"PolyfuseAccuracyBelowFloor": [({"severity": "page"}, 0.8)]},
     ),
     Scenario(
+        "canary: a rolled-back canary fires at once; one still serving does not",
+        {
+            'polyfuse_canary_rolled_back{version="digits-v4-aa11bb22"}': gauge((0, 10), (1, 16)),
+            'polyfuse_canary_rolled_back{version="digits-v5-cc33dd44"}': gauge((0, 26)),
+        },
+        50,
+        {
+            "PolyfuseCanaryRolledBack": [
+                ({"severity": "ticket", "version": "digits-v4-aa11bb22"}, 1)
+            ]
+        },
+    ),
+    Scenario(
         "accuracy: 3 points under the reference (allowed drop 5) fires nothing",
         {
             "polyfuse_monitor_estimated_accuracy": gauge((0.87, 26)),
@@ -155,6 +168,7 @@ SLO_OF = {
     "PolyfuseFirewallBlockBudgetBurn": "firewall_block",
     "PolyfuseModalityDrift": "drift",
     "PolyfuseAccuracyBelowFloor": "accuracy",
+    "PolyfuseCanaryRolledBack": "canary",
 }
 
 

@@ -38,9 +38,19 @@ def test_burn_factors_spend_2_5_10_percent_of_the_budget(
     assert tuple(p.factor(window) for p in BURN_POLICIES) == factors
 
 
-def _alerts(data: dict[str, object]) -> list[AlertRule]:
+def _alerts(data: dict[str, object], canary: bool = False) -> list[AlertRule]:
+    """The alerts of the objectives in ``data`` (and the canary's, always generated)."""
     slo = parse_slo(data)
-    return [r for g in alert_groups(slo) for r in g.rules if isinstance(r, AlertRule)]
+    groups = [g for g in alert_groups(slo) if canary or g.name != "polyfuse-alerts-canary"]
+    return [r for g in groups for r in g.rules if isinstance(r, AlertRule)]
+
+
+def test_the_canary_alert_is_generated_without_an_objective() -> None:
+    (alert,) = _alerts({"selector": 'job="polyfuse"', "objectives": {}}, canary=True)
+    assert alert.alert == "PolyfuseCanaryRolledBack" and alert.hold == "0m"
+    assert alert.expr == 'max by (version) (polyfuse_canary_rolled_back{job="polyfuse"}) > 0'
+    assert alert.labels == {"severity": "ticket", "slo": "canary"}
+    assert alert.annotations["runbook_url"].endswith("/docs/runbooks/PolyfuseCanaryRolledBack.md")
 
 
 def test_availability_gets_three_burn_alerts_with_workbook_windows() -> None:
@@ -155,14 +165,14 @@ def test_drift_and_accuracy_are_threshold_alerts() -> None:
 
 
 def test_every_alert_has_summary_description_and_runbook() -> None:
-    for alert in _alerts(yaml.safe_load(Path(DEFAULT_SLO).read_text())):
+    for alert in _alerts(yaml.safe_load(Path(DEFAULT_SLO).read_text()), canary=True):
         assert set(alert.annotations) == {"summary", "description", "runbook_url"}
         assert alert.labels["severity"] in ("page", "ticket")
         assert alert.annotations["runbook_url"].endswith(f"/docs/runbooks/{alert.alert}.md")
 
 
 def test_every_generated_alert_has_a_runbook_file_and_every_runbook_an_alert() -> None:
-    names = {a.alert for a in _alerts(yaml.safe_load(Path(DEFAULT_SLO).read_text()))}
+    names = {a.alert for a in _alerts(yaml.safe_load(Path(DEFAULT_SLO).read_text()), canary=True)}
     assert names == set(ALERTS.values())
     files = {p.stem for p in RUNBOOKS.glob("*.md") if p.stem != "README"}
     assert files == names

@@ -12,6 +12,7 @@ from polyfuse.artifacts.classifier import Artifact, load_artifact
 from polyfuse.core.config import Config
 from polyfuse.train import Trainer
 from tests.conftest import SMALL_CONFIG, write_manifest, write_synthetic
+from tests.serve.versions.trained import Models
 
 CONFIG: dict[str, Any] = {
     **SMALL_CONFIG,
@@ -45,3 +46,9 @@ def artifact(trained: tuple[Path, Path]) -> Artifact:
 @pytest.fixture(scope="session")
 def png(trained: tuple[Path, Path]) -> bytes:
     return (trained[1] / "img0.png").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """Two image + text artifacts: a champion and a worse candidate (shuffled labels)."""
+    return Models(tmp_path_factory.mktemp("versions"))

@@ -74,6 +74,9 @@ COMMANDS: dict[str, Command] = {
     "feedback": Command(
         "feedback", "feedback", "export human reviewers' labels as a training manifest"
     ),
+    "canary": Command(
+        "canary", "canary", "a running service's versions; promote, roll back or weigh its canary"
+    ),
     "ops": Command("ops", "ops", "write Prometheus rules (from slo.yaml) and Grafana dashboards"),
     "register": Command(
         "registry", "register", "register an artifact as a model version on MLflow"

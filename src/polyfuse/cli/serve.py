@@ -10,6 +10,7 @@ from polyfuse.cli.common import ARTIFACT_HELP, EXIT_OK, log, resolve_artifact
 if TYPE_CHECKING:
     from polyfuse.serve.config import ServeConfig
     from polyfuse.serve.types import Runtime
+    from polyfuse.serve.versions.sources import VersionSource
 
 
 def serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,32 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         help="API keys, one a line (or sha256:HEX); adds to POLYFUSE_API_KEYS",
     )
     p.add_argument(
+        "--admin-keys",
+        metavar="FILE",
+        help="keys that may promote, roll back and weigh the canary (POST /v1/versions/...); "
+        "they are API keys too",
+    )
+    p.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback address without API keys"
+    )
+    p.add_argument(
+        "--canary",
+        metavar="CANDIDATE",
+        help="a second version (folder or models:/ URI) answering --canary-weight of the "
+        "callers, rolled back automatically when worse (docs/serving.md)",
+    )
+    p.add_argument(
+        "--canary-weight",
+        type=float,
+        metavar="W",
+        help="the canary's share of callers, 0..1 (default 0.05; sticky per API key or "
+        "X-Polyfuse-Route header)",
+    )
+    p.add_argument(
+        "--shadow",
+        metavar="CANDIDATE",
+        help="a version answering a copy of the traffic after the champion; its answers "
+        "are compared and logged, never returned",
     )
     p.add_argument("--request-log", metavar="FILE", help="append one JSON line per request")
     p.add_argument(
@@ -153,10 +179,18 @@ def serve(args: argparse.Namespace) -> int:
         raise DependencyError(exc.name or "fastapi", "polyfuse serve", "serve") from None
     check_port(config.host, config.port)  # a busy port fails now, not after loading
     from polyfuse.serve.runtime.align import AlignServices
-    from polyfuse.serve.runtime.model import ModelRuntime
 
-    artifact = resolve_artifact(args.artifact)
-    if artifact != args.artifact and config.model_name is None:
+    versioned = bool(getattr(args, "canary", None) or getattr(args, "shadow", None))
+    ray = bool(args.ray or args.ray_address or args.ray_config)
+    if versioned and ray:
+        from polyfuse.core.errors import ConfigError
+
+        raise ConfigError(
+            "--canary", "several versions are served in process only", hint="drop --ray"
+        )
+    sources = _sources(args) if versioned else None  # registry URIs resolve here, first
+    artifact = args.artifact if sources else resolve_artifact(args.artifact)
+    if args.artifact.startswith("models:/") and config.model_name is None:
         config = config.replace(model_name=_registered_name(args.artifact))
     align = AlignServices.load(
         index=args.index,
@@ -167,7 +201,19 @@ def serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"torch_threads": threads, **config.runtime_options()}
     if args.device:
         options["device"] = args.device
-    if args.ray or args.ray_address or args.ray_config:
+    if sources is not None:
+        from polyfuse.serve.versions.runtime import load_versions
+
+        runtime: Runtime = load_versions(
+            sources["champion"],
+            canary=sources.get("canary"),
+            shadow=sources.get("shadow"),
+            weight=config.canary_weight,
+            settings=config.canary_judge,
+            shadow_settings=config.shadow_budget,
+            **options,
+        )
+    elif ray:
         import dataclasses
 
         from polyfuse.serve.runtime.ray import RayConfig, RayRuntime, import_ray
@@ -176,8 +222,10 @@ def serve(args: argparse.Namespace) -> int:
         ray_config = RayConfig.from_file(args.ray_config) if args.ray_config else RayConfig()
         if args.ray_address:
             ray_config = dataclasses.replace(ray_config, address=args.ray_address)
-        runtime: Runtime = RayRuntime.load(artifact, ray_config=ray_config, **options)
+        runtime = RayRuntime.load(artifact, ray_config=ray_config, **options)
     else:
+        from polyfuse.serve.runtime.model import ModelRuntime
+
         runtime = ModelRuntime.load(artifact, **options)
     app = create_app(runtime, config, align=align)
     if not config.auth_enabled:
@@ -196,6 +244,14 @@ def serve(args: argparse.Namespace) -> int:
     level = "debug" if args.verbose else "warning" if args.quiet else "info"
     run(app, config.host, config.port, log_level=level)
     return EXIT_OK
+
+
+def _sources(args: argparse.Namespace) -> dict[str, VersionSource]:
+    """ARTIFACT, --canary and --shadow by role, registry URIs resolved to local copies."""
+    from polyfuse.serve.versions.sources import VersionSource
+
+    given = {"champion": args.artifact, "canary": args.canary, "shadow": args.shadow}
+    return {role: VersionSource.resolve(v) for role, v in given.items() if v is not None}
 
 
 def _registered_name(uri: str) -> str:
@@ -228,6 +284,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "review_inputs": getattr(args, "review_inputs", None),
         "review_threshold": getattr(args, "review_threshold", None),
         "review_contradiction": getattr(args, "review_contradiction", None),
+        "canary_weight": getattr(args, "canary_weight", None),
     }
     config = config.replace(**{k: v for k, v in flags.items() if v is not None})
     keys = config.api_key_hashes + env_key_hashes()
@@ -236,4 +293,12 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         file_keys, file_limits = read_keys_file(args.api_keys)
         keys += file_keys
         limits.update(file_limits)  # the keys file wins over --config for the same key
-    return config.replace(api_key_hashes=tuple(dict.fromkeys(keys)), key_limits=limits)
+    admins = config.admin_key_hashes
+    if getattr(args, "admin_keys", None):
+        admins += read_keys_file(args.admin_keys)[0]
+        keys += admins  # an admin key is an API key too
+    return config.replace(
+        api_key_hashes=tuple(dict.fromkeys(keys)),
+        key_limits=limits,
+        admin_key_hashes=tuple(dict.fromkeys(admins)),
+    )

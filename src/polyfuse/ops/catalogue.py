@@ -15,7 +15,9 @@ The live drift monitor's series (``polyfuse_monitor_*``, ``polyfuse_feedback_tot
 while the service monitors (an artifact with a reference profile, ``monitor`` not off):
 the estimate and agreement rate after the first window, the observed accuracy once a
 window has enough delayed labels, the feedback counter after the first label. The human
-review series (``polyfuse_review_*``) exist while the service runs with ``--review``.
+review series (``polyfuse_review_*``) exist while the service runs with ``--review``. The
+per-version series (``polyfuse_version_*``, ``polyfuse_canary_*``, ``polyfuse_shadow_*``)
+exist while it serves several versions (``--canary``, ``--shadow``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def _monitor(name: str, labels: tuple[str, ...], help: str) -> Metric:
     """A gauge of the live drift monitor (``serve.http.monitoring``)."""
     return Metric(name, "gauge", labels, help)
 
+
+#: Labels of the per-version series: the version's name and its role.
+_VERSION = ("version", "role")
 
 METRICS: tuple[Metric, ...] = (
     Metric("polyfuse_request_seconds", "histogram", ("route",), "request latency"),
@@ -132,6 +137,54 @@ METRICS: tuple[Metric, ...] = (
         (),
         "items waiting for review (with Redis every replica reports the shared queue: max)",
     ),
+    # several versions (``--canary``, ``--shadow``): per version, and the canary's state
+    Metric("polyfuse_version_requests_total", "counter", _VERSION, "requests per version"),
+    Metric("polyfuse_version_errors_total", "counter", (*_VERSION, "code"), "errors per version"),
+    Metric("polyfuse_version_degraded_total", "counter", _VERSION, "degraded answers per version"),
+    Metric("polyfuse_version_seconds", "histogram", _VERSION, "time to answer per version"),
+    Metric(
+        "polyfuse_version_compared_total",
+        "counter",
+        _VERSION,
+        "shadow answers compared with the champion's for the same request",
+    ),
+    Metric(
+        "polyfuse_version_agreed_total",
+        "counter",
+        _VERSION,
+        "compared answers with the champion's label (agreement = agreed / compared)",
+    ),
+    Metric(
+        "polyfuse_version_feedback_total",
+        "counter",
+        (*_VERSION, "outcome"),
+        "delayed labels of each version's answers (correct, wrong)",
+    ),
+    _monitor("polyfuse_version_estimated_accuracy", _VERSION, "label-free estimate per version"),
+    _monitor(
+        "polyfuse_version_observed_accuracy", _VERSION, "delayed labels' accuracy per version"
+    ),
+    _monitor(
+        "polyfuse_version_drift", (*_VERSION, "modality"), "1 while a version's window drifted"
+    ),
+    Metric("polyfuse_canary_weight", "gauge", ("version",), "the canary's share of callers"),
+    Metric(
+        "polyfuse_canary_rolled_back",
+        "gauge",
+        ("version",),
+        "1 once the canary was rolled back (PolyfuseCanaryRolledBack)",
+    ),
+    Metric(
+        "polyfuse_canary_evidence",
+        "gauge",
+        ("version", "signal", "direction"),
+        "the canary's mSPRT statistic over its threshold per signal (>= 1 decides)",
+    ),
+    Metric("polyfuse_canary_rollbacks_total", "counter", (), "canary rollbacks"),
+    Metric(
+        "polyfuse_shadow_dropped_total", "counter", ("version",), "shadow copies dropped (full)"
+    ),
+    Metric("polyfuse_shadow_queue_depth", "gauge", ("version",), "copies waiting for the shadow"),
 )
 
 

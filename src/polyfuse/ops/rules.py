@@ -50,6 +50,7 @@ ALERTS: dict[str, str] = {
     "firewall_block": "PolyfuseFirewallBlockBudgetBurn",
     "drift": "PolyfuseModalityDrift",
     "accuracy": "PolyfuseAccuracyBelowFloor",
+    "canary": "PolyfuseCanaryRolledBack",
 }
 
 #: Objectives whose error ratio is per route (the alerts carry a ``route`` label).
@@ -421,8 +422,30 @@ def accuracy_alert(slo: SloFile, o: AccuracyObjective) -> AlertRule:
     )
 
 
+def canary_alert(slo: SloFile) -> AlertRule:
+    """A canary the service rolled back (its sequential test found it worse, or an
+    operator took its traffic away): no SLO, a fact to look at. Generated always; a
+    service without a canary never has the series."""
+    expr = f"max by (version) ({selector('polyfuse_canary_rolled_back', [], slo.selector)}) > 0"
+    return AlertRule(
+        ALERTS["canary"],
+        expr,
+        "0m",
+        {"severity": "ticket", "slo": "canary"},
+        {
+            "summary": "canary {{ $labels.version }} was rolled back",
+            "description": (
+                "The service took all traffic away from canary {{ $labels.version }}: its "
+                "sequential test found it worse than the champion with confidence (or an "
+                "operator rolled it back). GET /v1/versions shows the decision and its evidence."
+            ),
+            "runbook_url": f"{slo.runbooks.rstrip('/')}/{ALERTS['canary']}.md",
+        },
+    )
+
+
 def alert_groups(slo: SloFile) -> list[RuleGroup]:
-    """One alert group per objective."""
+    """One alert group per objective, and the canary's."""
     groups = []
     for name, objective, slis, _ in objective_slis(slo):
         rules: list[RecordingRule | AlertRule] = []
@@ -434,6 +457,7 @@ def alert_groups(slo: SloFile) -> list[RuleGroup]:
             for sli in slis:
                 rules.extend(burn_alerts(slo, name, objective, sli))
         groups.append(RuleGroup(f"polyfuse-alerts-{name}", tuple(rules)))
+    groups.append(RuleGroup("polyfuse-alerts-canary", (canary_alert(slo),)))
     return groups
 
 

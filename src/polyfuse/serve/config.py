@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 
 from polyfuse.core.config import (
@@ -31,6 +31,7 @@ from polyfuse.core.config import (
     validate,
 )
 from polyfuse.core.errors import ConfigError
+from polyfuse.release.canary import CanarySettings
 
 #: Environment variable with a comma-separated list of API keys.
 API_KEYS_ENV = "POLYFUSE_API_KEYS"
@@ -40,6 +41,8 @@ ENV_PREFIX = "POLYFUSE_"
 #: Fields whose environment variable is not ``POLYFUSE_<FIELD>`` (``POLYFUSE_CACHE`` is the
 #: feature-cache folder of training); the API keys have their own, `API_KEYS_ENV`.
 ENV_NAMES = {"cache": "POLYFUSE_SERVE_CACHE"}
+#: `ServeConfig` fields holding keys, set from key files and entries (never from a variable).
+KEY_FIELDS = ("api_key_hashes", "key_limits", "admin_key_hashes")
 #: `ServeConfig` fields handed to the model runtime (`ServeConfig.runtime_options`).
 RUNTIME_OPTIONS = (
     "cache",
@@ -76,7 +79,7 @@ def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for f in dataclasses.fields(ServeConfig):
-        if f.name in ("api_key_hashes", "key_limits"):
+        if f.name in KEY_FIELDS:
             continue
         name = ENV_NAMES.get(f.name, ENV_PREFIX + f.name.upper())
         if name in env:
@@ -211,6 +214,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ShadowSettings(BaseModel):
+    """The shadow version's budget (``shadow_budget`` of `ServeConfig`; used by
+    `polyfuse.serve.versions.shadow`).
+
+    Attributes:
+        sample: share of the champion's requests copied to the shadow.
+        queue: jobs waiting at most; more are dropped (and counted).
+        concurrency: shadow requests in flight at most.
+        timeout_s: longest a shadow request may take before it counts as failed.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    queue: int = Field(default=64, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0.0)
+
+
 @config_errors("serve")
 @dataclass(config=MODEL_CONFIG)
 class ServeConfig:
@@ -261,6 +283,14 @@ class ServeConfig:
         review_contradiction: route answers that the model, with one modality left out,
             would answer otherwise with at least this confidence.
         review_reasons: the routing reasons in use.
+        admin_key_hashes: SHA-256 hex digests of the keys that may change versions
+            (``POST /v1/versions/...``); each must also be an accepted API key. ``admin_keys``
+            in a file (raw keys or ``sha256:HEX``), ``--admin-keys FILE`` on the command line.
+        canary_weight: share of callers the canary (``--canary``) answers, in [0, 1].
+        canary_judge: how the canary is compared with the champion and when it is rolled
+            back (`polyfuse.release.canary.CanarySettings`).
+        shadow_budget: how much of the traffic the shadow (``--shadow``) answers, and its
+            queue and concurrency (`ShadowSettings`).
         cache, redis_url, cache_bytes, encoder_timeout_s, breaker_failures,
         breaker_reset_s, breaker_half_open, degraded, max_batch, max_wait_ms, queue_size,
         workers, preprocess, preprocess_batch, monitor, monitor_window, monitor_alpha,
@@ -296,6 +326,10 @@ class ServeConfig:
     review_reasons: tuple[
         Literal["low_confidence", "contradiction", "firewall", "shadow_disagreement"], ...
     ] = ("low_confidence", "contradiction", "firewall", "shadow_disagreement")
+    admin_key_hashes: tuple[str, ...] = ()
+    canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    canary_judge: CanarySettings = dataclasses.field(default_factory=CanarySettings)
+    shadow_budget: ShadowSettings = dataclasses.field(default_factory=ShadowSettings)
     cache: Literal["memory", "redis", "none"] | None = None
     redis_url: StrictStr | None = None
     cache_bytes: PositiveInt | None = None
@@ -330,11 +364,19 @@ class ServeConfig:
         ``{key: KEY, rate: R, burst: B}`` / ``{sha256: HEX, rate: R, burst: B}`` that
         gives the key its own rate limit (``rate`` and ``burst`` optional).
         """
-        names = {f.name for f in dataclasses.fields(cls)} - {"api_key_hashes", "key_limits"}
+        names = {f.name for f in dataclasses.fields(cls)} - set(KEY_FIELDS)
         for key in data:
-            if key not in names | {"api_keys"}:
-                raise unknown_key(f"serve.{key}", str(key), names | {"api_keys"})
+            if key not in names | {"api_keys", "admin_keys"}:
+                raise unknown_key(f"serve.{key}", str(key), names | {"api_keys", "admin_keys"})
         values = {k: v for k, v in data.items() if k in names}
+        if "canary_judge" in values:
+            values["canary_judge"] = CanarySettings.parse(
+                values["canary_judge"], "serve.canary_judge"
+            )
+        admins = data.get("admin_keys") or ()
+        if not isinstance(admins, list | tuple):
+            raise ConfigError("admin_keys", "must be a list", hint="raw keys or sha256:HEX")
+        admin = tuple(_api_key_entry(e, f"admin_keys[{i}]")[0] for i, e in enumerate(admins))
         entries = data.get("api_keys") or ()
         if not isinstance(entries, list | tuple):
             raise ConfigError("api_keys", "must be a list", hint=API_KEY_ENTRY_FORM)
@@ -345,9 +387,8 @@ class ServeConfig:
             hashes.append(digest)
             if limit is not None:
                 limits[digest] = limit
-        return validate(
-            cls, {**values, "api_key_hashes": tuple(hashes), "key_limits": limits}, "serve"
-        )
+        keys = {"api_key_hashes": tuple(hashes), "key_limits": limits, "admin_key_hashes": admin}
+        return validate(cls, {**values, **keys}, "serve")
 
     def replace(self, **changes: Any) -> ServeConfig:
         """A copy with ``changes`` applied and validated (`ConfigError` naming the key)."""
@@ -382,6 +423,14 @@ class ServeConfig:
                 hint="sqlite:///path/review.db (one server) or redis://HOST:6379/0 (replicas)",
             )
 
+    def _check_admins(self, known: set[str]) -> None:
+        if any(h.lower() not in known for h in self.admin_key_hashes):
+            raise ConfigError(
+                "--admin-keys",
+                "an admin key must also be an accepted API key",
+                hint="add it to --api-keys (or api_keys) as well",
+            )
+
     def check(self) -> None:
         """Refuse unsafe or inconsistent settings (raises `ConfigError` with a hint)."""
         if not self.auth_enabled and not self.insecure and not is_loopback(self.host):
@@ -406,6 +455,7 @@ class ServeConfig:
         if self.rate_limit < 0 or self.rate_burst < 1:
             raise ConfigError("rate_limit", "rate must be >= 0 and burst >= 1")
         known = {h.lower() for h in self.api_key_hashes}
+        self._check_admins(known)
         for digest, (rate, burst) in self.key_limits.items():
             where = f"key_limits[{digest[:12]}]"  # the key id, as in logs; never the key
             if digest.lower() not in known:

@@ -93,6 +93,8 @@ class ServeRequest:
         leave_one_out: also compute the fused outputs with each modality left out
             (`ServeResult.without`; one more fusion pass per modality), as human review's
             contradiction rule needs.
+        route_key: who is asking, for sticky routing between versions (the
+            ``X-Polyfuse-Route`` header or the API key's id; None: route at random).
     """
 
     inputs: Mapping[str, bytes | str]
@@ -100,6 +102,7 @@ class ServeRequest:
     deadline: float | None = None
     modalities: tuple[str, ...] | None = None
     leave_one_out: bool = False
+    route_key: str | None = None
 
 
 @dataclass
@@ -127,6 +130,9 @@ class ServeResult:
             part of the response.
         review: whether the answer went to human review and why (the ``review`` field of
             the response), when review is on.
+        version: the name of the version that answered, when the service serves
+            several (`polyfuse.serve.versions`); ``version`` in the response.
+        role: that version's role (``champion``, ``canary``); ``role`` in the response.
     """
 
     request_id: str
@@ -143,6 +149,8 @@ class ServeResult:
     monitor: MonitorRecord | None = None
     without: dict[str, list[float]] | None = None
     review: dict[str, Any] | None = None
+    version: str | None = None
+    role: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the ``/v1/predict`` response body)."""
@@ -160,6 +168,9 @@ class ServeResult:
         }
         if self.review is not None:
             body["review"] = self.review
+        if self.version is not None:
+            body["version"] = self.version
+            body["role"] = self.role
         return body
 
 

@@ -53,10 +53,12 @@ from polyfuse.serve.http.oip import oip_router
 from polyfuse.serve.http.process import freeze_heap, limit_malloc_arenas
 from polyfuse.serve.http.review import add_review_routes, open_queue
 from polyfuse.serve.http.service import Context, Inputs, Service, model_info
+from polyfuse.serve.http.versions import add_versions_routes
 from polyfuse.serve.http.web import WEB_PATHS, add_web_routes
 from polyfuse.serve.review.queue import ReviewQueue
 from polyfuse.serve.runtime.align import MAX_BEAM, MAX_K, AlignServices
 from polyfuse.serve.types import Runtime, ServeError
+from polyfuse.serve.versions.runtime import VersionedRuntime
 
 if TYPE_CHECKING:  # the guard is imported only when a policy is set
     from polyfuse.guard.engine import Guard
@@ -140,6 +142,7 @@ def create_app(
     if review is None:
         review = open_queue(runtime, config)
     metrics = Metrics(runtime.stats)
+    versions = runtime if isinstance(runtime, VersionedRuntime) else None
     service = Service(
         runtime,
         config,
@@ -149,6 +152,7 @@ def create_app(
         request_log=RequestLog(config.request_log) if config.request_log else None,
         align=align,
         review=review,
+        versions=versions,
     )
 
     @contextlib.asynccontextmanager
@@ -182,7 +186,8 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     _add_v1_routes(app, service)
-    add_monitor_routes(app, runtime, metrics.registry, review)
+    add_monitor_routes(app, runtime, metrics.registry, review, versions)
+    add_versions_routes(app, versions, config, metrics.registry)
     add_review_routes(app, review, metrics.registry)
     app.include_router(oip_router(service, config.model_name))
     add_web_routes(app)
@@ -208,6 +213,7 @@ def create_app(
                 "Content-Type",
                 "X-Request-ID",
                 "X-Request-Timeout",
+                "X-Polyfuse-Route",
             ],
             expose_headers=["X-Request-ID", "Retry-After"],
         )

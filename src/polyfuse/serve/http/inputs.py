@@ -16,6 +16,7 @@ from polyfuse.serve.http.forms import parse_multipart
 from polyfuse.serve.http.middleware import TIMEOUT_HEADER, new_request_id
 from polyfuse.serve.http.service import Context, Inputs, Service
 from polyfuse.serve.types import ServeError
+from polyfuse.serve.versions.routing import ROUTE_HEADER
 
 
 # ------------------------------------------------------------------ request parsing
@@ -43,13 +44,22 @@ def context(request: Request, route: str) -> Context:
     modalities = None
     if chosen is not None:
         modalities = tuple(m.strip() for m in chosen.split(",") if m.strip())
-    return Context(
-        state.get("request_id") or new_request_id(),
-        route,
-        deadline,
-        modalities,
-        state.get("key_id"),
-    )
+    key_id = state.get("key_id")
+    ctx = Context(state.get("request_id") or new_request_id(), route, deadline, modalities, key_id)
+    if service.versions is not None:  # several versions: who asks decides which answers
+        ctx.route_key = route_key(request.headers.get(ROUTE_HEADER), key_id)
+    return ctx
+
+
+def route_key(header: str | None, key_id: str | None) -> str | None:
+    """The caller's identity for sticky routing: the ``X-Polyfuse-Route`` header (first
+    200 characters), else the API key's id; None without either (an unauthenticated
+    loopback client is no one in particular)."""
+    if header is not None and header.strip():
+        return header.strip()[:200]
+    if key_id is None or key_id.startswith("client:"):
+        return None
+    return key_id
 
 
 async def read_inputs(request: Request, config: ServeConfig) -> Inputs:

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from polyfuse.monitor.live import LiveMonitor
 from polyfuse.serve.review.queue import ReviewQueue, outcome_of
 from polyfuse.serve.types import Runtime, ServeError
+from polyfuse.serve.versions.runtime import VersionedRuntime
 
 
 class MonitorCollector(Collector):
@@ -82,9 +83,11 @@ def add_monitor_routes(
     runtime: Runtime,
     registry: CollectorRegistry,
     review: ReviewQueue | None = None,
+    versions: VersionedRuntime | None = None,
 ) -> None:
     """The monitoring routes and metrics of an app (``review``: the human-review queue
-    that ``POST /v1/feedback`` resolves items of, if any)."""
+    that ``POST /v1/feedback`` resolves items of, if any; ``versions``: the runtime when
+    it serves several versions, which routes each label to the version that answered)."""
     registry.register(MonitorCollector(runtime))
     feedback_total = Counter(
         "polyfuse_feedback", "delayed labels by outcome", ["outcome"], registry=registry
@@ -109,7 +112,7 @@ def add_monitor_routes(
         drift monitor counts it, and it replaces the estimate of its window once enough
         arrive; a request queued for human review (``--review``) is resolved with it."""
         monitor = runtime.live_monitor()
-        if monitor is None and review is None:
+        if monitor is None and review is None and versions is None:
             raise ServeError(
                 "not_found",
                 "neither drift monitoring nor human review is on",
@@ -123,7 +126,10 @@ def add_monitor_routes(
         given, truth = _label(body, labels, multilabel)
         if not isinstance(rid, str):
             raise ServeError("invalid_input", 'expected {"request_id": str, "label": ...}')
-        outcome = "unknown" if monitor is None else monitor.feedback(rid, truth)
+        if versions is not None:
+            outcome = versions.feedback(rid, given, truth)
+        else:
+            outcome = "unknown" if monitor is None else monitor.feedback(rid, truth)
         answer: dict[str, Any] = {"request_id": rid}
         if review is not None:
             reviewer = _reviewer(body, request)

@@ -12,6 +12,7 @@ labels), as JSON or, when asked for, as binary data.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import struct
@@ -267,7 +268,7 @@ async def _predict_batch(
     for i in range(n):
         inputs: Inputs = {t.name: t.elements[i] for t in tensors}
         rid = ctx.request_id if n == 1 else f"{ctx.request_id}-{i}"
-        item = Context(rid, ctx.route, ctx.deadline, ctx.modalities, ctx.key_id)
+        item = dataclasses.replace(ctx, request_id=rid, findings=[])
         jobs.append(service.predict(inputs, item))
     return list(await asyncio.gather(*jobs))
 
@@ -305,6 +306,8 @@ def _infer_response(
             tensor["data"] = data
         outputs.append(tensor)
     body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    if results[0].version is not None:  # several versions: which answered each item
+        body["parameters"] = {"versions": [str(r.version) for r in results]}
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
     if not chunks:

@@ -31,6 +31,8 @@ from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
 if TYPE_CHECKING:  # the guard is imported only when a policy is set
     from polyfuse.guard.engine import Guard, ScanResult
     from polyfuse.serve.review.queue import ReviewQueue
+    from polyfuse.serve.versions.records import ShadowOutcome
+    from polyfuse.serve.versions.runtime import VersionedRuntime
 
 
 log = logging.getLogger("polyfuse.serve")
@@ -49,6 +51,7 @@ class Context:
     modalities: tuple[str, ...] | None = None
     key_id: str | None = None
     findings: list[dict[str, Any]] = field(default_factory=list)
+    route_key: str | None = None
 
 
 @dataclass
@@ -72,6 +75,9 @@ class Service:
         request_log: the JSONL request log, or None.
         align: search, consistency and captioning artifacts, or None.
         review: the human-review queue (`polyfuse.serve.review.queue`), or None.
+        versions: the runtime when it serves several versions (it is then ``runtime``
+            too): answered requests are copied to its shadow, and the shadow's answers
+            go to the request log and human review.
     """
 
     def __init__(
@@ -85,8 +91,12 @@ class Service:
         request_log: RequestLog | None = None,
         align: AlignServices | None = None,
         review: ReviewQueue | None = None,
+        versions: VersionedRuntime | None = None,
     ) -> None:
         self.runtime = runtime
+        self.versions = versions
+        if versions is not None:
+            versions.on_shadow.append(self._shadow_answered)
         self.review = review
         self.align = align
         self.config = config
@@ -222,6 +232,7 @@ class Service:
             ctx.deadline,
             ctx.modalities,
             leave_one_out=self.review is not None,
+            route_key=ctx.route_key,
         )
         with self.stage(ctx, "runtime"):
             result = await self.call_runtime(ctx, lambda: self.runtime.predict(request))
@@ -237,7 +248,22 @@ class Service:
             result.review = decision.to_dict()
         self._count(result, ctx)
         self._log(ctx, inputs, result=result)
+        if self.versions is not None:
+            self.versions.mirror(request, result)  # a copy for the shadow, if any
         return result
+
+    async def _shadow_answered(self, outcome: ShadowOutcome) -> None:
+        """The shadow's answer: one request-log record, and human review of a
+        disagreement with the champion."""
+        if self.request_log is not None:
+            self.request_log.write(outcome.to_record())
+        if self.review is not None and outcome.result is not None:
+            await self.review.shadow(
+                outcome.request_id,
+                outcome.result.probabilities,
+                version=outcome.version,
+                inputs=outcome.inputs,
+            )
 
     async def _screen_for_review(self, inputs: Inputs, ctx: Context) -> Screened:
         """`screen`, handing a blocked request to the review queue before the 422."""
@@ -356,6 +382,8 @@ class Service:
                 record["monitor"] = result.monitor.to_dict()
             if result.review is not None:
                 record["review"] = result.review["reasons"]
+            if result.version is not None:
+                record["version"], record["role"] = result.version, result.role
         if embeddings is not None:
             record["embeddings"] = {m: embedding_summary(v) for m, v in embeddings.items()}
         if verdict is not None:

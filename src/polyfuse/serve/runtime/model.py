@@ -67,10 +67,12 @@ from polyfuse.serve.runtime.requests import (
     ms_since,
 )
 from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig, serving_threads
+from polyfuse.serve.runtime.shared import SharedStage, SharedStages
 from polyfuse.serve.runtime.stages import (
     EncodeStage,
     StageFn,
     channels_last,
+    stage_digest,
     trace_stage,
 )
 from polyfuse.serve.runtime.watch import Watch
@@ -101,6 +103,11 @@ class ModelRuntime:
         encoder_wrappers: modality -> wrapper of its encoder stage ``fn(list[Tensor]) ->
             list[embedding]`` (fault injection in tests, tracing).
         cache: an embedding cache to use instead of the one ``config.cache`` names.
+        shared: the pool, cache and encoder stages shared with other runtimes of the
+            process (versions of a model served side by side): identical stages run once
+            (`polyfuse.serve.runtime.shared`). None: this runtime owns everything.
+        name: this runtime's name among those sharing stages (default: the artifact
+            folder's name).
     """
 
     def __init__(
@@ -110,6 +117,8 @@ class ModelRuntime:
         *,
         encoder_wrappers: Mapping[str, EncoderWrapper] | None = None,
         cache: EmbeddingCache | None = None,
+        shared: SharedStages | None = None,
+        name: str | None = None,
     ) -> None:
         self.artifact = artifact
         self.config = config or RuntimeConfig()
@@ -118,6 +127,8 @@ class ModelRuntime:
         self.contracts = dict(artifact.contracts)
         self._wrappers = dict(encoder_wrappers or {})
         self._cache = cache
+        self._shared = shared
+        self.name = name or (artifact.path.name if artifact.path is not None else "model")
         self._pool: Executor | None = None
         self._batchers: dict[str, MicroBatcher[Tensor, CachedValue]] = {}
         self._fuser: MicroBatcher[Mapping[str, CachedValue], Fused] | None = None
@@ -141,12 +152,14 @@ class ModelRuntime:
         path: str | Path,
         *,
         encoder_wrappers: Mapping[str, EncoderWrapper] | None = None,
+        shared: SharedStages | None = None,
+        name: str | None = None,
         **options: Any,
     ) -> ModelRuntime:
         """Load an artifact folder, start the runtime and warm it up.
 
         ``options`` are `RuntimeConfig` fields (``max_batch=`` and ``max_wait_ms=`` set
-        ``batching`` for every encoder).
+        ``batching`` for every encoder); ``shared`` and ``name`` as in the constructor.
         """
         from polyfuse.artifacts.classifier import load_artifact
         from polyfuse.core.device import resolve_device
@@ -156,7 +169,7 @@ class ModelRuntime:
             options["batching"] = BatchSettings(**batching)
         config = RuntimeConfig.from_options(**options)
         artifact = load_artifact(path, resolve_device(config.device))
-        runtime = cls(artifact, config, encoder_wrappers=encoder_wrappers)
+        runtime = cls(artifact, config, encoder_wrappers=encoder_wrappers, shared=shared, name=name)
         runtime.setup()
         return runtime
 
@@ -168,20 +181,82 @@ class ModelRuntime:
         self.device = resolve_device(self.config.device)
         self.model.to(self.device).eval()
         self._set_threads()
-        self._pool = self._make_pool()
-        if self._cache is None:
-            self._cache = self._make_cache()
-        weights = str(self.artifact.info.get("files", {}).get("model.safetensors", ""))[:12]
+        self._pool, self._cache = self._pool_and_cache()
         for m, gate in self.gates.items():  # loads the VAD now: a missing package fails here
             gate(self._raw_sample(m))
         self.watch = Watch.load(self.artifact, self.config)
         for m in self.model.modalities:
-            self._register(m, weights)
-            self._batchers[m] = self._make_batcher(m)
-            if isinstance(self._pool, ProcessPoolExecutor):
-                self._pre[m] = self._make_preprocessor(m, self._pool)
+            self._register(m)
+            if self._shared is None or not self._share(m, self._shared):
+                self._batchers[m] = self._make_batcher(m)
+                if isinstance(self._pool, ProcessPoolExecutor):
+                    self._pre[m] = self._make_preprocessor(m, self._pool)
+                if self._shared is not None:
+                    self._offer(m, self._shared)
         self._fuser = self._make_fuser()
         self._ready = True
+
+    def _pool_and_cache(self) -> tuple[Executor, EmbeddingCache | None]:
+        """The preprocessing pool and the cache: the shared ones when another runtime of
+        the process made them, else new ones (registered as shared when sharing)."""
+        shared = self._shared
+        pool = shared.pool if shared is not None and shared.pool is not None else None
+        pool = pool or self._make_pool()
+        cache = self._cache
+        if cache is None:
+            made = shared is not None and shared.cache_made
+            cache = shared.cache if shared is not None and made else self._make_cache()
+        if shared is not None:
+            shared.pool, shared.cache, shared.cache_made = pool, cache, True
+        return pool, cache
+
+    def _share(self, m: str, shared: SharedStages) -> bool:
+        """Take ``m``'s stage (batcher, breaker) and preprocessing batcher from another
+        runtime of the process when it built the same ones; False when it did not."""
+        found = shared.stage(self._versions[m], self.name)
+        if found is None:
+            return False
+        self._batchers[m], self._breakers[m] = found.batcher, found.breaker
+        self._stage_status[m] = f"{found.status}, shared with {found.users[0]}"
+        if found.tuning is not None:
+            self._tuning[m] = found.tuning
+        pre = shared.preprocessors.get(self._payload(m))
+        if pre is not None:
+            self._pre[m] = pre
+        elif isinstance(self._pool, ProcessPoolExecutor):
+            self._pre[m] = shared.preprocessors[self._payload(m)] = self._make_preprocessor(
+                m, self._pool
+            )
+        return True
+
+    def _offer(self, m: str, shared: SharedStages) -> None:
+        """Register the stage and preprocessing batcher this runtime built for ``m``."""
+        stage = SharedStage(
+            self._batchers[m],
+            self._breakers[m],
+            self._stage_status.get(m, ""),
+            self._tuning.get(m),
+            [self.name],
+        )
+        shared.add(self._versions[m], stage)
+        if m in self._pre:
+            shared.preprocessors.setdefault(self._payload(m), self._pre[m])
+
+    def stage_key(self, m: str) -> str:
+        """What ``m``'s encoder stage computes, as a digest (the cache version and the
+        name under which runtimes share the stage): the encoder's fingerprint, what
+        preprocessing sends it (contract, quality gate, drift statistics), whether the
+        fusion reads tokens, and the encoder's and adapter's weights."""
+        import hashlib
+        import json
+
+        encoder = self.model.encoder(m)
+        identity = json.dumps(
+            [encoder.fingerprint(), self._payload(m), self.model.fusion.uses_tokens],
+            sort_keys=True,
+        )
+        weights = stage_digest(encoder, self.model.adapters[m])
+        return hashlib.sha256(f"{identity}|{weights}".encode()).hexdigest()[:24]
 
     def _set_threads(self) -> None:
         """Apply ``config.torch_threads`` (before autotune measures anything)."""
@@ -192,9 +267,10 @@ class ModelRuntime:
             torch.set_num_threads(threads)
             log.info("torch intra-op threads: %d", threads)
 
-    def _register(self, m: str, weights: str) -> None:
-        """The cache version and the circuit breaker of one modality's encoder."""
-        self._versions[m] = f"{self.model.encoder(m).fingerprint()}-{weights}"
+    def _register(self, m: str) -> None:
+        """The cache version (`stage_key`) and the circuit breaker of one modality's
+        encoder."""
+        self._versions[m] = self.stage_key(m)
         self._breakers[m] = CircuitBreaker(
             m,
             failure_threshold=self.config.breaker_failures,
@@ -376,8 +452,13 @@ class ModelRuntime:
         return self._ready
 
     async def close(self) -> None:
-        """Stop batchers and pools and close the cache."""
+        """Stop batchers and pools and close the cache (what is shared with other
+        runtimes is left to `SharedStages.close`)."""
         self._ready = False
+        if self._shared is not None:
+            if self._fuser is not None:
+                await self._fuser.close()
+            return
         for b in self._batchers.values():
             await b.close()
         for p in self._pre.values():

@@ -335,7 +335,6 @@ class RayRuntime(ModelRuntime):
         self.model.to(self.device).eval()
         if self._cache is None:
             self._cache = self._make_cache()
-        weights = str(self.artifact.info.get("files", {}).get("model.safetensors", ""))[:12]
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if rc.address is None and rc.num_cpus is not None:
@@ -345,7 +344,7 @@ class RayRuntime(ModelRuntime):
         serve.start(proxy_location="Disabled")  # HTTP is the driver's FastAPI app
         path = str(Path(str(self.artifact.path)).resolve())
         for m in self.model.modalities:
-            self._register(m, weights)
+            self._register(m)
             s = rc.settings(m)
             app = (
                 encoder_deployment(s)

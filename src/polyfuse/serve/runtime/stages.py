@@ -160,3 +160,18 @@ def trace_stage(
 
 
 __all__ = ["EncodeStage", "StageFn", "channels_last", "eager_stage", "trace_stage"]
+
+
+def stage_digest(*modules: nn.Module) -> str:
+    """SHA-256 (hex) of the modules' state: every parameter and buffer by name, dtype,
+    shape and bytes. Two stages with equal digests compute the same function, so versions
+    of a model may share them (`polyfuse.serve.runtime.shared`)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for i, module in enumerate(modules):
+        for name, value in sorted(module.state_dict().items()):
+            t = value.detach().to("cpu").contiguous()
+            h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
