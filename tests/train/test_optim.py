@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 
 import torch
 
@@ -37,6 +39,47 @@ def test_groups_carry_per_modality_rates_and_skip_frozen() -> None:
     grouped = {id(p) for g in groups.values() for p in g["params"]}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert grouped == trainable, "every trainable parameter is in exactly one group"
+
+
+def test_an_encoder_rate_of_zero_keeps_its_weights_as_initialised(tmp_path: Path) -> None:
+    """``encoder_lr: 0`` leaves the encoder out of the optimiser: after training its weights
+    are still the initial ones, while its adapter learned."""
+    from polyfuse.core.device import seed_everything
+    from polyfuse.train import Trainer
+    from tests.conftest import write_manifest, write_synthetic
+
+    raw = copy.deepcopy(SMALL_CONFIG)
+    raw["modalities"]["audio"]["encoder_lr"] = 0.0
+    config = Config.from_dict(raw)
+    model = build_model(config, build_contracts(config), MulticlassTask(["a", "b"]))
+    groups = {g["name"] for g in param_groups(model, config)}
+    assert "audio/encoder" not in groups and "audio/adapter" in groups
+
+    rows = write_synthetic(tmp_path / "data", 40)
+    train = write_manifest(tmp_path / "data" / "train.jsonl", rows[:30])
+    val = write_manifest(tmp_path / "data" / "val.jsonl", rows[30:])
+    torch.manual_seed(config.train.seed)
+    trainer = Trainer(config, tmp_path / "art", progress=False)
+    result = trainer.fit(train, val)
+    fresh = Config.from_dict(raw)
+    seed_everything(fresh.train.seed)
+    initial = build_model(fresh, result.artifact.contracts, result.artifact.task)
+    trained = result.artifact.model
+    for (name, p0), (_, p1) in zip(
+        initial.encoders["audio"].named_parameters(),
+        trained.encoders["audio"].named_parameters(),
+        strict=True,
+    ):
+        assert torch.equal(p0, p1.cpu()), name
+    moved = [
+        not torch.equal(a, b.cpu())
+        for a, b in zip(
+            initial.encoders["image"].parameters(),
+            trained.encoders["image"].parameters(),
+            strict=True,
+        )
+    ]
+    assert any(moved), "the image encoder, at the shared rate, did train"
 
 
 def test_schedule_warms_up_then_decays_to_floor() -> None:

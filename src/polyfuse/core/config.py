@@ -318,7 +318,8 @@ class ModalityConfig:
         contract: contract parameters; unset ones take the encoder's defaults.
         dropout: probability of hiding this modality from the fusion per
             training sample (never all modalities of a sample at once).
-        encoder_lr: learning rate of the encoder (``None``: ``train.lr``).
+        encoder_lr: learning rate of the encoder (``None``: ``train.lr``; ``0``: its weights
+            stay as initialised, e.g. to measure what a modality's own learning adds).
         adapter_lr: learning rate of the adapter and auxiliary head.
         loss_weight: weight of this modality's auxiliary (unimodal) loss; 0 keeps
             the auxiliary head for analysis without letting it shape the encoder.
@@ -334,7 +335,7 @@ class ModalityConfig:
     encoder: ComponentConfig
     contract: dict[str, Any] = dataclasses.field(default_factory=dict)
     dropout: Probability = 0.0
-    encoder_lr: PositiveFloat | None = None
+    encoder_lr: NonNegativeFloat | None = None
     adapter_lr: PositiveFloat | None = None
     loss_weight: NonNegativeFloat = 0.3
     noise: Probability = 0.0

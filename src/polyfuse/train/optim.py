@@ -31,6 +31,8 @@ def param_groups(model: MultimodalModel, config: Config) -> list[dict[str, Any]]
     groups: list[dict[str, Any]] = []
 
     def add(name: str, module_params: list[tuple[str, nn.Parameter]], lr: float) -> None:
+        if lr == 0:  # a rate of 0 keeps the weights as initialised: nothing to optimise
+            return
         trainable = [(n, p) for n, p in module_params if p.requires_grad]
         decay, no_decay = _split_decay(trainable)
         if decay:
@@ -41,7 +43,8 @@ def param_groups(model: MultimodalModel, config: Config) -> list[dict[str, Any]]
             )
 
     for m, mod in config.modalities.items():
-        add(f"{m}/encoder", list(model.encoders[m].named_parameters()), mod.encoder_lr or base)
+        encoder_lr = base if mod.encoder_lr is None else mod.encoder_lr
+        add(f"{m}/encoder", list(model.encoders[m].named_parameters()), encoder_lr)
         adapter_params = list(model.adapters[m].named_parameters()) + list(
             model.aux_heads[m].named_parameters()
         )
