@@ -125,7 +125,7 @@ def served_rows(
     contracts = predictor.artifact.contracts
     rng = np.random.default_rng(seed)
     names = list(MIX)
-    folder = work / f"served-{manifest.stem}-s{seed}"
+    folder = work / f"served-{manifest.parent.name}-{manifest.stem}-s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     lines = manifest.read_text().splitlines()
     out = []
@@ -198,7 +198,7 @@ def stream_of(args: argparse.Namespace, predictor: Any) -> tuple[Any, list[str],
             r.update({m: str((src.parent / r[m]).resolve()) for m in ("image", "audio") if m in r})
             r["condition"] = "complete"
     rows = shuffled(rows, args.seed)
-    path = Path(args.work) / f"{src.stem}-{args.mix}-s{args.seed}.jsonl"
+    path = Path(args.work) / f"{src.parent.name}-{src.stem}-{args.mix}-s{args.seed}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     obs = observe_manifest(predictor, path)
@@ -260,8 +260,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     risk = router.error_probability(answers)
     signals.append(figures(f"error model (top {s:.0%})", top_share(risk, s), wrong))
     per_condition = []
-    for cond in sorted(set(conditions), key=lambda k: (k != "complete", k)):
-        pick = np.array([k == cond for k in conditions])
+    family = [k.split("@")[0] for k in conditions]  # a corruption at every severity
+    for cond in sorted(set(family), key=lambda k: (k != "complete", k)):
+        pick = np.array([k == cond for k in family])
         per_condition.append(
             {
                 "condition": cond,
@@ -308,7 +309,7 @@ def report(result: dict[str, Any]) -> None:
     print("\neach signal alone, ranked over the whole stream:\n")
     print("\n".join([header, rule, *(Row(**r).line() for r in result["signals"])]))
     if len(result["conditions"]) > 1:
-        print("\nper condition (default routing):\n")
+        print("\nper condition, corruptions over severities 1-5 (default routing):\n")
         print("| condition | answers | accuracy | routed share | errors caught |")
         print("|---|---|---|---|---|")
         for c in result["conditions"]:
