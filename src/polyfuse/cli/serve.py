@@ -112,17 +112,24 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         help="keep queued answers' inputs as the firewall left them (default: digests only)",
     )
     p.add_argument(
+        "--review-share",
+        type=float,
+        metavar="S",
+        help="route the share S of recent answers most likely wrong, by the error model "
+        "fitted on the artifact's reference profile (default 0.1)",
+    )
+    p.add_argument(
         "--review-threshold",
         type=float,
         metavar="P",
-        help="route answers whose confidence is below P (default 0.5)",
+        help="with reason low_confidence: route answers whose confidence is below P (default 0.5)",
     )
     p.add_argument(
         "--review-contradiction",
         type=float,
         metavar="P",
-        help="route answers a leave-one-modality-out output contradicts with confidence "
-        ">= P (default 0.9)",
+        help="with reason contradiction: route answers a leave-one-modality-out output "
+        "contradicts with confidence >= P (default 0.9)",
     )
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
     p.add_argument(
@@ -282,6 +289,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "monitor": getattr(args, "monitor", None),
         "review": getattr(args, "review", None),
         "review_inputs": getattr(args, "review_inputs", None),
+        "review_share": getattr(args, "review_share", None),
         "review_threshold": getattr(args, "review_threshold", None),
         "review_contradiction": getattr(args, "review_contradiction", None),
         "canary_weight": getattr(args, "canary_weight", None),

@@ -120,8 +120,8 @@ METRICS: tuple[Metric, ...] = (
         "polyfuse_review_routed_total",
         "counter",
         ("reason",),
-        "answers routed to review by reason (low_confidence, contradiction, firewall, "
-        "shadow_disagreement)",
+        "answers routed to review by reason (predicted_error, low_confidence, "
+        "contradiction, firewall, shadow_disagreement)",
     ),
     Metric("polyfuse_review_queued_total", "counter", (), "answers routed for any reason"),
     Metric(

@@ -279,9 +279,15 @@ class ServeConfig:
         review_inputs: keep the inputs of queued answers, as the firewall left them, so a
             reviewer can see them and ``polyfuse feedback export`` can write training
             rows (default: only their SHA-256 digests).
-        review_threshold: route answers whose (calibrated) confidence is below this.
+        review_share: target share of answers routed for ``predicted_error`` (the most
+            likely wrong of the last ``review_window`` answers, by the error model
+            fitted on the reference profile; docs/review.md).
+        review_window: recent answers the ``predicted_error`` threshold is taken over.
+        review_threshold: route answers whose (calibrated) confidence is below this
+            (reason ``low_confidence``, not in use by default).
         review_contradiction: route answers that the model, with one modality left out,
-            would answer otherwise with at least this confidence.
+            would answer otherwise with at least this confidence (reason
+            ``contradiction``, not in use by default).
         review_reasons: the routing reasons in use.
         admin_key_hashes: SHA-256 hex digests of the keys that may change versions
             (``POST /v1/versions/...``); each must also be an accepted API key. ``admin_keys``
@@ -321,11 +327,16 @@ class ServeConfig:
     malloc_arenas: PositiveInt | None = 2
     review: StrictStr | None = None
     review_inputs: StrictBool = False
+    review_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    review_window: Annotated[int, Field(ge=10)] = 200
     review_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     review_contradiction: PositiveFloat = 0.9
     review_reasons: tuple[
-        Literal["low_confidence", "contradiction", "firewall", "shadow_disagreement"], ...
-    ] = ("low_confidence", "contradiction", "firewall", "shadow_disagreement")
+        Literal[
+            "predicted_error", "low_confidence", "contradiction", "firewall", "shadow_disagreement"
+        ],
+        ...,
+    ] = ("predicted_error", "firewall", "shadow_disagreement")
     admin_key_hashes: tuple[str, ...] = ()
     canary_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     canary_judge: CanarySettings = dataclasses.field(default_factory=CanarySettings)

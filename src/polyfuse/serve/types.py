@@ -128,6 +128,11 @@ class ServeResult:
         without: modality -> fused probabilities (label order) with it left out, when the
             request asked for them (`ServeRequest.leave_one_out`) or was monitored; not
             part of the response.
+        unimodal: modality -> its own head's probabilities (label order), for the
+            modalities used, when ``without`` is computed; not part of the response.
+        exact: the fused probabilities in label order, unrounded (``probabilities`` are
+            rounded to 6 decimals, which ties near-certain answers), when ``without`` is
+            computed; not part of the response.
         review: whether the answer went to human review and why (the ``review`` field of
             the response), when review is on.
         version: the name of the version that answered, when the service serves
@@ -148,6 +153,8 @@ class ServeResult:
     cache_hits: list[str] = field(default_factory=list)
     monitor: MonitorRecord | None = None
     without: dict[str, list[float]] | None = None
+    unimodal: dict[str, list[float]] | None = None
+    exact: list[float] | None = None
     review: dict[str, Any] | None = None
     version: str | None = None
     role: str | None = None

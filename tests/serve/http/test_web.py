@@ -19,6 +19,7 @@ from polyfuse.serve.types import ServeError
 from tests.browser import chromium_path, playwright_sync_api
 from tests.guard.fakes import RegexDetector
 from tests.serve.fakes import FakeRuntime, LiveServer
+from tests.serve.review.test_routing import RULES
 
 #: A fake microphone (a beep) that needs no permission prompt.
 MEDIA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
@@ -227,7 +228,10 @@ def test_review_page_lists_shows_inputs_and_sends_a_label(browser: Any, tmp_path
     resolves the item."""
     image = png(tmp_path / "photo.png")
     config = ServeConfig(
-        review=f"sqlite://{tmp_path / 'review.db'}", review_inputs=True, review_threshold=0.95
+        review=f"sqlite://{tmp_path / 'review.db'}",
+        review_inputs=True,
+        review_threshold=0.95,
+        review_reasons=RULES,
     )
     with Session(browser, FakeRuntime(), config=config) as s:
         s.page.get_by_label("image file").set_input_files(str(image))

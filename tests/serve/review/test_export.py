@@ -15,12 +15,13 @@ from polyfuse.serve.review.queue import ReviewQueue
 from polyfuse.serve.review.routing import Router, RoutingPolicy
 from polyfuse.serve.review.store import SQLiteStore
 from tests.serve.review.test_queue import LABELS, PNG, result
+from tests.serve.review.test_routing import RULES
 
 
 def test_reviewed_samples_become_training_rows(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "review.db")
-    kept = ReviewQueue(Router(RoutingPolicy()), store, LABELS, keep_inputs=True)
-    digests = ReviewQueue(Router(RoutingPolicy()), store, LABELS)
+    kept = ReviewQueue(Router(RoutingPolicy(reasons=RULES)), store, LABELS, keep_inputs=True)
+    digests = ReviewQueue(Router(RoutingPolicy(reasons=RULES)), store, LABELS)
     inputs = {"image": PNG, "text": "a [PERSON] and a cat"}
     asyncio.run(kept.consider(result("r1", 0.45), inputs))
     asyncio.run(kept.consider(result("r2", 0.40), inputs))  # stays pending

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from polyfuse.serve.review.queue import ReviewQueue
-from polyfuse.serve.review.routing import Router, RoutingPolicy
+from polyfuse.serve.review.routing import Router, RoutingDecision, RoutingPolicy, Signals
 from polyfuse.serve.review.store import ReviewStore, SQLiteStore
 from polyfuse.serve.types import ServeResult
+from tests.serve.review.test_routing import RULES
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
@@ -40,7 +41,7 @@ def result(rid: str, cat: float, without: dict[str, list[float]] | None = None) 
 def queue(tmp_path: Path, keep: bool = False, **policy: object) -> ReviewQueue:
     store = SQLiteStore(tmp_path / "review.db")
     return ReviewQueue(
-        Router(RoutingPolicy(**policy)),  # type: ignore[arg-type]
+        Router(RoutingPolicy(**{"reasons": RULES, **policy})),  # type: ignore[arg-type]
         store,
         LABELS,
         keep_inputs=keep,
@@ -144,7 +145,37 @@ def test_a_failing_store_never_fails_the_answer(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store: ReviewStore = BrokenStore(tmp_path / "x.db")
-    q = ReviewQueue(Router(RoutingPolicy()), store, LABELS)
+    q = ReviewQueue(Router(RoutingPolicy(reasons=RULES)), store, LABELS)
     d = asyncio.run(q.consider(result("r", 0.45), INPUTS))
     assert d.routed and q.snapshot().errors == 1
     assert "review_store_failed" in caplog.text
+
+
+class Recording(Router):
+    """The real router, remembering what it was handed."""
+
+    seen: list[Signals]
+
+    def decide(self, signals: Signals) -> RoutingDecision:
+        self.seen = [*getattr(self, "seen", []), signals]
+        return super().decide(signals)
+
+
+def test_the_router_reads_unrounded_outputs_heads_and_the_modalities_used(
+    tmp_path: Path,
+) -> None:
+    """The answer's probabilities are rounded to 6 decimals (1.0 here); the router ranks
+    on the exact ones, with the heads of the modalities the fusion used."""
+    router = Recording(RoutingPolicy(share=0.5, window=10), seed=[0.0] * 10)
+    q = ReviewQueue(router, SQLiteStore(tmp_path / "review.db"), LABELS)
+    answer = result("r1", 1.0, {"image": [0.9, 0.05, 0.05], "text": [0.8, 0.1, 0.1]})
+    answer.modalities_used = ["image"]
+    answer.exact = [0.9999991, 0.0000006, 0.0000003]
+    answer.unimodal = {"image": [0.7, 0.2, 0.1], "text": [0.1, 0.8, 0.1]}
+    decision = asyncio.run(q.consider(answer, INPUTS))
+    (signals,) = router.seen
+    assert signals.probs == answer.exact and list(signals.used or ()) == ["image"]
+    assert dict(signals.unimodal) == {"image": [0.7, 0.2, 0.1]}
+    assert dict(signals.without) == {"image": [0.9, 0.05, 0.05]}
+    assert decision.error == pytest.approx(9e-7) and decision.reasons == ("predicted_error",)
+    assert q.store.get("r1") is not None

@@ -55,27 +55,32 @@ _INPUT_HEADERS = {
 
 
 def open_queue(runtime: Runtime, config: ServeConfig) -> ReviewQueue | None:
-    """The review queue ``config`` asks for (None: review off). Confidences are calibrated
-    with the artifact's reference profile when the runtime monitors it."""
+    """The review queue ``config`` asks for (None: review off). Calibration and the error
+    model are fitted on the artifact's reference profile when the runtime monitors it
+    (`Router.of_profile`, the router the benchmark measures)."""
     if config.review is None:
         return None
     from polyfuse.monitor.outputs import Outputs
-    from polyfuse.serve.review.routing import Confidences, Router, RoutingPolicy
+    from polyfuse.serve.review.routing import Router, RoutingPolicy
     from polyfuse.serve.review.store import open_store
 
     policy = RoutingPolicy(
-        config.review_threshold, config.review_contradiction, tuple(config.review_reasons)
+        config.review_share,
+        config.review_window,
+        config.review_threshold,
+        config.review_contradiction,
+        tuple(config.review_reasons),
     )
     info = runtime.info()
     live = runtime.live_monitor()
     if live is not None:
-        confidences = Confidences.of(live.profile.calibration, live.profile.observations.outputs)
+        router = Router.of_profile(policy, live.profile, live.profile.observations.outputs)
     else:
         multilabel = info.get("task") == "multilabel"
         outputs = Outputs(multilabel, float(info.get("threshold", 0.5)))
-        confidences = Confidences(outputs)
+        router = Router.of_profile(policy, None, outputs)
     return ReviewQueue(
-        Router(policy, confidences),
+        router,
         open_store(config.review),
         info.get("labels", []),
         keep_inputs=config.review_inputs,

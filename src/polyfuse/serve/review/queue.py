@@ -112,10 +112,11 @@ class ReviewQueue:
     ) -> RoutingDecision:
         """Judge one answer; queue it when routed. ``inputs`` are as the firewall left
         them. Never raises: a failing store is logged and counted."""
-        probs = [float(result.probabilities.get(lab, 0.0)) for lab in self.labels]
-        used = set(result.modalities_used)
+        probs = result.exact or [float(result.probabilities.get(lab, 0.0)) for lab in self.labels]
+        used = result.modalities_used
         without = {m: p for m, p in (result.without or {}).items() if m in used}
-        decision = self.router.decide(Signals(probs, without, firewall))
+        heads = {m: p for m, p in (result.unimodal or {}).items() if m in used}
+        decision = self.router.decide(Signals(probs, without, firewall, heads, used))
         draft = ReviewItem(
             request_id=result.request_id,
             created=time.time(),

@@ -28,9 +28,11 @@ class Fused:
     probabilities: dict[str, float]  # label -> probability (rounded)
     contributions: dict[str, float] | None  # fusion importance weights, if it has them
     # for drift monitoring (``fuse_requests(..., monitor=True)``): per modality present, its
-    # own head's probabilities; per modality, the fused probabilities without it
+    # own head's probabilities; per modality, the fused probabilities without it; the
+    # fused probabilities unrounded (human review ranks answers the rounding would tie)
     unimodal: dict[str, list[float]] | None = None
     without: dict[str, list[float]] | None = None
+    exact: list[float] | None = None
 
 
 def encode_items(
@@ -133,6 +135,7 @@ def fuse_requests(
             else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
             None if unimodal is None else unimodal[i],
             None if without is None else without[i],
+            None if without is None else rows[i],
         )
         for i in range(n)
     ]

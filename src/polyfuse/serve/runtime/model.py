@@ -548,6 +548,8 @@ class ModelRuntime:
         result = self._result(request, out, stages)
         result.timings_ms["fuse"] = ms_since(t)
         result.without = out.without
+        result.unimodal = out.unimodal
+        result.exact = out.exact
         if self.watch is not None and sampled:
             labels = list(self.artifact.task.labels)
             result.monitor = self.watch.record(
