@@ -12,7 +12,9 @@ build's validation split:
 - ``audio_worse``: gated fusion without modality dropout and without the per-modality
   auxiliary losses: the fusion never learns to answer from one modality alone;
 - ``bad_slice``: the example config trained on a data pull that lost one speaker's
-  recordings (``jackson``): that speaker becomes a voice the model never heard.
+  recordings (``jackson``): that speaker becomes a voice the model never heard;
+- ``frozen_audio``: the champion's config with the audio encoder left as initialised
+  (``encoder_lr: 0``): the canary of ``benchmarks/canary_rollback.py``, worse on audio.
 
 The hard build buries the speech at -6..0 dB SNR under ESC-50 noise, where the audio
 quality gate's speech detector (Silero VAD) rejects about half the clips as "no speech"
@@ -54,11 +56,14 @@ def configs() -> dict[str, dict[str, Any]]:
     for mod in audio_worse["modalities"].values():
         mod["dropout"] = 0.0
         mod["loss_weight"] = 0.0
+    frozen_audio = copy.deepcopy(champion)
+    frozen_audio["modalities"]["audio"]["encoder_lr"] = 0.0
     return {
         "champion": champion,
         "better": copy.deepcopy(fused),
         "audio_worse": audio_worse,
         "bad_slice": copy.deepcopy(fused),
+        "frozen_audio": frozen_audio,
     }
 
 
@@ -158,7 +163,7 @@ def main() -> int:
 
     champion = work / "models" / "champion"
     report: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "candidates": {}}
-    for name in ("better", "audio_worse", "bad_slice"):
+    for name in ("better", "audio_worse", "bad_slice", "frozen_audio"):
         result = run_gate(work / "models" / name, parts["gate"], args.rules, champion=champion)
         report["candidates"][name] = result.to_dict()
         print("\n".join(render(name, result.to_dict())), flush=True)
