@@ -53,6 +53,7 @@ def test_every_kind_of_rule_is_measured(models: dict[str, Path], tmp_path: Path)
         {"metric": "accuracy", "min": 0.0},
         {"metric": "accuracy", "modalities": ["audio"], "min": 0.0},
         {"metric": "macro_f1", "slice": "site", "max_gap": 1.0},
+        {"metric": "accuracy", "slice": "label", "max_gap": 1.0},
         {"metric": "ece", "max": 1.0},
         {"metric": "log_loss", "max": 100.0},
         {"metric": "relative_robustness", "min": 0.0},
@@ -65,7 +66,7 @@ def test_every_kind_of_rule_is_measured(models: dict[str, Path], tmp_path: Path)
     result = run_gate(models["good"], models["test"], rules, champion=models["weak"])
     data = result.to_dict()
     assert data["passed"] is True and data["n"] == 30
-    assert [set(r) >= {"rule", "value", "threshold", "passed"} for r in data["rules"]] == [True] * 9
+    assert [set(r) >= {"rule", "value", "threshold", "passed"} for r in data["rules"]] == [True] * 10
     by = {r["rule"]: r for r in data["rules"]}
     # the same number `evaluate` computes, fed only audio
     ctx = build_context(models["good"], models["test"])
@@ -76,6 +77,8 @@ def test_every_kind_of_rule_is_measured(models: dict[str, Path], tmp_path: Path)
     gap = by["macro_f1 worst site gap <= 1.0"]
     assert set(gap["slices"]) == {"north", "south"}
     assert gap["value"] == pytest.approx(gap["overall"] - gap["worst_value"])
+    per_class = by["accuracy worst label gap <= 1.0"]  # the label column: one slice per class
+    assert set(per_class["slices"]) == {"c0", "c1", "c2"}
     assert by["latency_p95_ms <= 1000000.0"]["value"] > 0
     versus = by["accuracy non-inferior to champion (margin -1.0)"]
     assert versus["interval"]["low"] <= versus["difference"] <= versus["interval"]["high"]

@@ -65,7 +65,9 @@ class GateRule(BaseModel):
     metric: str = Field(description="a metric `evaluate --json` prints, ece/mce, latency_pNN_ms")
     name: str | None = Field(None, description="label of the rule in the verdict")
     modalities: list[str] | None = Field(None, description="feed only these modalities")
-    slice: str | None = Field(None, description="metadata column: worst slice vs overall")
+    slice: str | None = Field(
+        None, description="metadata column (or the label column: per class): worst vs overall"
+    )
     max_gap: float | None = Field(None, ge=0, description="largest allowed worst-slice gap")
     min_rows: int = Field(10, ge=1, description="slices smaller than this are not judged")
     corruption: str | None = Field(None, description="measure under this corruption")
@@ -347,7 +349,10 @@ def _slice_gap(measured: _Measured, rule: GateRule) -> tuple[float, dict[str, An
 
     ctx = measured.context
     column = str(rule.slice)
-    values = [r.metadata.get(column) for r in ctx.rows]
+    if column == ctx.manifest.label_key:  # slicing on the label: each class is a slice
+        values = [str(r.label) if not isinstance(r.label, list) else None for r in ctx.rows]
+    else:
+        values = [r.metadata.get(column) for r in ctx.rows]
     if all(v is None for v in values):
         raise ConfigError(
             "rules.slice",
