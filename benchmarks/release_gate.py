@@ -10,8 +10,9 @@ build's validation split:
 - ``champion``: concat fusion with modality dropout, trained on every other training row
   (the model in production, trained on last quarter's data);
 - ``better``: the example config as it is (gated fusion with modality dropout);
-- ``audio_worse``: gated fusion without modality dropout and without the per-modality
-  auxiliary losses: the fusion never learns to answer from one modality alone;
+- ``alone_worse``: cross-attention fusion without modality dropout and without the
+  per-modality auxiliary losses: better with both inputs, but it never learned to answer
+  from one modality alone;
 - ``bad_slice``: the example config trained on a data pull that lost nine in ten of one
   digit's recordings (``7``): that class becomes the model's blind spot;
 - ``frozen_audio``: the champion's config with the audio encoder left as initialised
@@ -53,8 +54,9 @@ def configs() -> dict[str, dict[str, Any]]:
     fused["modalities"]["audio"]["quality"] = {"speech": False}  # see the module docstring
     champion = copy.deepcopy(fused)
     champion["model"]["fusion"] = "concat"
-    audio_worse = copy.deepcopy(fused)
-    for mod in audio_worse["modalities"].values():
+    alone_worse = copy.deepcopy(fused)
+    alone_worse["model"]["fusion"] = "cross_attention"
+    for mod in alone_worse["modalities"].values():
         mod["dropout"] = 0.0
         mod["loss_weight"] = 0.0
     frozen_audio = copy.deepcopy(champion)
@@ -62,7 +64,7 @@ def configs() -> dict[str, dict[str, Any]]:
     return {
         "champion": champion,
         "better": copy.deepcopy(fused),
-        "audio_worse": audio_worse,
+        "alone_worse": alone_worse,
         "bad_slice": copy.deepcopy(fused),
         "frozen_audio": frozen_audio,
     }
@@ -172,7 +174,7 @@ def main() -> int:
 
     champion = work / "models" / "champion"
     report: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "candidates": {}}
-    for name in ("better", "audio_worse", "bad_slice", "frozen_audio"):
+    for name in ("better", "alone_worse", "bad_slice", "frozen_audio"):
         result = run_gate(work / "models" / name, parts["gate"], args.rules, champion=champion)
         report["candidates"][name] = result.to_dict()
         print("\n".join(render(name, result.to_dict())), flush=True)
