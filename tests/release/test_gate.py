@@ -66,7 +66,9 @@ def test_every_kind_of_rule_is_measured(models: dict[str, Path], tmp_path: Path)
     result = run_gate(models["good"], models["test"], rules, champion=models["weak"])
     data = result.to_dict()
     assert data["passed"] is True and data["n"] == 30
-    assert [set(r) >= {"rule", "value", "threshold", "passed"} for r in data["rules"]] == [True] * 10
+    assert [set(r) >= {"rule", "value", "threshold", "passed"} for r in data["rules"]] == [
+        True
+    ] * 10
     by = {r["rule"]: r for r in data["rules"]}
     # the same number `evaluate` computes, fed only audio
     ctx = build_context(models["good"], models["test"])

@@ -222,6 +222,10 @@ class ShadowSettings(BaseModel):
         sample: share of the champion's requests copied to the shadow.
         queue: jobs waiting at most; more are dropped (and counted).
         concurrency: shadow requests in flight at most.
+        busy_share: share of the time each shadow worker may spend running requests:
+            after a request that took ``d`` seconds it rests ``d * (1 / busy_share - 1)``
+            (jobs arriving meanwhile wait in the queue or are dropped), so the shadow
+            keeps at most ``concurrency * busy_share`` cores busy, however heavy it is.
         timeout_s: longest a shadow request may take before it counts as failed.
     """
 
@@ -230,6 +234,7 @@ class ShadowSettings(BaseModel):
     sample: float = Field(default=1.0, ge=0.0, le=1.0)
     queue: int = Field(default=64, ge=1)
     concurrency: int = Field(default=1, ge=1)
+    busy_share: float = Field(default=0.05, gt=0.0, le=1.0)
     timeout_s: float = Field(default=10.0, gt=0.0)
 
 

@@ -59,3 +59,33 @@ def test_sampling_and_failures() -> None:
     assert 150 < stats["offered"] < 250
     assert stats["run"] + stats["failed"] == stats["queued"] == stats["offered"]
     assert stats["failed"] > 0
+
+
+def test_a_worker_rests_so_the_shadow_works_at_most_its_busy_share() -> None:
+    """A shadow request of 20 ms at busy_share 0.2 is followed by 80 ms of rest: in half a
+    second one worker runs about five of them, however many are queued."""
+    import time
+
+    async def go() -> tuple[int, float]:
+        busy = 0.0
+
+        async def work(job: int) -> None:
+            nonlocal busy
+            start = time.perf_counter()
+            await asyncio.sleep(0.02)
+            busy += time.perf_counter() - start
+
+        settings = ShadowSettings(queue=1000, busy_share=0.2)
+        runner: ShadowRunner[int] = ShadowRunner(work, settings)
+        for i in range(100):
+            runner.offer(i)
+        began = time.perf_counter()
+        await asyncio.sleep(0.5)
+        elapsed = time.perf_counter() - began
+        run = runner.stats()["run"]
+        await runner.close()
+        return run, busy / elapsed
+
+    run, share = asyncio.run(go())
+    assert 2 <= run <= 6, run
+    assert share <= 0.3, share
