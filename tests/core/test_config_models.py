@@ -21,7 +21,7 @@ from polyfuse.serve.runtime.ray import RayConfig
 from tests.conftest import SMALL_CONFIG
 
 #: Fields that are not YAML keys of their model (filled by the loader) or free-form.
-SKIP = {"api_key_hashes", "key_limits", "contract", "params", "resources"}
+SKIP = {"api_key_hashes", "admin_key_hashes", "key_limits", "contract", "params", "resources"}
 
 
 class Model(NamedTuple):

@@ -141,6 +141,14 @@ class CanarySettings(BaseModel):
         names are refused, signals left out take their defaults."""
         if isinstance(data, CanarySettings):
             return data
+        if data is not None and not isinstance(data, Mapping):
+            from polyfuse.core.errors import ConfigError
+
+            raise ConfigError(
+                where,
+                f"must be a mapping of settings, got {type(data).__name__}",
+                hint="e.g. {min_samples: 200, alpha: 0.05}; polyfuse schema serve lists them",
+            )
         out = validate(cls, dict(data or {}), where)
         unknown = sorted(set(out.signals) - set(SIGNALS))
         if unknown:

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -286,7 +287,8 @@ def _otel_provider(exporter: str) -> Any:
     except ImportError:
         raise DependencyError("opentelemetry-sdk", "--otel", "serve") from None
     if exporter == "console":
-        span_exporter: Any = ConsoleSpanExporter()
+        # the stdout of now: the exporter's default is bound when opentelemetry is imported
+        span_exporter: Any = ConsoleSpanExporter(out=sys.stdout)
     elif exporter == "otlp":
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
