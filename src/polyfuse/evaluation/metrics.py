@@ -276,6 +276,28 @@ def task_metrics(task: Task, probs: Tensor, target: Tensor) -> dict[str, Any]:
     return regression_metrics(probs, target)
 
 
+def classification_extras(task: Task, probs: Tensor, target: Tensor) -> dict[str, Any]:
+    """ROC AUC (one-vs-rest per label) and calibration of the answers' confidence:
+    ``{"roc_auc": {...}, "calibration": {...}}``; empty for regression. A multi-label
+    answer's confidence is each label's probability of the decision taken on it."""
+    if isinstance(task, MulticlassTask):
+        conf, pred = probs.max(1)
+        onehot = torch.nn.functional.one_hot(target.long(), len(task.labels))
+        return {
+            "roc_auc": roc_auc_ovr(probs, onehot, task.labels),
+            "calibration": calibration(conf, pred == target.long()),
+        }
+    if isinstance(task, MultilabelTask):
+        truth = target >= 0.5
+        predicted = probs >= task.threshold
+        conf = torch.where(predicted, probs, 1 - probs)
+        return {
+            "roc_auc": roc_auc_ovr(probs, truth, task.labels),
+            "calibration": calibration(conf.flatten(), (predicted == truth).flatten()),
+        }
+    return {}
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """Scalar metrics only (drops per-class tables and matrices)."""
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}

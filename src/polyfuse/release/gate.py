@@ -278,25 +278,14 @@ class _Measured:
 
 def flat_metrics(task: Any, probs: Tensor, target: Tensor) -> dict[str, Any]:
     """Every scalar `evaluate --json` prints, plus ``ece``, ``mce`` and ``roc_auc``."""
-    import torch
-
-    from polyfuse.evaluation.metrics import calibration, headline, roc_auc_ovr, task_metrics
-    from polyfuse.heads.tasks import MulticlassTask, MultilabelTask
+    from polyfuse.evaluation.metrics import classification_extras, headline, task_metrics
 
     out = headline(task_metrics(task, probs, target))
-    if isinstance(task, MulticlassTask):
-        conf, pred = probs.max(1)
-        cal = calibration(conf, pred == target.long())
-        onehot = torch.nn.functional.one_hot(target.long(), len(task.labels))
-        out["roc_auc"] = roc_auc_ovr(probs, onehot, task.labels)["macro"]
-    elif isinstance(task, MultilabelTask):
-        predicted = probs >= task.threshold
-        conf = torch.where(predicted, probs, 1 - probs)
-        cal = calibration(conf.flatten(), (predicted == (target >= 0.5)).flatten())
-        out["roc_auc"] = roc_auc_ovr(probs, target >= 0.5, task.labels)["macro"]
-    else:
-        return out
-    out["ece"], out["mce"] = cal["ece"], cal["mce"]
+    extras = classification_extras(task, probs, target)
+    if extras:
+        out["roc_auc"] = extras["roc_auc"]["macro"]
+        out["ece"] = extras["calibration"]["ece"]
+        out["mce"] = extras["calibration"]["mce"]
     return out
 
 

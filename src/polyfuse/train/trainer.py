@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
 from polyfuse.train.optim import make_optimizer
 from polyfuse.train.substitute import NonSignalPool
+
+if TYPE_CHECKING:
+    from polyfuse.inference.predict import Predictor
 
 log = logging.getLogger("polyfuse.train")
 
@@ -664,17 +667,19 @@ class Trainer:
         artifact = Artifact(self.config, contracts, task, model, metrics, lineage=self._lineage)
         path = artifact.save(self.out_dir)
         log.info("saved artifact to %s (best epoch %d)", path, state.best_epoch)
-        self._write_profile(artifact, val_ds.manifest)
-        self._write_card(artifact, val_ds.manifest)
+        from polyfuse.inference.predict import Predictor
+
+        predictor = Predictor(artifact, device=str(self.device))  # profile and card share it
+        self._write_profile(predictor, val_ds.manifest)
+        self._write_card(predictor, val_ds.manifest)
         return TrainResult(
             artifact, path, state.history, state.best_epoch, state.best_metrics, bad, state.warnings
         )
 
-    def _write_profile(self, artifact: Artifact, val: Manifest) -> None:
+    def _write_profile(self, predictor: Predictor, val: Manifest) -> None:
         """The monitoring reference profile (`polyfuse.monitor`) under ``monitor/reference``."""
         if self.reference is False or self.config.task not in ("multiclass", "multilabel"):
             return
-        from polyfuse.inference.predict import Predictor
         from polyfuse.monitor import PROFILE_DIR, build_profile
 
         manifest = val
@@ -682,7 +687,6 @@ class Trainer:
             manifest = Manifest.load(
                 self.reference, tuple(self.config.modalities), self.config.label
             )
-        predictor = Predictor(artifact, device=str(self.device))
         profile = build_profile(predictor, manifest, progress=self.progress)
         profile.save(self.out_dir / PROFILE_DIR)
         log.info(
@@ -691,7 +695,7 @@ class Trainer:
             manifest.path,
         )
 
-    def _write_card(self, artifact: Artifact, val: Manifest) -> None:
+    def _write_card(self, predictor: Predictor, val: Manifest) -> None:
         """The model card (`polyfuse.release.card`), from the validation manifest.
 
         A card that cannot be written (say, a validation manifest without a row the model
@@ -700,10 +704,8 @@ class Trainer:
         """
         if not (self.card and self.cfg.card):
             return
-        from polyfuse.inference.predict import Predictor
         from polyfuse.release.card import CARD_MD, write_card
 
-        predictor = Predictor(artifact, device=str(self.device))
         try:
             write_card(predictor, val, source="validation split at training time")
         except PolyfuseError as exc:

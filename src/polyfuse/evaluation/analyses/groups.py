@@ -7,7 +7,6 @@ from collections.abc import ItemsView, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from polyfuse.core.errors import PolyfuseError
@@ -24,15 +23,13 @@ from polyfuse.evaluation.analyses.base import (
 from polyfuse.evaluation.bank import FeatureBank, encode_bank, fuse_bank
 from polyfuse.evaluation.corruptions import SEVERITIES, Corruption, corruptions_for
 from polyfuse.evaluation.metrics import (
-    calibration,
+    classification_extras,
     confidence_intervals,
     headline,
-    roc_auc_ovr,
     task_metrics,
 )
 from polyfuse.evaluation.robustness import effective_robustness, relative_robustness
 from polyfuse.evaluation.slices import slice_columns, slice_metrics
-from polyfuse.heads.tasks import MulticlassTask, MultilabelTask
 
 
 @dataclass(frozen=True)
@@ -50,24 +47,11 @@ class Metrics:
         """Task metrics (the evaluation's headline) with the classification extras."""
         task, probs, target = context.task, context.probs, context.target
         metrics = task_metrics(task, probs, target)
-        seed = context.seed
-        if isinstance(task, MulticlassTask):
-            k = len(task.labels)
-            onehot = torch.nn.functional.one_hot(target.long(), k)
-            conf, pred = probs.max(1)
-            metrics["roc_auc"] = roc_auc_ovr(probs, onehot, task.labels)
-            metrics["calibration"] = calibration(conf, pred == target.long())
+        extras = classification_extras(task, probs, target)
+        if extras:
+            metrics.update(extras)
             metrics["confidence_intervals"] = confidence_intervals(
-                task, probs, target, self.bootstrap, seed=seed
-            )
-        elif isinstance(task, MultilabelTask):
-            truth = target >= 0.5
-            metrics["roc_auc"] = roc_auc_ovr(probs, truth, task.labels)
-            predicted = probs >= task.threshold
-            conf = torch.where(predicted, probs, 1 - probs)
-            metrics["calibration"] = calibration(conf.flatten(), (predicted == truth).flatten())
-            metrics["confidence_intervals"] = confidence_intervals(
-                task, probs, target, self.bootstrap, seed=seed
+                task, probs, target, self.bootstrap, seed=context.seed
             )
         return metrics
 
