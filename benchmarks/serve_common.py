@@ -53,7 +53,7 @@ def variant_options(variant: str, **extra: Any) -> dict[str, Any]:
         "batching": batching,
         "cache": "memory" if variant == "cached" else "none",
         "queue_size": 1024,
-        "preprocess": "process",
+        "preprocess": "auto",  # as `polyfuse serve` runs: a thread for cheap inputs
         "preprocess_batch": 1 if variant == "naive" else 16,
         "workers": 2,
         "autotune_budget_s": 6.0,
@@ -427,14 +427,13 @@ def _serve_main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--options", default="{}", help="RuntimeConfig options as JSON")
     args = parser.parse_args()
-    import uvicorn
-
     from polyfuse.serve.config import ServeConfig
     from polyfuse.serve.http.app import create_app
+    from polyfuse.serve.http.server import run
 
     runtime = make_runtime(args.target, json.loads(args.options))
     app = create_app(runtime, ServeConfig(port=args.port))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    run(app, "127.0.0.1", args.port, log_level="warning")  # as `polyfuse serve` runs it
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ ALLOWED_FORMATS = AUDIO_FORMATS
 
 
 @functools.lru_cache(maxsize=16)
+def _hann(length: int) -> Tensor:
+    """The Hann window of the STFT (made once per length: building it cost as much as
+    the transform of a short clip)."""
+    return torch.hann_window(length)
+
+
+@functools.lru_cache(maxsize=16)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> Tensor:
     """HTK-style triangular mel filterbank, ``(n_mels, n_fft // 2 + 1)``."""
 
@@ -142,7 +149,7 @@ class AudioContract(ModalityContract):
                 n_fft=n_fft,
                 hop_length=hop,
                 win_length=win,
-                window=torch.hann_window(win),
+                window=_hann(win),
                 center=True,
                 return_complex=True,
             )

@@ -358,7 +358,7 @@ class ServeConfig:
     max_wait_ms: NonNegativeFloat | None = None
     queue_size: PositiveInt | None = None
     workers: PositiveInt | None = None
-    preprocess: Literal["process", "thread"] | None = None
+    preprocess: Literal["auto", "process", "thread"] | None = None
     preprocess_batch: PositiveInt | None = None
     monitor: StrictBool | None = None
     monitor_window: Annotated[StrictInt, Field(ge=10)] | None = None

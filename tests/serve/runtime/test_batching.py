@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
+from polyfuse.serve.runtime.batching import (
+    Chained,
+    MicroBatcher,
+    OnlineTuner,
+    TuneResult,
+    autotune,
+)
 from polyfuse.serve.types import ServeError
 
 
@@ -442,3 +448,61 @@ def test_a_timeout_fails_the_caller_and_its_item_is_dropped_or_ignored() -> None
     assert isinstance(first, TimeoutError) and isinstance(second, TimeoutError)
     assert third == 20
     assert fn.batches == [[0], [2]]  # the timed-out queued item never ran
+
+
+def test_a_chained_batcher_hands_results_on_without_the_event_loop() -> None:
+    encoder = GatedFn()
+    encoder.gate.set()
+    enc = MicroBatcher(encoder, max_batch=8, max_wait=0.0, name="audio", size_key=abs)
+    threads: list[str] = []
+
+    def parse(items: list[str]) -> list[str]:
+        threads.append(threading.current_thread().name)
+        return items
+
+    def route(text: str) -> int | None:  # "bad" is answered by the first batcher itself
+        # runs on the first batcher's thread: the hand-on never goes through the loop
+        assert threading.current_thread().name.startswith("batch-pre")
+        return None if text == "bad" else int(text)
+
+    pre = MicroBatcher(parse, max_batch=8, max_wait=0.0, name="pre", then=enc, route=route)
+
+    async def go() -> list[Any]:
+        futures = [pre.submit_nowait(x) for x in ("1", "bad", "3")]
+        return list(await asyncio.gather(*futures))
+
+    first, bad, third = run(go)
+    assert bad == "bad"  # not handed on: the first batcher's own answer
+    assert isinstance(first, Chained) and isinstance(third, Chained)
+    assert (first.value, first.carry, third.value, third.carry) == (10, "1", 30, "3")
+    assert first.forwarded > 0 and sorted(x for b in encoder.batches for x in b) == [1, 3]
+    assert threads and all(t.startswith("batch-pre") for t in threads)
+
+
+def test_a_chained_batcher_is_full_when_the_queue_it_feeds_is() -> None:
+    encoder = GatedFn()
+    enc = MicroBatcher(encoder, max_batch=1, max_wait=0.0, max_queue=2, name="audio")
+    pre = MicroBatcher(
+        lambda xs: xs, max_batch=4, max_wait=0.0, max_queue=2, name="pre", then=enc, route=int
+    )
+
+    async def go() -> ServeError:
+        futures = [pre.submit_nowait(0)]
+        await asyncio.to_thread(encoder.started.wait, 10)  # 0 is in the encoder
+        futures += [pre.submit_nowait(x) for x in (1, 2)]
+        while enc.stats().queue_depth < 2:  # 1 and 2 wait in the encoder's queue
+            await asyncio.sleep(0.001)
+        with pytest.raises(ServeError) as info:
+            pre.submit_nowait(3)
+        encoder.gate.set()
+        await asyncio.gather(*futures)
+        return info.value
+
+    err = run(go)
+    assert err.code == "overloaded" and err.details == {"modality": "audio"}
+    assert pre.stats().rejected == 1
+
+
+def test_chaining_needs_both_then_and_route() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        MicroBatcher(lambda xs: xs, then=MicroBatcher(lambda xs: xs))

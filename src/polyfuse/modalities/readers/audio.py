@@ -99,21 +99,24 @@ def decode_audio(
             **where,
         )
     sf = _soundfile()
-    try:
-        info = sf.info(io.BytesIO(bytes(data)))
-        frames, rate = int(info.frames), int(info.samplerate)
+    try:  # one open for the header and the samples (a second one cost as much again)
+        handle = sf.SoundFile(io.BytesIO(bytes(data)))
+        frames, rate = int(handle.frames), int(handle.samplerate)
     except Exception as exc:  # libsndfile reports malformed input in several exception types
         raise _bad(
             name, f"cannot decode audio: not a readable audio file ({exc})", **where
         ) from exc
-    if rate <= 0:
-        raise _bad(name, f"cannot decode audio: the header gives sample rate {rate}", **where)
-    if 0 < frames < 2**62:  # some formats do not know their length until decoded
-        check_duration(frames, rate, max_seconds, name=name, **where)
-    try:
-        wave, rate = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
-    except Exception as exc:  # see above
-        raise _bad(name, f"cannot decode audio: the data is unreadable ({exc})", **where) from exc
+    with handle:
+        if rate <= 0:
+            raise _bad(name, f"cannot decode audio: the header gives sample rate {rate}", **where)
+        if 0 < frames < 2**62:  # some formats do not know their length until decoded
+            check_duration(frames, rate, max_seconds, name=name, **where)
+        try:
+            wave = handle.read(dtype="float32", always_2d=True)
+        except Exception as exc:  # see above
+            raise _bad(
+                name, f"cannot decode audio: the data is unreadable ({exc})", **where
+            ) from exc
     check_duration(int(wave.shape[0]), int(rate), max_seconds, name=name, **where)
     if not np.all(np.isfinite(wave)):
         raise _bad(name, "the decoded samples contain NaN or infinity", **where)

@@ -37,12 +37,28 @@ R = TypeVar("R")
 BatchFn = Callable[[list[T]], Sequence[R]]
 
 
+_NOTHING: Any = object()  # no carry: the item was submitted to this batcher directly
+
+
 @dataclass
 class _Pending(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
     key: int
     arrived: float
+    carry: Any = _NOTHING  # a chained item: what the batcher before this one answered
+    forwarded: float = 0.0  # a chained item: when the batcher before this one handed it on
+
+
+@dataclass(frozen=True)
+class Chained(Generic[R]):
+    """What a caller of a chained batcher gets when its item went on to the next batcher
+    (see `MicroBatcher`'s ``then``): the next batcher's result, the first batcher's
+    result for the item, and when (``time.perf_counter()``) it was handed on."""
+
+    value: R
+    carry: Any
+    forwarded: float
 
 
 @dataclass
@@ -108,6 +124,13 @@ class MicroBatcher(Generic[T, R]):
             batcher's thread, saving two thread hand-offs; only for work of well under a
             millisecond (fusion). Items that arrive together still form one batch: the
             batch is taken after every ready caller has queued its item.
+        then: a batcher the results go on to, straight from this batcher's thread (no
+            hop through the event loop): preprocessing chained into its encoder. Each
+            result is passed to ``route``; what it returns is queued on ``then`` as the
+            item (past ``then``'s queue bound: it was admitted here), and the caller gets
+            a `Chained` with ``then``'s result once that is done; when ``route`` returns
+            None (an unreadable input) the caller gets this batcher's result at once.
+        route: result -> the item for ``then``, or None to answer the caller now.
     """
 
     def __init__(
@@ -123,6 +146,8 @@ class MicroBatcher(Generic[T, R]):
         clock: Callable[[], float] = time.perf_counter,
         concurrency: int = 1,
         inline_single: bool = False,
+        then: MicroBatcher[Any, Any] | None = None,
+        route: Callable[[R], Any] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0 or concurrency < 1:
             raise ValueError(
@@ -143,6 +168,10 @@ class MicroBatcher(Generic[T, R]):
         self.clock = clock
         self.concurrency = concurrency
         self.inline_single = inline_single
+        if (then is None) != (route is None):
+            raise ValueError(f"{name}: `then` and `route` go together")
+        self.then = then
+        self.route = route
         self._pending: list[_Pending[T, R]] = []
         self._active: list[list[_Pending[T, R]]] = []  # batches running now
         self._lock = threading.Lock()
@@ -168,20 +197,29 @@ class MicroBatcher(Generic[T, R]):
             TimeoutError: ``timeout`` passed.
             Exception: whatever ``fn`` raised for the batch holding ``item``.
         """
+        return await self.submit_nowait(item, timeout)
+
+    def submit_nowait(self, item: T, timeout: float | None = None) -> asyncio.Future[R]:
+        """Queue ``item`` and return the future of its result (what `submit` awaits), so
+        one coroutine can start several stages without a task per stage. Raises as
+        `submit` does; must be called on the event loop that awaits the future."""
         if self._closed:
             raise ServeError("unavailable", f"the {self.name} batcher is closed")
         loop = asyncio.get_running_loop()
         key = self.size_key(item) if self.size_key is not None else 0
         future: asyncio.Future[R] = loop.create_future()
         with self._lock:
-            if len(self._pending) >= self.max_queue:
+            # a chained batcher is as full as the queue it feeds: what it hands on is
+            # queued there past that queue's own bound
+            full = self if self.then is None else self.then
+            if len(self._pending) + len(full._pending) * (full is not self) >= self.max_queue:
                 self._rejected += 1
                 raise ServeError(
                     "overloaded",
-                    f"the {self.name} encoder queue is full ({self.max_queue} waiting)",
+                    f"the {full.name} encoder queue is full ({self.max_queue} waiting)",
                     hint="retry after the delay, or add replicas",
-                    retry_after=self._retry_after(),
-                    details={"modality": self.name},
+                    retry_after=full.retry_after() if full is not self else self._retry_after(),
+                    details={"modality": full.name},
                 )
             self._pending.append(_Pending(item, future, key, time.monotonic()))
             self._start_threads()
@@ -189,13 +227,29 @@ class MicroBatcher(Generic[T, R]):
                 self._ready.notify()
         if self.inline_single:  # decide once every caller ready now has queued its item
             loop.call_soon(self._dispatch_on_loop)
-        if timeout is None:
-            return await future
-        timer = loop.call_later(timeout, _expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        if timeout is not None:
+            timer = loop.call_later(timeout, _expire, future)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    def _forward(self, items: list[tuple[Any, _Pending[Any, Any], Any]]) -> None:
+        """Queue ``(item, pending, carry)`` triples handed on by the batcher before this
+        one (called on that batcher's thread)."""
+        now, stamp = time.monotonic(), time.perf_counter()
+        with self._lock:
+            if self._closed:
+                closed = [p for _, p, _ in items]
+            else:
+                closed = []
+                for item, p, carry in items:
+                    key = self.size_key(item) if self.size_key is not None else 0
+                    self._pending.append(_Pending(item, p.future, key, now, carry, stamp))
+                self._start_threads()
+                self._ready.notify()
+        if closed:
+            error = ServeError("unavailable", f"the {self.name} batcher was closed")
+            for p in closed:
+                _deliver(p.future.get_loop(), [p], None, error)
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained (at least 1)."""
@@ -286,7 +340,7 @@ class MicroBatcher(Generic[T, R]):
         """Run ``fn`` over ``batch`` on this thread and hand the outcome to the callers'
         event loops (one hand-off per loop, not per item)."""
         start = self.clock()
-        results: Sequence[R] | None = None
+        results: Sequence[Any] | None = None
         error: BaseException | None = None
         try:
             results = self._call([p.item for p in batch])
@@ -301,12 +355,38 @@ class MicroBatcher(Generic[T, R]):
                 self.tuner.observe(len(batch), seconds)
             self._sizes[len(batch)] += 1
             self._items += len(batch)
+        if results is not None and self.then is not None and self.route is not None:
+            results = self._hand_on(batch, results)
+        elif results is not None and any(p.carry is not _NOTHING for p in batch):
+            results = [
+                r if p.carry is _NOTHING else Chained(r, p.carry, p.forwarded)
+                for p, r in zip(batch, results, strict=True)
+            ]
         by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
         for i, p in enumerate(batch):
+            if results is not None and results[i] is _NOTHING:
+                continue  # handed on: the next batcher answers this caller
             by_loop.setdefault(p.future.get_loop(), []).append(i)
         for loop, indices in by_loop.items():
             values = None if results is None else [results[i] for i in indices]
             _deliver(loop, [batch[i] for i in indices], values, error)
+
+    def _hand_on(self, batch: list[_Pending[T, R]], results: Sequence[R]) -> list[Any]:
+        """Queue on ``then`` the results ``route`` maps to an item; those come back as
+        ``_NOTHING`` (nothing to deliver now), the others as they are."""
+        assert self.then is not None and self.route is not None
+        out: list[Any] = []
+        onward: list[tuple[Any, _Pending[Any, Any], Any]] = []
+        for p, r in zip(batch, results, strict=True):
+            item = None if p.future.done() else self.route(r)
+            if item is None:
+                out.append(r)
+            else:
+                onward.append((item, p, r))
+                out.append(_NOTHING)
+        if onward:
+            self.then._forward(onward)
+        return out
 
     def _dispatch_on_loop(self) -> None:
         """``inline_single``: a lone item with nothing running is run right here on the
@@ -369,7 +449,7 @@ class MicroBatcher(Generic[T, R]):
 
 
 def _resolve(
-    batch: list[_Pending[T, R]], results: list[R] | None, error: BaseException | None
+    batch: list[_Pending[T, R]], results: list[Any] | None, error: BaseException | None
 ) -> None:
     """On the callers' loop: each caller's result, or ``error`` for all."""
     for i, p in enumerate(batch):
@@ -396,7 +476,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _deliver(
     loop: asyncio.AbstractEventLoop,
     batch: list[_Pending[T, R]],
-    results: list[R] | None,
+    results: list[Any] | None,
     error: BaseException | None,
 ) -> None:
     """`_resolve` on ``loop``: right here when it is the running loop, else handed over

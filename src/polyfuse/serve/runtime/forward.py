@@ -14,9 +14,9 @@ from torch import Tensor
 from polyfuse.heads.tasks import Task
 from polyfuse.inference.batches import collate_all
 from polyfuse.modalities.base import ModalityContract
-from polyfuse.models.multimodal import Encoded, ModelOutput, MultimodalModel
+from polyfuse.models.multimodal import Encoded, MultimodalModel
 from polyfuse.serve.runtime.cache import CachedValue
-from polyfuse.serve.runtime.stages import StageFn, eager_stage
+from polyfuse.serve.runtime.stages import FuseFn, StageFn, eager_fuse, eager_stage
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,44 @@ def encode_items(
     return out
 
 
+def batch_embeddings(model: MultimodalModel, requests: list[Mapping[str, CachedValue]]) -> Encoded:
+    """Several requests' embeddings as one `Encoded` batch: a request lacking a modality
+    gets zeros and ``present=False``; token sequences are padded and masked."""
+    n = len(requests)
+    dim, device = model.fusion.dim, model.prior.device
+    enc = Encoded({}, {}, {}, {})
+    for m in model.modalities:
+        values = [r.get(m) for r in requests]
+        have = [i for i, v in enumerate(values) if v is not None]
+        given = [v["pooled"] for v in values if v is not None]
+        enc.present[m] = torch.tensor([v is not None for v in values], device=device)
+        if len(have) == n:
+            pooled = torch.stack(given)
+        else:
+            pooled = torch.zeros(n, dim)
+            if have:
+                pooled[have] = torch.stack(given)
+        enc.pooled[m] = pooled.to(device)
+        if model.fusion.uses_tokens:
+            longest = max((int(v["tokens"].shape[0]) for v in values if v is not None), default=1)
+            tok = torch.zeros(n, longest, dim)
+            mask = torch.zeros(n, longest, dtype=torch.bool)
+            for i, v in enumerate(values):
+                if v is not None:
+                    k = int(v["tokens"].shape[0])
+                    tok[i, :k] = v["tokens"]
+                    mask[i, :k] = v["mask"]
+            enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
+    return enc
+
+
 def fuse_requests(
     model: MultimodalModel,
     task: Task,
     requests: list[Mapping[str, CachedValue]],
     monitor: bool = False,
     hidden: frozenset[str] = frozenset(),
+    fuse: FuseFn | None = None,
 ) -> list[Fused]:
     """Fusion and heads over several requests' embeddings in one forward (a request lacking
     a modality gets zeros and ``present=False``; token sequences are padded and masked),
@@ -85,54 +117,38 @@ def fuse_requests(
             modality, on the same embeddings).
         hidden: modalities whose embeddings the fusion must not see (quarantined); their
             heads still run for monitoring.
+        fuse: fusion + heads to run (`polyfuse.serve.runtime.stages.trace_fuse`); default
+            the model's eager ``fuse``.
     """
     n = len(requests)
-    dim, device = model.fusion.dim, model.prior.device
-    enc = Encoded({}, {}, {}, {})
-    tokens = model.fusion.uses_tokens
-    for m in model.modalities:
-        values = [r.get(m) for r in requests]
-        enc.present[m] = torch.tensor([v is not None for v in values], device=device)
-        pooled = torch.zeros(n, dim)
-        for i, v in enumerate(values):
-            if v is not None:
-                pooled[i] = v["pooled"]
-        enc.pooled[m] = pooled.to(device)
-        if tokens:
-            longest = max((int(v["tokens"].shape[0]) for v in values if v is not None), default=1)
-            tok = torch.zeros(n, longest, dim)
-            mask = torch.zeros(n, longest, dtype=torch.bool)
-            for i, v in enumerate(values):
-                if v is not None:
-                    k = int(v["tokens"].shape[0])
-                    tok[i, :k] = v["tokens"]
-                    mask[i, :k] = v["mask"]
-            enc.tokens[m], enc.masks[m] = tok.to(device), mask.to(device)
+    run = fuse or eager_fuse(model)
+    enc = batch_embeddings(model, requests)
     shown = {m: enc.present[m] & (m not in hidden) for m in model.modalities}
     unimodal: list[dict[str, list[float]]] | None = None
     without: list[dict[str, list[float]]] | None = None
     with torch.inference_mode():
-        out: ModelOutput = model.fuse(enc, shown)
-        probs = task.probabilities(out.logits.cpu())
+        logits, unimodal_logits, weights_t = run(enc, shown)
+        probs = task.probabilities(logits.cpu())
         if monitor:
             unimodal, without = [{} for _ in range(n)], [{} for _ in range(n)]
             for m in model.modalities:
-                head = task.probabilities(out.unimodal_logits[m].cpu()).tolist()
+                head = task.probabilities(unimodal_logits[m].cpu()).tolist()
                 loo = {o: shown[o] & (o != m) for o in model.modalities}
-                rest = task.probabilities(model.fuse(enc, loo).logits.cpu()).tolist()
+                rest = task.probabilities(run(enc, loo)[0].cpu()).tolist()
                 for i, carried in enumerate(enc.present[m].tolist()):
                     if carried:
                         unimodal[i][m] = head[i]
                     without[i][m] = rest[i]
     rows = probs.tolist()
-    weights = None if out.fusion.weights is None else out.fusion.weights.cpu().tolist()
+    weights = None if weights_t is None else weights_t.cpu().tolist()
+    order = model.fusion.modalities
     return [
         Fused(
             task.decode(probs[i]),
             {lab: round(p, 6) for lab, p in zip(task.labels, rows[i], strict=True)},
             None
             if weights is None
-            else {m: round(w, 6) for m, w in zip(out.modalities, weights[i], strict=True)},
+            else {m: round(w, 6) for m, w in zip(order, weights[i], strict=True)},
             None if unimodal is None else unimodal[i],
             None if without is None else without[i],
             None if without is None else rows[i],

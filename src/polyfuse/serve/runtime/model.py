@@ -4,9 +4,16 @@ encoders, an embedding cache and circuit breakers. No HTTP here (see `polyfuse.s
 One request flows, per modality and concurrently::
 
     raw content -> cache lookup (content sha256 + encoder version)
-                -> preprocess (contract.load + preprocess, in a process pool)
-                -> MicroBatcher(encoder + adapter) behind a circuit breaker and a timeout
+                -> preprocessing batcher (contract.load + gate + preprocess, on its own
+                   thread, or in a process pool when the modality's preprocessing is
+                   costly: ``RuntimeConfig.preprocess``)
+                -> chained straight on to MicroBatcher(encoder + adapter), behind a
+                   circuit breaker and a timeout
                 -> cache store
+
+A request is one coroutine: it queues each modality's input, awaits one future per
+modality (preprocessing hands its tensor to the encoder's queue from its own thread,
+not through the event loop) and one for fusion.
 
 then the pooled embeddings of the modalities that succeeded are fused for the request
 (`MultimodalModel.fuse`) and decoded into a `ServeResult`. A modality whose encoder
@@ -27,6 +34,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +46,15 @@ from polyfuse.artifacts.classifier import Artifact
 from polyfuse.core.errors import ConfigError
 from polyfuse.inference.batches import collate_all
 from polyfuse.modalities.quality import LOW_QUALITY, QualityGate
+from polyfuse.models.multimodal import Encoded
 from polyfuse.monitor.live import QUARANTINE_REASON, LiveMonitor
-from polyfuse.serve.runtime.batching import MicroBatcher, OnlineTuner, TuneResult, autotune
+from polyfuse.serve.runtime.batching import (
+    Chained,
+    MicroBatcher,
+    OnlineTuner,
+    TuneResult,
+    autotune,
+)
 from polyfuse.serve.runtime.breaker import BreakerOpenError, CircuitBreaker
 from polyfuse.serve.runtime.cache import (
     CachedValue,
@@ -49,7 +64,7 @@ from polyfuse.serve.runtime.cache import (
     RedisCache,
     content_digest,
 )
-from polyfuse.serve.runtime.forward import Fused, encode_items, fuse_requests
+from polyfuse.serve.runtime.forward import Fused, batch_embeddings, encode_items, fuse_requests
 from polyfuse.serve.runtime.preprocess import (
     Monitored,
     Preprocessed,
@@ -66,13 +81,20 @@ from polyfuse.serve.runtime.requests import (
     deadline_error,
     ms_since,
 )
-from polyfuse.serve.runtime.settings import BatchSettings, RuntimeConfig, serving_threads
+from polyfuse.serve.runtime.settings import (
+    THREAD_PREPROCESS_MS,
+    BatchSettings,
+    RuntimeConfig,
+    serving_threads,
+)
 from polyfuse.serve.runtime.shared import SharedStage, SharedStages
 from polyfuse.serve.runtime.stages import (
     EncodeStage,
+    FuseFn,
     StageFn,
     channels_last,
     stage_digest,
+    trace_fuse,
     trace_stage,
 )
 from polyfuse.serve.runtime.watch import Watch
@@ -84,6 +106,16 @@ log = logging.getLogger("polyfuse.serve.runtime.model")
 EncodeFn = Callable[[list[Tensor]], list[CachedValue]]
 #: Wraps an encoder stage (tests inject failures, deployments add tracing).
 EncoderWrapper = Callable[[EncodeFn], EncodeFn]
+
+
+@dataclass
+class _Waiting:
+    """A modality's input on its way through the chained batchers (see `_start`)."""
+
+    modality: str
+    future: asyncio.Future[Any]
+    key: CacheKey | None  # where to cache the embedding
+    started: float  # time.perf_counter() when it was queued
 
 
 #: Key of the marker a sampled request carries to the fusion batcher (see `predict`).
@@ -138,10 +170,12 @@ class ModelRuntime:
         self._tuning: dict[str, TuneResult] = {}
         self._stages: dict[str, StageFn] = {}
         self._stage_status: dict[str, str] = {}
+        self._fuse_fn: FuseFn | None = None
         self._counts = {"requests": 0, "degraded": 0, "errors": 0}
         self.gates: dict[str, QualityGate] = artifact.quality_gates()
         self._quality = {m: {"checked": 0, "failed": 0} for m in self.gates}
         self._payloads: dict[str, str] = {}  # modality -> contract + gate JSON for pool workers
+        self._modes: dict[str, str] = {}  # modality -> where it is preprocessed: thread | process
         self._info: dict[str, Any] | None = None
         self._ready = False
         self.watch: Watch | None = None
@@ -181,33 +215,57 @@ class ModelRuntime:
         self.device = resolve_device(self.config.device)
         self.model.to(self.device).eval()
         self._set_threads()
-        self._pool, self._cache = self._pool_and_cache()
         for m, gate in self.gates.items():  # loads the VAD now: a missing package fails here
             gate(self._raw_sample(m))
+        self._modes = {m: self._preprocess_mode(m) for m in self.model.modalities}
+        self._pool, self._cache = self._pool_and_cache(needs_pool="process" in self._modes.values())
         self.watch = Watch.load(self.artifact, self.config)
         for m in self.model.modalities:
             self._register(m)
             if self._shared is None or not self._share(m, self._shared):
                 self._batchers[m] = self._make_batcher(m)
-                if isinstance(self._pool, ProcessPoolExecutor):
-                    self._pre[m] = self._make_preprocessor(m, self._pool)
+                self._pre[m] = self._make_preprocessor(m)
                 if self._shared is not None:
                     self._offer(m, self._shared)
         self._fuser = self._make_fuser()
         self._ready = True
 
-    def _pool_and_cache(self) -> tuple[Executor, EmbeddingCache | None]:
-        """The preprocessing pool and the cache: the shared ones when another runtime of
-        the process made them, else new ones (registered as shared when sharing)."""
+    def _preprocess_mode(self, m: str) -> str:
+        """Where ``m``'s inputs are preprocessed: ``config.preprocess``, or for ``"auto"``
+        a thread when one typical input (the warm-up sample encoded as the bytes a client
+        sends) takes at most `THREAD_PREPROCESS_MS` in this process, else the process pool.
+        A pool round trip costs about a millisecond of CPU per input (pickling, pipes, the
+        pool's manager thread); cheaper preprocessing is cheaper done here, and costlier
+        preprocessing would hold the GIL the event loop needs."""
+        if self.config.preprocess != "auto":
+            return self.config.preprocess
+        raw = self._encoded_sample(m)
+        contract, gate = self.contracts[m], self.gates.get(m)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            preprocess_value(contract, raw, gate)
+            times.append(time.perf_counter() - t)
+        cost_ms = 1000 * sorted(times)[2]
+        mode = "thread" if cost_ms <= THREAD_PREPROCESS_MS else "process"
+        log.info("%s: preprocessing %.2f ms per input: %s", m, cost_ms, mode)
+        return mode
+
+    def _pool_and_cache(self, needs_pool: bool) -> tuple[Executor | None, EmbeddingCache | None]:
+        """The preprocessing pool (when ``needs_pool``) and the cache: the shared ones when
+        another runtime of the process made them, else new ones (registered as shared when
+        sharing)."""
         shared = self._shared
         pool = shared.pool if shared is not None and shared.pool is not None else None
-        pool = pool or self._make_pool()
+        if pool is None and needs_pool:
+            pool = self._make_pool()
         cache = self._cache
         if cache is None:
             made = shared is not None and shared.cache_made
             cache = shared.cache if shared is not None and made else self._make_cache()
         if shared is not None:
-            shared.pool, shared.cache, shared.cache_made = pool, cache, True
+            shared.pool = shared.pool or pool
+            shared.cache, shared.cache_made = cache, True
         return pool, cache
 
     def _share(self, m: str, shared: SharedStages) -> bool:
@@ -220,13 +278,10 @@ class ModelRuntime:
         self._stage_status[m] = f"{found.status}, shared with {found.users[0]}"
         if found.tuning is not None:
             self._tuning[m] = found.tuning
-        pre = shared.preprocessors.get(self._payload(m))
-        if pre is not None:
-            self._pre[m] = pre
-        elif isinstance(self._pool, ProcessPoolExecutor):
-            self._pre[m] = shared.preprocessors[self._payload(m)] = self._make_preprocessor(
-                m, self._pool
-            )
+        pre = shared.preprocessors.get(self._versions[m])  # chained into that stage
+        if pre is None:
+            pre = shared.preprocessors[self._versions[m]] = self._make_preprocessor(m)
+        self._pre[m] = pre
         return True
 
     def _offer(self, m: str, shared: SharedStages) -> None:
@@ -240,7 +295,7 @@ class ModelRuntime:
         )
         shared.add(self._versions[m], stage)
         if m in self._pre:
-            shared.preprocessors.setdefault(self._payload(m), self._pre[m])
+            shared.preprocessors.setdefault(self._versions[m], self._pre[m])
 
     def stage_key(self, m: str) -> str:
         """What ``m``'s encoder stage computes, as a digest (the cache version and the
@@ -328,25 +383,43 @@ class ModelRuntime:
             online=online or False,
         )
 
-    def _make_preprocessor(
-        self, m: str, pool: ProcessPoolExecutor
-    ) -> MicroBatcher[bytes | str | Monitored, Preprocessed]:
-        """Inputs of modality ``m`` to the process pool in batches, one pool call per
-        batch and up to ``workers`` batches at once: under load a round trip (pickling,
-        pipes, the pool's manager thread) serves many inputs instead of one, and the
-        next batch forms and goes to a free worker while the others are busy."""
-        payload = self._payload(m)
+    def _make_preprocessor(self, m: str) -> MicroBatcher[bytes | str | Monitored, Preprocessed]:
+        """Inputs of ``m`` loaded, gated and preprocessed in batches, each tensor handed
+        straight on to ``m``'s encoder batcher from the preprocessing thread (the caller
+        awaits one future for both): on that thread when ``m`` is preprocessed in a
+        thread, else one process-pool call per batch and up to ``workers`` batches at
+        once, so under load a round trip (pickling, pipes, the pool's manager thread)
+        serves many inputs and the next batch forms while the others are busy."""
+        pool = self._pool
+        if self._modes.get(m) == "process" and isinstance(pool, ProcessPoolExecutor):
+            payload = self._payload(m)
 
-        def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
-            return pool.submit(preprocess_many_in_worker, payload, values).result()
+            def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
+                return pool.submit(preprocess_many_in_worker, payload, values).result()
 
+            concurrency = self.config.workers
+        else:
+            contract, gate = self.contracts[m], self.gates.get(m)
+            context = self._statistics_context(m)
+
+            def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
+                return [
+                    preprocess_value(contract, v.value, gate, context)
+                    if isinstance(v, Monitored)
+                    else preprocess_value(contract, v, gate)
+                    for v in values
+                ]
+
+            concurrency = 1  # holds the GIL: more threads would not run more at once
         return MicroBatcher(
             run,
             max_batch=self.config.preprocess_batch,
             max_wait=0.0,
             max_queue=self.config.queue_size,
             name=f"preprocess-{m}",
-            concurrency=self.config.workers,
+            concurrency=concurrency,
+            then=self._batchers[m],
+            route=_tensor,
         )
 
     def _payload(self, m: str) -> str:
@@ -386,8 +459,47 @@ class ModelRuntime:
             name="fusion",
             inline_single=True,  # a lone request skips two thread hand-offs
         )
+        self._fuse_fn = self._make_fuse_fn()
         fuser.fn([{}])  # warm-up: every modality missing
         return fuser
+
+    def _make_fuse_fn(self) -> FuseFn | None:
+        """Fusion + heads traced when ``config.trace`` and the traced graph matches the
+        eager model on batches of 1, 3 and 5 requests with modalities missing, hidden
+        and (token fusions) sequences of several lengths; None: eager."""
+        if not self.config.trace:
+            self._stage_status["fusion"] = "eager (trace off)"
+            return None
+        model, names = self.model, self.model.modalities
+        gen = torch.Generator().manual_seed(0)
+
+        def value(length: int) -> CachedValue:
+            dim = model.fusion.dim
+            v: dict[str, Tensor] = {"pooled": torch.randn(dim, generator=gen)}
+            if model.fusion.uses_tokens:
+                v["tokens"] = torch.randn(length, dim, generator=gen)
+                v["mask"] = torch.ones(length, dtype=torch.bool)
+            return v
+
+        def batch(rows: list[list[str]]) -> Encoded:
+            requests: list[Mapping[str, CachedValue]] = [
+                {m: value(2 + (i + j) % 4) for j, m in enumerate(r)} for i, r in enumerate(rows)
+            ]
+            return batch_embeddings(model, requests)
+
+        every = list(names)
+        rows = [every, every[:1], every[1:] or every, [], every]
+        examples = []
+        for size in (3, 1, 5):
+            enc = batch(rows[:size] if size != 1 else [every])
+            examples.append((enc, dict(enc.present)))
+            hide = {m: enc.present[m] & (m != names[0]) for m in names}  # leave-one-out
+            examples.append((enc, hide))
+        with torch.inference_mode(False):
+            fuse, status = trace_fuse(model, examples)
+        self._stage_status["fusion"] = status if fuse is not None else f"eager ({status})"
+        log.info("fusion: %s", self._stage_status["fusion"])
+        return fuse
 
     def _make_stage(self, m: str, samples: list[Tensor]) -> StageFn:
         """The encoder + adapter stage of ``m``: in channels-last when
@@ -426,6 +538,10 @@ class ModelRuntime:
 
     def _raw_sample(self, m: str, short: bool = False) -> Any:
         """A loaded input of typical size (see `_sample`)."""
+        return self.contracts[m].load(self._sample_data(m, short), field=m)
+
+    def _sample_data(self, m: str, short: bool = False) -> Any:
+        """The data of `_raw_sample` before ``contract.load``: a string, an array."""
         contract = self.contracts[m]
         rng = np.random.default_rng(0)
         seconds = 0.5 if short else 1.0
@@ -445,7 +561,31 @@ class ModelRuntime:
             raise ConfigError(f"modalities.{m}", f"no warm-up sample for kind '{contract.kind}'")
         if contract.kind == "image" and getattr(contract, "channels", 3) == 1:
             samples["image"] = samples["image"][..., 0]
-        return contract.load(samples[contract.kind], field=m)
+        return samples[contract.kind]
+
+    def _encoded_sample(self, m: str) -> Any:
+        """The warm-up input as a client sends it (PNG bytes of an image, WAV bytes of
+        audio, text as it is), so measuring its preprocessing includes decoding; kinds
+        without a file format give the loaded sample."""
+        import io
+
+        contract = self.contracts[m]
+        sample = self._sample_data(m)
+        if contract.kind == "text":
+            return sample
+        out = io.BytesIO()
+        if contract.kind == "image":
+            from PIL import Image
+
+            Image.fromarray(np.asarray(sample)).save(out, format="PNG")
+        elif contract.kind == "audio":
+            import soundfile as sf
+
+            rate = int(getattr(contract, "sample_rate", 16000))
+            sf.write(out, np.asarray(sample, dtype=np.float32), rate, format="WAV")
+        else:
+            return sample
+        return out.getvalue()
 
     def ready(self) -> bool:
         """True once `setup` has finished."""
@@ -573,18 +713,149 @@ class ModelRuntime:
             if s.value is not None
         }
 
+    #: Whether a request's stages run as one coroutine over chained batchers (`_start`,
+    #: `_finish`); a runtime whose stages are remote calls (Ray) gathers `_stage`s.
+    chained: bool = True
+
     async def _run_stages(self, request: ServeRequest, sampled: bool = False) -> dict[str, Stage]:
         if not self._ready:
             raise ServeError("unavailable", "the model is not loaded yet", retry_after=1.0)
         chosen = check_request(request, self.contracts)
+        remaining = None if request.deadline is None else request.deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise deadline_error(request)
+        if self.chained:
+            stages = await self._chained_stages(chosen, sampled, remaining, request)
+        else:
+            stages = await self._gathered_stages(chosen, sampled, remaining, request)
+        check_degraded(stages, self.config.degraded, self.config.breaker_reset_s)
+        return stages
+
+    async def _chained_stages(
+        self,
+        chosen: Mapping[str, bytes | str],
+        sampled: bool,
+        remaining: float | None,
+        request: ServeRequest,
+    ) -> dict[str, Stage]:
+        """Every modality's input queued at once, then their futures awaited in this one
+        coroutine (no task per modality)."""
+        stages: dict[str, Stage] = {}
+        waiting: list[_Waiting] = []
+        try:
+            for m, raw in chosen.items():
+                stages[m] = stage = Stage(sampled=sampled)
+                started = await self._start(m, raw, stage)
+                if started is not None:
+                    waiting.append(started)
+            if remaining is None:
+                while waiting:
+                    await self._finish(waiting[0], stages[waiting[0].modality])
+                    waiting.pop(0)
+            else:
+                async with asyncio.timeout(remaining):
+                    while waiting:
+                        await self._finish(waiting[0], stages[waiting[0].modality])
+                        waiting.pop(0)
+        except TimeoutError:
+            raise deadline_error(request) from None
+        finally:
+            for w in waiting:  # left behind by a deadline or an unreadable input
+                if not w.future.done():
+                    w.future.cancel()
+                    self._breakers[w.modality].release()
+        return stages
+
+    async def _start(
+        self, m: str, raw: bytes | str, stage: Stage, lookup: bool = True
+    ) -> _Waiting | None:
+        """Look ``m``'s input up in the cache (``lookup``; a hit: ``stage`` is done, None)
+        and queue it on its preprocessing batcher, behind the breaker (an open one:
+        ``stage`` is done with reason ``breaker_open``); the timeout covers
+        preprocessing, queue and forward."""
+        key = None
+        if self._cache is not None and lookup:
+            key = CacheKey(m, self._versions[m], content_digest(raw))
+            hit = (
+                await asyncio.to_thread(self._cache.get, key)
+                if self._cache.blocking
+                else self._cache.get(key)
+            )
+            if hit is not None:
+                stats = hit.get("statistics")
+                stage.value, stage.cached = hit, True
+                stage.statistics = None if stats is None else [float(x) for x in stats.tolist()]
+                return None
+        breaker = self._breakers[m]
+        try:
+            breaker.acquire()
+        except BreakerOpenError:
+            stage.reason = "breaker_open"
+            return None
+        value: bytes | str | Monitored = Monitored(raw) if stage.sampled else raw
+        try:
+            future = self._pre[m].submit_nowait(value, self.config.encoder_timeout_s)
+        except BaseException:
+            breaker.release()
+            raise
+        return _Waiting(m, future, key, time.perf_counter())
+
+    async def _finish(self, w: _Waiting, stage: Stage) -> None:
+        """Await ``w``'s answer into ``stage``: the embedding (cached, with the input
+        statistics a sampled request carries), or why there is none (the gate refused
+        the input: ``low_quality``; the encoder failed or timed out: the breaker counts
+        it); an unreadable input raises `ServeError` ``invalid_input``."""
+        m, breaker = w.modality, self._breakers[w.modality]
+        try:
+            out = await w.future
+        except TimeoutError:
+            breaker.record_failure()
+            log.warning("%s encoder timed out after %.1f s", m, self.config.encoder_timeout_s)
+            stage.reason = "timeout"
+            return
+        except (ServeError, asyncio.CancelledError):
+            breaker.release()  # overloaded / closed / deadline: not the encoder's fault
+            raise
+        except Exception:
+            breaker.record_failure()
+            log.exception("%s encoder failed", m)
+            stage.reason = "error"
+            return
+        if isinstance(out, Chained):
+            breaker.record_success()
+            done: Preprocessed = out.carry
+            stage.timings[f"preprocess:{m}"] = 1000 * (out.forwarded - w.started)
+            stage.timings[f"encode:{m}"] = ms_since(out.forwarded)
+            value: CachedValue = out.value
+            if done.statistics is not None:
+                # cached with the embedding, so a cache hit still feeds the drift monitor
+                value = {**value, "statistics": torch.tensor(done.statistics)}
+            stage.value, stage.statistics = value, done.statistics
+            if w.key is not None and self._cache is not None:
+                await self._cache_call(self._cache.put, w.key, value)
+        else:  # not handed on to the encoder: unreadable, or refused by the gate
+            breaker.release()
+            stage.timings[f"preprocess:{m}"] = ms_since(w.started)
+            stage.statistics = out.statistics
+            refused = self._preprocessed(m, out)  # raises for an unreadable input
+            if isinstance(refused, str):
+                stage.reason, stage.detail = LOW_QUALITY, refused
+        if m in self._quality:
+            self._quality[m]["checked"] += 1
+            self._quality[m]["failed"] += int(stage.reason == LOW_QUALITY)
+
+    async def _gathered_stages(
+        self,
+        chosen: Mapping[str, bytes | str],
+        sampled: bool,
+        remaining: float | None,
+        request: ServeRequest,
+    ) -> dict[str, Stage]:
+        """One `_stage` per modality, gathered (stages that are remote calls)."""
         names = list(chosen)
         work = asyncio.gather(
             *(self._stage(m, chosen[m], sampled) for m in names), return_exceptions=True
         )
-        remaining = None if request.deadline is None else request.deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            work.cancel()
-            raise deadline_error(request)
         try:
             async with asyncio.timeout(remaining):  # no extra task, unlike wait_for
                 outcomes = await work
@@ -597,10 +868,11 @@ class ModelRuntime:
                     raise outcome
                 raise ServeError("internal", f"the {m} stage failed: {outcome!r}") from outcome
             stages[m] = outcome
-        check_degraded(stages, self.config.degraded, self.config.breaker_reset_s)
         return stages
 
     async def _stage(self, m: str, raw: bytes | str, sampled: bool = False) -> Stage:
+        """One modality's stage as its own coroutine (`_gathered_stages`): the cache,
+        then `_compute`, then the cache again."""
         stage = Stage(sampled=sampled)
         key = None
         if self._cache is not None:
@@ -619,24 +891,12 @@ class ModelRuntime:
         return stage
 
     async def _compute(self, m: str, raw: bytes | str, stage: Stage) -> None:
-        """Preprocess and encode one input into ``stage`` (a remote runtime overrides it);
-        an input its quality gate refuses leaves ``stage`` with reason ``low_quality``."""
-        t = time.perf_counter()
-        done = await self._preprocess(m, raw, stage.sampled)
-        stage.timings[f"preprocess:{m}"] = ms_since(t)
-        stage.statistics = done.statistics
-        x = self._preprocessed(m, done)
-        if isinstance(x, str):
-            stage.reason, stage.detail = LOW_QUALITY, x
-            return
-        t = time.perf_counter()
-        stage.value, stage.reason = await self._encode(
-            m, lambda limit: self._batchers[m].submit(x, limit)
-        )
-        if stage.value is not None and done.statistics is not None:
-            # cached with the embedding, so a cache hit still feeds the drift monitor
-            stage.value = {**stage.value, "statistics": torch.tensor(done.statistics)}
-        stage.timings[f"encode:{m}"] = ms_since(t)
+        """Preprocess and encode one input into ``stage`` (a remote runtime overrides
+        it); an input its quality gate refuses leaves ``stage`` with reason
+        ``low_quality``."""
+        started = await self._start(m, raw, stage, lookup=False)  # `_stage` caches
+        if started is not None:
+            await self._finish(started, stage)
 
     async def _cache_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._cache is not None and self._cache.blocking:
@@ -645,23 +905,9 @@ class ModelRuntime:
 
     async def preprocess_value(self, m: str, raw: bytes | str) -> Tensor | str:
         """The preprocessed input, or why its quality gate refused it; unreadable input
-        raises `ServeError` (``invalid_input``)."""
-        return self._preprocessed(m, await self._preprocess(m, raw))
-
-    async def _preprocess(self, m: str, raw: bytes | str, statistics: bool = False) -> Preprocessed:
-        """Load, gate and preprocess on the process pool's batcher or the thread pool
-        (with the input statistics for a request the drift monitor samples)."""
-        if m in self._pre:
-            return await self._pre[m].submit(Monitored(raw) if statistics else raw)
-        loop = asyncio.get_running_loop()
-        work = functools.partial(
-            preprocess_value,
-            self.contracts[m],
-            raw,
-            self.gates.get(m),
-            self._statistics_context(m) if statistics else None,
-        )
-        return await loop.run_in_executor(self._pool, work)
+        raises `ServeError` (``invalid_input``). Runs on a thread, outside the batchers."""
+        done = await asyncio.to_thread(preprocess_value, self.contracts[m], raw, self.gates.get(m))
+        return self._preprocessed(m, done)
 
     def _preprocessed(self, m: str, done: Preprocessed) -> Tensor | str:
         """The tensor of a preprocessing answer, or why the gate refused the input."""
@@ -714,7 +960,12 @@ class ModelRuntime:
         hidden = frozenset() if watch is None else watch.hidden()
         monitor = any(SAMPLED in r for r in requests)
         return fuse_requests(
-            self.model, self.artifact.task, requests, monitor=monitor, hidden=hidden
+            self.model,
+            self.artifact.task,
+            requests,
+            monitor=monitor,
+            hidden=hidden,
+            fuse=self._fuse_fn,
         )
 
     def _result(
@@ -743,6 +994,12 @@ class ModelRuntime:
             timings_ms=timings,
             cache_hits=[m for m, s in stages.items() if s.cached],
         )
+
+
+def _tensor(done: Preprocessed) -> Tensor | None:
+    """The preprocessing answer's tensor for the encoder, or None when the input was
+    unreadable or failed its quality gate (the caller gets the answer as it is)."""
+    return None if done.array is None else torch.from_numpy(done.array)
 
 
 __all__ = [

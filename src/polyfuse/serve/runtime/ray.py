@@ -281,6 +281,8 @@ class RayRuntime(ModelRuntime):
         cache: an embedding cache to use instead of the one ``config.cache`` names.
     """
 
+    chained = False  # each stage is one remote call (`_compute`), gathered per request
+
     def __init__(
         self,
         artifact: Artifact,

@@ -6,10 +6,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 from polyfuse.core.config import check_keys
 from polyfuse.core.errors import ConfigError
+
+#: ``preprocess="auto"`` preprocesses a modality on a thread when a typical input takes at
+#: most this many milliseconds, else in the process pool: a pool round trip costs about a
+#: millisecond of CPU per input (the demo AV-digits server: 1.5 ms in workers and the
+#: pool's manager thread per request against 0.34 ms done in process; docs/benchmarks.md),
+#: and costlier preprocessing on a thread would hold the GIL the event loop needs.
+THREAD_PREPROCESS_MS = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,18 @@ class RuntimeConfig:
         cache: ``memory`` (in-process LRU), ``redis`` (shared) or ``none``.
         cache_bytes: byte budget of the memory cache.
         redis_url: Redis address for ``cache="redis"``.
-        encoder_timeout_s: longest wait for one encoder answer (queue + forward).
+        encoder_timeout_s: longest wait for one modality's embedding (preprocessing,
+            queue and forward).
         breaker_failures: consecutive encoder failures that open its breaker.
         breaker_reset_s: seconds an open breaker waits before a trial call.
         breaker_half_open: trial calls allowed while half-open.
         degraded: ``allow`` answers from the remaining modalities, ``refuse`` answers
             ``unavailable`` when any given modality could not be used.
-        preprocess: ``process`` (a process pool, off the event loop and the GIL) or
-            ``thread`` (a thread pool; cheaper start-up, for tests and tiny inputs).
+        preprocess: where each modality's inputs are loaded, gated and preprocessed:
+            ``thread`` (on the modality's preprocessing thread, handed straight on to its
+            encoder; no pickling), ``process`` (a process pool, off the event loop and
+            the GIL, for costly preprocessing) or ``auto`` (per modality: ``thread`` when
+            a typical input takes at most `THREAD_PREPROCESS_MS`, measured at `setup`).
         workers: preprocessing workers.
         preprocess_batch: most inputs of one modality sent to the process pool in one
             call (split across the workers): one round trip per batch instead of per
@@ -92,7 +104,7 @@ class RuntimeConfig:
     breaker_reset_s: float = 30.0
     breaker_half_open: int = 1
     degraded: Literal["allow", "refuse"] = "allow"
-    preprocess: Literal["process", "thread"] = "process"
+    preprocess: Literal["auto", "process", "thread"] = "auto"
     workers: int = 2
     preprocess_batch: int = 16
     device: str = "cpu"
@@ -120,7 +132,7 @@ class RuntimeConfig:
         choices = {
             "cache": ("memory", "redis", "none"),
             "degraded": ("allow", "refuse"),
-            "preprocess": ("process", "thread"),
+            "preprocess": ("auto", "process", "thread"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -170,8 +182,22 @@ def serving_threads(encoders: int, cpus: int | None = None) -> int:
     fusion thread, the event loop and the preprocessing workers already share
     (measured in docs/benchmarks.md, "Serving over HTTP")."""
     if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not on Linux
-            cpus = os.cpu_count() or 1
+        cpus = usable_cpus()
     return max(1, cpus // max(1, encoders))
+
+
+def usable_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's CPU
+    quota (cgroup v2 ``cpu.max``, e.g. ``docker --cpus 2`` or a Kubernetes CPU limit, on
+    a node with many more cores), rounded up, at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path(cgroup).read_text(encoding="ascii").split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity is the limit
+    return max(1, cpus)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.jit._trace import TracerWarning
 
 from polyfuse.modalities.base import ModalityBatch
+from polyfuse.models.multimodal import Encoded, MultimodalModel
 
 log = logging.getLogger("polyfuse.serve.runtime.stages")
 
@@ -159,7 +160,112 @@ def trace_stage(
     return run, "traced"
 
 
-__all__ = ["EncodeStage", "StageFn", "channels_last", "eager_stage", "trace_stage"]
+#: ``(encoded, shown) -> (logits, unimodal logits by modality, fusion weights or None)``:
+#: fusion and heads over a batch of embeddings, ``shown`` the presence the fusion sees.
+FuseFn = Callable[[Encoded, Mapping[str, Tensor]], tuple[Tensor, dict[str, Tensor], Tensor | None]]
+
+
+class FuseStage(nn.Module):
+    """Fusion + fused head + auxiliary heads of a model as one module over flat tensors
+    (what gets traced): per modality, in ``model.modalities`` order, its pooled
+    embeddings ``(B, D)`` and presence ``(B,)``, then (fusions that read tokens) its
+    tokens ``(B, T, D)`` and mask ``(B, T)``. Returns the logits, each modality's
+    auxiliary logits and, when the fusion has them, its weights."""
+
+    def __init__(self, model: MultimodalModel) -> None:
+        super().__init__()
+        self.model = model
+        self.names = tuple(model.modalities)
+        self.tokens = bool(model.fusion.uses_tokens)
+        self.weights = True  # set by `fuse_stage` after one eager call
+
+    def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
+        n = len(self.names)
+        pooled = dict(zip(self.names, args[:n], strict=True))
+        present = dict(zip(self.names, args[n : 2 * n], strict=True))
+        tokens = dict(zip(self.names, args[2 * n : 3 * n], strict=True)) if self.tokens else {}
+        masks = dict(zip(self.names, args[3 * n : 4 * n], strict=True)) if self.tokens else {}
+        out = self.model.fuse(Encoded(pooled, present, tokens, masks))
+        extra = (out.fusion.weights,) if self.weights and out.fusion.weights is not None else ()
+        return (out.logits, *(out.unimodal_logits[m] for m in self.names), *extra)
+
+    def flat(self, encoded: Encoded, shown: Mapping[str, Tensor]) -> tuple[Tensor, ...]:
+        """The module's inputs for ``encoded`` with presence ``shown``."""
+        names = self.names
+        args = [encoded.pooled[m] for m in names] + [shown[m] for m in names]
+        if self.tokens:
+            args += [encoded.tokens[m] for m in names] + [encoded.masks[m] for m in names]
+        return tuple(args)
+
+    def unflat(self, out: Sequence[Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """The module's outputs in the `FuseFn` form."""
+        n = len(self.names)
+        weights = out[n + 1] if len(out) > n + 1 else None
+        return out[0], dict(zip(self.names, out[1 : n + 1], strict=True)), weights
+
+
+def eager_fuse(model: MultimodalModel) -> FuseFn:
+    """``model.fuse`` in the `FuseFn` form."""
+
+    def fuse(
+        encoded: Encoded, shown: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        out = model.fuse(encoded, shown)
+        return out.logits, out.unimodal_logits, out.fusion.weights
+
+    return fuse
+
+
+def trace_fuse(
+    model: MultimodalModel, examples: Sequence[tuple[Encoded, Mapping[str, Tensor]]]
+) -> tuple[FuseFn | None, str]:
+    """Trace fusion + heads on the first example and check every example against eager
+    (``model.fuse``) within 1e-5: fusion is many small operations, which a traced graph
+    runs without the interpreter (and the GIL) between them.
+
+    Returns the traced `FuseFn` and ``"traced"``, or None and why it was not used."""
+    if not examples:
+        return None, "no example batches"
+    stage = FuseStage(model).eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", TracerWarning)
+            warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)
+            first = examples[0]
+            stage.weights = model.fuse(*first).fusion.weights is not None
+            traced: Any = torch.jit.trace(
+                stage, stage.flat(*first), strict=False, check_trace=False
+            )
+            for encoded, shown in examples:
+                want = stage(*stage.flat(encoded, shown))
+                got = traced(*stage.flat(encoded, shown))
+                if len(want) != len(got) or not all(
+                    w.shape == g.shape and torch.allclose(w, g, atol=1e-5, rtol=1e-4)
+                    for w, g in zip(want, got, strict=True)
+                ):
+                    return None, f"traced fusion differs on a batch of {encoded.batch_size}"
+    except Exception as exc:  # tracing is an optimisation: any failure keeps eager
+        return None, f"tracing failed: {type(exc).__name__}: {str(exc)[:200]}"
+
+    def fuse(
+        encoded: Encoded, shown: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        return stage.unflat(traced(*stage.flat(encoded, shown)))
+
+    return fuse, "traced"
+
+
+__all__ = [
+    "EncodeStage",
+    "FuseFn",
+    "FuseStage",
+    "StageFn",
+    "channels_last",
+    "eager_fuse",
+    "eager_stage",
+    "trace_fuse",
+    "trace_stage",
+]
 
 
 def stage_digest(*modules: nn.Module) -> str:
