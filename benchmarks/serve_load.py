@@ -486,9 +486,9 @@ def print_open_loop(
     print(f"\nopen loop ({arrivals} arrivals; latency from each request's scheduled time)\n")
     print(
         "| offered req/s | server | sent req/s | achieved req/s | p50 ms | p99 ms "
-        "| p99 x polyfuse | errors | timeouts |"
+        "| p99 x polyfuse | errors | timeouts | client lag max ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for rate in rates:
         ref = pooled_open(opened[REFERENCE][rate]) if REFERENCE in names else None
         for v in names:
@@ -499,7 +499,7 @@ def print_open_loop(
                 f"| {rate:g} | {label} | {r.scheduled / seconds:.1f} "
                 f"| {median_achieved(opened[v][rate]):.1f} | "
                 f"{r.pct(50):.1f} | {r.pct(99):.1f} | {p99} | {errors(r)} "
-                f"| {r.statuses['timeout']} |"
+                f"| {r.statuses['timeout']} | {r.max_lag_ms:.0f} |"
             )
 
 
