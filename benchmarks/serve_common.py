@@ -434,10 +434,12 @@ class OpenResult(Result):
 def arrival_times(rate: float, seconds: float, arrivals: str, seed: int) -> list[float]:
     """Send times (s after the start) of an open-loop run: ``poisson`` (exponential gaps
     of mean 1/rate, from ``seed``) or ``fixed`` (every 1/rate s)."""
+    if arrivals == "fixed":
+        return [k / rate for k in range(1, int(seconds * rate) + 1) if k / rate < seconds]
     rng = random.Random(seed)
     out, t = [], 0.0
     while True:
-        t += rng.expovariate(rate) if arrivals == "poisson" else 1.0 / rate
+        t += rng.expovariate(rate)
         if t >= seconds:
             return out
         out.append(t)
