@@ -4,8 +4,11 @@
 - a server in its own process (``uvicorn`` + `create_app` + `ModelRuntime`) on a free
   loopback port: run this file with ``--port`` to start one, `Server` does it for you;
 - request inputs: the test manifest of an artifact, or `serve_batching.make_inputs`;
-- a closed-loop HTTP/1.1 client (``concurrency`` keep-alive connections until a deadline);
-- percentiles and the resident memory of a process tree.
+- a closed-loop HTTP/1.1 client (``concurrency`` keep-alive connections until a deadline)
+  and an open-loop one (requests sent on a fixed or Poisson schedule whatever the answers,
+  latency counted from each request's scheduled time);
+- percentiles, the resident memory and idle CPU of a process tree, and pausing a server's
+  process tree while another one is measured.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import statistics
 import subprocess
@@ -121,22 +125,27 @@ class Server:
     """`create_app` over a runtime, served by uvicorn in a child process (a context
     manager: starts, waits for ``/readyz``, stops)."""
 
+    ready_path = "/readyz"  # answers 200 once the model is loaded
+
     def __init__(self, target: str, options: dict[str, Any], *, ready_timeout: float = 300):
         self.target, self.options, self.ready_timeout = target, options, ready_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Server:
+    def command(self) -> list[str]:
+        """The child process's command line."""
         cmd = [sys.executable, str(HERE / "serve_common.py"), "--target", self.target]
-        cmd += ["--port", str(self.port), "--options", json.dumps(self.options)]
-        self.proc = subprocess.Popen(cmd)
+        return [*cmd, "--port", str(self.port), "--options", json.dumps(self.options)]
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(self.command())
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with status {self.proc.returncode}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -150,6 +159,7 @@ class Server:
 
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.resume()  # a stopped process would hold SIGTERM until continued
         children = psutil.Process(self.proc.pid).children(recursive=True)
         self.proc.terminate()
         try:
@@ -167,6 +177,19 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def pause(self) -> None:
+        """Stop (SIGSTOP) the server's whole process tree: a server idling between its
+        turns takes no CPU from the one being measured, whatever its idle loop does."""
+        for proc in _tree(self.pid):
+            with contextlib.suppress(Exception):
+                proc.suspend()
+
+    def resume(self) -> None:
+        """Continue (SIGCONT) the process tree `pause` stopped."""
+        for proc in _tree(self.pid):
+            with contextlib.suppress(Exception):
+                proc.resume()
 
     def metrics(self) -> dict[str, float]:
         """``/metrics`` gauges without labels, name -> value."""
@@ -373,6 +396,148 @@ async def closed_loop(
     return await _drive(result, worker, concurrency, seconds)
 
 
+@dataclass
+class OpenResult(Result):
+    """Requests of one open-loop run: ``rate`` req/s offered on a schedule set in advance.
+
+    ``latencies_ms`` count from each request's scheduled send time, so time spent queued in
+    the client (no free connection) or the server shows; a request not answered within the
+    timeout counts its timeout (status ``timeout``). ``wall_s`` runs from the first
+    scheduled send to the last answer, so a server slower than the offered rate shows an
+    achieved rate below it."""
+
+    rate: float = 0.0
+    arrivals: str = "poisson"
+    scheduled: int = 0
+    max_lag_ms: float = 0.0  # latest a send started after its time (the client keeping up)
+    max_in_flight: int = 0
+
+    @property
+    def achieved_rps(self) -> float:
+        """Requests answered 2xx per second."""
+        return self.statuses["2xx"] / self.wall_s if self.wall_s else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        del out["concurrency"]
+        return {
+            "offered_rps": self.rate,
+            "arrivals": self.arrivals,
+            "scheduled": self.scheduled,
+            "achieved_rps": round(self.achieved_rps, 2),
+            **out,
+            "max_lag_ms": round(self.max_lag_ms, 2),
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+def arrival_times(rate: float, seconds: float, arrivals: str, seed: int) -> list[float]:
+    """Send times (s after the start) of an open-loop run: ``poisson`` (exponential gaps
+    of mean 1/rate, from ``seed``) or ``fixed`` (every 1/rate s)."""
+    if arrivals == "fixed":
+        return [k / rate for k in range(1, int(seconds * rate) + 1) if k / rate < seconds]
+    rng = random.Random(seed)
+    out, t = [], 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= seconds:
+            return out
+        out.append(t)
+
+
+async def open_loop(
+    url: str,
+    next_request: Callable[[int], Request],
+    rate: float,
+    seconds: float,
+    *,
+    arrivals: str = "poisson",
+    seed: int = 0,
+    timeout: float = 30.0,
+    max_connections: int = 1024,
+) -> OpenResult:
+    """Send request ``i`` at its scheduled time (`arrival_times`) whether or not earlier
+    ones were answered, each on an idle keep-alive connection or a new one (at most
+    ``max_connections`` open; past that a request waits, and its wait counts in its
+    latency). Waits for every answer (or its ``timeout``, counted from the scheduled time)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    loop = asyncio.get_running_loop()
+    times = arrival_times(rate, seconds, arrivals, seed)
+    result = OpenResult(0, 0.0, rate=rate, arrivals=arrivals, scheduled=len(times))
+    pool = _Pool(host, port, max_connections)
+    in_flight = 0
+
+    async def one(i: int, at: float) -> None:
+        nonlocal in_flight
+        path, kwargs = next_request(i)
+        raw = _raw_request(f"{host}:{port}", path, kwargs)
+        in_flight += 1
+        result.max_in_flight = max(result.max_in_flight, in_flight)
+        try:
+            async with asyncio.timeout_at(at + timeout):
+                code = await pool.send(raw)
+            status = f"{code // 100}xx"
+        except TimeoutError:
+            status = "timeout"
+        except OSError:
+            status = "conn_error"
+        in_flight -= 1
+        result.latencies_ms.append(1000 * (loop.time() - at))
+        result.statuses[status] += 1
+
+    start, cpu = loop.time(), time.process_time()
+    tasks = []
+    for i, offset in enumerate(times):
+        at = start + offset
+        if at > loop.time():
+            await asyncio.sleep(at - loop.time())
+        result.max_lag_ms = max(result.max_lag_ms, 1000 * (loop.time() - at))
+        tasks.append(asyncio.create_task(one(i, at)))
+    await asyncio.gather(*tasks)
+    result.wall_s = max(loop.time() - start, seconds)
+    result.cpu_s = time.process_time() - cpu
+    pool.close()
+    return result
+
+
+class _Pool:
+    """Keep-alive connections of the open-loop client: a request takes an idle one or opens
+    one (at most ``size`` open; past that it waits for a free one) and gives it back once
+    answered; a connection whose request failed or was cancelled (timed out) is closed."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[_Http1] = []
+        self.slots = asyncio.Semaphore(size)
+
+    async def send(self, raw: bytes) -> int:
+        """Send one request's bytes; the answer's status code."""
+        async with self.slots:
+            conn = None
+            while self.idle and conn is None:
+                conn = self.idle.pop()
+                conn = None if conn.closed else conn
+            if conn is None:
+                loop = asyncio.get_running_loop()
+                _, conn = await loop.create_connection(_Http1, self.host, self.port)
+            try:
+                code, _ = await conn.send(raw)
+            except BaseException:
+                if conn.transport is not None:
+                    conn.transport.close()
+                raise
+            self.idle.append(conn)
+            return code
+
+    def close(self) -> None:
+        for conn in self.idle:
+            if conn.transport is not None:
+                conn.transport.close()
+
+
 async def _drive(
     result: Result, worker: Callable[[float], Awaitable[None]], concurrency: int, seconds: float
 ) -> Result:
@@ -405,6 +570,36 @@ async def in_process_loop(
             result.statuses["2xx"] += 1
 
     return await _drive(result, worker, concurrency, seconds)
+
+
+def _tree(pid: int) -> list[Any]:
+    """``psutil`` processes of ``pid`` and all its descendants (none once it has exited)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def idle_cpu_cores(pids: dict[str, int], seconds: float = 5.0) -> dict[str, float]:
+    """CPU cores each process tree (name -> root pid) used over one ``seconds`` window in
+    which nobody sends it requests: what an idle server takes from its neighbours."""
+
+    def cpu(procs: list[Any]) -> float:
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    trees = {name: _tree(pid) for name, pid in pids.items()}
+    before = {name: cpu(procs) for name, procs in trees.items()}
+    time.sleep(seconds)
+    # a process that exited in the window counts 0 for its share
+    return {name: max(0.0, cpu(p) - before[name]) / seconds for name, p in trees.items()}
 
 
 def tree_rss_mb(pid: int) -> tuple[float, float]:

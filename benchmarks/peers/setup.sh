@@ -6,11 +6,17 @@
 # They live outside the repository and apart from polyfuse's .venv because their pins conflict
 # with it (alibi-detect needs numpy<2, Evidently pandas<3). benchmarks/peers/drift_peer.py runs
 # under each venv's python; benchmarks/peers/selfcheck.py checks both.
+#   serving               Ray Serve 2.60 and LitServe 0.2.19 (requirements-serving.txt) for
+#                         benchmarks/serve_load.py, installed into polyfuse's own venv ($VENV,
+#                         default .venv): those peers run polyfuse's model through its library.
+#                         The script stops if pip would change torch, fastapi, starlette or
+#                         uvicorn there.
 # Idempotent: an existing venv is kept and pip only installs what is missing or differs.
 # torch goes in first and must resolve to the CPU build (+cpu, from the machine's local wheel
 # folder): a plain torch requirement would otherwise pull the multi-GB CUDA build, so the script
 # stops rather than let that happen.
-# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi]    (PEERS_DIR defaults to /work/peers)
+# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi] [serving]
+#   (no argument: evidently and alibi; PEERS_DIR defaults to /work/peers, VENV to .venv)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PEERS_DIR="${PEERS_DIR:-/work/peers}"
@@ -61,6 +67,29 @@ setup_peer() {  # setup_peer NAME
     echo "$1: $venv ready ($((SECONDS - start)) s)"
 }
 
+setup_serving() {  # the serving peers, into polyfuse's venv, leaving its web and torch stack alone
+    local venv="${VENV:-.venv}" start=$SECONDS changed
+    if [ ! -x "$venv/bin/pip" ]; then
+        echo "setup.sh: no venv at $venv (make install first, or set VENV)" >&2
+        exit 1
+    fi
+    changed="$("$venv/bin/pip" install --dry-run --quiet --report - -r "$HERE/requirements-serving.txt" \
+        2>/dev/null | "$venv/bin/python" -c '
+import json, sys
+guarded = {"torch", "fastapi", "starlette", "uvicorn"}
+report = json.load(sys.stdin)
+print(" ".join(i["metadata"]["name"] + "==" + i["metadata"]["version"]
+               for i in report["install"] if i["metadata"]["name"].lower() in guarded))')"
+    if [ -n "$changed" ]; then
+        echo "setup.sh: the serving peers would change $changed in $venv: refusing." >&2
+        echo "  Install them into a separate venv with polyfuse and run serving.py under it." >&2
+        exit 1
+    fi
+    "$venv/bin/pip" install --quiet -r "$HERE/requirements-serving.txt"
+    "$venv/bin/python" -c "import litserve, ray.serve"
+    echo "serving: peers installed in $venv ($((SECONDS - start)) s)"
+}
+
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
     peers=(evidently alibi)
@@ -68,6 +97,7 @@ fi
 for name in "${peers[@]}"; do
     case "$name" in
         evidently | alibi) setup_peer "$name" ;;
-        *) echo "setup.sh: unknown peer '$name' (evidently, alibi)" >&2; exit 2 ;;
+        serving) setup_serving ;;
+        *) echo "setup.sh: unknown peer '$name' (evidently, alibi, serving)" >&2; exit 2 ;;
     esac
 done
