@@ -101,9 +101,8 @@ def main() -> None:
                 f"{100 * cpu / result.wall_s:>13.0f}%"
             )
     if workers > 0:
-        print(
-            f"{'(worker processes)':<28}{1000 * workers / n:>18.3f}{100 * workers / result.wall_s:>13.0f}%"
-        )
+        share = 100 * workers / result.wall_s
+        print(f"{'(worker processes)':<28}{1000 * workers / n:>18.3f}{share:>13.0f}%")
     print(f"{'server in all':<28}{1000 * total / n:>18.3f}{100 * total / result.wall_s:>13.0f}%")
     print(f"{'client (this process)':<28}{1000 * result.cpu_s / n:>18.3f}")
     for key, value in sorted(gauges.items()):
