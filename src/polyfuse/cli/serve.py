@@ -204,8 +204,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     sources = _sources(args) if versioned else None  # registry URIs resolve here, first
     artifact = args.artifact if sources else resolve_artifact(args.artifact)
-    folders = [str(s.folder) for s in sources.values()] if sources else [artifact]
-    for folder in folders:
+    for folder in [str(s.folder) for s in sources.values()] if sources else [artifact]:
         check_engine(getattr(args, "engine", "auto"), folder, ray=ray)
     if args.artifact.startswith("models:/") and config.model_name is None:
         config = config.replace(model_name=_registered_name(args.artifact))

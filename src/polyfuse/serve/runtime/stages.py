@@ -36,6 +36,7 @@ from polyfuse.models.stages import EncodeStage, StageFn, unpack_stage
 
 log = logging.getLogger("polyfuse.serve.runtime.stages")
 
+
 def eager_stage(
     encoder: nn.Module, adapter: nn.Module, *, tokens: bool, fast_layout: bool = True
 ) -> StageFn:
