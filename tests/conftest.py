@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+# the ONNX tests' trained and exported artifacts, shared by tests/artifacts, export, cli, serve
+pytest_plugins = ["tests.export.fixtures"]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

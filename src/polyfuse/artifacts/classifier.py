@@ -33,6 +33,7 @@ from polyfuse.artifacts.format import (
     write_info,
     write_json,
 )
+from polyfuse.artifacts.onnx import is_onnx_export, load_onnx_parts
 from polyfuse.core.config import Config
 from polyfuse.core.errors import ArtifactError, PolyfuseError
 from polyfuse.heads.tasks import Task, task_from_dict
@@ -112,7 +113,8 @@ def trainable_state_dict(model: MultimodalModel) -> dict[str, torch.Tensor]:
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
-    """Load and verify a classifier artifact folder.
+    """Load and verify a classifier artifact folder, or an ONNX export of one
+    (`polyfuse.artifacts.onnx`: the same `Artifact`, its model running the exported graphs).
 
     Raises:
         ArtifactError: missing/corrupt files, unknown format, another kind, changed
@@ -120,6 +122,8 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
         ContractError: a modality contract this polyfuse cannot rebuild.
     """
     path = Path(path)
+    if is_onnx_export(path):
+        return Artifact(*load_onnx_parts(path, device), path=path)
     info = read_info(path, "classifier")
     config = Config.from_file(path / "config.yaml")
     contracts = {m: contract_from_dict(d) for m, d in read_json(path, "contracts.json").items()}

@@ -87,3 +87,8 @@ register_kind(
     "polyfuse.inference.captioner:Captioner",
     "a caption decoder over frozen image tokens (task captioning)",
 )
+register_kind(
+    "onnx",
+    "polyfuse.artifacts.classifier:load_artifact",
+    "a classifier exported as ONNX graphs, fp32 or int8 (`polyfuse export`)",
+)

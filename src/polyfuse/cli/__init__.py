@@ -48,6 +48,9 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("predict", "predict", "predict a manifest with a trained artifact"),
     "evaluate": Command("evaluate", "evaluate", "evaluate an artifact on a labelled manifest"),
     "info": Command("info", "info", "describe an artifact"),
+    "export": Command(
+        "export", "export", "export an artifact as ONNX graphs, fp32 or int8 (--quantize int8)"
+    ),
     "card": Command(
         "card", "card", "print an artifact's model card, or re-evaluate and rewrite it"
     ),

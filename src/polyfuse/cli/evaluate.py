@@ -189,4 +189,5 @@ EVALUATORS: dict[str, Callable[[argparse.Namespace], int]] = {
     "classifier": _evaluate_classifier,
     "alignment": _evaluate_alignment,
     "captioning": _evaluate_captioning,
+    "onnx": _evaluate_classifier,  # an export loads as the classifier it came from
 }

@@ -50,7 +50,10 @@ def _describe_classifier(path: str) -> dict[str, Any]:
 
 
 #: artifact kind -> a richer description than ``artifact.json`` alone.
-DESCRIBERS: dict[str, Callable[[str], dict[str, Any]]] = {"classifier": _describe_classifier}
+DESCRIBERS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "classifier": _describe_classifier,
+    "onnx": _describe_classifier,  # an export loads as the classifier it came from
+}
 
 
 def list_components_arguments(p: argparse.ArgumentParser) -> None:

@@ -131,6 +131,13 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         help="with reason contradiction: route answers a leave-one-modality-out output "
         "contradicts with confidence >= P (default 0.9)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="what runs the model: onnx (ONNX Runtime) for a folder written by 'polyfuse "
+        "export', torch for a trained artifact; auto: whichever the folder holds",
+    )
     p.add_argument("--device", help="auto, cpu or cuda (default: the runtime's)")
     p.add_argument(
         "--threads",
@@ -197,6 +204,8 @@ def serve(args: argparse.Namespace) -> int:
         )
     sources = _sources(args) if versioned else None  # registry URIs resolve here, first
     artifact = args.artifact if sources else resolve_artifact(args.artifact)
+    for folder in [str(s.folder) for s in sources.values()] if sources else [artifact]:
+        check_engine(getattr(args, "engine", "auto"), folder, ray=ray)
     if args.artifact.startswith("models:/") and config.model_name is None:
         config = config.replace(model_name=_registered_name(args.artifact))
     align = AlignServices.load(
@@ -251,6 +260,32 @@ def serve(args: argparse.Namespace) -> int:
     level = "debug" if args.verbose else "warning" if args.quiet else "info"
     run(app, config.host, config.port, log_level=level)
     return EXIT_OK
+
+
+def check_engine(engine: str, folder: str, *, ray: bool = False) -> None:
+    """Refuse an engine the folder cannot run: ``onnx`` needs a folder written by
+    ``polyfuse export``, ``torch`` a trained artifact; Ray replicas run torch artifacts."""
+    from polyfuse.artifacts.onnx import is_onnx_export
+    from polyfuse.core.errors import ConfigError
+
+    exported = is_onnx_export(folder)
+    if engine == "onnx" and not exported:
+        raise ConfigError(
+            "--engine",
+            f"{folder} is not an ONNX export",
+            hint=f"run 'polyfuse export {folder} --format onnx --out DIR' and serve DIR",
+        )
+    if engine == "torch" and exported:
+        raise ConfigError(
+            "--engine",
+            f"{folder} holds ONNX graphs, not torch weights",
+            hint="serve the artifact it was exported from (`polyfuse info` names it under "
+            "onnx.source), or drop --engine",
+        )
+    if ray and exported:
+        raise ConfigError(
+            "--engine", "the ONNX engine serves in process", hint="drop --ray for an ONNX export"
+        )
 
 
 def _sources(args: argparse.Namespace) -> dict[str, VersionSource]:

@@ -112,3 +112,16 @@ class TrackingError(PolyfuseError):
 
 class ModelRegistryError(PolyfuseError):
     """A registered model, version or alias does not exist, or a registry action is refused."""
+
+
+class ExportError(PolyfuseError):
+    """A model part cannot be exported, or its exported graph does not compute what the
+    model computes (``polyfuse export``).
+
+    Args:
+        graph: the graph at fault (``encoder-image``, ``fusion``, ``head-audio``).
+    """
+
+    def __init__(self, graph: str, message: str, *, hint: str | None = None) -> None:
+        self.graph = graph
+        super().__init__(f"{graph}: {message}", hint=hint)

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.artifacts.classifier import Artifact
+from polyfuse.artifacts.onnx import OnnxEncoder, OnnxFusion
 from polyfuse.core.errors import ConfigError
 from polyfuse.inference.batches import collate_all
 from polyfuse.modalities.quality import LOW_QUALITY, QualityGate
@@ -467,6 +468,9 @@ class ModelRuntime:
         """Fusion + heads traced when ``config.trace`` and the traced graph matches the
         eager model on batches of 1, 3 and 5 requests with modalities missing, hidden
         and (token fusions) sequences of several lengths; None: eager."""
+        if isinstance(self.model.fusion, OnnxFusion):  # an ONNX export runs its own graphs
+            self._stage_status["fusion"] = "onnx"
+            return None
         if not self.config.trace:
             self._stage_status["fusion"] = "eager (trace off)"
             return None
@@ -506,6 +510,10 @@ class ModelRuntime:
         ``config.channels_last`` and it has 2-D convolutions, traced when ``config.trace``
         and the traced graph matches the eager model on a batch of 1 and a batch of 3
         mixed sizes."""
+        encoder = self.model.encoder(m)
+        if isinstance(encoder, OnnxEncoder):  # an ONNX export: the graph's session is the stage
+            self._stage_status[m] = "onnx"
+            return encoder.run
         contract = self.contracts[m]
         first = collate_all(contract, samples[:1])
         stage = EncodeStage(

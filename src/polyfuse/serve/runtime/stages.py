@@ -33,40 +33,9 @@ from torch.jit._trace import TracerWarning
 
 from polyfuse.modalities.base import ModalityBatch
 from polyfuse.models.multimodal import Encoded, MultimodalModel
+from polyfuse.models.stages import EncodeStage, StageFn, unpack_stage
 
 log = logging.getLogger("polyfuse.serve.runtime.stages")
-
-#: ``(data, lengths) -> (pooled, tokens or None, mask)``, all adapted into the fused space.
-StageFn = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None, Tensor]]
-
-
-class EncodeStage(nn.Module):
-    """Encoder + adapter of one modality as one module (what gets traced).
-
-    Args:
-        encoder: the modality's encoder (``encoder(data, lengths) -> EncoderOutput``).
-        adapter: its adapter into the fused space.
-        tokens: also adapt the token sequence (attention fusions read tokens).
-        lengths: the contract's batches carry lengths (text, audio, series).
-    """
-
-    def __init__(self, encoder: nn.Module, adapter: nn.Module, *, tokens: bool, lengths: bool):
-        super().__init__()
-        self.encoder = encoder
-        self.adapter = adapter
-        self.tokens = tokens
-        self.lengths = lengths
-
-    def forward(self, data: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, ...]:
-        out = self.encoder(data, lengths if self.lengths else None)
-        pooled = self.adapter(out.pooled)
-        if self.tokens:
-            return pooled, self.adapter(out.tokens), out.mask
-        return pooled, out.mask
-
-    def run(self, data: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Eager call in the `StageFn` form."""
-        return _unpack(self(data, lengths), self.tokens)
 
 
 def eager_stage(
@@ -89,12 +58,6 @@ def channels_last(stage: EncodeStage) -> EncodeStage | None:
     fast = copy.deepcopy(stage)
     fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # untyped overload
     return fast
-
-
-def _unpack(out: Sequence[Tensor], tokens: bool) -> tuple[Tensor, Tensor | None, Tensor]:
-    if tokens:
-        return out[0], out[1], out[2]
-    return out[0], None, out[1]
 
 
 def _inputs(batch: ModalityBatch, lengths: bool) -> tuple[Tensor, ...]:
@@ -155,7 +118,7 @@ def trace_stage(
 
     def run(data: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
         out = traced(data, lengths) if stage.lengths else traced(data)
-        return _unpack(out, stage.tokens)
+        return unpack_stage(out, stage.tokens)
 
     return run, "traced"
 

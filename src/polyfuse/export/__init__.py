@@ -1,0 +1,12 @@
+"""Exporting trained models to portable runtimes: ONNX graphs, fp32 or int8
+(``polyfuse export``; docs/export.md).
+
+- `graphs`: each part (encoder + adapter per modality, fusion + head, auxiliary heads) as an
+  ONNX graph with dynamic axes, checked against the eager model.
+- `quantize`: int8 graphs with onnxruntime (dynamic, or static QDQ for convolutions).
+- `exporter`: `export_onnx`, which writes the folder `polyfuse.artifacts.onnx` loads.
+"""
+
+from polyfuse.export.exporter import ExportResult, export_onnx
+
+__all__ = ["ExportResult", "export_onnx"]
