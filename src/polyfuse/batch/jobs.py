@@ -148,6 +148,8 @@ def index(
     Returns:
         table name -> rows written.
     """
+    import numpy as np
+
     from polyfuse.retrieval.pipeline import write_index
 
     spec = _spec(artifact, settings, "alignment")
@@ -162,8 +164,6 @@ def index(
         for j in range(len(table["row"]))
         if table["error"][j] is None and all(table[m][j] is not None for m in names)
     ]
-    import numpy as np
-
     rows = {r.index: r for r in Manifest.load(manifest, names).rows}
     vectors = {m: np.asarray([table[m][j] for j in keep], dtype=np.float32) for m in names}
     return write_index(

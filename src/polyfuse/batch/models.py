@@ -178,7 +178,7 @@ class ClassifierModel(BatchModel):
                 self.device
             )
             if model.fusion.uses_tokens:
-                tok, msk = _pad([f for f in per_row], n)
+                tok, msk = _pad(per_row, n)
                 encoded.tokens[m], encoded.masks[m] = tok.to(self.device), msk.to(self.device)
         out = model.fuse(encoded)
         collected = Collected(
@@ -201,18 +201,17 @@ def _stack(rows: Sequence[Tensor | None]) -> Tensor:
 
 
 def _pad(rows: Sequence[Features | None], n: int) -> tuple[Tensor, Tensor]:
-    """``(B, T, D)`` tokens and ``(B, T)`` masks from per-row ``(1, T_i, D)`` tokens."""
-    present = [f for f in rows if f is not None and f.tokens is not None]
-    t = max(int(f.tokens.shape[1]) for f in present if f.tokens is not None)
-    d = int(present[0].tokens.shape[2]) if present[0].tokens is not None else 0
-    tok = torch.zeros(n, t, d)
-    msk = torch.zeros(n, t, dtype=torch.bool)
-    for i, f in enumerate(rows):
-        if f is None or f.tokens is None or f.masks is None:
-            continue
-        k = int(f.tokens.shape[1])
-        tok[i, :k], msk[i, :k] = f.tokens[0], f.masks[0]
-    return tok, msk
+    """``(B, T, D)`` tokens and ``(B, T)`` masks from per-row ``(1, T_i, D)`` tokens
+    (zeros and False where a row is absent or shorter)."""
+    present = [(i, f.tokens, f.masks) for i, f in enumerate(rows) if f and f.tokens is not None]
+    t = max(int(tok.shape[1]) for _, tok, _ in present)
+    tokens = torch.zeros(n, t, int(present[0][1].shape[2]))
+    masks = torch.zeros(n, t, dtype=torch.bool)
+    for i, tok, msk in present:
+        k = int(tok.shape[1])
+        tokens[i, :k] = tok[0]
+        masks[i, :k] = True if msk is None else msk[0]
+    return tokens, masks
 
 
 class AlignmentModel(BatchModel):

@@ -55,13 +55,11 @@ class Preprocess:
             out[col.pre(m)] = []
         for j, row in enumerate(rows):
             example = ds[j]
-            bad = isinstance(example, BadRow)
+            inputs = {} if isinstance(example, BadRow) else example.inputs
             out[col.ERROR].append(describe(row, example) if isinstance(example, BadRow) else None)
-            refused = {m: v.reason for m, v in ds.low_quality(j).items()}
-            out[LOW_QUALITY].append(json.dumps(refused))
+            out[LOW_QUALITY].append(json.dumps({m: v.reason for m, v in ds.low_quality(j).items()}))
             for m in names:
-                x = None if bad else example.inputs.get(m)  # type: ignore[union-attr]
-                out[col.pre(m)].append(None if x is None else col.pack(x))
+                out[col.pre(m)].append(col.pack(inputs[m]) if m in inputs else None)
         return col.make(out)
 
 
