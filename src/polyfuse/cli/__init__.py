@@ -46,6 +46,9 @@ COMMANDS: dict[str, Command] = {
     "validate": Command("data", "validate", "check a manifest before training"),
     "train": Command("train", "train", "train a model from a YAML config"),
     "predict": Command("predict", "predict", "predict a manifest with a trained artifact"),
+    "embed": Command(
+        "batch", "embed", "per-row embeddings of a manifest as Parquet parts (optionally on Ray)"
+    ),
     "evaluate": Command("evaluate", "evaluate", "evaluate an artifact on a labelled manifest"),
     "info": Command("info", "info", "describe an artifact"),
     "export": Command(

@@ -106,11 +106,11 @@ def render_metrics(metrics: dict[str, Any], modalities: Sequence[str]) -> str:
 
 
 def report_bad(bad: Sequence[Any]) -> None:
-    """Print the first bad rows to stderr."""
+    """Print the first bad rows (`BadRow`s or their report lines) to stderr."""
     if bad:
         print(f"{len(bad)} bad rows skipped:", file=sys.stderr)
         for b in bad[:10]:
-            print(f"  {b.describe()}", file=sys.stderr)
+            print(f"  {b if isinstance(b, str) else b.describe()}", file=sys.stderr)
         if len(bad) > 10:
             print(f"  ... and {len(bad) - 10} more", file=sys.stderr)
 

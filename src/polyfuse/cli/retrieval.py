@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from polyfuse.cli.batch import job_settings, ray_arguments, runner, uses_ray
 from polyfuse.cli.common import EXIT_OK, check_positive
 
 
@@ -13,13 +14,29 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="alignment artifact (task: contrastive)")
     p.add_argument("--data", required=True, metavar="MANIFEST", help="pair manifest")
     p.add_argument("--db", required=True, metavar="DIR", help="LanceDB folder to write")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per batch with --ray")
+    ray_arguments(p)
+    p.add_argument(
+        "--parts",
+        metavar="DIR",
+        help="with --ray: folder of the embedding parts (default DB/_embeddings; resumable)",
+    )
 
 
 def index(args: argparse.Namespace) -> int:
-    """Embed a pair manifest with an alignment artifact into a LanceDB folder."""
-    from polyfuse.retrieval.pipeline import build_index
+    """Embed a pair manifest with an alignment artifact into a LanceDB folder (with --ray:
+    the embeddings on Ray Data, as resumable Parquet parts, then the tables)."""
+    if uses_ray(args):
+        from polyfuse.batch.jobs import index as index_job
 
-    counts = build_index(args.artifact, args.data, args.db, progress=not args.quiet)
+        settings = job_settings(args)
+        counts = index_job(
+            args.artifact, args.data, args.db, runner(args), settings, parts=args.parts
+        )
+    else:
+        from polyfuse.retrieval.pipeline import build_index
+
+        counts = build_index(args.artifact, args.data, args.db, progress=not args.quiet)
     print(", ".join(f"{n} {name} rows" for name, n in counts.items()) + f" in {args.db}")
     return EXIT_OK
 

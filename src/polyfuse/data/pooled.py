@@ -15,7 +15,7 @@ from polyfuse.core.errors import PolyfuseError
 from polyfuse.core.progress import bar
 from polyfuse.data.dataset import Example, MultimodalDataset
 from polyfuse.data.features import attach_frozen_features
-from polyfuse.data.manifest import Manifest
+from polyfuse.data.manifest import Manifest, Row
 from polyfuse.encoders.base import Encoder, lengths_to_mask
 
 
@@ -90,23 +90,32 @@ def pair_features(
             path, form a group) or a metadata column; rows without it are their own group.
     """
     feats, rows = pooled_features(encoders, manifest, progress=progress)
+    group, first = group_rows([manifest.rows[i] for i in rows], group_key)
+    return PairFeatures(feats, group, first, rows)
 
-    def key(i: int) -> str:
-        row = manifest.rows[i]
-        value = row.values.get(group_key, row.metadata.get(group_key, f"row {i}"))
+
+def group_rows(rows: Sequence[Row], group_key: str) -> tuple[Tensor, Tensor]:
+    """Rows grouped by the item they describe.
+
+    Args:
+        rows: manifest rows.
+        group_key: a modality name (rows with the same value, e.g. the same image path,
+            form a group) or a metadata column; rows without it are their own group.
+
+    Returns:
+        ``(N,)`` group index of each row, and ``(G,)`` the first row of each group.
+    """
+
+    def key(row: Row) -> str:
+        value = row.values.get(group_key, row.metadata.get(group_key, f"row {row.index}"))
         return json.dumps(value, sort_keys=True, default=str)
 
-    keys = [key(i) for i in rows]
+    keys = [key(r) for r in rows]
     order = {v: k for k, v in enumerate(dict.fromkeys(keys))}
     first: dict[str, int] = {}
     for j, v in enumerate(keys):
         first.setdefault(v, j)
-    return PairFeatures(
-        feats,
-        torch.tensor([order[v] for v in keys]),
-        torch.tensor([first[v] for v in order]),
-        rows,
-    )
+    return torch.tensor([order[v] for v in keys]), torch.tensor([first[v] for v in order])
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,8 +28,8 @@ from polyfuse.artifacts.format import (
 )
 from polyfuse.core.config import Config
 from polyfuse.core.errors import ArtifactError, ConfigError
-from polyfuse.data.manifest import Manifest
-from polyfuse.data.pooled import PairFeatures, pair_features
+from polyfuse.data.manifest import Manifest, Row
+from polyfuse.data.pooled import PairFeatures, group_rows, pair_features
 from polyfuse.encoders import build_encoder
 from polyfuse.encoders.base import Encoder
 from polyfuse.inference.batches import load_batch
@@ -522,20 +523,50 @@ def build_index(
     Returns:
         table name -> rows written.
     """
-    from polyfuse.retrieval.index import VectorIndex
-
     aligner = Aligner.load(artifact)
     item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
     manifest = Manifest.load(data, tuple(aligner.encoders))
     pf = pair_features(aligner.encoders, manifest, item, progress=progress)
-    rows = [manifest.rows[i] for i in pf.rows]
     with torch.no_grad():
-        zi = aligner.model.embed(item, pf.feats[item][pf.first]).numpy()
+        zi = aligner.model.embed(item, pf.feats[item]).numpy()
         zq = aligner.model.embed(query, pf.feats[query]).numpy()
+    rows = [manifest.rows[i] for i in pf.rows]
+    return write_index(db, artifact, aligner.info["roles"], rows, zi, zq, ann_min_rows=ann_min_rows)
+
+
+def write_index(
+    db: str | Path,
+    artifact: str | Path,
+    roles: dict[str, str],
+    rows: Sequence[Row],
+    item_vectors: np.ndarray,
+    query_vectors: np.ndarray,
+    *,
+    ann_min_rows: int = 20_000,
+) -> dict[str, int]:
+    """Write the LanceDB tables of `build_index` from embedded pair rows (also used by the
+    Ray Data job, `polyfuse.batch.jobs.index`).
+
+    Args:
+        db: the LanceDB folder.
+        artifact: the alignment artifact (recorded for `search_index`).
+        roles: ``{"item": ..., "query": ...}`` modality names.
+        rows: pair rows with both modalities.
+        item_vectors: ``(N, D)`` item embeddings per row (rows of one item share it).
+        query_vectors: ``(N, D)`` query embeddings per row.
+
+    Returns:
+        table name -> rows written.
+    """
+    from polyfuse.retrieval.index import VectorIndex
+
+    item, query = roles["item"], roles["query"]
+    group, first = group_rows(rows, item)
+    zi, zq = item_vectors[first.numpy()], query_vectors
     texts: dict[int, list[str]] = {}
-    for j, g in enumerate(pf.group.tolist()):
+    for j, g in enumerate(group.tolist()):
         texts.setdefault(g, []).append(str(rows[j].values[query]))
-    items = [rows[int(j)] for j in pf.first]
+    items = [rows[int(j)] for j in first]
     tables = {
         item: (
             zi,
@@ -554,7 +585,7 @@ def build_index(
         ann[name] = len(ids) >= ann_min_rows
         if ann[name]:
             index.build_ann()
-    info = {"artifact": str(Path(artifact).resolve()), "roles": aligner.info["roles"], "ann": ann}
+    info = {"artifact": str(Path(artifact).resolve()), "roles": dict(roles), "ann": ann}
     (Path(db) / "index.json").write_text(json.dumps(info, indent=2))
     return {name: len(t[1]) for name, t in tables.items()}
 
