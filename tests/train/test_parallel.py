@@ -20,7 +20,7 @@ from polyfuse.core.errors import ConfigError, TrainingError
 from polyfuse.inference.predict import Predictor
 from polyfuse.train import Trainer
 from polyfuse.train.distributed import launch
-from polyfuse.train.parallel import check_parallel, train_local, worker
+from polyfuse.train.parallel import check_parallel, train_local, train_ray, worker
 from polyfuse.train.tasks import TrainRequest
 from tests.conftest import SMALL_CONFIG
 
@@ -102,3 +102,18 @@ def test_tasks_outside_the_classifier_trainer_are_refused_before_launching() -> 
     other = TrainRequest(dataclasses.replace(config, task="captioning"), "t", None, "o")
     with pytest.raises(ConfigError, match="one process only"):
         check_parallel(other, 2)
+
+
+@pytest.mark.slow
+def test_ray_train_runs_the_same_trainer_on_two_workers(
+    synthetic: Callable[..., tuple[Path, Path]], tmp_path: Path
+) -> None:
+    pytest.importorskip("ray.train.torch")
+    train, val = synthetic(32)
+    config = Config.from_dict(_raw(epochs=2))
+    req = TrainRequest(config, train, val, tmp_path / "ray_run", progress=False)
+    summary = train_ray(req, 2, storage=str(tmp_path / "ray"))
+    local = train_local(TrainRequest(config, train, val, tmp_path / "local", progress=False), 2)
+    assert summary.artifact == tmp_path / "ray_run"
+    assert summary.figures == local.figures, "the same ranks, seeds and shards"
+    assert Predictor.load(summary.artifact).modalities == tuple(sorted(SMALL_CONFIG["modalities"]))

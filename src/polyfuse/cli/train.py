@@ -60,6 +60,11 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     ddp.add_argument(
         "--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local one)"
     )
+    ddp.add_argument(
+        "--ray-storage",
+        metavar="PATH",
+        help="Ray Train's run folder (default ~/ray_results; shared storage on a cluster)",
+    )
 
 
 def train(args: argparse.Namespace) -> int:
@@ -102,7 +107,7 @@ def _run(request: TrainRequest, args: argparse.Namespace) -> dict[str, float | i
     if args.ray:
         from polyfuse.train.parallel import train_ray
 
-        summary = train_ray(request, args.nproc, args.ray_address, level)
+        summary = train_ray(request, args.nproc, args.ray_address, level, args.ray_storage)
     elif world.distributed:  # torchrun (or another launcher) started this process
         if args.nproc > 1:
             raise ConfigError(

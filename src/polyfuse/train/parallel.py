@@ -8,14 +8,20 @@ environment; `polyfuse.train.distributed` and the `Trainer` do the rest.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from polyfuse.core.errors import ConfigError, TrainingError
 from polyfuse.train.distributed import launch, threads_per_process, world_from_env
 from polyfuse.train.tasks import DATA_PARALLEL, TrainRequest, TrainSummary, classify
+
+#: rank 0's `TrainSummary` in the checkpoint a Ray Train worker reports
+SUMMARY = "summary.json"
 
 
 def check_parallel(req: TrainRequest, nproc: int, flag: str = "--nproc") -> None:
@@ -63,24 +69,40 @@ def worker(req: TrainRequest, log_level: int) -> TrainSummary:
 
 # ---------------------------------------------------------------------- Ray Train
 def train_ray(
-    req: TrainRequest, nproc: int, address: str | None = None, log_level: int = logging.INFO
+    req: TrainRequest,
+    nproc: int,
+    address: str | None = None,
+    log_level: int = logging.INFO,
+    storage: str | None = None,
 ) -> TrainSummary:
     """Train ``req`` with Ray Train: a `TorchTrainer` of ``nproc`` workers (one GPU each when
     the config's device is CUDA) on the Ray cluster at ``address`` (default: a local one).
 
     The artifact folder is written by rank 0's worker: on a cluster, give ``--out`` on
-    storage every node sees, and manifests every node can read.
+    storage every node sees, and manifests every node can read. ``storage`` is Ray Train's
+    own run folder (``RunConfig.storage_path``, default ``~/ray_results``; shared storage
+    on a cluster), where rank 0's summary travels back.
 
     Raises:
         TrainingError: the run failed.
     """
     check_parallel(req, nproc, "--ray")
     import ray
+
+    started = not ray.is_initialized()
+    if started:  # "local": a fresh instance, never another user's cluster found by chance
+        ray.init(address=address or "local", include_dashboard=False)
+    try:
+        return _fit_ray(req, nproc, log_level, storage)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _fit_ray(req: TrainRequest, nproc: int, log_level: int, storage: str | None) -> TrainSummary:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=True, include_dashboard=False)
     gpu = req.config.train.device.startswith("cuda")
     timeout = int(req.ddp.timeout_s) if req.ddp else 1800
     out = Path(req.out).resolve()
@@ -89,7 +111,9 @@ def train_ray(
         train_loop_config={"request": req, "log_level": log_level},
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo", timeout_s=timeout),
         scaling_config=ScalingConfig(num_workers=nproc, use_gpu=gpu),
-        run_config=RunConfig(name=f"polyfuse-{out.name}", storage_path=str(out / "ray")),
+        run_config=RunConfig(
+            name=f"polyfuse-{out.name}-{uuid.uuid4().hex[:6]}", storage_path=storage
+        ),
     )
     try:
         result = trainer.fit()
@@ -98,9 +122,11 @@ def train_ray(
             f"the Ray Train run failed: {str(exc).strip().splitlines()[-1]}",
             hint="the workers' logs above have the full error",
         ) from exc
-    figures: dict[str, Any] = dict(result.metrics or {})
-    artifact = Path(figures.pop("artifact", out))
-    return TrainSummary(artifact, {k: v for k, v in figures.items() if _figure(v)})
+    if result.checkpoint is None:
+        raise TrainingError("the Ray Train run ended without rank 0's summary")
+    with result.checkpoint.as_directory() as folder:
+        figures = json.loads((Path(folder) / SUMMARY).read_text(encoding="utf-8"))
+    return TrainSummary(Path(figures.pop("artifact")), figures)
 
 
 def ray_worker(loop_config: dict[str, Any]) -> None:
@@ -116,8 +142,9 @@ def ray_worker(loop_config: dict[str, Any]) -> None:
         LOCAL_WORLD_SIZE=str(ctx.get_local_world_size()),
     )
     summary = worker(loop_config["request"], loop_config["log_level"])
-    ray.train.report(summary.to_dict())
-
-
-def _figure(value: object) -> bool:
-    return isinstance(value, int | float | str)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if ctx.get_world_rank() == 0:  # the summary travels as a (tiny) Ray checkpoint
+            (Path(folder) / SUMMARY).write_text(json.dumps(summary.to_dict()), encoding="utf-8")
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(summary.to_dict(), checkpoint=checkpoint)
