@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,7 @@ def test_two_processes_train_from_the_cli_like_one_within_noise(
     assert sum(a.label == r["label"] for a, r in zip(answers, rows, strict=True)) >= 3
 
 
-def test_a_ddp_run_resumes_after_epoch_1_to_the_same_weights(
+def test_a_ddp_run_resumes_after_epoch_1_to_the_weights_of_an_uninterrupted_torchrun_run(
     synthetic: Callable[..., tuple[Path, Path]], tmp_path: Path
 ) -> None:
     train, val = synthetic(48)  # rows lacking a modality: find_unused_parameters on
@@ -79,7 +82,13 @@ def test_a_ddp_run_resumes_after_epoch_1_to_the_same_weights(
     def request(out: str, resume: bool = False) -> TrainRequest:
         return TrainRequest(config, train, val, tmp_path / out, progress=False, resume=resume)
 
-    train_local(request("full"), 2)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    torchrun = Path(sys.executable).with_name("torchrun")  # the same code path as --nproc
+    args = ["--standalone", "--nproc-per-node", "2", "-m", "polyfuse", "train", str(config_file)]
+    args += ["--train", str(train), "--val", str(val), "--out", str(tmp_path / "full"), "-q"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([str(torchrun), *args], check=True, env=env, timeout=300)
     with pytest.raises(TrainingError, match="stopped after epoch 1"):
         launch(_stop_after_epoch_1, (request("resumed"), 30), 2)
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
