@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from polyfuse.core.errors import TrainingError
+from polyfuse.core.errors import ConfigError, TrainingError
 from polyfuse.data.sampler import LengthGroupedBatchSampler
 from polyfuse.train.distributed import (
     SINGLE,
@@ -18,6 +18,7 @@ from polyfuse.train.distributed import (
     ShardedBatchSampler,
     World,
     launch,
+    place,
     threads_per_process,
     world_from_env,
 )
@@ -71,6 +72,15 @@ def test_shards_split_the_epochs_batches_evenly_and_cover_them(rows: int, size: 
     assert {tuple(b) for s in epoch1 for b in s} == {tuple(b) for b in whole}
     assert sum(len(s) for s in epoch1) - len(whole) < size, "only the padding repeats"
     assert epoch1 == shards(1) and epoch1 != shards(2), "deterministic per epoch"
+
+
+def test_more_processes_than_gpus_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert place(torch.device("cpu"), World(1, 2, 1, 2)) == torch.device("cpu")
+    assert place(torch.device("cuda"), World(0, 2, 0, 2)) == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match="cuda:1") as info:
+        place(torch.device("cuda"), World(1, 2, 1, 2))
+    assert "one process per GPU" in (info.value.hint or "")
 
 
 def test_collectives_are_identities_in_one_process() -> None:

@@ -29,7 +29,8 @@ from tests.conftest import SMALL_CONFIG
 
 
 def _raw(**train: Any) -> dict[str, Any]:
-    return {**SMALL_CONFIG, "train": {**SMALL_CONFIG["train"], **train}}
+    """SMALL_CONFIG on CPU (gloo), also on a machine with one GPU (NCCL needs one per rank)."""
+    return {**SMALL_CONFIG, "train": {**SMALL_CONFIG["train"], "device": "cpu", **train}}
 
 
 def _stop_after_epoch_1(req: TrainRequest, level: int) -> None:
@@ -47,6 +48,7 @@ def _stop_after_epoch_1(req: TrainRequest, level: int) -> None:
     worker(req, level)
 
 
+@pytest.mark.slow
 def test_two_processes_train_from_the_cli_like_one_within_noise(
     synthetic: Callable[..., tuple[Path, Path]], tmp_path: Path
 ) -> None:
@@ -104,7 +106,7 @@ def test_a_ddp_run_resumes_after_epoch_1_to_the_weights_of_an_uninterrupted_torc
 
 
 def test_tasks_outside_the_classifier_trainer_are_refused_before_launching() -> None:
-    config = Config.from_dict(SMALL_CONFIG)
+    config = Config.from_dict(_raw())
     req = TrainRequest(config, "train.jsonl", None, "out")
     with pytest.raises(ConfigError, match="--nproc"):
         check_parallel(req, 0)

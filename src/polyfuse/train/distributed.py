@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.data import Sampler
 
-from polyfuse.core.errors import TrainingError
+from polyfuse.core.errors import ConfigError, TrainingError
 from polyfuse.data.sampler import LengthGroupedBatchSampler
 
 log = logging.getLogger("polyfuse.train")
@@ -109,10 +109,23 @@ def world_from_env() -> World:
 
 
 def place(device: torch.device, world: World) -> torch.device:
-    """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA runs, else ``device``."""
-    if world.distributed and device.type == "cuda":
-        return torch.device("cuda", world.local_rank)
-    return device
+    """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA runs, else ``device``.
+
+    Raises:
+        ConfigError: more local processes than GPUs (NCCL needs one GPU per process).
+    """
+    if not (world.distributed and device.type == "cuda"):
+        return device
+    gpus = torch.cuda.device_count()
+    if world.local_rank >= gpus:
+        raise ConfigError(
+            "train.device",
+            f"local rank {world.local_rank} needs cuda:{world.local_rank} but this machine "
+            f"has {gpus} GPU(s)",
+            hint="start at most one process per GPU (--nproc / --nproc-per-node), or train on "
+            "CPU with train.device: cpu (gloo)",
+        )
+    return torch.device("cuda", world.local_rank)
 
 
 @contextlib.contextmanager

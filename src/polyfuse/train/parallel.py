@@ -76,7 +76,8 @@ def train_ray(
     storage: str | None = None,
 ) -> TrainSummary:
     """Train ``req`` with Ray Train: a `TorchTrainer` of ``nproc`` workers (one GPU each when
-    the config's device is CUDA) on the Ray cluster at ``address`` (default: a local one).
+    the config's device is CUDA, or ``auto`` on a cluster with GPUs) on the Ray cluster at
+    ``address`` (default: a local one).
 
     The artifact folder is written by rank 0's worker: on a cluster, give ``--out`` on
     storage every node sees, and manifests every node can read. ``storage`` is Ray Train's
@@ -100,10 +101,14 @@ def train_ray(
 
 
 def _fit_ray(req: TrainRequest, nproc: int, log_level: int, storage: str | None) -> TrainSummary:
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    gpu = req.config.train.device.startswith("cuda")
+    device = req.config.train.device
+    gpu = device.startswith("cuda") or (
+        device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1
+    )
     timeout = int(req.ddp.timeout_s) if req.ddp else 1800
     out = Path(req.out).resolve()
     trainer = TorchTrainer(
