@@ -133,11 +133,11 @@ def process_group(world: World, device: torch.device, timeout_s: float) -> Itera
     """Join the process group (gloo on CPU, NCCL on CUDA) for the duration of a run; one a
     launcher already started (Ray Train) is adopted and left running."""
     dist = torch.distributed
+    if world.distributed and device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     if not world.distributed or dist.is_initialized():
         yield
         return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     dist.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo",
         rank=world.rank,
