@@ -48,7 +48,6 @@ def _stop_after_epoch_1(req: TrainRequest, level: int) -> None:
     worker(req, level)
 
 
-@pytest.mark.slow
 def test_two_processes_train_from_the_cli_like_one_within_noise(
     synthetic: Callable[..., tuple[Path, Path]], tmp_path: Path
 ) -> None:
