@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polyfuse.core.config import Config
 from polyfuse.core.errors import ConfigError
-from polyfuse.release.tracking import Tracker, tracked
+from polyfuse.release.tracking import NoTracker, Tracker, tracked
+from polyfuse.train.distributed import DDPOptions, world_from_env
 
 
 @dataclass(frozen=True)
 class TrainRequest:
     """What a trainer is asked to do: config, manifests, artifact folder, options
-    (``name``: the default tracking experiment, `polyfuse train` passes the config file's)."""
+    (``name``: the default tracking experiment, `polyfuse train` passes the config file's;
+    ``ddp``: data-parallel options, used when a launcher started several processes)."""
 
     config: Config
     train: str | Path
@@ -34,6 +36,7 @@ class TrainRequest:
     resume: bool = False
     reference: str | Path | None = None
     name: str | None = None
+    ddp: DDPOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,9 @@ def classify(req: TrainRequest) -> TrainSummary:
     from polyfuse.train.trainer import Trainer
 
     reference: str | Path | bool = True if req.reference is None else req.reference
-    with _tracked(req) as tracker:
+    world = world_from_env()
+    main = world.is_main  # in a data-parallel run, rank 0 alone tracks
+    with _tracked(req) if main else nullcontext(NoTracker()) as tracker:
         trainer = Trainer(
             req.config,
             req.out,
@@ -64,6 +69,8 @@ def classify(req: TrainRequest) -> TrainSummary:
             resume=req.resume,
             reference=reference,
             tracker=tracker,
+            world=world,
+            ddp=req.ddp,
         )
         result = trainer.fit(req.train, req.val)
         summary = TrainSummary(result.path, result.figures())
@@ -127,6 +134,9 @@ def _needs_val(req: TrainRequest, why: str) -> str | Path:
         raise ConfigError("--val", why)
     return req.val
 
+
+#: tasks `Trainer` trains, which alone trains data-parallel (``--nproc``, torchrun, Ray Train)
+DATA_PARALLEL = frozenset({"multiclass", "multilabel", "regression"})
 
 #: task -> trainer. A new task is one function and one line here.
 TRAINERS: dict[str, TrainFn] = {

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,7 +46,16 @@ from polyfuse.modalities import ModalityContract
 from polyfuse.modalities.quality import QualityGate, build_gates
 from polyfuse.models.build import build_contracts, build_model
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
-from polyfuse.release.tracking import Tracker, tracked
+from polyfuse.release.tracking import NoTracker, Tracker, tracked
+from polyfuse.train.distributed import (
+    Collective,
+    DDPOptions,
+    ShardedBatchSampler,
+    World,
+    place,
+    process_group,
+    world_from_env,
+)
 from polyfuse.train.dropout import modality_dropout
 from polyfuse.train.monitor import StallMonitor
 from polyfuse.train.optim import make_optimizer
@@ -102,6 +111,15 @@ class _State:
     warnings: list[str] = field(default_factory=list)
 
 
+class _Verdict(NamedTuple):
+    """Rank 0's judgement of an epoch, broadcast to the other ranks."""
+
+    record: dict[str, Any]
+    improved: bool
+    best_score: tuple[float, float]
+    best_metrics: dict[str, Any]
+
+
 @dataclass
 class _Run:
     """Everything one training run mutates, passed around as one object."""
@@ -116,6 +134,8 @@ class _Run:
     monitor: StallMonitor = field(default_factory=StallMonitor)
     noise_rng: np.random.Generator = field(default_factory=np.random.default_rng)
     pools: dict[str, NonSignalPool] = field(default_factory=dict)
+    #: what the training forward runs: ``model``, or its DistributedDataParallel wrapper
+    net: torch.nn.Module | None = None
 
 
 class Trainer:
@@ -134,6 +154,12 @@ class Trainer:
         tracker: receives each epoch's ``metrics.jsonl`` record (`polyfuse.release.tracking`),
             started and finished by the caller; by default `fit` runs the one
             ``train.tracking`` names itself.
+        world: this process in a data-parallel run (`polyfuse.train.distributed`); by
+            default read from the launcher's environment (torchrun, ``--nproc``, Ray Train),
+            a single process without one. Each rank trains on its shard of the batches
+            with the model wrapped in DistributedDataParallel; rank 0 validates and
+            broadcasts its decisions, and only rank 0 writes files.
+        ddp: data-parallel options (collective timeout, ``find_unused_parameters``).
     """
 
     def __init__(
@@ -146,6 +172,8 @@ class Trainer:
         reference: str | Path | bool = True,
         card: bool = True,
         tracker: Tracker | None = None,
+        world: World | None = None,
+        ddp: DDPOptions | None = None,
     ) -> None:
         self.config = config
         self.tracker = tracker
@@ -153,10 +181,13 @@ class Trainer:
         self.card = card
         self.cfg = config.train
         self.out_dir = Path(out_dir)
-        self.progress = progress
+        self.world = world or world_from_env()
+        self.ddp = ddp or DDPOptions()
+        self.progress = progress and self.world.is_main
         self.resume = resume
         self._lineage: tuple[ManifestLineage, ...] = ()
-        self.device = resolve_device(self.cfg.device)
+        self.device = place(resolve_device(self.cfg.device), self.world)
+        self.sync = Collective(self.world, self.device)
         self.cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
 
     # ------------------------------------------------------------------ setup
@@ -170,8 +201,14 @@ class Trainer:
             val: validation manifest; when omitted, a seeded 10% of ``train`` is held out.
         """
         self._check_task()
-        if self.tracker is not None:
-            return self._fit(self.tracker, train, val)
+        with process_group(self.world, self.device, self.ddp.timeout_s):
+            if self.tracker is not None or not self.world.is_main:
+                return self._fit(self.tracker or NoTracker(), train, val)
+            return self._fit_tracked(train, val)
+
+    def _fit_tracked(
+        self, train: str | Path | Manifest, val: str | Path | Manifest | None
+    ) -> TrainResult:
         with tracked(self.config, self.out_dir, resume=self.resume) as tracker:
             result = self._fit(tracker, train, val)
             tracker.finish(result.path, result.figures())
@@ -205,7 +242,9 @@ class Trainer:
         )
         t0 = time.perf_counter()
         feature_seconds = (
-            self._prepare_features(model, [train_ds, val_ds]) if self.cfg.feature_cache else 0.0
+            self._prepare_features_in_turn(model, [train_ds, val_ds])
+            if self.cfg.feature_cache
+            else 0.0
         )
         loader = self._loader(train_ds, shuffle=True)
         val_loader = self._loader(val_ds, shuffle=False)
@@ -217,46 +256,35 @@ class Trainer:
             optimizer,
             schedule,
             train_ds,
-            gen=torch.Generator().manual_seed(self.cfg.seed + 1),
+            gen=torch.Generator().manual_seed(self.world.seed(self.cfg.seed + 1)),
             monitor=StallMonitor(self.cfg.stall_epochs, self.cfg.stall_tolerance),
-            noise_rng=np.random.default_rng(self.cfg.seed + 2),
+            noise_rng=np.random.default_rng(self.world.seed(self.cfg.seed + 2)),
             pools=pools,
         )
         state = run.state
+        if self.world.rank:  # layers' own randomness (dropout) differs per rank
+            seed_everything(self.world.seed(self.cfg.seed))
         if self.resume:
             self._restore(run)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        run.net = self._wrap(model, train_ds)
         log_path = self.out_dir / "metrics.jsonl"
-        if not self.resume:
-            log_path.unlink(missing_ok=True)
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not self.resume:
+                log_path.unlink(missing_ok=True)
         for epoch in range(state.epoch + 1, self.cfg.epochs + 1):
             loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
             train_stats = self._train_epoch(run, loader, epoch)
-            outputs = collect(
-                model,
-                val_loader,
-                self.device,
-                self.cfg.precision,
-                self.progress,
-                desc="validating",
-                subsets=self._selection_subsets(),
-            )
-            record = self._record(
-                run,
-                epoch,
-                train_stats,
-                outputs,
-                time.perf_counter() - t0,
-                feature_seconds if epoch == 1 else 0.0,
-            )
+            # lengths learned on each rank's shard group the next epochs alike on every rank
+            self.sync.max_into(train_ds.lengths)
+            warnings = run.monitor.update(train_stats["modality_loss"])
+            seconds = (time.perf_counter() - t0, feature_seconds if epoch == 1 else 0.0)
+            record, improved = self._judge(run, val_loader, epoch, train_stats, seconds, warnings)
             t0 = time.perf_counter()
-            for warning in run.monitor.update(train_stats["modality_loss"]):
-                log.warning(warning)
-                state.warnings.append(warning)
-                record.setdefault("warnings", []).append(warning)
-            improved = self._track_best(run, record, outputs, epoch)
-            self._log(log_path, record)
-            tracker.log_epoch(record, epoch)
+            state.warnings.extend(warnings)
+            if self.world.is_main:
+                self._log(log_path, record)
+                tracker.log_epoch(record, epoch)
             state.history.append(record)
             state.epoch = epoch
             self._checkpoint(run)
@@ -382,8 +410,25 @@ class Trainer:
         )
         return time.perf_counter() - start
 
+    def _prepare_features_in_turn(
+        self, model: MultimodalModel, datasets: list[MultimodalDataset]
+    ) -> float:
+        """`_prepare_features`, rank 0 first: it fills the shared disk cache, which the other
+        ranks then only read (no rank encodes what another already did, no racing writes)."""
+        if not self.world.is_main:
+            self.sync.barrier()
+        seconds = self._prepare_features(model, datasets)
+        if self.world.is_main:
+            self.sync.barrier()
+        return seconds
+
     def _loader(self, ds: MultimodalDataset, shuffle: bool) -> DataLoader[Any]:
-        sampler = LengthGroupedBatchSampler(ds.lengths, self.cfg.batch_size, shuffle, self.cfg.seed)
+        """Batches of ``ds``; a training loader (``shuffle``) of a data-parallel run yields
+        this rank's shard of them."""
+        grouped = LengthGroupedBatchSampler(ds.lengths, self.cfg.batch_size, shuffle, self.cfg.seed)
+        sampler: LengthGroupedBatchSampler | ShardedBatchSampler = grouped
+        if shuffle and self.world.distributed:
+            sampler = ShardedBatchSampler(grouped, self.world)
         return DataLoader(
             ds,
             batch_sampler=sampler,
@@ -391,6 +436,29 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
         )
+
+    def _wrap(self, model: MultimodalModel, train_ds: MultimodalDataset) -> torch.nn.Module:
+        """The module the training forward calls: ``model`` itself in a single process, else
+        ``model`` in DistributedDataParallel (its gradients all-reduced after each backward;
+        the model stays unwrapped for validation, checkpoints and the artifact)."""
+        if not self.world.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        unused = self.ddp.find_unused
+        if unused is None:
+            unused = bool(train_ds.gates) or any(
+                set(self.config.modalities) - set(row.values) for row in train_ds.rows
+            )
+        log.info(
+            "data parallel: %d processes (%s), %d per batch each, find_unused_parameters=%s",
+            self.world.size,
+            torch.distributed.get_backend(),
+            self.cfg.batch_size,
+            unused,
+        )
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     # ------------------------------------------------------------------ loop
     def _substitute_noise(self, run: _Run, batch: Batch) -> None:
@@ -439,15 +507,16 @@ class Trainer:
         pbar = bar(
             loader, enabled=self.progress, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False
         )
+        net = run.net or model
         for cpu_batch in pbar:
-            if cpu_batch.size == 0:
+            if not self.sync.all(cpu_batch.size > 0):  # ranks skip a batch together
                 continue
             self._substitute_noise(run, cpu_batch)
             batch = cpu_batch.to(self.device)
+            present = _presence(model, batch)
             with autocast(self.device, self.cfg.precision):
-                encoded = model.encode(batch.inputs, batch.size)
-                out = model.fuse(encoded, modality_dropout(encoded.present, drop, run.gen))
-                loss, fused, per_mod = self._losses(task, out, encoded.present, batch)
+                out = net(batch.inputs, batch.size, modality_dropout(present, drop, run.gen))
+                loss, fused, per_mod = self._losses(task, out, present, batch)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {float(loss)} at epoch {epoch}",
@@ -466,6 +535,7 @@ class Trainer:
             pbar.set_postfix(loss=f"{totals['loss'] / totals['n']:.4f}")
         if pending:
             self._step(run)
+        totals, mod_sum, mod_n = self._sum_over_ranks(totals, mod_sum, mod_n)
         if totals["n"] == 0:
             raise TrainingError(
                 "every training row was bad; nothing to train on",
@@ -475,6 +545,21 @@ class Trainer:
             "loss": totals["loss"] / totals["n"],
             "modality_loss": {m: mod_sum[m] / mod_n[m] for m in mod_sum if mod_n[m]},
         }
+
+    def _sum_over_ranks(
+        self, totals: dict[str, float], mod_sum: dict[str, float], mod_n: dict[str, int]
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+        """An epoch's loss sums and counts over every rank (the identity in one process)."""
+        names = sorted(mod_sum)
+        flat = self.sync.sum(
+            [totals["loss"], totals["n"], *(mod_sum[m] for m in names), *(mod_n[m] for m in names)]
+        )
+        k = len(names)
+        return (
+            {"loss": flat[0], "n": int(flat[1])},
+            dict(zip(names, flat[2 : 2 + k], strict=True)),
+            {m: int(v) for m, v in zip(names, flat[2 + k :], strict=True)},
+        )
 
     def _losses(
         self, task: Task, out: ModelOutput, available: Mapping[str, Tensor], batch: Batch
@@ -572,6 +657,49 @@ class Trainer:
         parts.append(f"{record['seconds']:.1f}s")
         log.info("  ".join(parts))
 
+    def _judge(
+        self,
+        run: _Run,
+        val_loader: DataLoader[Any],
+        epoch: int,
+        train_stats: dict[str, Any],
+        seconds: tuple[float, float],
+        warnings: list[str],
+    ) -> tuple[dict[str, Any], bool]:
+        """Validate (rank 0 only), record the epoch and keep the best weights.
+
+        Rank 0 broadcasts its record and verdict, so every rank keeps the same history,
+        best epoch and early-stopping count (and the same best weights: DDP keeps the
+        ranks' weights identical). Returns the epoch's record and whether it improved.
+        """
+        state = run.state
+        verdict = _Verdict({}, False, state.best_score, {})  # rank 0 fills it in
+        if self.world.is_main:
+            outputs = collect(
+                run.model,
+                val_loader,
+                self.device,
+                self.cfg.precision,
+                self.progress,
+                desc="validating",
+                subsets=self._selection_subsets(),
+            )
+            record = self._record(run, epoch, train_stats, outputs, *seconds)
+            for warning in warnings:
+                log.warning(warning)
+                record.setdefault("warnings", []).append(warning)
+            improved = self._track_best(run, record, outputs, epoch)
+            verdict = _Verdict(record, improved, state.best_score, state.best_metrics)
+        verdict = self.sync.broadcast(verdict)
+        if not self.world.is_main:
+            if verdict.improved:
+                state.best_score, state.best_epoch, state.stale = verdict.best_score, epoch, 0
+                state.best_state = copy.deepcopy(trainable_state_dict(run.model))
+                state.best_metrics = verdict.best_metrics
+            else:
+                state.stale += 1
+        return verdict.record, verdict.improved
+
     def _track_best(self, run: _Run, record: dict[str, Any], val: Collected, epoch: int) -> bool:
         model, task, state = run.model, run.task, run.state
         metric = self._metric(task)
@@ -599,6 +727,11 @@ class Trainer:
         return False
 
     def _checkpoint(self, run: _Run) -> None:
+        """``checkpoints/last.pt``, written by rank 0 with every rank's random states (the
+        model unwrapped, so it reads like a single-process checkpoint)."""
+        rngs = self.sync.gather(_rank_rng(run))
+        if not self.world.is_main:
+            return
         folder = self.out_dir / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -606,14 +739,15 @@ class Trainer:
             "model": trainable_state_dict(run.model),
             "optimizer": run.optimizer.state_dict(),
             "schedule": run.schedule.state_dict(),
-            "rng": rng_state(),
-            "dropout_rng": run.gen.get_state(),
-            "noise_rng": run.noise_rng.bit_generator.state,
+            **rngs[0],
             "monitor": run.monitor.state_dict(),
             "config": self.config.to_dict(),
             # lengths learned while loading drive batch grouping: a resumed run needs them
             "train_lengths": list(run.train_ds.lengths),
+            "world_size": self.world.size,
         }
+        if self.world.distributed:
+            payload["ranks"] = rngs
         tmp = folder / "last.pt.tmp"
         torch.save(payload, tmp)
         tmp.replace(folder / "last.pt")
@@ -629,15 +763,24 @@ class Trainer:
                 f"{path} was written with a different config",
                 hint="resume with the same config, or use a new --out folder",
             )
+        size = int(ckpt.get("world_size", 1))
+        if size != self.world.size:
+            raise TrainingError(
+                f"{path} was written by a run of {size} process(es); this one has "
+                f"{self.world.size}",
+                hint=f"resume with --nproc {size} (the batch shards and the learning-rate "
+                "schedule depend on the process count), or use a new --out folder",
+            )
         run.model.load_state_dict(ckpt["model"], strict=False)
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.schedule.load_state_dict(ckpt["schedule"])
         for key, value in ckpt["state"].items():
             setattr(run.state, key, value)
-        set_rng_state(ckpt["rng"])
-        run.gen.set_state(ckpt["dropout_rng"])
-        if "noise_rng" in ckpt:
-            run.noise_rng.bit_generator.state = ckpt["noise_rng"]
+        rng = ckpt["ranks"][self.world.rank] if "ranks" in ckpt else ckpt
+        set_rng_state(rng["rng"])
+        run.gen.set_state(rng["dropout_rng"])
+        if "noise_rng" in rng:
+            run.noise_rng.bit_generator.state = rng["noise_rng"]
         run.monitor.load_state_dict(ckpt["monitor"])
         run.train_ds.lengths[:] = ckpt["train_lengths"]
         log.info("resumed from %s after epoch %d", path, run.state.epoch)
@@ -654,8 +797,8 @@ class Trainer:
         if state.best_state is not None:
             model.load_state_dict(state.best_state, strict=False)
         model.eval()
+        self._gather_bad_rows(train_ds)
         bad = train_ds.problem_rows() + val_ds.problem_rows()
-        self._write_bad_rows(bad)
         metrics = {
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
@@ -665,6 +808,17 @@ class Trainer:
             "bad_rows": len(bad),
         }
         artifact = Artifact(self.config, contracts, task, model, metrics, lineage=self._lineage)
+        if not self.world.is_main:  # the same weights: rank 0 writes them
+            return TrainResult(
+                artifact,
+                self.out_dir,
+                state.history,
+                state.best_epoch,
+                state.best_metrics,
+                bad,
+                state.warnings,
+            )
+        self._write_bad_rows(bad)
         path = artifact.save(self.out_dir)
         log.info("saved artifact to %s (best epoch %d)", path, state.best_epoch)
         from polyfuse.inference.predict import Predictor
@@ -675,6 +829,14 @@ class Trainer:
         return TrainResult(
             artifact, path, state.history, state.best_epoch, state.best_metrics, bad, state.warnings
         )
+
+    def _gather_bad_rows(self, train_ds: MultimodalDataset) -> None:
+        """Rank 0 learns the bad training rows the other ranks met in their shards (it
+        loads them again to report them; indices only travel)."""
+        found = self.sync.gather([b.index for b in train_ds.bad_rows])
+        if self.world.is_main:
+            for index in sorted({i for rank in found[1:] for i in rank}):
+                train_ds[index]
 
     def _write_profile(self, predictor: Predictor, val: Manifest) -> None:
         """The monitoring reference profile (`polyfuse.monitor`) under ``monitor/reference``."""
@@ -729,6 +891,26 @@ class Trainer:
         log.warning(
             "%d bad rows were skipped (details in %s); first: %s", len(bad), path, bad[0].describe()
         )
+
+
+def _presence(model: MultimodalModel, batch: Batch) -> dict[str, Tensor]:
+    """name -> ``(B,)`` modalities each sample has (what `MultimodalModel.encode` reports as
+    ``present``), known before the forward so modality dropout can be passed into it."""
+    absent = torch.zeros(batch.size, dtype=torch.bool, device=model.prior.device)
+    out = {}
+    for m in model.modalities:
+        mb = batch.inputs.get(m)
+        out[m] = mb.present if mb is not None and mb.num_present > 0 else absent
+    return out
+
+
+def _rank_rng(run: _Run) -> dict[str, Any]:
+    """This process's random states: global RNGs, modality dropout, noise substitution."""
+    return {
+        "rng": rng_state(),
+        "dropout_rng": run.gen.get_state(),
+        "noise_rng": run.noise_rng.bit_generator.state,
+    }
 
 
 def train(
