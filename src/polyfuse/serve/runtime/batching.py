@@ -40,7 +40,7 @@ BatchFn = Callable[[list[T]], Sequence[R]]
 _NOTHING: Any = object()  # no carry: the item was submitted to this batcher directly
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: items may be tensors (`_active.remove`)
 class _Pending(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
