@@ -130,15 +130,18 @@ def import_exporter() -> None:
 def _quiet() -> Iterator[None]:
     """The exporter's progress lines and warnings (torchvision ops it skips, deprecations
     inside torch) are not the user's business: export errors are raised, not printed."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # torch's exporter and the onnxscript optimiser it runs log each pass at INFO
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def export_module(

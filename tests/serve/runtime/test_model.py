@@ -361,3 +361,35 @@ def test_process_pool_preprocessing_batches_and_keeps_bad_inputs_apart(
     assert isinstance(results[6], ServeError) and results[6].code == "invalid_input"
     sizes = rt.stats()["preprocess"]["image"]["batch_sizes"]
     assert sum(k * v for k, v in sizes.items()) == 7 and max(sizes) >= 2
+
+
+def test_auto_preprocesses_a_lone_input_here_and_a_batch_in_the_pool(
+    artifact: Artifact, png: bytes
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from polyfuse.serve.runtime.preprocess import worker_init
+
+    sizes: list[int] = []
+
+    class RecordingPool(ProcessPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            sizes.append(len(args[1]))  # preprocess_many_in_worker(payload, values)
+            return super().submit(fn, *args, **kwargs)
+
+    rt = make(artifact, preprocess="auto", workers=1)
+    spawn = multiprocessing.get_context("spawn")
+    pool = RecordingPool(1, mp_context=spawn, initializer=worker_init)
+    try:
+        rt._pool = pool
+        pre = rt._make_preprocessor("image")
+        lone = pre.fn([png])
+        several = pre.fn([png, png, b"not an image"])
+        assert sizes == [3]  # the lone input never went to the pool
+        assert lone[0].array is not None and several[0].array is not None
+        assert several[2].array is None and several[2].error  # unreadable, answered as such
+        assert (lone[0].array == several[1].array).all()  # the same preprocessing either way
+    finally:
+        pool.shutdown()
+        asyncio.run(rt.close())

@@ -83,7 +83,6 @@ from polyfuse.serve.runtime.requests import (
     ms_since,
 )
 from polyfuse.serve.runtime.settings import (
-    THREAD_PREPROCESS_MS,
     BatchSettings,
     RuntimeConfig,
     serving_threads,
@@ -176,7 +175,6 @@ class ModelRuntime:
         self.gates: dict[str, QualityGate] = artifact.quality_gates()
         self._quality = {m: {"checked": 0, "failed": 0} for m in self.gates}
         self._payloads: dict[str, str] = {}  # modality -> contract + gate JSON for pool workers
-        self._modes: dict[str, str] = {}  # modality -> where it is preprocessed: thread | process
         self._info: dict[str, Any] | None = None
         self._ready = False
         self.watch: Watch | None = None
@@ -218,8 +216,8 @@ class ModelRuntime:
         self._set_threads()
         for m, gate in self.gates.items():  # loads the VAD now: a missing package fails here
             gate(self._raw_sample(m))
-        self._modes = {m: self._preprocess_mode(m) for m in self.model.modalities}
-        self._pool, self._cache = self._pool_and_cache(needs_pool="process" in self._modes.values())
+        pooled = self.config.preprocess != "thread"
+        self._pool, self._cache = self._pool_and_cache(needs_pool=pooled)
         self.watch = Watch.load(self.artifact, self.config)
         for m in self.model.modalities:
             self._register(m)
@@ -230,27 +228,6 @@ class ModelRuntime:
                     self._offer(m, self._shared)
         self._fuser = self._make_fuser()
         self._ready = True
-
-    def _preprocess_mode(self, m: str) -> str:
-        """Where ``m``'s inputs are preprocessed: ``config.preprocess``, or for ``"auto"``
-        a thread when one typical input (the warm-up sample encoded as the bytes a client
-        sends) takes at most `THREAD_PREPROCESS_MS` in this process, else the process pool.
-        A pool round trip costs about a millisecond of CPU per input (pickling, pipes, the
-        pool's manager thread); cheaper preprocessing is cheaper done here, and costlier
-        preprocessing would hold the GIL the event loop needs."""
-        if self.config.preprocess != "auto":
-            return self.config.preprocess
-        raw = self._encoded_sample(m)
-        contract, gate = self.contracts[m], self.gates.get(m)
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            preprocess_value(contract, raw, gate)
-            times.append(time.perf_counter() - t)
-        cost_ms = 1000 * sorted(times)[2]
-        mode = "thread" if cost_ms <= THREAD_PREPROCESS_MS else "process"
-        log.info("%s: preprocessing %.2f ms per input: %s", m, cost_ms, mode)
-        return mode
 
     def _pool_and_cache(self, needs_pool: bool) -> tuple[Executor | None, EmbeddingCache | None]:
         """The preprocessing pool (when ``needs_pool``) and the cache: the shared ones when
@@ -385,40 +362,40 @@ class ModelRuntime:
         )
 
     def _make_preprocessor(self, m: str) -> MicroBatcher[bytes | str | Monitored, Preprocessed]:
-        """Inputs of ``m`` loaded, gated and preprocessed in batches, each tensor handed
-        straight on to ``m``'s encoder batcher from the preprocessing thread (the caller
-        awaits one future for both): on that thread when ``m`` is preprocessed in a
-        thread, else one process-pool call per batch and up to ``workers`` batches at
-        once, so under load a round trip (pickling, pipes, the pool's manager thread)
-        serves many inputs and the next batch forms while the others are busy."""
-        pool = self._pool
-        if self._modes.get(m) == "process" and isinstance(pool, ProcessPoolExecutor):
-            payload = self._payload(m)
+        """Inputs of ``m`` loaded, gated and preprocessed in batches of up to
+        ``preprocess_batch``, each tensor handed straight on to ``m``'s encoder batcher
+        from the preprocessing thread (the caller awaits one future for both), up to
+        ``workers`` batches at once. Where a batch runs is ``config.preprocess``: on the
+        batcher's thread (``thread``), in the process pool (``process``: one round trip
+        per batch, off the GIL, the batches in parallel), or ``auto``: a lone input on the
+        thread (no round trip: the lower latency at low load), a batch of several (load)
+        in the pool (measured in docs/benchmarks.md, "Serving over HTTP")."""
+        contract, gate = self.contracts[m], self.gates.get(m)
+        context = self._statistics_context(m)
+        payload = self._payload(m)
+        pool = self._pool if isinstance(self._pool, ProcessPoolExecutor) else None
+        mode = self.config.preprocess
 
-            def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
-                return pool.submit(preprocess_many_in_worker, payload, values).result()
+        def here(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
+            return [
+                preprocess_value(contract, v.value, gate, context)
+                if isinstance(v, Monitored)
+                else preprocess_value(contract, v, gate)
+                for v in values
+            ]
 
-            concurrency = self.config.workers
-        else:
-            contract, gate = self.contracts[m], self.gates.get(m)
-            context = self._statistics_context(m)
+        def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
+            if pool is None or mode == "thread" or (mode == "auto" and len(values) == 1):
+                return here(values)
+            return pool.submit(preprocess_many_in_worker, payload, values).result()
 
-            def run(values: list[bytes | str | Monitored]) -> list[Preprocessed]:
-                return [
-                    preprocess_value(contract, v.value, gate, context)
-                    if isinstance(v, Monitored)
-                    else preprocess_value(contract, v, gate)
-                    for v in values
-                ]
-
-            concurrency = 1  # holds the GIL: more threads would not run more at once
         return MicroBatcher(
             run,
             max_batch=self.config.preprocess_batch,
             max_wait=0.0,
             max_queue=self.config.queue_size,
             name=f"preprocess-{m}",
-            concurrency=concurrency,
+            concurrency=self.config.workers,
             then=self._batchers[m],
             route=_tensor,
         )
@@ -570,30 +547,6 @@ class ModelRuntime:
         if contract.kind == "image" and getattr(contract, "channels", 3) == 1:
             samples["image"] = samples["image"][..., 0]
         return samples[contract.kind]
-
-    def _encoded_sample(self, m: str) -> Any:
-        """The warm-up input as a client sends it (PNG bytes of an image, WAV bytes of
-        audio, text as it is), so measuring its preprocessing includes decoding; kinds
-        without a file format give the loaded sample."""
-        import io
-
-        contract = self.contracts[m]
-        sample = self._sample_data(m)
-        if contract.kind == "text":
-            return sample
-        out = io.BytesIO()
-        if contract.kind == "image":
-            from PIL import Image
-
-            Image.fromarray(np.asarray(sample)).save(out, format="PNG")
-        elif contract.kind == "audio":
-            import soundfile as sf
-
-            rate = int(getattr(contract, "sample_rate", 16000))
-            sf.write(out, np.asarray(sample, dtype=np.float32), rate, format="WAV")
-        else:
-            return sample
-        return out.getvalue()
 
     def ready(self) -> bool:
         """True once `setup` has finished."""

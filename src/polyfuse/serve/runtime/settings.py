@@ -12,13 +12,6 @@ from typing import Any, Literal
 from polyfuse.core.config import check_keys
 from polyfuse.core.errors import ConfigError
 
-#: ``preprocess="auto"`` preprocesses a modality on a thread when a typical input takes at
-#: most this many milliseconds, else in the process pool: a pool round trip costs about a
-#: millisecond of CPU per input (the demo AV-digits server: 1.5 ms in workers and the
-#: pool's manager thread per request against 0.34 ms done in process; docs/benchmarks.md),
-#: and costlier preprocessing on a thread would hold the GIL the event loop needs.
-THREAD_PREPROCESS_MS = 1.0
-
 
 @dataclass(frozen=True)
 class BatchSettings:
@@ -59,11 +52,11 @@ class RuntimeConfig:
         breaker_half_open: trial calls allowed while half-open.
         degraded: ``allow`` answers from the remaining modalities, ``refuse`` answers
             ``unavailable`` when any given modality could not be used.
-        preprocess: where each modality's inputs are loaded, gated and preprocessed:
-            ``thread`` (on the modality's preprocessing thread, handed straight on to its
-            encoder; no pickling), ``process`` (a process pool, off the event loop and
-            the GIL, for costly preprocessing) or ``auto`` (per modality: ``thread`` when
-            a typical input takes at most `THREAD_PREPROCESS_MS`, measured at `setup`).
+        preprocess: where a batch of inputs is loaded, gated and preprocessed before it
+            goes on to its encoder: ``thread`` (on the preprocessing batcher's thread; no
+            pickling, no pool), ``process`` (a process pool: off the event loop and the
+            GIL, batches in parallel) or ``auto`` (a lone input on the thread, saving the
+            pool's round trip at low load; batches of several, under load, in the pool).
         workers: preprocessing workers.
         preprocess_batch: most inputs of one modality sent to the process pool in one
             call (split across the workers): one round trip per batch instead of per
