@@ -100,9 +100,10 @@ def _head(batch: Any, n: int) -> Any:
 
     from polyfuse.modalities.base import ModalityBatch
 
-    rows = torch.arange(n) % batch.size
     inputs = {}
     for m, mb in batch.inputs.items():
+        # ``data`` and ``lengths`` hold the present rows only (a row may lack a modality)
+        rows = torch.arange(n) % mb.data.shape[0]
         lengths = None if mb.lengths is None else mb.lengths[rows]
         present = torch.ones(n, dtype=torch.bool)
         inputs[m] = ModalityBatch(mb.data[rows], present, lengths)
