@@ -34,7 +34,7 @@ from polyfuse.export.result import ExportResult
 from polyfuse.inference.batches import load_batch
 from polyfuse.modalities.base import ModalityBatch, ModalityContract
 from polyfuse.models.alignment import SharedSpace
-from polyfuse.retrieval.onnx import ALIGNMENT_EXPORT_FORMAT, alignment_parts
+from polyfuse.retrieval.onnx import ALIGNMENT_EXPORT_FORMAT, OUTPUT, alignment_parts
 from polyfuse.retrieval.pipeline import Aligner
 
 #: Files copied from the source artifact (those present).
@@ -44,7 +44,7 @@ BANK_FILE = "querybank.safetensors"
 
 
 class EmbedGraph(nn.Module):
-    """What ``encoder-<m>.onnx`` computes: ``data[, lengths] -> embedding (B, dim)``, the
+    """What ``encoder-<m>.onnx`` computes: ``data[, lengths] -> aligned (B, dim)``, the
     frozen encoder's pooled vector through the aligner's adapters of modality ``m``."""
 
     def __init__(self, encoder: Encoder, space: SharedSpace, modality: str) -> None:
@@ -101,7 +101,16 @@ def export_alignment(
                 if modes[name] == "static":
                     feeds = _calibration(aligner, m, data, calibration_rows)
                 src, dst = fp32 / encoder_file(m), int8 / encoder_file(m)
-                quantize_graph(src, dst, name, modes[name], feeds)
+                quantize_graph(
+                    src,
+                    dst,
+                    name,
+                    modes[name],
+                    feeds,
+                    scope="encoder",  # the adapters stay fp32
+                    stem_fp32=True,
+                    per_channel=True,
+                )
             result.quantization = modes
             final = int8
         bank = embedded_bank(aligner)
@@ -125,7 +134,7 @@ def check_source(aligner: Aligner) -> None:
 
 
 def embedder(aligner: Aligner, m: str) -> EmbedGraph:
-    """The eager module ``encoder-<m>.onnx`` is exported from."""
+    """The eager module ``encoder-<m>.onnx`` is exported from (and checked against)."""
     return EmbedGraph(aligner.encoders[m], aligner.model, m).eval()
 
 
@@ -145,7 +154,7 @@ def export_embedder(aligner: Aligner, m: str, folder: Path) -> GraphSpec:
     args = _args(example_batch(aligner.encoders[m].contract, [2, 1, 0]))
     inputs = ["data", "lengths"][: len(args)]
     file = folder / encoder_file(m)
-    return export_module(embedder(aligner, m), args, file, f"encoder-{m}", inputs, ["embedding"])
+    return export_module(embedder(aligner, m), args, file, f"encoder-{m}", inputs, [OUTPUT])
 
 
 def verify_embedders(aligner: Aligner, folder: Path, atol: float = ATOL) -> dict[str, float]:

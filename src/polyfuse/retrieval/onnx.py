@@ -10,7 +10,7 @@ serve --align``, the Ray Data ``index`` job)::
                             the retrieval quality measured on --data)
     encoder-<m>.onnx        frozen encoder + the adapters of modality m (feature
                             standardisation, projection, L2 normalisation, the ensemble's
-                            concatenation): ``data[, lengths] -> embedding (B, dim)``
+                            concatenation): ``data[, lengths] -> aligned (B, dim)``
     querybank.safetensors   QB-norm's bank already in the shared space (when the source has one)
     config.yaml, contracts.json, metrics.jsonl   as in the source
 
@@ -39,6 +39,9 @@ from polyfuse.models.alignment import AppliedAlignment
 
 #: Version of the ``onnx`` entry of an exported alignment artifact.
 ALIGNMENT_EXPORT_FORMAT = 1
+#: The graphs' output: the unit embedding in the shared space (not ``embedding``, a name
+#: transformer graphs already use inside).
+OUTPUT = "aligned"
 
 
 class OnnxEmbedder(OnnxEncoder):
@@ -58,7 +61,7 @@ class OnnxEmbedder(OnnxEncoder):
             if lengths is None:
                 raise ArtifactError(f"the {self.graph.name} graph needs lengths")
             feed["lengths"] = lengths
-        embedding = self.graph.run(feed, data.device)["embedding"]  # (P, dim)
+        embedding = self.graph.run(feed, data.device)[OUTPUT]  # (P, dim)
         mask = torch.ones(embedding.shape[0], 1, dtype=torch.bool, device=embedding.device)
         return embedding, None, mask
 
@@ -123,6 +126,7 @@ def check_export_format(folder: Path, info: Mapping[str, Any]) -> None:
 
 __all__ = [
     "ALIGNMENT_EXPORT_FORMAT",
+    "OUTPUT",
     "OnnxEmbedder",
     "alignment_parts",
     "check_export_format",
