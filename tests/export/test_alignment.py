@@ -125,9 +125,7 @@ def test_int8_export_quantizes_per_encoder_and_records_both(int8: Path) -> None:
         assert abs(quality["int8"][key] - quality["fp32"][key]) <= 0.25  # 12 images: 3 ranks
 
 
-def test_int8_embeddings_stay_close_to_the_eager_ones(
-    aligned: dict[str, Path], int8: Path
-) -> None:
+def test_int8_embeddings_stay_close_to_the_eager_ones(aligned: dict[str, Path], int8: Path) -> None:
     eager, quantized = Aligner.load(aligned["art"]), Aligner.load(int8)
     rows = _pairs(aligned["val"])
     for m in ("image", "text"):

@@ -4,11 +4,13 @@ graph "frozen encoder + alignment adapters" that embeds a raw batch into the sha
 `export_alignment` loads the source `Aligner`, exports `EmbedGraph` of each modality with
 dynamic batch (and sequence) axes, checks each fp32 graph against the eager encoder and
 adapters (1e-4 on the embeddings of a batch of 1 and a batch of 3 of mixed lengths),
-optionally writes int8 graphs (dynamic for transformer text encoders, static QDQ calibrated
-on ``--data``'s items for convolutional image encoders), measures the retrieval quality of
-fp32 and int8 on ``--data`` with the aligner's own protocol (`Aligner.evaluate`: R@1/5/10
-and median rank both ways, QB-norm when the source has a bank) and writes the folder
-`polyfuse.retrieval.onnx` describes, which `Aligner.load` loads.
+optionally writes int8 graphs (dynamic with per-channel weights for transformer text
+encoders, static QDQ calibrated on ``--data``'s items for convolutional image encoders, the
+stem convolution kept fp32; in both only the encoder's nodes are quantized: the adapters'
+standardisation would magnify int8 noise, docs/export.md has the measurements), measures
+the retrieval quality of fp32 and int8 on ``--data`` with the aligner's own protocol
+(`Aligner.evaluate`: R@1/5/10 and median rank both ways, QB-norm when the source has a
+bank) and writes the folder `polyfuse.retrieval.onnx` describes, which `Aligner.load` loads.
 """
 
 from __future__ import annotations
