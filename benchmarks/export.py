@@ -18,8 +18,8 @@ use ``--threads`` intra-op threads (torch and ONNX Runtime alike).
 
     python benchmarks/export.py --data ../shared/data --epochs 8 --rounds 7 --json export.json
 
-Flickr8k retrieval R@5 (fp32 vs int8) is not measured: `polyfuse export` handles classifier
-artifacts, not alignment ones yet (docs/export.md).
+Flickr8k retrieval R@5 (fp32 vs int8) of an exported alignment artifact is measured by
+`benchmarks/export_retrieval.py`.
 ``--tiny`` runs every step on a few rows, one epoch and one short round (a smoke test).
 """
 

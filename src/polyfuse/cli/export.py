@@ -21,8 +21,9 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="MANIFEST",
-        help="labelled manifest: calibration rows for static int8, and the accuracy of the "
-        "fp32 (and int8) export is measured on it",
+        help="labelled manifest (a pair manifest for an alignment artifact): calibration rows "
+        "for static int8, and the accuracy (retrieval R@K) of the fp32 (and int8) export is "
+        "measured on it",
     )
     p.add_argument("--out", metavar="DIR", required=True, help="folder to write")
     p.add_argument(
@@ -37,9 +38,11 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 def export(args: argparse.Namespace) -> int:
     """Export an artifact as ONNX graphs (one per encoder + adapter, the fusion + head, the
-    auxiliary heads) with dynamic batch and length axes, checked against the eager model
-    (1e-4); with --quantize int8, int8 graphs and the fp32 and int8 accuracy on --data.
-    The folder loads like an artifact: predict, evaluate, info and `serve --engine onnx`."""
+    auxiliary heads; for an alignment artifact one "encoder + adapters" graph per modality)
+    with dynamic batch and length axes, checked against the eager model (1e-4); with
+    --quantize int8, int8 graphs and the fp32 and int8 accuracy (or retrieval R@K) on
+    --data. The folder loads like the artifact: predict, evaluate, info and `serve --engine
+    onnx` for a classifier; index, search, evaluate and `serve --align` for an alignment."""
     check_positive("--calibration-rows", args.calibration_rows)
     from polyfuse.export import export_onnx
 

@@ -5,6 +5,9 @@
   ONNX graph with dynamic axes, checked against the eager model.
 - `quantize`: int8 graphs with onnxruntime (dynamic, or static QDQ for convolutions).
 - `exporter`: `export_onnx`, which writes the folder `polyfuse.artifacts.onnx` loads.
+- `alignment`: the export of an alignment artifact (one "encoder + adapters" graph per
+  modality), which `polyfuse.retrieval.pipeline.Aligner.load` loads.
+- `result`: `ExportResult`, what an export wrote and measured.
 """
 
 from polyfuse.export.exporter import ExportResult, export_onnx

@@ -1,4 +1,5 @@
-"""``polyfuse export``: a classifier artifact -> a folder of ONNX graphs that loads like it.
+"""``polyfuse export``: a classifier artifact -> a folder of ONNX graphs that loads like it
+(an alignment artifact goes to `polyfuse.export.alignment`).
 
 `export_onnx` loads the source, writes one graph per part (`polyfuse.export.graphs`),
 checks the fp32 graphs against the eager model (1e-4), optionally writes int8 versions
@@ -13,14 +14,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from polyfuse.artifacts.classifier import Artifact, load_artifact
-from polyfuse.artifacts.format import describe, sha256_file, write_info
+from polyfuse.artifacts.format import describe, read_json, sha256_file, write_info
+from polyfuse.artifacts.kinds import kind_of
 from polyfuse.artifacts.onnx import (
     EXPORT_FORMAT,
     FUSION_FILE,
@@ -42,6 +43,7 @@ from polyfuse.export.graphs import (
     verify,
 )
 from polyfuse.export.quantize import Mode, feeds_of, mode_for, quantize_graph
+from polyfuse.export.result import ExportResult
 from polyfuse.inference.batches import assemble
 from polyfuse.modalities.base import ModalityBatch
 from polyfuse.models.multimodal import MultimodalModel
@@ -50,25 +52,6 @@ from polyfuse.models.multimodal import MultimodalModel
 COPIED = ("config.yaml", "contracts.json", "labels.json", "metrics.json")
 #: Folders copied from the source artifact with everything in them (the reference profile).
 COPIED_DIRS = ("monitor",)
-
-
-@dataclass
-class ExportResult:
-    """What `export_onnx` wrote and measured.
-
-    Attributes:
-        folder: the exported folder.
-        graphs: graph name -> its inputs and outputs.
-        differences: graph name -> largest difference from the eager model (fp32 graphs).
-        quantization: graph name -> ``dynamic`` or ``static`` (empty for fp32).
-        accuracy: ``fp32`` (and ``int8``) -> headline metrics on ``--data``.
-    """
-
-    folder: Path
-    graphs: dict[str, GraphSpec]
-    differences: dict[str, float]
-    quantization: dict[str, Mode] = field(default_factory=dict)
-    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def export_onnx(
@@ -80,14 +63,16 @@ def export_onnx(
     calibration_rows: int = 256,
     batch_size: int = 32,
 ) -> ExportResult:
-    """Export a classifier artifact to ONNX (see the module docstring).
+    """Export a classifier artifact to ONNX (see the module docstring); an alignment
+    artifact is exported by `polyfuse.export.alignment.export_alignment`.
 
     Args:
         source: the artifact folder.
         out: the folder to write (created; an earlier export there is replaced).
         quantize: ``int8`` for int8 graphs (dynamic, or static for convolutional encoders).
-        data: a labelled manifest: calibration rows for static quantization, and the data
-            the fp32 (and int8) accuracy is measured on.
+        data: a labelled manifest (a pair manifest for an alignment artifact): calibration
+            rows for static quantization, and the data the fp32 (and int8) accuracy (or
+            retrieval quality) is measured on.
         calibration_rows: rows of ``data`` that calibrate static quantization.
         batch_size: rows per batch when reading ``data``.
 
@@ -98,9 +83,16 @@ def export_onnx(
             by more than 1e-4, or static quantization lacks ``--data``.
     """
     source, out = Path(source), Path(out)
-    if is_onnx_export(source):
+    if _is_export(source):
         raise ArtifactError(
             f"{source} is already an ONNX export", hint="export the artifact it came from"
+        )
+    if kind_of(source).name == "alignment":
+        from polyfuse.export.alignment import export_alignment
+
+        _check_out(out)
+        return export_alignment(
+            source, out, quantize=quantize, data=data, calibration_rows=calibration_rows
         )
     artifact = load_artifact(source, "cpu")
     model = artifact.model.eval()
@@ -146,8 +138,19 @@ def _modes(model: MultimodalModel) -> dict[str, Mode]:
     return modes
 
 
+def _is_export(path: Path) -> bool:
+    """A classifier export (kind ``onnx``) or an alignment export (an ``onnx`` entry)."""
+    if is_onnx_export(path):
+        return True
+    try:
+        info = read_json(path, "artifact.json")
+    except ArtifactError:
+        return False
+    return isinstance(info, dict) and isinstance(info.get("onnx"), dict)
+
+
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_onnx_export(out))):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_export(out))):
         raise ArtifactError(
             f"{out} exists and is not an ONNX export", hint="choose a new --out folder"
         )

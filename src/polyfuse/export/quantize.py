@@ -65,12 +65,45 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def outside_scope(file: Path, scope: str) -> list[str]:
+    """Names of the nodes of the ONNX file that the exporter recorded as computed outside
+    the submodule ``scope`` of the exported module (``torch.onnx.export(dynamo=True)``
+    writes each node's module path as ``pkg.torch.onnx.name_scopes``); nodes without that
+    record are not listed."""
+    import ast
+
+    import onnx
+
+    names = []
+    for node in onnx.load(str(file), load_external_data=False).graph.node:
+        record = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
+        if record is None:
+            continue
+        scopes = ast.literal_eval(record)  # ['', 'encoder', 'encoder.net', ..., 'op']
+        inside = len(scopes) > 2 and str(scopes[1]).split(".")[0] == scope
+        if not inside:
+            names.append(node.name)
+    return names
+
+
+def first_conv(file: Path) -> list[str]:
+    """The name of the ONNX file's first convolution (none when it has none)."""
+    import onnx
+
+    nodes = onnx.load(str(file), load_external_data=False).graph.node
+    return next(([n.name] for n in nodes if n.op_type == "Conv"), [])
+
+
 def quantize_graph(
     src: Path,
     dst: Path,
     name: str,
     mode: Mode,
     calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+    *,
+    scope: str | None = None,
+    stem_fp32: bool = False,
+    per_channel: bool | None = None,
 ) -> None:
     """Write the int8 version of the graph ``src`` to ``dst``.
 
@@ -78,6 +111,11 @@ def quantize_graph(
         name: the graph's name, for errors.
         mode: ``dynamic`` or ``static``.
         calibration: graph inputs to calibrate on (``static`` only).
+        scope: quantize only the nodes of this submodule of the exported module (e.g.
+            ``encoder``: the alignment adapters after it stay fp32); default: every node.
+        stem_fp32: keep the graph's first convolution (the stem, which reads the image
+            itself; a few percent of a CNN's work) in fp32.
+        per_channel: int8 weights per output channel (default: static yes, dynamic no).
 
     Raises:
         ExportError: static without calibration data, or the quantizer failed.
@@ -101,8 +139,17 @@ def quantize_graph(
         with _quiet(), tempfile.TemporaryDirectory() as tmp:
             prepared = Path(tmp) / "prepared.onnx"
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            exclude = [] if scope is None else outside_scope(prepared, scope)
+            if stem_fp32:
+                exclude += first_conv(prepared)
             if mode == "dynamic":
-                quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8)
+                quantize_dynamic(
+                    str(prepared),
+                    str(dst),
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=exclude,
+                    per_channel=bool(per_channel),
+                )
             else:
                 quantize_static(
                     str(prepared),
@@ -111,8 +158,9 @@ def quantize_graph(
                     quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
-                    per_channel=True,
+                    per_channel=per_channel is not False,
                     calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=exclude,
                 )
     except ExportError:
         raise
@@ -143,4 +191,4 @@ def feeds_of(batches: Iterable[Any], modality: str, limit: int) -> list[dict[str
     return feeds
 
 
-__all__ = ["Feeds", "Mode", "feeds_of", "mode_for", "quantize_graph"]
+__all__ = ["Feeds", "Mode", "feeds_of", "first_conv", "mode_for", "outside_scope", "quantize_graph"]

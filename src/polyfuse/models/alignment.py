@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -79,3 +79,36 @@ class AlignmentEnsemble(nn.Module):
         """Mean logit scale of the members."""
         scales = [m.scale for m in self.members if isinstance(m, AlignmentModel)]
         return sum(scales) / len(scales)
+
+
+class AppliedAlignment(nn.Module):
+    """The shared space of an exported alignment artifact, whose encoder graphs already
+    apply the adapters (standardisation, projection, normalisation, the ensemble's
+    concatenation): `embed` returns the encoder's pooled output unchanged, so an `Aligner`
+    over ONNX encoders embeds, indexes and scores exactly as over the eager ones.
+
+    Args:
+        modalities: the aligned modality names.
+        dim: the embedding size.
+        scale: the source's logit scale (QB-norm's beta, zero-shot softmax).
+    """
+
+    def __init__(self, modalities: Sequence[str], dim: int, scale: float) -> None:
+        super().__init__()
+        self.modalities = tuple(sorted(modalities))
+        self.dim = dim
+        self._scale = float(scale)
+
+    def embed(self, modality: str, pooled: Tensor) -> Tensor:
+        """``(N, dim)`` embeddings (already in the shared space) -> the same."""
+        return pooled
+
+    @property
+    def scale(self) -> float:
+        """The source's logit scale."""
+        return self._scale
+
+
+#: What an `polyfuse.retrieval.pipeline.Aligner` embeds with: trained adapters, or the
+#: adapters an exported graph already applied.
+SharedSpace = AlignmentEnsemble | AppliedAlignment

@@ -35,7 +35,7 @@ from polyfuse.encoders.base import Encoder
 from polyfuse.inference.batches import load_batch
 from polyfuse.modalities import contract_from_dict
 from polyfuse.modalities.base import ModalityContract
-from polyfuse.models.alignment import AlignmentEnsemble, AlignmentModel
+from polyfuse.models.alignment import AlignmentEnsemble, AlignmentModel, SharedSpace
 from polyfuse.models.build import build_contracts
 from polyfuse.retrieval.fit import fit_alignment
 from polyfuse.retrieval.metrics import querybank_normalise, retrieval_metrics
@@ -327,16 +327,7 @@ def evaluate_alignment(
 ) -> dict[str, dict[str, float]]:
     """Retrieval protocol on a pair manifest (R@1/5/10 and median rank in both
     directions), or consistency metrics on a manifest labelled ``match`` / ``mismatch``."""
-    aligner = Aligner.load(artifact)
-    item, query = aligner.info["roles"]["item"], aligner.info["roles"]["query"]
-    manifest = Manifest.load(data, tuple(aligner.encoders))
-    pf = pair_features(aligner.encoders, manifest, item, progress=progress)
-    labels = [manifest.rows[i].label for i in pf.rows]
-    if set(labels) <= {"match", "mismatch"} and "mismatch" in labels:
-        return _consistency(aligner, manifest, pf, labels, progress=progress)
-    out = _metrics(aligner.model, pf, item, query, aligner.bank)
-    out["n"] = {"queries": float(len(pf.group)), "items": float(len(pf.first))}
-    return out
+    return Aligner.load(artifact).evaluate(data, progress=progress)
 
 
 def _consistency(
@@ -381,7 +372,8 @@ class Aligner:
     space and scores whether pairs agree.
 
     Args:
-        model: the adapters (an `AlignmentEnsemble`).
+        model: the adapters (an `AlignmentEnsemble`), or an `AppliedAlignment` when the
+            encoders are an export's graphs that apply them.
         encoders: modality -> frozen encoder.
         info: ``artifact.json``.
         bank: training features for QB-norm, or None.
@@ -390,7 +382,7 @@ class Aligner:
 
     def __init__(
         self,
-        model: AlignmentEnsemble,
+        model: SharedSpace,
         encoders: dict[str, Encoder],
         info: dict[str, Any],
         bank: dict[str, Tensor] | None = None,
@@ -404,9 +396,14 @@ class Aligner:
 
     @classmethod
     def load(cls, path: str | Path) -> Aligner:
-        """Load an artifact written by `train_alignment`."""
+        """Load an artifact written by `train_alignment`, or its ONNX export (`polyfuse
+        export`; `polyfuse.retrieval.onnx`)."""
         path = Path(path)
         info = read_info(path, "alignment")
+        from polyfuse.retrieval.onnx import is_alignment_export
+
+        if is_alignment_export(info):
+            return cls._load_export(path, info)
         config = Config.from_file(path / "config.yaml")
         raw = json.loads((path / "contracts.json").read_text())
         contracts = {m: contract_from_dict(d) for m, d in raw.items()}
@@ -439,6 +436,35 @@ class Aligner:
         encoders = _encoders(config, contracts)
         check_encoders(path, info, encoders)
         return cls(model, encoders, info, bank, scorers)
+
+    @classmethod
+    def _load_export(cls, path: Path, info: dict[str, Any]) -> Aligner:
+        """An ONNX export: its graphs as frozen encoders, the adapters already applied."""
+        from safetensors.torch import load_file
+
+        from polyfuse.retrieval.onnx import alignment_parts, check_export_format
+
+        check_export_format(path, info)
+        raw = json.loads((path / "contracts.json").read_text())
+        contracts = {m: contract_from_dict(d) for m, d in raw.items()}
+        model, encoders = alignment_parts(
+            path, contracts, int(info["dim"]), float(info["logit_scale"]), info.get("files")
+        )
+        bank = load_file(str(path / "querybank.safetensors")) if info.get("querybank") else None
+        return cls(model, encoders, info, bank)
+
+    def evaluate(self, data: str | Path, *, progress: bool = True) -> dict[str, dict[str, float]]:
+        """Retrieval protocol on a pair manifest (R@1/5/10 and median rank in both
+        directions), or consistency metrics on a manifest labelled ``match`` / ``mismatch``."""
+        item, query = self.info["roles"]["item"], self.info["roles"]["query"]
+        manifest = Manifest.load(data, tuple(self.encoders))
+        pf = pair_features(self.encoders, manifest, item, progress=progress)
+        labels = [manifest.rows[i].label for i in pf.rows]
+        if set(labels) <= {"match", "mismatch"} and "mismatch" in labels:
+            return _consistency(self, manifest, pf, labels, progress=progress)
+        out = _metrics(self.model, pf, item, query, self.bank)
+        out["n"] = {"queries": float(len(pf.group)), "items": float(len(pf.first))}
+        return out
 
     def consistency(self, items: Sequence[Any], queries: Sequence[Any]) -> list[tuple[float, bool]]:
         """Agreement score and contradiction flag of each (item, query) pair, e.g. (image, text).
