@@ -28,12 +28,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from export import items_per_second  # noqa: E402  (the same timing loop as the classifier's)
+
 ENGINES = ("eager", "onnx-fp32", "onnx-int8")
 
 
@@ -130,19 +133,6 @@ def stage_fns(aligners: dict[str, Any]) -> dict[str, dict[str, Callable[..., Any
     for engine in ENGINES[1:]:
         fns[engine] = {m: e.run for m, e in aligners[engine].encoders.items()}
     return fns
-
-
-def items_per_second(fn: Callable[[], Any], batch: int, seconds: float) -> float:
-    """Calls ``fn`` for about ``seconds`` (after one warm-up call); items per second."""
-    import torch
-
-    with torch.inference_mode():
-        fn()
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or calls < 3:
-            fn()
-            calls += 1
-    return calls * batch / (time.perf_counter() - start)
 
 
 def measure(

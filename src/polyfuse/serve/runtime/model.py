@@ -734,19 +734,9 @@ class ModelRuntime:
         and queue it on its preprocessing batcher, behind the breaker (an open one:
         ``stage`` is done with reason ``breaker_open``); the timeout covers
         preprocessing, queue and forward."""
-        key = None
-        if self._cache is not None and lookup:
-            key = CacheKey(m, self._versions[m], content_digest(raw))
-            hit = (
-                await asyncio.to_thread(self._cache.get, key)
-                if self._cache.blocking
-                else self._cache.get(key)
-            )
-            if hit is not None:
-                stats = hit.get("statistics")
-                stage.value, stage.cached = hit, True
-                stage.statistics = None if stats is None else [float(x) for x in stats.tolist()]
-                return None
+        key = await self._lookup(m, raw, stage) if lookup else None
+        if stage.cached:
+            return None
         breaker = self._breakers[m]
         try:
             breaker.acquire()
@@ -801,6 +791,23 @@ class ModelRuntime:
             refused = self._preprocessed(m, out)  # raises for an unreadable input
             if isinstance(refused, str):
                 stage.reason, stage.detail = LOW_QUALITY, refused
+        self._count_quality(m, stage)
+
+    async def _lookup(self, m: str, raw: bytes | str, stage: Stage) -> CacheKey | None:
+        """``raw``'s cache key (None without a cache); on a hit ``stage`` holds the cached
+        embedding and its input statistics."""
+        if self._cache is None:
+            return None
+        key = CacheKey(m, self._versions[m], content_digest(raw))
+        hit = await self._cache_call(self._cache.get, key)
+        if hit is not None:
+            stats = hit.get("statistics")
+            stage.value, stage.cached = hit, True
+            stage.statistics = None if stats is None else [float(x) for x in stats.tolist()]
+        return key
+
+    def _count_quality(self, m: str, stage: Stage) -> None:
+        """Count a computed stage's quality-gate verdict (``stats()["quality"]``)."""
         if m in self._quality:
             self._quality[m]["checked"] += 1
             self._quality[m]["failed"] += int(stage.reason == LOW_QUALITY)
@@ -835,18 +842,11 @@ class ModelRuntime:
         """One modality's stage as its own coroutine (`_gathered_stages`): the cache,
         then `_compute`, then the cache again."""
         stage = Stage(sampled=sampled)
-        key = None
-        if self._cache is not None:
-            key = CacheKey(m, self._versions[m], content_digest(raw))
-            hit = await self._cache_call(self._cache.get, key)
-            if hit is not None:
-                stats = hit.get("statistics")
-                listed = None if stats is None else [float(x) for x in stats.tolist()]
-                return Stage(hit, cached=True, statistics=listed)
+        key = await self._lookup(m, raw, stage)
+        if stage.cached:
+            return stage
         await self._compute(m, raw, stage)
-        if m in self._quality:
-            self._quality[m]["checked"] += 1
-            self._quality[m]["failed"] += int(stage.reason == LOW_QUALITY)
+        self._count_quality(m, stage)
         if stage.value is not None and key is not None and self._cache is not None:
             await self._cache_call(self._cache.put, key, stage.value)
         return stage
