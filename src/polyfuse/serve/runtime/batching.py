@@ -211,14 +211,15 @@ class MicroBatcher(Generic[T, R]):
         with self._lock:
             # a chained batcher is as full as the queue it feeds: what it hands on is
             # queued there past that queue's own bound
-            full = self if self.then is None else self.then
-            if len(self._pending) + len(full._pending) * (full is not self) >= self.max_queue:
+            queued = len(self._pending) + (0 if self.then is None else len(self.then._pending))
+            if queued >= self.max_queue:
                 self._rejected += 1
+                full = self if self.then is None else self.then
                 raise ServeError(
                     "overloaded",
                     f"the {full.name} encoder queue is full ({self.max_queue} waiting)",
                     hint="retry after the delay, or add replicas",
-                    retry_after=full.retry_after() if full is not self else self._retry_after(),
+                    retry_after=self._retry_after() if full is self else full.retry_after(),
                     details={"modality": full.name},
                 )
             self._pending.append(_Pending(item, future, key, time.monotonic()))
