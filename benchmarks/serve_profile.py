@@ -8,6 +8,13 @@ from ``py-spy dump`` when py-spy is installed (Python 3.11 does not name OS thre
 table says which thread limits throughput (a batch thread near 100 % of a core) and what
 one request costs in all (the sum), which is what the 2 cores divide.
 
+With ``--gil`` (needs py-spy), ``py-spy record --gil --nonblocking`` samples the server
+during the same window and counts, per thread, the samples in which that thread held the
+GIL: the share of wall time the GIL was held in all says whether the interpreter lock is
+the saturated resource (near 100 % while the cores are not), and the per-thread and
+per-function shares say whose Python work fills it (the event loop's HTTP handling against
+the batch threads' glue around the torch kernels).
+
 Run: ``.venv/bin/python benchmarks/serve_profile.py --variant batched --concurrency 16``
 (Linux only; about 30 s).
 """
@@ -21,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,6 +59,43 @@ def thread_names(pid: int) -> dict[str, str]:
     return {m[1]: m[2] or "?" for m in re.finditer(r'Thread (\d+) \(\w+\)(?:: "([^"]+)")?', dump)}
 
 
+def start_gil_sampler(pid: int, seconds: float, out: Path, rate: int) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of the GIL holder of ``pid`` for ``seconds``, raw folded stacks."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("--gil needs py-spy: .venv/bin/pip install py-spy")
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    cmd += ["--rate", str(rate), "--format", "raw", "--threads", "--gil", "--nonblocking"]
+    cmd += ["--output", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def gil_shares(
+    folded: Path, seconds: float, rate: int
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """(GIL held share of wall time, share per thread, share per leaf function's module).
+
+    Each line of py-spy's raw output is ``thread (0xID) "name";frame;...;frame COUNT``; with
+    ``--gil`` only the thread holding the GIL is sampled, so samples / (rate * seconds) is
+    the share of wall time the lock was held.
+    """
+    ticks = max(1.0, rate * round(seconds))
+    threads: dict[str, float] = {}
+    leaves: dict[str, float] = {}
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        name = re.sub(r"^thread \((0x[0-9A-Fa-f]+)\)\s*", r"\1 ", frames[0]).strip()
+        threads[name] = threads.get(name, 0.0) + int(count) / ticks
+        leaf = frames[-1]
+        where = re.search(r"\(([^():]+)", leaf)
+        module = where[1] if where else leaf
+        leaves[module] = leaves.get(module, 0.0) + int(count) / ticks
+    return sum(threads.values()), threads, leaves
+
+
 def children_cpu(pid: int) -> float:
     """CPU seconds of ``pid``'s child processes (preprocessing workers)."""
     import psutil  # type: ignore[import-untyped]
@@ -72,6 +117,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--inputs", type=int, default=64, help="distinct inputs to cycle over")
+    parser.add_argument("--gil", action="store_true", help="sample the GIL holder (py-spy)")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = parser.parse_args()
     inputs = load_inputs(args.artifact, args.inputs)
     bodies = [form(x) for x in (inputs[:8] if args.variant == "cached" else inputs)]
@@ -82,8 +129,12 @@ def main() -> None:
     with Server(args.artifact, variant_options(args.variant)) as server:
         asyncio.run(closed_loop(server.url, request, 4, 2.0))  # warm-up
         before, workers = thread_cpu(server.pid), children_cpu(server.pid)
+        folded = Path(tempfile.mkdtemp()) / "gil.txt"
+        spy = start_gil_sampler(server.pid, args.seconds, folded, args.rate) if args.gil else None
         result = asyncio.run(closed_loop(server.url, request, args.concurrency, args.seconds))
         after, workers = thread_cpu(server.pid), children_cpu(server.pid) - workers
+        if spy is not None:
+            spy.wait(timeout=60)
         names = thread_names(server.pid)
         gauges = server.metrics()
     n = max(1, len(result.latencies_ms))
@@ -110,6 +161,13 @@ def main() -> None:
             ("_batches", "_items", "_mean_batch_ms", "_online_cap")
         ):
             print(f"  {key.removeprefix('polyfuse_runtime_batchers_')}: {value:g}")
+    if spy is not None:
+        held, threads, leaves = gil_shares(folded, args.seconds, args.rate)
+        print(f"GIL held {100 * held:.0f} % of wall time (py-spy, {args.rate} samples/s)")
+        for label, shares in (("thread", threads), ("leaf function's file", leaves)):
+            print(f"{'GIL holder: ' + label:<52}{'% of wall time':>16}")
+            for name, share in sorted(shares.items(), key=lambda kv: -kv[1])[:12]:
+                print(f"  {name[:50]:<50}{100 * share:>16.1f}")
 
 
 if __name__ == "__main__":

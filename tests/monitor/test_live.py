@@ -107,3 +107,25 @@ def test_background_assessment(ref) -> None:  # type: ignore[no-untyped-def]
     assert live.state().windows == 1
     with pytest.raises(Exception, match="at least 10"):
         LiveMonitor(ref, window=5)
+
+
+def test_isolated_assessment_matches_the_thread_and_ends_on_close(ref) -> None:  # type: ignore[no-untyped-def]
+    drifted = make(100, seed=14, noise=("audio",))
+    thread = LiveMonitor(ref, window=100)
+    process = LiveMonitor(ref, window=100, isolate=True)
+    for live in (thread, process):
+        _feed(live, drifted)
+        live.wait()
+    a, b = thread.state(), process.state()
+    assert a.windows == b.windows == 1
+    assert a.estimated_accuracy == b.estimated_accuracy
+    for m, s in a.modalities.items():
+        t = b.modalities[m]
+        assert (s.drift, s.p_value, s.missing_rate) == (t.drift, t.p_value, t.missing_rate)
+    assert b.modalities["audio"].drift  # the noisy modality, seen from the process too
+    pool = process._pool
+    assert pool is not None
+    worker = next(iter(pool._processes.values()))
+    process.close()
+    thread.close()
+    assert process._pool is None and not worker.is_alive()

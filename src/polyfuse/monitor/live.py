@@ -2,7 +2,8 @@
 
 `LiveMonitor` receives one `Observations` row per served request (statistics, embeddings and
 outputs only, never raw content), assesses every full window against the reference profile
-in a background thread, and keeps the state the service exports: per-modality drift, p-value
+in the background (a thread, or with ``isolate=True`` a process of its own, so that the
+assessment's Python never holds the service's GIL), and keeps the state the service exports: per-modality drift, p-value
 and score, the label-free accuracy estimate, agreement and missing rates, and which
 modalities are quarantined.
 
@@ -20,10 +21,12 @@ accuracy is reported next to the estimate.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Collection
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +37,7 @@ from polyfuse.core.errors import InvalidInputError
 from polyfuse.monitor.detectors import Detectors, agreement
 from polyfuse.monitor.observe import Observations, concat
 from polyfuse.monitor.profile import ReferenceProfile
-from polyfuse.monitor.run import assess
+from polyfuse.monitor.run import Assessment, assess
 
 #: What a request was answered: a class index, or the sorted label indices (multi-label).
 Answer = int | tuple[int, ...]
@@ -134,6 +137,73 @@ def observations_of(records: list[MonitorRecord], profile: ReferenceProfile) -> 
 
 
 @dataclass(frozen=True)
+class WindowResult:
+    """What one window's assessment hands back to the live state.
+
+    Attributes:
+        assessment: the drift decisions.
+        estimate: label-free accuracy estimate (None without a calibration).
+        without: modality -> estimated accuracy without it.
+        agreement: share of requests whose modalities agree (None for an empty window).
+        missing: modality -> share of the window's requests without it.
+    """
+
+    assessment: Assessment
+    estimate: float | None
+    without: dict[str, float]
+    agreement: float | None
+    missing: dict[str, float]
+
+
+def assess_window(
+    profile: ReferenceProfile,
+    detectors: Detectors,
+    alpha: float,
+    batch: list[Observations | MonitorRecord],
+) -> WindowResult:
+    """Assess one full window (records and observation rows, in arrival order)."""
+    parts: list[Observations] = []
+    records: list[MonitorRecord] = []
+    for item in [*batch, None]:  # runs of records become one Observations each
+        if isinstance(item, MonitorRecord):
+            records.append(item)
+            continue
+        if records:
+            parts.append(observations_of(records, profile))
+            records = []
+        if item is not None:
+            parts.append(item)
+    current = concat(parts)
+    result = assess(profile, current, detectors, alpha=alpha)
+    cal = profile.calibration
+    estimate = None if cal is None else cal.estimate(current, result.drifted).value
+    without = {}
+    if cal is not None:
+        without = {m: cal.estimate_without(current, m).value for m in result.modalities}
+    agree = float(agreement(current).mean()) if len(current) else None
+    missing = {
+        m: float(1.0 - view.present.mean()) if len(view.present) else 0.0
+        for m, view in current.modalities.items()
+    }
+    return WindowResult(result, estimate, without, agree, missing)
+
+
+# The assessment process's profile and detectors (set once by `_init_worker`).
+_WORKER: tuple[ReferenceProfile, Detectors, float] | None = None
+
+
+def _init_worker(profile: ReferenceProfile, detectors: Detectors, alpha: float) -> None:
+    global _WORKER
+    _WORKER = (profile, detectors, alpha)
+
+
+def _assess_in_worker(batch: list[Observations | MonitorRecord]) -> WindowResult:
+    if _WORKER is None:  # pragma: no cover - the pool's initializer always ran
+        raise RuntimeError("the monitor's assessment process was not initialised")
+    return assess_window(*_WORKER, batch)
+
+
+@dataclass(frozen=True)
 class QuarantinePolicy:
     """When to stop feeding a drifted modality.
 
@@ -213,6 +283,10 @@ class LiveMonitor:
         policy: quarantine policy.
         background: assess full windows in a background thread (the service); ``False``
             assesses inside `record` (tests, offline replay).
+        isolate: with ``background``, run each assessment in a process of its own (started
+            at the first full window, one for the monitor's life; `close` ends it): the
+            thread only waits, so the service's event loop and batch threads never wait
+            for the assessment's Python to release the GIL.
         min_labels: labelled requests a window needs before its observed accuracy is shown.
     """
 
@@ -225,6 +299,7 @@ class LiveMonitor:
         policy: QuarantinePolicy | None = None,
         detectors: Detectors | None = None,
         background: bool = True,
+        isolate: bool = False,
         min_labels: int = 20,
         remember: int = 10_000,
     ) -> None:
@@ -236,6 +311,8 @@ class LiveMonitor:
         self.policy = policy or QuarantinePolicy()
         self.detectors = detectors or Detectors(domain=None)
         self.background = background
+        self.isolate = isolate and background
+        self._pool: ProcessPoolExecutor | None = None
         self.min_labels = min_labels
         self._lock = threading.Lock()
         self._pending: list[Observations | MonitorRecord] = []
@@ -393,38 +470,38 @@ class LiveMonitor:
     # ---- assessment ------------------------------------------------------------
     def _assess(self, batch: list[Observations | MonitorRecord]) -> None:
         try:
-            parts: list[Observations] = []
-            records: list[MonitorRecord] = []
-            for item in [*batch, None]:  # runs of records become one Observations each
-                if isinstance(item, MonitorRecord):
-                    records.append(item)
-                    continue
-                if records:
-                    parts.append(observations_of(records, self.profile))
-                    records = []
-                if item is not None:
-                    parts.append(item)
-            current = concat(parts)
-            result = assess(self.profile, current, self.detectors, alpha=self.alpha)
-            cal = self.profile.calibration
-            estimate = None if cal is None else cal.estimate(current, result.drifted).value
-            without = {}
-            if cal is not None:
-                without = {m: cal.estimate_without(current, m).value for m in result.modalities}
-            agree = float(agreement(current).mean()) if len(current) else None
-            self._update(result, estimate, without, agree, current)
+            if self.isolate:
+                window = self._process().submit(_assess_in_worker, batch).result()
+            else:
+                window = assess_window(self.profile, self.detectors, self.alpha, batch)
+            self._update(window)
         finally:
             with self._lock:
                 self._busy = False
 
-    def _update(
-        self,
-        result: Any,
-        estimate: float | None,
-        without: dict[str, float],
-        agree: float | None,
-        current: Observations,
-    ) -> None:
+    def _process(self) -> ProcessPoolExecutor:
+        """The assessment process (started on first use)."""
+        if self._pool is None:
+            # spawn: forking a service that runs torch threads can deadlock
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.profile, self.detectors, self.alpha),
+            )
+        return self._pool
+
+    def close(self) -> None:
+        """Wait for a running assessment and end the assessment process, if any."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=60)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _update(self, window: WindowResult) -> None:
+        result, estimate = window.assessment, window.estimate
         with self._lock:
             st = self._state
             st.windows += 1
@@ -432,15 +509,14 @@ class LiveMonitor:
             st.prediction_drift = result.prediction.drift
             st.prediction_p_value = result.prediction.p_value
             st.estimated_accuracy = estimate
-            st.agreement_rate = agree
+            st.agreement_rate = window.agreement
             self._observed()
             for m, dec in result.modalities.items():
                 s = st.modalities[m]
                 s.drift, s.p_value, s.score = dec.drift, dec.p_value, dec.score
-                view = current.modalities[m]
-                s.missing_rate = float(1.0 - view.present.mean()) if len(view.present) else 0.0
+                s.missing_rate = window.missing.get(m, 0.0)
                 s.missing_drift = m in result.missing and result.missing[m].drift
-                s.estimate_without = without.get(m)
+                s.estimate_without = window.without.get(m)
                 if dec.drift:
                     s.drifted_windows += 1
                     s.clean_windows = 0

@@ -63,6 +63,7 @@ RUNTIME_OPTIONS = (
     "monitor_window",
     "monitor_alpha",
     "monitor_rate",
+    "monitor_process",
     "quarantine",
     "quarantine_windows",
 )
@@ -305,7 +306,7 @@ class ServeConfig:
         cache, redis_url, cache_bytes, encoder_timeout_s, breaker_failures,
         breaker_reset_s, breaker_half_open, degraded, max_batch, max_wait_ms, queue_size,
         workers, preprocess, preprocess_batch, monitor, monitor_window, monitor_alpha,
-        monitor_rate, quarantine, quarantine_windows: options of the model runtime
+        monitor_rate, monitor_process, quarantine, quarantine_windows: options of the model runtime
             (`polyfuse.serve.runtime.settings.RuntimeConfig`, which documents each); None
             leaves the runtime's default. `runtime_options` hands the set ones over.
     """
@@ -364,6 +365,7 @@ class ServeConfig:
     monitor_window: Annotated[StrictInt, Field(ge=10)] | None = None
     monitor_alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     monitor_rate: NonNegativeFloat | None = None
+    monitor_process: StrictBool | None = None
     quarantine: StrictBool | None = None
     quarantine_windows: PositiveInt | None = None
 

@@ -43,9 +43,10 @@ def test_windows_gauges_feedback_and_log(served) -> None:  # type: ignore[no-unt
     answers = [_predict(client, data, i) for i in range(24)]
     rt.live_monitor().wait()
     state = client.get("/v1/monitor").json()
-    # windows assess in the background; one still running takes the requests that
-    # arrived meanwhile into the next window
-    assert 1 <= state["windows"] <= 2 and state["samples"] < 10
+    # windows assess in the background (the first in a process it starts first); the
+    # requests that arrive while one runs wait for the next window
+    assert 1 <= state["windows"] <= 2
+    assert state["samples"] <= 24 - 10 * state["windows"]
     assert set(state["modalities"]) == {"image", "text"}
     metrics = client.get("/metrics").text
     for name in (

@@ -556,6 +556,8 @@ class ModelRuntime:
         """Stop batchers and pools and close the cache (what is shared with other
         runtimes is left to `SharedStages.close`)."""
         self._ready = False
+        if self.watch is not None:  # ends the monitor's assessment process, if started
+            await asyncio.to_thread(self.watch.live.close)
         if self._shared is not None:
             if self._fuser is not None:
                 await self._fuser.close()

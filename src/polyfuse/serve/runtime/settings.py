@@ -78,6 +78,9 @@ class RuntimeConfig:
             outputs per request, assessed per window of ``monitor_window`` requests at
             false-alarm rate ``monitor_alpha``; above ``monitor_rate`` requests per second
             only that many are monitored (a token bucket; 0: every request).
+            ``monitor_process``: assess each window in a process of its own (started at the
+            first full window), so the assessment's Python never holds the server's GIL
+            (False: a thread of the server).
         quarantine: stop feeding a modality to the fusion after ``quarantine_windows``
             consecutive drifted windows when the estimated accuracy without it is higher
             (answers ``degraded`` with reason ``quarantined: drift``); off by default.
@@ -109,6 +112,7 @@ class RuntimeConfig:
     monitor_window: int = 200
     monitor_alpha: float = 0.05
     monitor_rate: float = 50.0
+    monitor_process: bool = True
     quarantine: bool = False
     quarantine_windows: int = 3
 

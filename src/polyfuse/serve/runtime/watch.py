@@ -89,7 +89,11 @@ class Watch:
             return None
         policy = QuarantinePolicy(enabled=config.quarantine, windows=config.quarantine_windows)
         live = LiveMonitor(
-            profile, window=config.monitor_window, alpha=config.monitor_alpha, policy=policy
+            profile,
+            window=config.monitor_window,
+            alpha=config.monitor_alpha,
+            policy=policy,
+            isolate=config.monitor_process,
         )
         contexts = {
             m: {
