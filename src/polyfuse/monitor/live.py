@@ -3,9 +3,9 @@
 `LiveMonitor` receives one `Observations` row per served request (statistics, embeddings and
 outputs only, never raw content), assesses every full window against the reference profile
 in the background (a thread, or with ``isolate=True`` a process of its own, so that the
-assessment's Python never holds the service's GIL), and keeps the state the service exports: per-modality drift, p-value
-and score, the label-free accuracy estimate, agreement and missing rates, and which
-modalities are quarantined.
+assessment's Python never holds the service's GIL), and keeps the state the service
+exports: per-modality drift, p-value and score, the label-free accuracy estimate,
+agreement and missing rates, and which modalities are quarantined.
 
 Quarantine (opt-in, `QuarantinePolicy`): when a modality's content has drifted in
 ``windows`` consecutive windows *and* the estimated accuracy without it is higher than with
@@ -188,19 +188,16 @@ def assess_window(
     return WindowResult(result, estimate, without, agree, missing)
 
 
-# The assessment process's profile and detectors (set once by `_init_worker`).
-_WORKER: tuple[ReferenceProfile, Detectors, float] | None = None
+# The assessment process's profile, detectors and alpha (set once by `_init_worker`).
+_WORKER: dict[str, tuple[ReferenceProfile, Detectors, float]] = {}
 
 
 def _init_worker(profile: ReferenceProfile, detectors: Detectors, alpha: float) -> None:
-    global _WORKER
-    _WORKER = (profile, detectors, alpha)
+    _WORKER["monitor"] = (profile, detectors, alpha)
 
 
 def _assess_in_worker(batch: list[Observations | MonitorRecord]) -> WindowResult:
-    if _WORKER is None:  # pragma: no cover - the pool's initializer always ran
-        raise RuntimeError("the monitor's assessment process was not initialised")
-    return assess_window(*_WORKER, batch)
+    return assess_window(*_WORKER["monitor"], batch)
 
 
 @dataclass(frozen=True)
