@@ -72,8 +72,9 @@ def start_gil_sampler(pid: int, seconds: float, out: Path, rate: int) -> subproc
 
 def gil_shares(
     folded: Path, seconds: float, rate: int
-) -> tuple[float, dict[str, float], dict[str, float]]:
-    """(GIL held share of wall time, share per thread, share per leaf function's module).
+) -> tuple[float, dict[str, float], dict[str, float], dict[str, float]]:
+    """(GIL held share of wall time, share per thread, per leaf function's file, and per
+    function of the busiest holder's stacks, counted once per sample it is on).
 
     Each line of py-spy's raw output is ``thread (0xID) "name";frame;...;frame COUNT``; with
     ``--gil`` only the thread holding the GIL is sampled, so samples / (rate * seconds) is
@@ -82,6 +83,7 @@ def gil_shares(
     ticks = max(1.0, rate * round(seconds))
     threads: dict[str, float] = {}
     leaves: dict[str, float] = {}
+    stacks: list[tuple[str, list[str], float]] = []
     for line in folded.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
@@ -93,7 +95,14 @@ def gil_shares(
         where = re.search(r"\(([^():]+)", leaf)
         module = where[1] if where else leaf
         leaves[module] = leaves.get(module, 0.0) + int(count) / ticks
-    return sum(threads.values()), threads, leaves
+        stacks.append((name, frames[1:], int(count) / ticks))
+    top = max(threads, key=lambda t: threads[t], default="")
+    functions: dict[str, float] = {}
+    for name, frames, share in stacks:
+        if name == top:
+            for frame in set(frames):
+                functions[frame] = functions.get(frame, 0.0) + share
+    return sum(threads.values()), threads, leaves, functions
 
 
 def children_cpu(pid: int) -> float:
@@ -119,6 +128,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=64, help="distinct inputs to cycle over")
     parser.add_argument("--gil", action="store_true", help="sample the GIL holder (py-spy)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=12, help="rows per GIL table")
     args = parser.parse_args()
     inputs = load_inputs(args.artifact, args.inputs)
     bodies = [form(x) for x in (inputs[:8] if args.variant == "cached" else inputs)]
@@ -162,12 +172,17 @@ def main() -> None:
         ):
             print(f"  {key.removeprefix('polyfuse_runtime_batchers_')}: {value:g}")
     if spy is not None:
-        held, threads, leaves = gil_shares(folded, args.seconds, args.rate)
+        held, threads, leaves, functions = gil_shares(folded, args.seconds, args.rate)
         print(f"GIL held {100 * held:.0f} % of wall time (py-spy, {args.rate} samples/s)")
-        for label, shares in (("thread", threads), ("leaf function's file", leaves)):
+        top = max(threads, key=lambda t: threads[t], default="?")
+        for label, shares in (
+            ("thread", threads),
+            ("leaf function's file", leaves),
+            (f"function on {top.split(': ')[-1]}'s stack", functions),
+        ):
             print(f"{'GIL holder: ' + label:<52}{'% of wall time':>16}")
-            for name, share in sorted(shares.items(), key=lambda kv: -kv[1])[:12]:
-                print(f"  {name[:50]:<50}{100 * share:>16.1f}")
+            for name, share in sorted(shares.items(), key=lambda kv: -kv[1])[: args.top]:
+                print(f"  {name[-50:]:<50}{100 * share:>16.1f}")
 
 
 if __name__ == "__main__":
