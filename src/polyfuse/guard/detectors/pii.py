@@ -25,7 +25,13 @@ from typing import Any, NamedTuple
 
 from polyfuse import __version__
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
-from polyfuse.guard.detectors.recognizers import RECOGNIZERS, RULES_VERSION, find_all, find_heard
+from polyfuse.guard.detectors.recognizers import (
+    DEFAULT_PHONE_REGIONS,
+    RECOGNIZERS,
+    RULES_VERSION,
+    find_all,
+    find_heard,
+)
 from polyfuse.guard.findings import PII_ENTITIES, Finding, Location, TextDetector, mask
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
@@ -155,6 +161,9 @@ class TextPII(TextDetector):
             (no PERSON/LOCATION, no model load: fast and dependency-free).
         models: where the analyzer is kept (the owning `Guard`'s cache; default
             `SHARED_MODELS`, shared by every detector built without one).
+        phone_regions: regions whose national phone numbers are recognised, home
+            region first (a policy's ``pii.phone_regions``; see
+            `polyfuse.guard.detectors.recognizers.find_phone_numbers`).
 
     Raises:
         ConfigError: an unknown entity type, a threshold outside [0, 1] or an
@@ -172,6 +181,7 @@ class TextPII(TextDetector):
         *,
         use_ner: bool = True,
         models: ModelCache | None = None,
+        phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
     ) -> None:
         wanted = tuple(SUPPORTED_ENTITIES if entities is None else entities)
         unknown = sorted(set(wanted) - set(SUPPORTED_ENTITIES))
@@ -197,6 +207,7 @@ class TextPII(TextDetector):
         self.score_threshold = float(score_threshold)
         self.language = language
         self.use_ner = use_ner
+        self.phone_regions: tuple[str, ...] = tuple(phone_regions)
         self._presidio_entities = [e for e in wanted if e in NER_ENTITIES or e in _PRESIDIO_RULES]
         self.models = models
         self._analyzer: Any = None
@@ -242,7 +253,7 @@ class TextPII(TextDetector):
         With ``heard`` (speech transcripts), `find_heard` adds numbers and addresses
         that a recogniser misheard, found by the words that introduce them.
         """
-        matches = find_all(text, self.entities)
+        matches = find_all(text, self.entities, phone_regions=self.phone_regions)
         if heard:
             matches += find_heard(text)
         rules = [
