@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from polyfuse.core.config import UnitFloat, unknown_key, validate
 from polyfuse.core.errors import ConfigError
-from polyfuse.guard.detectors.recognizers import DEFAULT_PHONE_REGIONS
+from polyfuse.guard.detectors.recognizers import DEFAULT_PHONE_REGIONS, unknown_phone_regions
 from polyfuse.guard.findings import ACTIONS, ENTITY_TYPES, Action, Finding
 
 POLICY_VERSION = 1
@@ -115,10 +115,8 @@ class PiiSpec(BaseModel):
     @field_validator("phone_regions")
     @classmethod
     def _known_regions(cls, value: list[str]) -> list[str]:
-        import phonenumbers
-
         regions = [r.upper() for r in value]
-        unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        unknown = unknown_phone_regions(regions)
         if unknown or not regions:
             what = f"unknown region(s) {unknown}" if unknown else "no region"
             raise ValueError(f"{what}; use ISO 3166 codes such as US, GB, DE")

@@ -56,3 +56,5 @@ def test_one_recognizer_per_type_and_errors() -> None:
     assert recognizers(["US_SSN"])[0].analyze("SSN 536-22-1234", ["CREDIT_CARD"]) == []
     with pytest.raises(ConfigError, match="US_SNN"):
         PolyfuseRecognizer("US_SNN")
+    with pytest.raises(ConfigError, match="ZZ"):
+        recognizers(phone_regions=["ZZ"])

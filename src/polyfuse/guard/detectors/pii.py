@@ -31,6 +31,7 @@ from polyfuse.guard.detectors.recognizers import (
     RULES_VERSION,
     find_all,
     find_heard,
+    unknown_phone_regions,
 )
 from polyfuse.guard.findings import PII_ENTITIES, Finding, Location, TextDetector, mask
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
@@ -150,6 +151,23 @@ def _load_analyzer(language: str) -> Any:
         return analyzer
 
 
+def check_phone_regions(regions: Iterable[str]) -> tuple[str, ...]:
+    """``regions`` as a tuple, checked against the numbering plans ``phonenumbers`` knows.
+
+    Raises:
+        ConfigError: no region, or a code that names no plan.
+    """
+    out = tuple(regions)
+    unknown = unknown_phone_regions(out)
+    if unknown or not out:
+        raise ConfigError(
+            "phone_regions",
+            f"unknown region(s) {unknown}" if unknown else "no region given",
+            hint="use ISO 3166 codes such as US, GB, DE (home region first)",
+        )
+    return out
+
+
 class TextPII(TextDetector):
     """PII in text: Presidio NER (PERSON, LOCATION) plus validated recognizers.
 
@@ -166,8 +184,8 @@ class TextPII(TextDetector):
             `polyfuse.guard.detectors.recognizers.find_phone_numbers`).
 
     Raises:
-        ConfigError: an unknown entity type, a threshold outside [0, 1] or an
-            unsupported language.
+        ConfigError: an unknown entity type, a threshold outside [0, 1], an unknown
+            phone region or an unsupported language.
     """
 
     name = "polyfuse.text_pii"
@@ -197,6 +215,7 @@ class TextPII(TextDetector):
                 f"{score_threshold} is outside [0, 1]",
                 hint="pass a confidence between 0 and 1, e.g. 0.4",
             )
+        regions = check_phone_regions(phone_regions)
         if language != "en":
             raise ConfigError(
                 "language",
@@ -207,7 +226,7 @@ class TextPII(TextDetector):
         self.score_threshold = float(score_threshold)
         self.language = language
         self.use_ner = use_ner
-        self.phone_regions: tuple[str, ...] = tuple(phone_regions)
+        self.phone_regions: tuple[str, ...] = regions
         self._presidio_entities = [e for e in wanted if e in NER_ENTITIES or e in _PRESIDIO_RULES]
         self.models = models
         self._analyzer: Any = None
@@ -367,5 +386,6 @@ __all__ = [
     "Candidate",
     "TextPII",
     "build_analyzer",
+    "check_phone_regions",
     "resolve_overlaps",
 ]

@@ -282,6 +282,13 @@ _IDD = re.compile(r"(?<![\w+])0(?:0|11)[ -]?[1-9]")
 _DIALLED_ABROAD = re.compile(r"\s*(?:\+|00|011)\s*(?P<rest>\d+)")
 
 
+def unknown_phone_regions(regions: Iterable[str]) -> list[str]:
+    """The codes in ``regions`` that name no numbering plan ``phonenumbers`` knows."""
+    import phonenumbers
+
+    return [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+
+
 def _phone_cue(text: str, start: int, end: int) -> str | None:
     """``"phone"`` when phone words name the number (before it, or right after it),
     ``"other"`` when words of another kind of number stand closer before it, else None."""

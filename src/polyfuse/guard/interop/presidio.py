@@ -26,6 +26,7 @@ from typing import Any
 from presidio_analyzer import AnalysisExplanation, EntityRecognizer, RecognizerResult
 
 from polyfuse.core.errors import ConfigError
+from polyfuse.guard.detectors.pii import check_phone_regions
 from polyfuse.guard.detectors.recognizers import (
     DEFAULT_PHONE_REGIONS,
     RECOGNIZERS,
@@ -113,10 +114,10 @@ def recognizers(
     first; a policy's ``pii.phone_regions``). Add them with ``registry.add_recognizer``.
 
     Raises:
-        ConfigError: an entity type the catalogue does not have.
+        ConfigError: an entity type the catalogue does not have, or an unknown region.
     """
     wanted = sorted(RECOGNIZERS) if entities is None else list(entities)
-    regions = tuple(phone_regions)
+    regions = check_phone_regions(phone_regions)
 
     def phones(text: str) -> list[Match]:
         return find_phone_numbers(text, regions)
