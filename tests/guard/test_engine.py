@@ -147,3 +147,15 @@ def test_no_pii_in_clear_in_any_snippet(tmp_path: Path) -> None:
         audit.read_text(),
     ):
         assert "jane" not in text and "example.com" not in text, text
+
+
+def test_default_text_pii_reads_the_policys_phone_regions() -> None:
+    from polyfuse.guard.detectors.pii import TextPII
+    from polyfuse.guard.policy import Policy
+
+    guard = Guard(Policy.from_dict({"pii": {"phone_regions": ["SE", "US"]}}))
+    (pii,) = [d for d in guard.text_detectors if isinstance(d, TextPII)]
+    assert pii.phone_regions == ("SE", "US")
+    pii.use_ner = False  # the rules alone: no spaCy load
+    text = "Ring 08-123 456 78"
+    assert [f.text for f in pii.detect(text)] == ["08-123 456 78"]

@@ -69,6 +69,8 @@ def test_policy_rules_overrides_thresholds_and_strictest_action() -> None:
         ({"modalities": {"video": {}}}, "policy.modalities.video"),
         ({"version": 9}, "policy.version"),
         ({"rules": {}}, "policy"),
+        ({"pii": {"phone_regions": ["XX"]}}, "policy.pii.phone_regions"),
+        ({"pii": {"phone_regions": []}}, "policy.pii.phone_regions"),
     ],
 )
 def test_policy_errors_name_the_key(data: dict, key: str) -> None:
@@ -85,6 +87,16 @@ def test_policy_file_round_trip(tmp_path: Path) -> None:
     assert Policy.load(path).digest == Policy.load().digest
     with pytest.raises(ConfigError):
         Policy.load(tmp_path / "missing.yaml")
+
+
+def test_policy_phone_regions_default_and_override() -> None:
+    from polyfuse.guard.detectors.recognizers import DEFAULT_PHONE_REGIONS
+
+    assert Policy.load().phone_regions == DEFAULT_PHONE_REGIONS
+    assert Policy.from_dict({"pii": {"phone_regions": ["gb", "SE", "GB"]}}).phone_regions == (
+        "GB",
+        "SE",
+    )
 
 
 def test_redact_text_replaces_and_merges_spans() -> None:

@@ -108,7 +108,8 @@ class Guard:
             from polyfuse.guard.detectors.injection import InjectionDetector
             from polyfuse.guard.detectors.pii import TextPII
 
-            self._text = [TextPII(models=self.models), InjectionDetector()]
+            pii = TextPII(models=self.models, phone_regions=self.policy.phone_regions)
+            self._text = [pii, InjectionDetector()]
         return self._text
 
     @property

@@ -15,6 +15,8 @@ A policy maps entity / threat types to an action (``allow`` < ``flag`` < ``redac
         FACE: redact
       audio:
         PERSON: allow
+    pii:
+      phone_regions: [US, GB, DE]             # national numbering plans, home region first
 
 An input's action is the strictest action of its findings (``allow`` when none).
 Findings scored below their threshold are dropped before the decision.
@@ -29,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from polyfuse.core.config import UnitFloat, unknown_key, validate
 from polyfuse.core.errors import ConfigError
+from polyfuse.guard.detectors.recognizers import DEFAULT_PHONE_REGIONS, unknown_phone_regions
 from polyfuse.guard.findings import ACTIONS, ENTITY_TYPES, Action, Finding
 
 POLICY_VERSION = 1
@@ -96,6 +99,30 @@ _TYPES_SCHEMA = {"propertyNames": {"enum": sorted(ENTITY_TYPES)}}
 EntityRules = Annotated[dict[str, RuleSpec], Field(json_schema_extra=_TYPES_SCHEMA)]
 
 
+class PiiSpec(BaseModel):
+    """The ``pii`` section: how PII is looked for.
+
+    ``phone_regions``: ISO 3166 region codes (``US``, ``GB`` ...) whose national numbering
+    plans phone numbers are read with (numbers written with ``+country`` are found in any
+    plan). The first is the home region: its national numbers count without phone words;
+    the others' need phone words nearby.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        regions = [r.upper() for r in value]
+        unknown = unknown_phone_regions(regions)
+        if unknown or not regions:
+            what = f"unknown region(s) {unknown}" if unknown else "no region"
+            raise ValueError(f"{what}; use ISO 3166 codes such as US, GB, DE")
+        return list(dict.fromkeys(regions))
+
+
 class PolicyFile(BaseModel):
     """The policy file's schema (``polyfuse schema policy``); see the module docstring."""
 
@@ -105,6 +132,7 @@ class PolicyFile(BaseModel):
     default: RuleSpec = RuleSpec()
     entities: EntityRules = {}
     modalities: dict[Literal["text", "image", "audio", "document"], EntityRules] = {}
+    pii: PiiSpec = PiiSpec()
 
 
 def _check_types(rules: Mapping[str, Any], where: str) -> None:
@@ -132,6 +160,8 @@ class Policy:
     entities: dict[str, Rule]
     modalities: dict[str, dict[str, Rule]]
     source: dict[str, Any]
+    #: Regions whose national phone numbers are recognised, home region first.
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -157,7 +187,8 @@ class Policy:
             str(m): {k: r.over(entities.get(k, default)) for k, r in rules.items()}
             for m, rules in spec.modalities.items()
         }
-        return cls(default, entities, modalities, dict(data))
+        regions = tuple(spec.pii.phone_regions)
+        return cls(default, entities, modalities, dict(data), phone_regions=regions)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Policy:

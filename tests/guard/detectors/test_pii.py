@@ -42,6 +42,11 @@ def test_bad_configuration_raises_typed_errors() -> None:
         TextPII(score_threshold=1.5)
     with pytest.raises(ConfigError, match="language"):
         TextPII(language="de")
+    with pytest.raises(ConfigError, match="XX") as exc:
+        TextPII(phone_regions=["US", "XX"])
+    assert exc.value.key == "phone_regions"
+    with pytest.raises(ConfigError, match="no region"):
+        TextPII(phone_regions=[])
 
 
 def test_non_string_input(rules: TextPII) -> None:

@@ -235,6 +235,48 @@ def test_phone_negatives() -> None:
     assert find_phone_numbers("We'll meet at 3369 24 Clarke Avenue") == []
 
 
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [
+        ("Call +44 20 7946 0958 ext. 12 today", "+44 20 7946 0958 ext. 12"),
+        ("From Germany dial 0044 20 7946 0958", "0044 20 7946 0958"),
+        ("From the US: 011 44 20 7946 0958", "011 44 20 7946 0958"),
+        ("Her desk is +46 (0)8 928 571 38.", "+46 (0)8 928 571 38"),
+        ("Reach me at 212-555-0147 x52646", "212-555-0147 x52646"),
+        ("Tel. 01 42 68 53 00 (Paris office)", "01 42 68 53 00"),
+        ("Her number is 9469 9966.", "9469 9966"),
+        ("Our support line is 030 901820", "030 901820"),
+    ],
+)
+def test_phone_international_extensions_and_grouped(text: str, phone: str) -> None:
+    assert spans(find_phone_numbers(text), text) == [phone]
+
+
+def test_phone_regions_decide_which_national_plans_are_read() -> None:
+    text = "Call the Stockholm office: 08-123 456 78"
+    assert spans(find_phone_numbers(text, ["US", "SE"]), text) == ["08-123 456 78"]
+    assert spans(find_phone_numbers(text, ["US"], fallback=False), text) == []
+    # another region's national number needs phone words; the home region's does not
+    assert find_phone_numbers("Bring 08-123 456 78 along", ["US", "SE"]) == []
+    assert spans(find_phone_numbers("Bring 212-555-0147 along", ["US"]), "Bring 212-555-0147 along")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please call us about order 4821 7733.",
+        "Your order #2125550147 has shipped.",
+        "Tracking number: 4155 5501 2345",
+        "When you phone, have your account number 020 7946 0958 ready.",
+        "The access code is 73575598.",
+        "Scan 2125 5501 47 at the till.",  # valid US digits, grouped as no one dials them
+        "Total: $1,234,567.89 on 2024-03-15, version 10.0.19045.3803, ZIP 94103-1234",
+    ],
+)
+def test_phone_not_found_in_other_numbers(text: str) -> None:
+    assert find_phone_numbers(text) == []
+
+
 # ------------------------------------------------------------------ e-mail
 
 

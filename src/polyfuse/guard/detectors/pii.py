@@ -25,7 +25,14 @@ from typing import Any, NamedTuple
 
 from polyfuse import __version__
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
-from polyfuse.guard.detectors.recognizers import RECOGNIZERS, RULES_VERSION, find_all, find_heard
+from polyfuse.guard.detectors.recognizers import (
+    DEFAULT_PHONE_REGIONS,
+    RECOGNIZERS,
+    RULES_VERSION,
+    find_all,
+    find_heard,
+    unknown_phone_regions,
+)
 from polyfuse.guard.findings import PII_ENTITIES, Finding, Location, TextDetector, mask
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
 
@@ -144,6 +151,23 @@ def _load_analyzer(language: str) -> Any:
         return analyzer
 
 
+def check_phone_regions(regions: Iterable[str]) -> tuple[str, ...]:
+    """``regions`` as a tuple, checked against the numbering plans ``phonenumbers`` knows.
+
+    Raises:
+        ConfigError: no region, or a code that names no plan.
+    """
+    out = tuple(regions)
+    unknown = unknown_phone_regions(out)
+    if unknown or not out:
+        raise ConfigError(
+            "phone_regions",
+            f"unknown region(s) {unknown}" if unknown else "no region given",
+            hint="use ISO 3166 codes such as US, GB, DE (home region first)",
+        )
+    return out
+
+
 class TextPII(TextDetector):
     """PII in text: Presidio NER (PERSON, LOCATION) plus validated recognizers.
 
@@ -155,10 +179,13 @@ class TextPII(TextDetector):
             (no PERSON/LOCATION, no model load: fast and dependency-free).
         models: where the analyzer is kept (the owning `Guard`'s cache; default
             `SHARED_MODELS`, shared by every detector built without one).
+        phone_regions: regions whose national phone numbers are recognised, home
+            region first (a policy's ``pii.phone_regions``; see
+            `polyfuse.guard.detectors.recognizers.find_phone_numbers`).
 
     Raises:
-        ConfigError: an unknown entity type, a threshold outside [0, 1] or an
-            unsupported language.
+        ConfigError: an unknown entity type, a threshold outside [0, 1], an unknown
+            phone region or an unsupported language.
     """
 
     name = "polyfuse.text_pii"
@@ -172,6 +199,7 @@ class TextPII(TextDetector):
         *,
         use_ner: bool = True,
         models: ModelCache | None = None,
+        phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
     ) -> None:
         wanted = tuple(SUPPORTED_ENTITIES if entities is None else entities)
         unknown = sorted(set(wanted) - set(SUPPORTED_ENTITIES))
@@ -187,6 +215,7 @@ class TextPII(TextDetector):
                 f"{score_threshold} is outside [0, 1]",
                 hint="pass a confidence between 0 and 1, e.g. 0.4",
             )
+        regions = check_phone_regions(phone_regions)
         if language != "en":
             raise ConfigError(
                 "language",
@@ -197,6 +226,7 @@ class TextPII(TextDetector):
         self.score_threshold = float(score_threshold)
         self.language = language
         self.use_ner = use_ner
+        self.phone_regions: tuple[str, ...] = regions
         self._presidio_entities = [e for e in wanted if e in NER_ENTITIES or e in _PRESIDIO_RULES]
         self.models = models
         self._analyzer: Any = None
@@ -242,7 +272,7 @@ class TextPII(TextDetector):
         With ``heard`` (speech transcripts), `find_heard` adds numbers and addresses
         that a recogniser misheard, found by the words that introduce them.
         """
-        matches = find_all(text, self.entities)
+        matches = find_all(text, self.entities, phone_regions=self.phone_regions)
         if heard:
             matches += find_heard(text)
         rules = [
@@ -356,5 +386,6 @@ __all__ = [
     "Candidate",
     "TextPII",
     "build_analyzer",
+    "check_phone_regions",
     "resolve_overlaps",
 ]

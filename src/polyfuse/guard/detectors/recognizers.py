@@ -21,7 +21,7 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 #: Version of this rule set; reported as ``Finding.detector_version`` for these rules.
@@ -248,9 +248,23 @@ def find_ibans(text: str) -> list[Match]:
 
 # --------------------------------------------------------------------------- phone numbers
 
+#: Regions whose numbering plans `find_phone_numbers` reads national numbers with when no
+#: policy says otherwise (``pii.phone_regions``); the first is the home region.
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
+    "US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "SE", "IE", "AU", "IN",
+)  # fmt: skip
 _PHONE_CONTEXT = _context(
     r"\b(?:phone|tel|telephone|mobile|cell|call|fax|desk|contact|reach|whatsapp|sms|"
-    r"text\s+me|dial|ring|answering|messages?\s+to|office\s*(?::|phone|number|line))"
+    r"text\s+(?:me|us|to)|dial|ring|answering|messages?\s+(?:to|on)|(?:help|hot|support)\s*line|"
+    r"office\s*(?::|phone|number|line)|(?:my|his|her|your|our|their)\s+(?:registered\s+)?number)"
+)
+#: Words that name another kind of number: when one stands closer before a candidate
+#: than any phone word, the candidate is that number (order, invoice, tracking ...).
+_OTHER_NUMBER = _context(
+    r"\b(?:order|invoice|inv|tracking|track|shipment|parcel|package|booking|reservation|"
+    r"confirmation|reference|ref|account|acct|customer|member|employee|patient|record|case|"
+    r"ticket|claim|policy|serial|sku|item|isbn|zip|postcode|postal|access\s+code|code|pin|"
+    r"password|passcode|id)\W*(?:number|no\.?|num|#|is|:)?\W*$"
 )
 #: Words that mark a number as a phone number when they directly follow it.
 _PHONE_AFTER = _context(r"^\W{0,3}(?:office|fax|mobile|cell|desk|phone|home|work|tel)\b")
@@ -261,31 +275,76 @@ _PHONE_SHAPE = re.compile(
     r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w]|[.-]\d)"
 )
 _ISO_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}")
+_PHONE_WORD = _context(r"\b(?:office|fax|mobile|cell|desk|phone|home|work|tel)\b")
+_IDD = re.compile(r"(?<![\w+])0(?:0|11)[ -]?[1-9]")
+#: International dialling: ``+``, or an international prefix (``00``, ``011``) then the
+#: country code.
+_DIALLED_ABROAD = re.compile(r"\s*(?:\+|00|011)\s*(?P<rest>\d+)")
+
+
+def unknown_phone_regions(regions: Iterable[str]) -> list[str]:
+    """The codes in ``regions`` that name no numbering plan ``phonenumbers`` knows."""
+    import phonenumbers
+
+    return [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+
+
+def _phone_cue(text: str, start: int, end: int) -> str | None:
+    """``"phone"`` when phone words name the number (before it, or right after it),
+    ``"other"`` when words of another kind of number stand closer before it, else None."""
+    window = text[max(0, start - 32) : start]
+    phone = [m.end() for m in _PHONE_CONTEXT.finditer(window)]
+    other = _OTHER_NUMBER.search(window)
+    if other is not None and (not phone or other.start() >= phone[-1]):
+        return "other"
+    if phone or _PHONE_AFTER.search(text[end : end + 16]):
+        return "phone"
+    return None
 
 
 def _phone_context(text: str, start: int, end: int) -> bool:
-    return bool(_PHONE_CONTEXT.search(text, max(0, start - 32), start)) or bool(
-        _PHONE_AFTER.search(text[end : end + 16])
+    return _phone_cue(text, start, end) == "phone"
+
+
+def _international(raw: str, country_code: int | None) -> bool:
+    """Whether ``raw`` is written with its country code (``+44 ...``, ``0044 ...``)."""
+    m = _DIALLED_ABROAD.match(raw)
+    return m is not None and m.group("rest").startswith(str(country_code or "-"))
+
+
+def _grouped_as_dialled(raw: str, region: str) -> bool:
+    """Whether ``raw`` is one number grouped as its region writes it (or not grouped)."""
+    import phonenumbers
+
+    strict = phonenumbers.Leniency.STRICT_GROUPING
+    return any(
+        m.start == 0 and m.end == len(raw)
+        for m in phonenumbers.PhoneNumberMatcher(raw, region, leniency=strict)
     )
 
 
 def find_phone_numbers(
     text: str,
-    region: str = "US",
-    regions: Iterable[str] = ("GB", "DE", "FR", "AU", "IN"),
+    regions: Iterable[str] = DEFAULT_PHONE_REGIONS,
     *,
     fallback: bool = True,
 ) -> list[Match]:
-    """Phone numbers found by ``phonenumbers.PhoneNumberMatcher`` (``region`` first, then
-    ``regions`` for numbers without a country code) and valid by its metadata.
+    """Phone numbers found by ``phonenumbers.PhoneNumberMatcher`` and valid by its
+    metadata: written with their country code (``+44 20 7946 0958``, ``0044 ...``,
+    ``011 44 ...``, ``+46 (0)8 ...``), or national numbers of ``regions`` (the first is
+    the home region), extensions included (``x52646``, ``ext. 12``).
 
-    Numbers valid for ``region`` or written with ``+country`` score 0.75 (0.9 next to
-    phone words); numbers that only parse as a foreign national number need phone words
-    (score 0.9).
+    International numbers and home-region numbers score 0.75 (0.9 next to phone words);
+    numbers that only parse as another region's national number need phone words
+    (score 0.9). A home-region number without phone words must be grouped as the region
+    writes it (``212-555-0147``, ``2125550147``; not ``2125 5501 47``). A number preceded
+    by the words of another kind of number (order, invoice, tracking, account, access
+    code, ID ...) closer than any phone word is not reported unless written with its
+    country code.
     With ``fallback``, phone-shaped numbers of 7-15 digits that the metadata rejects
-    (unknown or fictional ranges, local numbers without an area code) are still reported
-    with score 0.55 when phone words (phone, mobile, fax, office, call ...) directly
-    precede or follow them.
+    (unknown or fictional ranges, local numbers without an area code, grouped digits
+    such as ``9469 9966``) are still reported with score 0.55 when phone words (phone,
+    mobile, fax, office, call, my number ...) directly precede or follow them.
     """
     import phonenumbers
 
@@ -294,18 +353,24 @@ def find_phone_numbers(
     def free(s: int, e: int) -> bool:
         return not any(s < o.end and o.start < e for o in out)
 
-    for i, reg in enumerate((region, *regions)):
+    regions = list(regions)
+    # another region's numbers count only after phone words or dialled with 00 / 011:
+    # without either in the text, one pass with the home region is enough
+    hint = _PHONE_CONTEXT.search(text) or _PHONE_WORD.search(text) or _IDD.search(text)
+    for i, reg in enumerate(regions if hint else regions[:1]):
         for pm in phonenumbers.PhoneNumberMatcher(text, reg):
             s, e = pm.start, pm.end
             if not free(s, e):
                 continue
-            context = _phone_context(text, s, e)
-            intl = pm.raw_string.lstrip().startswith("+")
-            if i > 0 and not intl and not context:
-                continue  # a foreign national number without phone words: too ambiguous
-            score = min(1.0, 0.75 + (0.15 if context else 0.0))
+            cue = _phone_cue(text, s, e)
+            intl = _international(pm.raw_string, pm.number.country_code)
+            if not intl and (cue == "other" or (i > 0 and cue is None)):
+                continue  # another kind of number, or a foreign national one without words
+            if not intl and cue is None and not _grouped_as_dialled(pm.raw_string, reg):
+                continue  # "951 983 177 7": valid digits, but no one groups a number so
+            score = min(1.0, 0.75 + (0.15 if cue == "phone" else 0.0))
             where = phonenumbers.region_code_for_number(pm.number) or reg
-            why = f"valid phone number for {where}" + (", phone words nearby" if context else "")
+            why = f"valid phone number for {where}" + (", phone words nearby" if cue else "")
             out.append(Match(s, e, "PHONE_NUMBER", score, why, "polyfuse.phonenumbers"))
     if fallback:
         for m in _PHONE_SHAPE.finditer(text):
@@ -773,8 +838,20 @@ RECOGNIZERS: dict[str, Callable[[str], list[Match]]] = {
 }
 
 
-def find_all(text: str, entities: Iterable[str] | None = None) -> list[Match]:
+def find_all(
+    text: str,
+    entities: Iterable[str] | None = None,
+    *,
+    phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+) -> list[Match]:
     """Every recognizer's matches (of ``entities`` only, when given), sorted by start;
-    overlaps between types are left for the caller to resolve."""
+    overlaps between types are left for the caller to resolve. Phone numbers are read
+    with the numbering plans of ``phone_regions`` (see `find_phone_numbers`)."""
     wanted = RECOGNIZERS if entities is None else [e for e in entities if e in RECOGNIZERS]
-    return sorted(m for etype in wanted for m in RECOGNIZERS[etype](text))
+    out: list[Match] = []
+    for etype in wanted:
+        if etype == "PHONE_NUMBER":
+            out += find_phone_numbers(text, phone_regions)
+        else:
+            out += RECOGNIZERS[etype](text)
+    return sorted(out)
