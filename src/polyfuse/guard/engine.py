@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse.core.errors import ConfigError, InvalidInputError, PolyfuseError
 from polyfuse.guard.audit import AuditLog
@@ -25,6 +25,9 @@ from polyfuse.guard.models import ModelCache
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.safety import Limits, check_size, sniff, within_budget
 from polyfuse.modalities.readers.text import decode_text
+
+if TYPE_CHECKING:
+    from polyfuse.guard.outputs import OutputScan
 
 
 @dataclass
@@ -178,6 +181,36 @@ class Guard:
             path, modality, fmt, decision.action, decision.findings, digest, len(data)
         )
         return self._finish(result)
+
+    def scan_outputs(
+        self, texts: Sequence[str], fields: Sequence[str] | None = None, *, name: str | None = None
+    ) -> OutputScan:
+        """Scan the texts of one answer a model gives (captions, search results and their
+        metadata, labels) under the policy's ``outputs`` section; ``fields`` names where
+        each text is in the answer (default ``0``, ``1`` ...), ``name`` the answer in the
+        audit log (one line per answer). See `polyfuse.guard.outputs`."""
+        from polyfuse.guard.outputs import scan_outputs
+
+        where = [str(i) for i in range(len(texts))] if fields is None else list(fields)
+        return scan_outputs(
+            texts,
+            where,
+            policy=self.policy,
+            detectors=self.text_detectors if self.policy.outputs.enabled else [],
+            max_chars=self.limits.max_chars,
+            audit=self.audit,
+            name=name,
+        )
+
+    def scan_answer(self, answer: Any, *, name: str | None = None) -> tuple[Any, OutputScan]:
+        """`scan_outputs` over every string of a JSON-like ``answer`` (dicts, lists,
+        strings; each field named by its path, ``hits[0].metadata.text``), and the answer
+        with its strings as the scan left them (redacted spans ``<TYPE>``)."""
+        from polyfuse.guard.outputs import texts_of, with_texts
+
+        found = list(texts_of(answer))
+        scan = self.scan_outputs([t for _, t in found], [f for f, _ in found], name=name)
+        return with_texts(answer, iter(scan.texts)), scan
 
     def warm_up(self) -> None:
         """Build the text detectors' models now (the first scan is otherwise slow). Not a

@@ -15,16 +15,22 @@ A policy maps entity / threat types to an action (``allow`` < ``flag`` < ``redac
         FACE: redact
       audio:
         PERSON: allow
+    outputs:                                  # what the service returns (captions, search
+      enabled: true                           # results and their metadata, labels ...)
+      injection: false                        # also run the prompt-injection detector
+      entities:                               # overrides; other types: the rules above
+        PERSON: allow
 
 An input's action is the strictest action of its findings (``allow`` when none).
-Findings scored below their threshold are dropped before the decision.
+Findings scored below their threshold are dropped before the decision. Outputs are
+text: a type's output rule is ``outputs.entities``, else its rule for text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -96,6 +102,23 @@ _TYPES_SCHEMA = {"propertyNames": {"enum": sorted(ENTITY_TYPES)}}
 EntityRules = Annotated[dict[str, RuleSpec], Field(json_schema_extra=_TYPES_SCHEMA)]
 
 
+class OutputsSpec(BaseModel):
+    """The ``outputs`` section: the policy over what a model returns (captions, search
+    results and their stored metadata, labels); see `polyfuse.guard.outputs`.
+
+    Attributes:
+        enabled: scan outputs (default); ``false`` returns them unscanned.
+        injection: also run the prompt-injection detector on outputs (PII only by default).
+        entities: per-type rules for outputs; unlisted types take their rule for text.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    injection: bool = False
+    entities: EntityRules = {}
+
+
 class PolicyFile(BaseModel):
     """The policy file's schema (``polyfuse schema policy``); see the module docstring."""
 
@@ -105,6 +128,7 @@ class PolicyFile(BaseModel):
     default: RuleSpec = RuleSpec()
     entities: EntityRules = {}
     modalities: dict[Literal["text", "image", "audio", "document"], EntityRules] = {}
+    outputs: OutputsSpec = OutputsSpec()
 
 
 def _check_types(rules: Mapping[str, Any], where: str) -> None:
@@ -124,14 +148,26 @@ class Decision:
     findings: list[tuple[Finding, Action]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OutputRules:
+    """The ``outputs`` section, resolved: whether outputs are scanned, whether the
+    injection detector runs on them, and the per-type output overrides."""
+
+    enabled: bool = True
+    injection: bool = False
+    entities: dict[str, Rule] = field(default_factory=dict)
+
+
 @dataclass
 class Policy:
-    """Per-type rules, a default, and per-modality overrides (see the module docstring)."""
+    """Per-type rules, a default, per-modality overrides and the rules of outputs (see
+    the module docstring)."""
 
     default: Rule
     entities: dict[str, Rule]
     modalities: dict[str, dict[str, Rule]]
     source: dict[str, Any]
+    outputs: OutputRules = field(default_factory=OutputRules)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -157,7 +193,14 @@ class Policy:
             str(m): {k: r.over(entities.get(k, default)) for k, r in rules.items()}
             for m, rules in spec.modalities.items()
         }
-        return cls(default, entities, modalities, dict(data))
+        policy = cls(default, entities, modalities, dict(data))
+        _check_types(spec.outputs.entities, "policy.outputs.entities")
+        policy.outputs = OutputRules(
+            spec.outputs.enabled,
+            spec.outputs.injection,
+            {k: r.over(policy.rule(k, "text")) for k, r in spec.outputs.entities.items()},
+        )
+        return policy
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Policy:
@@ -192,8 +235,26 @@ class Policy:
                 action = a
         return Decision(action, kept)
 
+    def output_rule(self, type_: str) -> Rule:
+        """The rule for a type in an output (``outputs.entities``, else its text rule)."""
+        return self.outputs.entities.get(type_) or self.rule(type_, "text")
+
+    def decide_output(self, findings: Sequence[Finding]) -> Decision:
+        """`decide` for outputs, with the output rules."""
+        kept = []
+        for f in findings:
+            rule = self.output_rule(f.type)
+            if f.score >= rule.threshold:
+                kept.append((f, rule.action))
+        return Decision(_strictest(a for _, a in kept), kept)
+
     @property
     def digest(self) -> str:
         """Short hash of the policy (logged with every decision)."""
         text = json.dumps(self.source, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _strictest(actions: Iterable[Action]) -> Action:
+    """The strictest of ``actions`` (``allow`` when none)."""
+    return max(actions, key=ACTIONS.index, default="allow")
