@@ -133,7 +133,7 @@ def test_search_answers_what_the_library_answers(
 
     expected = search_index(artifacts["index"], "text", "a green circle", k=5)
     hits = client.post("/v1/search?k=5", files={"text": (None, "a green circle")}).json()["hits"]
-    assert [h["id"] for h in hits] == [h.id for h in expected]
+    assert [h["id"] for h in hits] == [Path(h.id).name for h in expected]  # no server paths
     assert [h["score"] for h in hits] == pytest.approx([h.score for h in expected], abs=1e-5)
 
 
@@ -149,8 +149,9 @@ def test_image_search_answers_what_the_library_answers(
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["searched"] == "text"
-    assert [h["id"] for h in body["hits"]] == [h.id for h in expected]
+    assert [h["id"] for h in body["hits"]] == [h.id for h in expected]  # caption rows' ids
     assert all(set(h["metadata"]) == {"image", "text"} for h in body["hits"])
+    assert all("/" not in h["metadata"]["image"] for h in body["hits"])
 
 
 def test_consistency_answers_what_the_library_answers(
@@ -284,3 +285,46 @@ def test_cli_serve_loads_the_flags(
     assert cli.main(["serve", str(trained[0]), "--caption", str(artifacts["align"])]) == 2
     assert "--caption" in capsys.readouterr().err
     assert len(apps) == 1
+
+
+class _NoImageFindings:
+    """The input side's image scanner, faked: these answers' outputs are under test."""
+
+    def scan(self, data: bytes) -> list[Any]:
+        return []
+
+
+def test_answers_pass_the_output_policy_with_the_real_firewall(
+    artifacts: dict[str, Path], trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The default policy with the real PII detector (Presidio + the validated
+    recognizers) over a real index and captioner: stored captions holding an e-mail
+    address and a card number come back redacted, image paths as their file names."""
+    import dataclasses
+
+    from polyfuse.data.manifest import Manifest
+    from polyfuse.guard.detectors.pii import TextPII
+    from polyfuse.guard.engine import Guard
+    from polyfuse.retrieval.pipeline import Aligner, write_index
+
+    aligner = Aligner.load(artifacts["align"])
+    pii = ", write to jane.doe@example.com, card 4111 1111 1111 1111"
+    rows = [
+        dataclasses.replace(r, values={**r.values, "text": r.values["text"] + pii})
+        for r in Manifest.load(artifacts["val"], ("image", "text")).rows[:4]
+    ]
+    zi = aligner.embed("image", [r.values["image"] for r in rows]).numpy()
+    zq = aligner.embed("text", [r.values["text"] for r in rows]).numpy()
+    write_index(tmp_path / "index", artifacts["align"], aligner.info["roles"], rows, zi, zq)
+    align = AlignServices(aligner=aligner, index=tmp_path / "index")
+    guard = Guard(text_detectors=[TextPII()], image_scanner=_NoImageFindings())
+    runtime = ModelRuntime.load(trained[0], preprocess="thread", max_batch=1)
+    with TestClient(create_app(runtime, guard=guard, align=align), client=LOOPBACK) as c:
+        r = c.post("/v1/search?k=2", files={"image": ("q.png", _draw("red", "square", 3))})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    assert "example.com" not in r.text and "4111" not in r.text and str(tmp_path) not in r.text
+    for hit in body["hits"]:
+        assert hit["metadata"]["text"].endswith(", write to <EMAIL_ADDRESS>, card <CREDIT_CARD>")
+        assert hit["metadata"]["image"] == Path(hit["metadata"]["image"]).name
+    assert body["output_scan"]["redacted"] == {"EMAIL_ADDRESS": 2, "CREDIT_CARD": 2}
