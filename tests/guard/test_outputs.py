@@ -32,7 +32,7 @@ def _guard(policy: dict[str, object] | None = None, **kwargs: object) -> Guard:
 
 def test_outputs_section_defaults_overrides_and_errors() -> None:
     default = Policy.load()
-    assert default.outputs.enabled and not default.outputs.injection
+    assert default.outputs.enabled and not default.outputs.injection and not default.outputs.names
     assert default.output_rule("EMAIL_ADDRESS").action == "redact"  # as for input text
     policy = Policy.from_dict(
         {
@@ -60,9 +60,13 @@ def test_redacts_flags_and_names_the_field_without_values() -> None:
     report = scan.to_dict()
     assert {(f["type"], f["action"], f["field"]) for f in report["findings"]} == {
         ("EMAIL_ADDRESS", "redact", "caption"),
-        ("PERSON", "flag", "hits[1].metadata.text"),
         ("CREDIT_CARD", "redact", "hits[1].metadata.text"),
-    }
+    }  # names are looked for only with outputs.names
+    named = _guard({"outputs": {"names": True}}).scan_outputs(texts[2:], ["t"])
+    assert sorted((f.type, a) for f, a in named.findings) == [
+        ("CREDIT_CARD", "redact"),
+        ("PERSON", "flag"),
+    ]
     dumped = json.dumps(report)
     assert "example" not in dumped and "1111" not in dumped and "Jane" not in dumped
 
@@ -102,6 +106,20 @@ def test_injection_detector_runs_per_text_with_injection_on() -> None:
     scan = on.scan_outputs(["a dog", attack], ["hits[0]", "hits[1]"])
     assert scan.action == "block"
     assert {f.location.source for f, _ in scan.findings} == {"output:hits[1]"}
+
+
+def test_text_pii_runs_without_ner_unless_names_are_asked_for() -> None:
+    from polyfuse.guard.detectors.pii import TextPII
+
+    (plain,) = Guard(text_detectors=[TextPII()]).output_detectors
+    assert isinstance(plain, TextPII) and not plain.use_ner
+    policy = Policy.from_dict({"outputs": {"names": True}})
+    (named,) = Guard(policy, text_detectors=[TextPII()]).output_detectors
+    assert named.use_ner  # type: ignore[attr-defined]
+    scan = Guard(text_detectors=[TextPII()]).scan_outputs(
+        [f"mail {chr(106)}@example.com, 219-09-1937"]
+    )
+    assert sorted(scan.redacted()) == ["EMAIL_ADDRESS", "US_SSN"]
 
 
 def test_disabled_outputs_pass_unscanned_and_build_no_detector() -> None:

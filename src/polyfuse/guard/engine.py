@@ -99,6 +99,7 @@ class Guard:
         self._image = image_scanner
         self._audio = audio_scanner
         self._document = document_scanner
+        self._outputs: list[TextDetector] | None = None
         self.audit = AuditLog(audit) if isinstance(audit, (str, Path)) else audit
         #: The models this engine's default parts load (Whisper, Presidio), kept here.
         self.models = ModelCache()
@@ -113,6 +114,17 @@ class Guard:
 
             self._text = [TextPII(models=self.models), InjectionDetector()]
         return self._text
+
+    @property
+    def output_detectors(self) -> list[TextDetector]:
+        """The text detectors output scans run (`polyfuse.guard.outputs.output_detectors`:
+        no NER without ``outputs.names``, no injection detector without
+        ``outputs.injection``), built on first use."""
+        if self._outputs is None:
+            from polyfuse.guard.outputs import output_detectors
+
+            self._outputs = output_detectors(self.text_detectors, self.policy)
+        return self._outputs
 
     @property
     def image_scanner(self) -> Any:
@@ -196,7 +208,7 @@ class Guard:
             texts,
             where,
             policy=self.policy,
-            detectors=self.text_detectors if self.policy.outputs.enabled else [],
+            detectors=self.output_detectors if self.policy.outputs.enabled else [],
             max_chars=self.limits.max_chars,
             audit=self.audit,
             name=name,

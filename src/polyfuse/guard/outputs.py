@@ -6,14 +6,16 @@ policy's ``outputs`` section (`polyfuse.guard.policy.OutputRules`): a finding wh
 is ``redact`` is replaced by ``<TYPE>`` in the text, ``flag`` is reported, ``block``
 withholds the whole answer (the caller refuses it, as it refuses a blocked input).
 
+Outputs are scanned for identifiers and secrets by default; names and places (PERSON,
+LOCATION: spaCy NER, which costs about 20 times the rest) only with ``outputs.names``,
+prompt injection only with ``outputs.injection`` (`output_detectors`).
+
 The texts of one answer are scanned together: distinct texts are joined with a blank
 line between them and each detector runs once over the join (Presidio's NLP pipeline
 costs per call, not per character); a finding that crosses from one text into the next
-belongs to neither and is dropped. The prompt-injection detector (with
-``outputs.injection``) runs on each text alone, since its windows would otherwise mix
-texts; without ``outputs.injection`` it does not run and PROMPT_INJECTION findings of
-other detectors are not decided either. What is reported never holds a value: types,
-actions, scores and the field each finding is in (`OutputScan.to_dict`).
+belongs to neither and is dropped. The prompt-injection detector runs on each text
+alone, since its windows would otherwise mix texts. What is reported never holds a
+value: types, actions, scores and the field each finding is in (`OutputScan.to_dict`).
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def scan_outputs(
     name: str | None = None,
 ) -> OutputScan:
     """Scan ``texts`` (one answer's; ``fields`` names where each is in it) under
-    ``policy.outputs`` with ``detectors``; see the module docstring.
+    ``policy.outputs`` with ``detectors`` (`output_detectors` of the firewall's text
+    detectors); see the module docstring.
 
     Raises:
         InvalidInputError: the distinct texts together are over ``max_chars``.
@@ -104,10 +107,10 @@ def scan_outputs(
         raise InvalidInputError(
             "output", f"{size} characters of output is over the limit of {max_chars}"
         )
-    found = _find(distinct, [d for d in detectors if _wanted(d, policy)])
+    found = _find(distinct, detectors)
     findings: list[Finding] = []
     for text, where in zip(texts, fields, strict=True):
-        findings += [_placed(f, where) for f in found[text] if _counts(f, policy)]
+        findings += [_placed(f, where) for f in found[text]]
     decision = policy.decide_output(mask_snippets(findings))
     redacted = list(texts)
     for i, where in enumerate(fields):
@@ -145,15 +148,22 @@ def with_texts(value: Any, texts: Iterator[str]) -> Any:
     return value
 
 
-def _wanted(detector: TextDetector, policy: Policy) -> bool:
+def output_detectors(detectors: Sequence[TextDetector], policy: Policy) -> list[TextDetector]:
+    """The detectors an output scan runs: the injection detector only with
+    ``outputs.injection``, and `TextPII` without its NER (spaCy) unless ``outputs.names``
+    (its validated recognizers find every identifier type without it)."""
     from polyfuse.guard.detectors.injection import InjectionDetector
+    from polyfuse.guard.detectors.pii import TextPII
 
-    return policy.outputs.injection or not isinstance(detector, InjectionDetector)
-
-
-def _counts(finding: Finding, policy: Policy) -> bool:
-    """Whether a finding is decided: prompt injection only with ``outputs.injection``."""
-    return policy.outputs.injection or finding.type != "PROMPT_INJECTION"
+    out: list[TextDetector] = []
+    for detector in detectors:
+        d = detector
+        if isinstance(d, InjectionDetector) and not policy.outputs.injection:
+            continue
+        if isinstance(d, TextPII) and d.use_ner and not policy.outputs.names:
+            d = TextPII(d.entities, d.score_threshold, d.language, use_ner=False, models=d.models)
+        out.append(d)
+    return out
 
 
 def _find(texts: list[str], detectors: Sequence[TextDetector]) -> dict[str, list[Finding]]:

@@ -17,9 +17,10 @@ A policy maps entity / threat types to an action (``allow`` < ``flag`` < ``redac
         PERSON: allow
     outputs:                                  # what the service returns (captions, search
       enabled: true                           # results and their metadata, labels ...)
-      injection: false                        # also run the prompt-injection detector
+      names: false                            # also look for PERSON and LOCATION (NER)
+      injection: false                        # also look for PROMPT_INJECTION
       entities:                               # overrides; other types: the rules above
-        PERSON: allow
+        EMAIL_ADDRESS: flag
 
 An input's action is the strictest action of its findings (``allow`` when none).
 Findings scored below their threshold are dropped before the decision. Outputs are
@@ -42,6 +43,8 @@ from polyfuse.core.errors import ConfigError
 from polyfuse.guard.findings import ACTIONS, ENTITY_TYPES, Action, Finding
 
 POLICY_VERSION = 1
+#: Types found by NER (names and places): looked for in outputs only with ``outputs.names``.
+NAME_TYPES = frozenset({"PERSON", "LOCATION"})
 
 #: The policy used when none is given: secrets and identifiers are redacted, attacks
 #: blocked, names and places flagged.
@@ -108,13 +111,16 @@ class OutputsSpec(BaseModel):
 
     Attributes:
         enabled: scan outputs (default); ``false`` returns them unscanned.
-        injection: also run the prompt-injection detector on outputs (PII only by default).
+        names: also look for PERSON and LOCATION (spaCy NER, about 20 times the cost of
+            the identifier recognizers on a search answer); off by default.
+        injection: also look for PROMPT_INJECTION (the injection detector); off by default.
         entities: per-type rules for outputs; unlisted types take their rule for text.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    names: bool = False
     injection: bool = False
     entities: EntityRules = {}
 
@@ -150,10 +156,11 @@ class Decision:
 
 @dataclass(frozen=True)
 class OutputRules:
-    """The ``outputs`` section, resolved: whether outputs are scanned, whether the
-    injection detector runs on them, and the per-type output overrides."""
+    """The ``outputs`` section, resolved: whether outputs are scanned, whether names and
+    places (NER) and prompt injection are looked for, and the per-type output overrides."""
 
     enabled: bool = True
+    names: bool = False
     injection: bool = False
     entities: dict[str, Rule] = field(default_factory=dict)
 
@@ -197,6 +204,7 @@ class Policy:
         _check_types(spec.outputs.entities, "policy.outputs.entities")
         policy.outputs = OutputRules(
             spec.outputs.enabled,
+            spec.outputs.names,
             spec.outputs.injection,
             {k: r.over(policy.rule(k, "text")) for k, r in spec.outputs.entities.items()},
         )
@@ -239,10 +247,20 @@ class Policy:
         """The rule for a type in an output (``outputs.entities``, else its text rule)."""
         return self.outputs.entities.get(type_) or self.rule(type_, "text")
 
+    def looks_for_in_outputs(self, type_: str) -> bool:
+        """Whether output scans look for ``type_`` (names and places only with
+        ``outputs.names``, prompt injection only with ``outputs.injection``)."""
+        if type_ in NAME_TYPES:
+            return self.outputs.names
+        return self.outputs.injection or type_ != "PROMPT_INJECTION"
+
     def decide_output(self, findings: Sequence[Finding]) -> Decision:
-        """`decide` for outputs, with the output rules."""
+        """`decide` for outputs, with the output rules; findings of a type outputs are
+        not scanned for (`looks_for_in_outputs`) are dropped."""
         kept = []
         for f in findings:
+            if not self.looks_for_in_outputs(f.type):
+                continue
             rule = self.output_rule(f.type)
             if f.score >= rule.threshold:
                 kept.append((f, rule.action))
