@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from polyfuse.core.config import UnitFloat, unknown_key, validate
 from polyfuse.core.errors import ConfigError
@@ -119,9 +119,9 @@ class OutputsSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
-    names: bool = False
-    injection: bool = False
+    enabled: StrictBool = True
+    names: StrictBool = False
+    injection: StrictBool = False
     entities: EntityRules = {}
 
 
