@@ -146,6 +146,8 @@ def test_audit_line_per_answer_without_the_text(tmp_path: Path) -> None:
     assert record["action"] == "redact"
     assert record["findings"][0]["location"]["source"] == "output:caption"
     assert "jane.doe@example.com" not in line
+    guard.scan_outputs(["a dog"], name="labels", audit_clean=False)  # nothing found
+    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 1
 
 
 def test_scan_answer_walks_every_string_and_keeps_the_shape() -> None:

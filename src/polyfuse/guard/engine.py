@@ -195,12 +195,18 @@ class Guard:
         return self._finish(result)
 
     def scan_outputs(
-        self, texts: Sequence[str], fields: Sequence[str] | None = None, *, name: str | None = None
+        self,
+        texts: Sequence[str],
+        fields: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        audit_clean: bool = True,
     ) -> OutputScan:
         """Scan the texts of one answer a model gives (captions, search results and their
         metadata, labels) under the policy's ``outputs`` section; ``fields`` names where
         each text is in the answer (default ``0``, ``1`` ...), ``name`` the answer in the
-        audit log (one line per answer). See `polyfuse.guard.outputs`."""
+        audit log (one line per answer; with ``audit_clean=False`` only when something
+        was found). See `polyfuse.guard.outputs`."""
         from polyfuse.guard.outputs import scan_outputs
 
         where = [str(i) for i in range(len(texts))] if fields is None else list(fields)
@@ -212,6 +218,7 @@ class Guard:
             max_chars=self.limits.max_chars,
             audit=self.audit,
             name=name,
+            audit_clean=audit_clean,
         )
 
     def scan_answer(self, answer: Any, *, name: str | None = None) -> tuple[Any, OutputScan]:

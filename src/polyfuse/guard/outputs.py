@@ -88,10 +88,12 @@ def scan_outputs(
     max_chars: int,
     audit: AuditLog | None = None,
     name: str | None = None,
+    audit_clean: bool = True,
 ) -> OutputScan:
     """Scan ``texts`` (one answer's; ``fields`` names where each is in it) under
     ``policy.outputs`` with ``detectors`` (`output_detectors` of the firewall's text
-    detectors); see the module docstring.
+    detectors); see the module docstring. One line goes to ``audit`` (unless nothing was
+    found and not ``audit_clean``).
 
     Raises:
         InvalidInputError: the distinct texts together are over ``max_chars``.
@@ -119,7 +121,7 @@ def scan_outputs(
         if todo:
             redacted[i] = redact_text(texts[i], todo)
     result = OutputScan(redacted, decision.action, decision.findings, digest)
-    if audit is not None:
+    if audit is not None and (audit_clean or result.findings):
         audit.write(_record(result, policy, name, len(texts), size))
     return result
 

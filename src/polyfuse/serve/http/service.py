@@ -383,12 +383,15 @@ class Service:
         """The model's labels as answers name them, scanned once under the output
         policy: a label holding, say, an e-mail address is shown redacted (a label is
         the model's vocabulary, so ``block`` redacts it too instead of refusing every
-        answer)."""
+        answer). Audited only when something is found."""
         if self.label_names is None:
             labels = [str(x) for x in self.runtime.info().get("labels", [])]
             fields = LabelNames.fields(labels)
             _, scan = await self._guarded(
-                lambda guard: (None, guard.scan_outputs(labels, fields, name="labels"))
+                lambda guard: (
+                    None,
+                    guard.scan_outputs(labels, fields, name="labels", audit_clean=False),
+                )
             )
             self.label_names = LabelNames(labels, scan)
         return self.label_names
