@@ -30,6 +30,7 @@ def test_every_http_metric_is_exported_with_its_labels() -> None:
     metrics.requests.labels("/v1/predict", "200").inc()
     metrics.errors.labels("/v1/predict", "invalid_input").inc()
     metrics.findings.labels("EMAIL_ADDRESS", "redact").inc()
+    metrics.output_findings.labels("EMAIL_ADDRESS", "redact").inc()
     metrics.degraded.labels("audio", "timeout").inc()
     metrics.missing.labels("audio").inc()
     text = generate_latest(metrics.registry).decode()

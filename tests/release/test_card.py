@@ -158,13 +158,28 @@ def test_a_policy_file_is_summarised(trained: tuple[Path, Path, Path], tmp_path:
     from polyfuse.release.card import build_card, card_analyses
 
     policy = tmp_path / "policy.yaml"
-    policy.write_text("entities: {PERSON: redact, PROMPT_INJECTION: flag}\n")
+    policy.write_text(
+        "entities: {PERSON: redact, PROMPT_INJECTION: flag}\n"
+        "outputs: {names: true, entities: {PHONE_NUMBER: flag}}\n"
+    )
     art, _, test = trained
     predictor = Predictor.load(art)
     analysis = analyze(predictor, test, card_analyses(bootstrap=100), progress=False)
     card = build_card(predictor.artifact, analysis, policy=policy)
     assert card.firewall["source"] == str(policy)
     assert card.firewall["actions"] == {"flag": ["PROMPT_INJECTION"], "redact": ["PERSON"]}
+    assert card.firewall["outputs"] == {
+        "enabled": True,
+        "names": True,
+        "injection": False,
+        "overrides": {"PHONE_NUMBER": "flag"},
+    }
+    from polyfuse.release.card import render_markdown
+
+    assert (
+        "- outputs (captions, search results, labels): scanned for identifiers and secrets, "
+        "and names: PHONE_NUMBER flag" in render_markdown(card)
+    )
 
 
 def test_card_html_opens_in_headless_chromium(trained: tuple[Path, Path, Path]) -> None:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Any
 
 from polyfuse.cli.batch import job_settings, ray_arguments, runner, uses_ray
-from polyfuse.cli.common import EXIT_OK, check_positive
+from polyfuse.cli.common import EXIT_FINDINGS, EXIT_OK, check_positive
+
+_POLICY_HELP = (
+    "firewall policy: what is printed passes its outputs section (e-mail addresses, card "
+    "numbers ... redacted as <TYPE>; exit 1 without printing when it blocks)"
+)
 
 
 def index_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +56,7 @@ def search_arguments(p: argparse.ArgumentParser) -> None:
     query.add_argument("--image", metavar="PATH", help="find texts that describe this image")
     p.add_argument("-k", type=int, default=10, help="results (default 10)")
     p.add_argument("--json", action="store_true", help="one JSON object per result")
+    p.add_argument("--policy", metavar="FILE", help=_POLICY_HELP)
 
 
 def search(args: argparse.Namespace) -> int:
@@ -58,13 +66,38 @@ def search(args: argparse.Namespace) -> int:
 
     modality, value = ("text", args.text) if args.text is not None else ("image", args.image)
     hits = search_index(args.db, modality, value, args.k)
-    if args.json:
-        for rank, h in enumerate(hits, 1):
-            print(json.dumps({"rank": rank, "id": h.id, "score": h.score, **h.metadata}))
-    else:
-        for rank, h in enumerate(hits, 1):
-            print(f"{rank:>3}  {h.score:.3f}  {h.id}")
+    found = {"hits": [{"id": h.id, "metadata": h.metadata} for h in hits]}
+    answer = _screened(found, args.policy, "search")
+    if answer is None:
+        return EXIT_FINDINGS
+    for rank, (h, shown) in enumerate(zip(hits, answer["hits"], strict=True), 1):
+        if args.json:
+            line = {"rank": rank, "id": shown["id"], "score": h.score, **shown["metadata"]}
+            print(json.dumps(line))
+        else:
+            print(f"{rank:>3}  {h.score:.3f}  {shown['id']}")
     return EXIT_OK
+
+
+def _screened(answer: dict[str, Any], policy: str | None, name: str) -> dict[str, Any] | None:
+    """``answer`` as the policy's outputs section lets it out (unchanged without a
+    policy); None, with the reason on stderr, when the policy blocks it."""
+    if policy is None:
+        return answer
+    from polyfuse.guard.engine import Guard
+    from polyfuse.guard.policy import Policy
+
+    shown, scan = Guard(Policy.load(policy)).scan_answer(answer, name=name)
+    if scan.action == "block":
+        types = sorted({f.type for f, a in scan.findings if a == "block"})
+        print(f"error: the firewall policy blocks the answer ({', '.join(types)})", file=sys.stderr)
+        return None
+    redacted = scan.redacted()
+    if redacted:
+        counts = ", ".join(f"{t} x{n}" for t, n in sorted(redacted.items()))
+        print(f"output firewall: redacted {counts}", file=sys.stderr)
+    screened: dict[str, Any] = shown
+    return screened
 
 
 def caption_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +106,7 @@ def caption_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--beam", type=int, default=3, help="beam width (1: greedy)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--policy", metavar="FILE", help=_POLICY_HELP)
 
 
 def caption(args: argparse.Namespace) -> int:
@@ -80,6 +114,9 @@ def caption(args: argparse.Namespace) -> int:
     from polyfuse.inference.captioner import Captioner
 
     captions = Captioner(args.artifact).caption(args.images, beam=args.beam)
-    for path, text in zip(args.images, captions, strict=True):
+    answer = _screened({"captions": captions}, args.policy, "caption")
+    if answer is None:
+        return EXIT_FINDINGS
+    for path, text in zip(args.images, answer["captions"], strict=True):
         print(json.dumps({"image": path, "caption": text}) if args.json else f"{path}\t{text}")
     return EXIT_OK

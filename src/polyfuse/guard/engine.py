@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from polyfuse.core.errors import ConfigError, InvalidInputError, PolyfuseError
 from polyfuse.guard.audit import AuditLog
@@ -25,6 +25,9 @@ from polyfuse.guard.models import ModelCache
 from polyfuse.guard.policy import Policy
 from polyfuse.guard.safety import Limits, check_size, sniff, within_budget
 from polyfuse.modalities.readers.text import decode_text
+
+if TYPE_CHECKING:
+    from polyfuse.guard.outputs import OutputScan
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Guard:
         self._image = image_scanner
         self._audio = audio_scanner
         self._document = document_scanner
+        self._outputs: list[TextDetector] | None = None
         self.audit = AuditLog(audit) if isinstance(audit, (str, Path)) else audit
         #: The models this engine's default parts load (Whisper, Presidio), kept here.
         self.models = ModelCache()
@@ -111,6 +115,17 @@ class Guard:
             pii = TextPII(models=self.models, phone_regions=self.policy.phone_regions)
             self._text = [pii, InjectionDetector()]
         return self._text
+
+    @property
+    def output_detectors(self) -> list[TextDetector]:
+        """The text detectors output scans run (`polyfuse.guard.outputs.output_detectors`:
+        no NER without ``outputs.names``, no injection detector without
+        ``outputs.injection``), built on first use."""
+        if self._outputs is None:
+            from polyfuse.guard.outputs import output_detectors
+
+            self._outputs = output_detectors(self.text_detectors, self.policy)
+        return self._outputs
 
     @property
     def image_scanner(self) -> Any:
@@ -179,6 +194,43 @@ class Guard:
             path, modality, fmt, decision.action, decision.findings, digest, len(data)
         )
         return self._finish(result)
+
+    def scan_outputs(
+        self,
+        texts: Sequence[str],
+        fields: Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        audit_clean: bool = True,
+    ) -> OutputScan:
+        """Scan the texts of one answer a model gives (captions, search results and their
+        metadata, labels) under the policy's ``outputs`` section; ``fields`` names where
+        each text is in the answer (default ``0``, ``1`` ...), ``name`` the answer in the
+        audit log (one line per answer; with ``audit_clean=False`` only when something
+        was found). See `polyfuse.guard.outputs`."""
+        from polyfuse.guard.outputs import scan_outputs
+
+        where = [str(i) for i in range(len(texts))] if fields is None else list(fields)
+        return scan_outputs(
+            texts,
+            where,
+            policy=self.policy,
+            detectors=self.output_detectors if self.policy.outputs.enabled else [],
+            max_chars=self.limits.max_chars,
+            audit=self.audit,
+            name=name,
+            audit_clean=audit_clean,
+        )
+
+    def scan_answer(self, answer: Any, *, name: str | None = None) -> tuple[Any, OutputScan]:
+        """`scan_outputs` over every string of a JSON-like ``answer`` (dicts, lists,
+        strings; each field named by its path, ``hits[0].metadata.text``), and the answer
+        with its strings as the scan left them (redacted spans ``<TYPE>``)."""
+        from polyfuse.guard.outputs import texts_of, with_texts
+
+        found = list(texts_of(answer))
+        scan = self.scan_outputs([t for _, t in found], [f for f, _ in found], name=name)
+        return with_texts(answer, iter(scan.texts)), scan
 
     def warm_up(self) -> None:
         """Build the text detectors' models now (the first scan is otherwise slow). Not a

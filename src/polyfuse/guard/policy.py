@@ -17,21 +17,28 @@ A policy maps entity / threat types to an action (``allow`` < ``flag`` < ``redac
         PERSON: allow
     pii:
       phone_regions: [US, GB, DE]             # national numbering plans, home region first
+    outputs:                                  # what the service returns (captions, search
+      enabled: true                           # results and their metadata, labels ...)
+      names: false                            # also look for PERSON and LOCATION (NER)
+      injection: false                        # also look for PROMPT_INJECTION
+      entities:                               # overrides; other types: the rules above
+        EMAIL_ADDRESS: flag
 
 An input's action is the strictest action of its findings (``allow`` when none).
-Findings scored below their threshold are dropped before the decision.
+Findings scored below their threshold are dropped before the decision. Outputs are
+text: a type's output rule is ``outputs.entities``, else its rule for text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from polyfuse.core.config import UnitFloat, unknown_key, validate
 from polyfuse.core.errors import ConfigError
@@ -39,6 +46,8 @@ from polyfuse.guard.detectors.recognizers import DEFAULT_PHONE_REGIONS, unknown_
 from polyfuse.guard.findings import ACTIONS, ENTITY_TYPES, Action, Finding
 
 POLICY_VERSION = 1
+#: Types found by NER (names and places): looked for in outputs only with ``outputs.names``.
+NAME_TYPES = frozenset({"PERSON", "LOCATION"})
 
 #: The policy used when none is given: secrets and identifiers are redacted, attacks
 #: blocked, names and places flagged.
@@ -123,6 +132,26 @@ class PiiSpec(BaseModel):
         return list(dict.fromkeys(regions))
 
 
+class OutputsSpec(BaseModel):
+    """The ``outputs`` section: the policy over what a model returns (captions, search
+    results and their stored metadata, labels); see `polyfuse.guard.outputs`.
+
+    Attributes:
+        enabled: scan outputs (default); ``false`` returns them unscanned.
+        names: also look for PERSON and LOCATION (spaCy NER, about 20 times the cost of
+            the identifier recognizers on a search answer); off by default.
+        injection: also look for PROMPT_INJECTION (the injection detector); off by default.
+        entities: per-type rules for outputs; unlisted types take their rule for text.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: StrictBool = True
+    names: StrictBool = False
+    injection: StrictBool = False
+    entities: EntityRules = {}
+
+
 class PolicyFile(BaseModel):
     """The policy file's schema (``polyfuse schema policy``); see the module docstring."""
 
@@ -133,6 +162,7 @@ class PolicyFile(BaseModel):
     entities: EntityRules = {}
     modalities: dict[Literal["text", "image", "audio", "document"], EntityRules] = {}
     pii: PiiSpec = PiiSpec()
+    outputs: OutputsSpec = OutputsSpec()
 
 
 def _check_types(rules: Mapping[str, Any], where: str) -> None:
@@ -152,9 +182,21 @@ class Decision:
     findings: list[tuple[Finding, Action]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OutputRules:
+    """The ``outputs`` section, resolved: whether outputs are scanned, whether names and
+    places (NER) and prompt injection are looked for, and the per-type output overrides."""
+
+    enabled: bool = True
+    names: bool = False
+    injection: bool = False
+    entities: dict[str, Rule] = field(default_factory=dict)
+
+
 @dataclass
 class Policy:
-    """Per-type rules, a default, and per-modality overrides (see the module docstring)."""
+    """Per-type rules, a default, per-modality overrides and the rules of outputs (see
+    the module docstring)."""
 
     default: Rule
     entities: dict[str, Rule]
@@ -162,6 +204,7 @@ class Policy:
     source: dict[str, Any]
     #: Regions whose national phone numbers are recognised, home region first.
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    outputs: OutputRules = field(default_factory=OutputRules)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -187,8 +230,16 @@ class Policy:
             str(m): {k: r.over(entities.get(k, default)) for k, r in rules.items()}
             for m, rules in spec.modalities.items()
         }
-        regions = tuple(spec.pii.phone_regions)
-        return cls(default, entities, modalities, dict(data), phone_regions=regions)
+        policy = cls(default, entities, modalities, dict(data))
+        policy.phone_regions = tuple(spec.pii.phone_regions)
+        _check_types(spec.outputs.entities, "policy.outputs.entities")
+        policy.outputs = OutputRules(
+            spec.outputs.enabled,
+            spec.outputs.names,
+            spec.outputs.injection,
+            {k: r.over(policy.rule(k, "text")) for k, r in spec.outputs.entities.items()},
+        )
+        return policy
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Policy:
@@ -223,8 +274,36 @@ class Policy:
                 action = a
         return Decision(action, kept)
 
+    def output_rule(self, type_: str) -> Rule:
+        """The rule for a type in an output (``outputs.entities``, else its text rule)."""
+        return self.outputs.entities.get(type_) or self.rule(type_, "text")
+
+    def looks_for_in_outputs(self, type_: str) -> bool:
+        """Whether output scans look for ``type_`` (names and places only with
+        ``outputs.names``, prompt injection only with ``outputs.injection``)."""
+        if type_ in NAME_TYPES:
+            return self.outputs.names
+        return self.outputs.injection or type_ != "PROMPT_INJECTION"
+
+    def decide_output(self, findings: Sequence[Finding]) -> Decision:
+        """`decide` for outputs, with the output rules; findings of a type outputs are
+        not scanned for (`looks_for_in_outputs`) are dropped."""
+        kept = []
+        for f in findings:
+            if not self.looks_for_in_outputs(f.type):
+                continue
+            rule = self.output_rule(f.type)
+            if f.score >= rule.threshold:
+                kept.append((f, rule.action))
+        return Decision(_strictest(a for _, a in kept), kept)
+
     @property
     def digest(self) -> str:
         """Short hash of the policy (logged with every decision)."""
         text = json.dumps(self.source, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _strictest(actions: Iterable[Action]) -> Action:
+    """The strictest of ``actions`` (``allow`` when none)."""
+    return max(actions, key=ACTIONS.index, default="allow")

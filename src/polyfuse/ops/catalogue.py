@@ -74,6 +74,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("polyfuse_errors_total", "counter", ("route", "code"), "error answers by code"),
     Metric("polyfuse_firewall_findings_total", "counter", ("type", "action"), "firewall findings"),
     Metric(
+        "polyfuse_firewall_output_findings_total",
+        "counter",
+        ("type", "action"),
+        "firewall findings in answers",
+    ),
+    Metric(
         "polyfuse_degraded_total",
         "counter",
         ("modality", "reason"),

@@ -525,6 +525,12 @@ def _firewall(policy: str | Path | None) -> dict[str, Any]:
         "default": {"action": loaded.default.action, "threshold": loaded.default.threshold},
         "actions": by_action,
         "modality_overrides": overrides,
+        "outputs": {
+            "enabled": loaded.outputs.enabled,
+            "names": loaded.outputs.names,
+            "injection": loaded.outputs.injection,
+            "overrides": {k: r.action for k, r in loaded.outputs.entities.items()},
+        },
     }
 
 
@@ -844,8 +850,22 @@ def _blocks(card: ModelCard) -> list[_Block]:  # noqa: PLR0915 - one block per s
     )
     for m, rules in fw["modality_overrides"].items():
         b.bullets.append(f"{m}: " + ", ".join(f"{k} {a}" for k, a in rules.items()))
+    outputs = fw.get("outputs")  # cards written before issue 19 have none
+    if outputs is not None:
+        b.bullets.append(_outputs_line(outputs))
     out.append(b)
     return out
+
+
+def _outputs_line(outputs: dict[str, Any]) -> str:
+    """The card's line on what the model returns (`polyfuse.guard.outputs`)."""
+    if not outputs["enabled"]:
+        return "outputs (captions, search results, labels): not scanned"
+    also = [w for w, on in (("names", outputs["names"]), ("injection", outputs["injection"])) if on]
+    line = "outputs (captions, search results, labels): scanned for identifiers and secrets"
+    line += f", and {' and '.join(also)}" if also else ""
+    rules = outputs["overrides"]
+    return line + (": " + ", ".join(f"{k} {a}" for k, a in rules.items()) if rules else "")
 
 
 def render_markdown(card: ModelCard) -> str:

@@ -138,6 +138,8 @@ class ServeResult:
         version: the name of the version that answered, when the service serves
             several (`polyfuse.serve.versions`); ``version`` in the response.
         role: that version's role (``champion``, ``canary``); ``role`` in the response.
+        output_scan: the firewall's verdict on the answer's texts (its labels), when the
+            policy scans outputs (`polyfuse.guard.outputs.OutputScan.to_dict`).
     """
 
     request_id: str
@@ -158,6 +160,7 @@ class ServeResult:
     review: dict[str, Any] | None = None
     version: str | None = None
     role: str | None = None
+    output_scan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the ``/v1/predict`` response body)."""
@@ -178,6 +181,8 @@ class ServeResult:
         if self.version is not None:
             body["version"] = self.version
             body["role"] = self.role
+        if self.output_scan is not None:
+            body["output_scan"] = self.output_scan
         return body
 
 

@@ -93,6 +93,10 @@ def test_versions_route_shows_roles_counts_and_the_judgement(served: dict[str, A
     state = httpx.get(served["url"] + "/v1/versions", headers={"X-API-Key": USER}).json()
     roles = [v["role"] for v in state["versions"]]
     assert roles == ["champion", "canary", "shadow"]
+    # sources given as folders are shown by name: no server path in the answer
+    assert [v["source"] for v in state["versions"]] == [
+        Path(v.source.given).name for v in served["versions"].versions
+    ]
     assert state["canary"]["weight"] == 0.5 and not state["canary"]["rolled_back"]
     assert set(state["canary"]["judgement"]["signals"]) == {
         "errors",

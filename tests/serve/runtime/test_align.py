@@ -133,7 +133,7 @@ def test_search_answers_what_the_library_answers(
 
     expected = search_index(artifacts["index"], "text", "a green circle", k=5)
     hits = client.post("/v1/search?k=5", files={"text": (None, "a green circle")}).json()["hits"]
-    assert [h["id"] for h in hits] == [h.id for h in expected]
+    assert [h["id"] for h in hits] == [Path(h.id).name for h in expected]  # no server paths
     assert [h["score"] for h in hits] == pytest.approx([h.score for h in expected], abs=1e-5)
 
 
@@ -149,8 +149,9 @@ def test_image_search_answers_what_the_library_answers(
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["searched"] == "text"
-    assert [h["id"] for h in body["hits"]] == [h.id for h in expected]
+    assert [h["id"] for h in body["hits"]] == [h.id for h in expected]  # caption rows' ids
     assert all(set(h["metadata"]) == {"image", "text"} for h in body["hits"])
+    assert all("/" not in h["metadata"]["image"] for h in body["hits"])
 
 
 def test_consistency_answers_what_the_library_answers(
@@ -284,3 +285,80 @@ def test_cli_serve_loads_the_flags(
     assert cli.main(["serve", str(trained[0]), "--caption", str(artifacts["align"])]) == 2
     assert "--caption" in capsys.readouterr().err
     assert len(apps) == 1
+
+
+class _NoImageFindings:
+    """The input side's image scanner, faked: these answers' outputs are under test."""
+
+    def scan(self, data: bytes) -> list[Any]:
+        return []
+
+
+@pytest.fixture(scope="module")
+def pii_index(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of four validation rows whose captions hold an e-mail address and a card
+    number."""
+    import dataclasses
+
+    from polyfuse.data.manifest import Manifest
+    from polyfuse.retrieval.pipeline import Aligner, write_index
+
+    aligner = Aligner.load(artifacts["align"])
+    pii = ", write to jane.doe@example.com, card 4111 1111 1111 1111"
+    rows = [
+        dataclasses.replace(r, values={**r.values, "text": r.values["text"] + pii})
+        for r in Manifest.load(artifacts["val"], ("image", "text")).rows[:4]
+    ]
+    zi = aligner.embed("image", [r.values["image"] for r in rows]).numpy()
+    zq = aligner.embed("text", [r.values["text"] for r in rows]).numpy()
+    out = tmp_path_factory.mktemp("pii") / "index"
+    write_index(out, artifacts["align"], aligner.info["roles"], rows, zi, zq)
+    return out
+
+
+def test_answers_pass_the_output_policy_with_the_real_firewall(
+    artifacts: dict[str, Path], trained: tuple[Path, Path], pii_index: Path
+) -> None:
+    """The default policy with the real PII detector (Presidio + the validated
+    recognizers) over a real index and captioner: stored captions holding an e-mail
+    address and a card number come back redacted, image paths as their file names."""
+    from polyfuse.guard.detectors.pii import TextPII
+    from polyfuse.guard.engine import Guard
+    from polyfuse.retrieval.pipeline import Aligner
+
+    align = AlignServices(aligner=Aligner.load(artifacts["align"]), index=pii_index, captioner=None)
+    guard = Guard(text_detectors=[TextPII()], image_scanner=_NoImageFindings())
+    runtime = ModelRuntime.load(trained[0], preprocess="thread", max_batch=1)
+    with TestClient(create_app(runtime, guard=guard, align=align), client=LOOPBACK) as c:
+        r = c.post("/v1/search?k=2", files={"image": ("q.png", _draw("red", "square", 3))})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    assert "example.com" not in r.text and "4111" not in r.text
+    assert str(artifacts["val"].parent) not in r.text
+    for hit in body["hits"]:
+        assert hit["metadata"]["text"].endswith(", write to <EMAIL_ADDRESS>, card <CREDIT_CARD>")
+        assert hit["metadata"]["image"] == Path(hit["metadata"]["image"]).name
+    assert body["output_scan"]["redacted"] == {"EMAIL_ADDRESS": 2, "CREDIT_CARD": 2}
+
+
+def test_cli_search_and_caption_print_what_the_policy_lets_out(
+    artifacts: dict[str, Path], pii_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from polyfuse.cli import main
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("entities: {EMAIL_ADDRESS: redact, CREDIT_CARD: redact}\n")
+    search = ["search", "--db", str(pii_index), "--text", "a red square", "-k", "2", "--json"]
+    assert main([*search, "--policy", str(policy)]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 2 and all("<EMAIL_ADDRESS>" in t for x in lines for t in x["text"])
+    assert "example.com" not in out and "output firewall: redacted CREDIT_CARD x" in err
+    policy.write_text("outputs: {entities: {EMAIL_ADDRESS: block}}\n")
+    assert main([*search, "--policy", str(policy)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "blocks the answer (EMAIL_ADDRESS)" in err
+    image = tmp_path / "g.png"
+    image.write_bytes(_draw("green", "square", 12))
+    assert main(["caption", str(artifacts["caption"]), str(image), "--policy", str(policy)]) == 0
+    assert capsys.readouterr().out.startswith(str(image))

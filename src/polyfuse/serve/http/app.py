@@ -309,6 +309,9 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         data = service.runtime.info()
         keys = ("name", "version", "modalities", "labels", "task", "contracts")
         out = {k: data[k] for k in keys if k in data}
+        if service.scans_outputs and "labels" in out:
+            names = await service.labels()
+            out["labels"] = [names.name(str(label)) for label in out["labels"]]
         out["routes"] = ["predict", "embed", *(service.align.routes if service.align else ())]
         if service.guard is not None:
             out["routes"].append("scan")

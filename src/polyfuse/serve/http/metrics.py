@@ -229,6 +229,14 @@ class Metrics:
                 "polyfuse_firewall_findings", "firewall findings", ["type", "action"], registry=r
             )
         )
+        self.output_findings = Labelled(
+            Counter(
+                "polyfuse_firewall_output_findings",
+                "firewall findings in answers (captions, search results, labels)",
+                ["type", "action"],
+                registry=r,
+            )
+        )
         self.degraded = Labelled(
             Counter(
                 "polyfuse_degraded",

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from polyfuse.serve.http.metrics import (
     Metrics,
 )
+from polyfuse.serve.http.outputs import scrub
 from polyfuse.serve.types import ERROR_STATUS, ServeError
 
 log = logging.getLogger("polyfuse.serve")
@@ -30,7 +31,8 @@ MAX_REQUEST_ID = 128
 
 # ------------------------------------------------------------------ errors
 def error_response(err: ServeError, request_id: str | None, *, oip: bool = False) -> JSONResponse:
-    """The JSON response of ``err``, with ``Retry-After`` when it has one."""
+    """The JSON response of ``err``, with ``Retry-After`` when it has one; server file
+    paths in it become file names (`polyfuse.serve.http.outputs.scrub`)."""
     headers: dict[str, str] = {}
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
@@ -40,7 +42,7 @@ def error_response(err: ServeError, request_id: str | None, *, oip: bool = False
         body: dict[str, Any] = {"error": err.message, "code": err.code, "request_id": request_id}
     else:
         body = err.to_dict(request_id)
-    return JSONResponse(body, status_code=err.status, headers=headers)
+    return JSONResponse(scrub(body), status_code=err.status, headers=headers)
 
 
 def _state(scope: Scope) -> dict[str, Any]:

@@ -6,7 +6,9 @@ batch: JSON ``data`` is a list of strings (the text itself, or base64 when the
 input's ``parameters.content_type`` is ``"base64"``), or raw bytes with Triton's
 binary tensor extension (``Inference-Header-Content-Length``). Outputs are ``label``
 (BYTES ``[N]``) and ``probabilities`` (FP32 ``[N, K]`` in the order of the model's
-labels), as JSON or, when asked for, as binary data.
+labels), as JSON or, when asked for, as binary data. When the firewall policy scans
+outputs, labels are named as `Service.labels` shows them (a label holding PII redacted)
+and ``parameters`` carries ``output_action`` and ``output_redacted`` (``TYPE:count``).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def oip_router(service: Service, model_name: str | None = None) -> APIRouter:
 
     async def metadata(model: str, model_version: str | None = None) -> dict[str, Any]:
         check_model(model, model_version)
-        labels = _labels(service)
+        labels = await _labels(service)
         return {
             "name": name(),
             "versions": [version()],
@@ -103,7 +105,8 @@ def oip_router(service: Service, model_name: str | None = None) -> APIRouter:
         header, tensors, wants = await _read_infer(request, service)
         ctx = _with_timeout(ctx, header)
         results = await _predict_batch(service, ctx, tensors)
-        return _infer_response(service, header, results, wants, name(), version())
+        labels = await _labels(service)
+        return _infer_response(labels, header, results, wants, name(), version())
 
     for prefix in ("/models/{model}", "/models/{model}/versions/{model_version}"):
         router.add_api_route(prefix, metadata, methods=["GET"], summary="model metadata")
@@ -118,8 +121,13 @@ def oip_router(service: Service, model_name: str | None = None) -> APIRouter:
     return router
 
 
-def _labels(service: Service) -> list[str]:
-    return [str(label) for label in service.runtime.info().get("labels", [])]
+async def _labels(service: Service) -> list[str]:
+    """The model's labels, as answers name them when the policy scans outputs."""
+    labels = [str(label) for label in service.runtime.info().get("labels", [])]
+    if not service.scans_outputs:
+        return labels
+    names = await service.labels()
+    return [str(names.name(label)) for label in labels]
 
 
 # ------------------------------------------------------------------ request
@@ -275,14 +283,14 @@ async def _predict_batch(
 
 # ------------------------------------------------------------------ response
 def _infer_response(
-    service: Service,
+    labels: list[str],
     header: dict[str, Any],
     results: list[ServeResult],
     wants: dict[str, bool],
     model: str,
     version: str,
 ) -> Response:
-    labels = _labels(service) or list(results[0].probabilities)
+    labels = labels or list(results[0].probabilities)
     probs = np.array(
         [[r.probabilities.get(k, 0.0) for k in labels] for r in results], dtype="<f4"
     )  # (N, K)
@@ -306,8 +314,15 @@ def _infer_response(
             tensor["data"] = data
         outputs.append(tensor)
     body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    parameters: dict[str, Any] = {}
     if results[0].version is not None:  # several versions: which answered each item
-        body["parameters"] = {"versions": [str(r.version) for r in results]}
+        parameters["versions"] = [str(r.version) for r in results]
+    scan = results[0].output_scan
+    if scan is not None:  # the labels' output scan (parameters hold plain values)
+        parameters["output_action"] = scan["action"]
+        parameters["output_redacted"] = ",".join(f"{t}:{n}" for t, n in scan["redacted"].items())
+    if parameters:
+        body["parameters"] = parameters
     if isinstance(header.get("id"), str):
         body["id"] = header["id"]
     if not chunks:

@@ -25,11 +25,13 @@ from polyfuse.serve.http.metrics import (
     digest,
     embedding_summary,
 )
+from polyfuse.serve.http.outputs import LabelNames, scrub
 from polyfuse.serve.runtime.align import AlignServices, not_served
 from polyfuse.serve.types import Runtime, ServeError, ServeRequest, ServeResult
 
 if TYPE_CHECKING:  # the guard is imported only when a policy is set
     from polyfuse.guard.engine import Guard, ScanResult
+    from polyfuse.guard.outputs import OutputScan
     from polyfuse.serve.review.queue import ReviewQueue
     from polyfuse.serve.versions.records import ShadowOutcome
     from polyfuse.serve.versions.runtime import VersionedRuntime
@@ -106,6 +108,8 @@ class Service:
         self.request_log = request_log
         self.guard_pool = ThreadPoolExecutor(config.guard_threads, thread_name_prefix="guard")
         self.guard_ready = guard is None
+        #: The public names of the model's labels (scanned once), when outputs are scanned.
+        self.label_names: LabelNames | None = None
 
     # -- stages -----------------------------------------------------------------------
     def stage(self, ctx: Context, name: str) -> contextlib.AbstractContextManager[Any]:
@@ -250,6 +254,8 @@ class Service:
         self._log(ctx, inputs, result=result)
         if self.versions is not None:
             self.versions.mirror(request, result)  # a copy for the shadow, if any
+        if self.scans_outputs:  # a copy: the shadow and review keep the model's labels
+            return await self._name_labels(result)
         return result
 
     async def _shadow_answered(self, outcome: ShadowOutcome) -> None:
@@ -309,8 +315,99 @@ class Service:
         }
         with self.stage(ctx, route):
             out = await self.call_runtime(ctx, calls[route])
-        self._log(ctx, inputs)
-        return {"request_id": ctx.request_id, **out, "findings": screened.findings}
+        with self.stage(ctx, "output_firewall"):
+            try:
+                out, scan = await self.screen_answer(out, ctx)
+            except ServeError as err:
+                if err.code == "blocked_by_policy":
+                    types = [{"type": f["type"]} for f in err.details.get("output_findings", [])]
+                    self._log(ctx, inputs, verdict=("block", types))
+                raise
+        self._log(ctx, inputs, outputs=scan)
+        answer = {"request_id": ctx.request_id, **out, "findings": screened.findings}
+        if scan is not None:
+            answer["output_scan"] = scan.to_dict()
+        return answer
+
+    # -- what goes out ----------------------------------------------------------------
+    @property
+    def scans_outputs(self) -> bool:
+        """Whether the firewall's policy scans answers (``policy.outputs.enabled``)."""
+        return self.guard is not None and self.guard.policy.outputs.enabled
+
+    async def screen_answer(
+        self, out: dict[str, Any], ctx: Context
+    ) -> tuple[dict[str, Any], OutputScan | None]:
+        """An answer with server paths made file names (`serve.http.outputs.scrub`) and,
+        when the policy scans outputs, its texts under ``policy.outputs``: redacted spans
+        become ``<TYPE>``; a ``block`` refuses the answer (422 ``blocked_by_policy``)."""
+        out = scrub(out)
+        if not self.scans_outputs:
+            return out, None
+        out, scan = await self._guarded(
+            lambda guard: guard.scan_answer(out, name=f"{ctx.route} {ctx.request_id}")
+        )
+        if scan.action == "block":
+            found = scan.to_dict()["findings"]
+            types = sorted({f["type"] for f in found if f["action"] == "block"})
+            raise ServeError(
+                "blocked_by_policy",
+                f"the firewall policy blocks the answer ({', '.join(types)})",
+                hint="the policy's outputs section decides what answers may hold",
+                details={"output_findings": found},
+            )
+        return out, scan
+
+    async def _guarded(self, call: Callable[[Guard], tuple[T, OutputScan]]) -> tuple[T, OutputScan]:
+        """``call(guard)`` (an output scan) on the firewall's threads, its findings
+        counted; an answer the firewall cannot scan is refused (422
+        ``blocked_by_policy``)."""
+        from polyfuse.core.errors import PolyfuseError
+
+        guard = self.guard
+        if guard is None:  # pragma: no cover - callers check scans_outputs
+            raise ServeError("internal", "no firewall to scan the answer")
+        try:
+            out, scan = await self._in_pool(call, guard)
+        except PolyfuseError as err:  # an answer that cannot be scanned does not go out
+            raise ServeError(
+                "blocked_by_policy",
+                f"the answer cannot be scanned by the firewall: {err.message}",
+                hint="ask for fewer results (a smaller k)",
+            ) from None
+        for finding, act in scan.findings:
+            self.metrics.output_findings.labels(finding.type, act).inc()
+        return out, scan
+
+    async def labels(self) -> LabelNames:
+        """The model's labels as answers name them, scanned once under the output
+        policy: a label holding, say, an e-mail address is shown redacted (a label is
+        the model's vocabulary, so ``block`` redacts it too instead of refusing every
+        answer). Audited only when something is found."""
+        if self.label_names is None:
+            labels = [str(x) for x in self.runtime.info().get("labels", [])]
+            fields = LabelNames.fields(labels)
+            _, scan = await self._guarded(
+                lambda guard: (
+                    None,
+                    guard.scan_outputs(labels, fields, name="labels", audit_clean=False),
+                )
+            )
+            self.label_names = LabelNames(labels, scan)
+        return self.label_names
+
+    async def _name_labels(self, result: ServeResult) -> ServeResult:
+        """A copy of ``result`` with its label and probabilities under the labels'
+        public names, and the labels' scan as its ``output_scan``."""
+        import dataclasses
+
+        names = await self.labels()
+        return dataclasses.replace(
+            result,
+            label=names.name(result.label),
+            probabilities=names.keys(result.probabilities),
+            output_scan=names.scan,
+        )
 
     def served(self, route: str) -> AlignServices:
         """The artifacts behind ``route``; 404 ``not_found`` naming the flag to pass."""
@@ -362,6 +459,7 @@ class Service:
         result: ServeResult | None = None,
         embeddings: Mapping[str, list[float]] | None = None,
         verdict: tuple[str, list[dict[str, Any]]] | None = None,
+        outputs: OutputScan | None = None,
     ) -> None:
         """One request-log record (hashes and summaries, never raw content); ``verdict``
         is the firewall's (action, findings) for blocked requests and /v1/scan."""
@@ -389,6 +487,9 @@ class Service:
         if verdict is not None:
             record["action"] = verdict[0]
             record["findings"] = sorted({f["type"] for f in verdict[1]})
+        if outputs is not None:
+            record["output_action"] = outputs.action
+            record["output_findings"] = sorted({f.type for f, _ in outputs.findings})
         self.request_log.write(record)
 
     async def warm_guard(self) -> None:
@@ -396,6 +497,8 @@ class Service:
         if self.guard is not None:
             try:
                 await self._in_pool(self.guard.warm_up)
+                if self.scans_outputs:
+                    await self.labels()
             except Exception:  # stays not ready; /readyz answers 503
                 log.exception(json.dumps({"event": "firewall_warm_up_failed"}))
                 return

@@ -41,6 +41,7 @@ from starlette.datastructures import Headers
 
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.http.auth import KeyStore, presented_key
+from polyfuse.serve.http.outputs import scrub
 from polyfuse.serve.types import ServeError
 from polyfuse.serve.versions.ledger import LATENCY_BOUNDS
 from polyfuse.serve.versions.runtime import VersionedRuntime
@@ -206,7 +207,8 @@ def add_versions_routes(
         if versions is None:
             info = app.state.service.runtime.info()
             return {"champion": info.get("name"), "canary": None, "shadow": None}
-        return versions.state()
+        state: dict[str, Any] = scrub(versions.state())  # a folder given by path: its name
+        return state
 
     @app.post("/v1/versions/promote", tags=["v1"])
     async def promote(request: Request) -> dict[str, Any]:
