@@ -118,7 +118,9 @@ class ImageScanner:
         for f in self._run_detectors(ocr.text, "ocr"):
             span = f.location.span
             box = ocr.box_of(span) if span is not None else None
-            out.append(_as_image_finding(f, Location(span=span, box=box, source="ocr"), "rapidocr"))
+            out.append(
+                _as_image_finding(f, Location(span=span, box=box, source="ocr"), self.engine)
+            )
         return out
 
     def _hidden_findings(
@@ -146,7 +148,7 @@ class ImageScanner:
             inner = self._run_detectors(region.text, "ocr:hidden")
             for f in inner:
                 loc = Location(span=f.location.span, box=region.box, source="ocr:hidden")
-                extra.append(_as_image_finding(f, loc, "rapidocr"))
+                extra.append(_as_image_finding(f, loc, self.engine))
             # The same finding read from the plain OCR text is now reported with its
             # hidden-text source; drop the plain duplicate.
             kinds = {f.type for f in inner}
