@@ -392,6 +392,7 @@ def candidate_regions(
     *,
     engine: OcrEngine = "rapidocr",
     models: ModelCache | None = None,
+    threads: int | None = None,
 ) -> list[Candidate]:
     """Where the enhanced image ``enh`` (native size) may hold hidden text, with the zoom
     to read each region at: text regions that OCR's detection finds on ``enh``, that
@@ -399,7 +400,7 @@ def candidate_regions(
     (zoom 2 on images up to `UPSCALE_MAX_SIDE`), and `unread_ink` (zoom `TINY_ZOOM`)."""
     h, w = rgb.shape[:2]
     zoom = 2.0 if max(h, w) <= UPSCALE_MAX_SIDE else 1.0
-    found = text_regions(enh, engine, models)
+    found = text_regions(enh, engine, models, threads=threads)
     out = [
         Candidate(box, zoom, tiny=False)
         for box in found
@@ -416,6 +417,7 @@ def find_hidden_text(
     engine: OcrEngine = "rapidocr",
     enhanced: bool = True,
     models: ModelCache | None = None,
+    threads: int | None = None,
 ) -> list[HiddenRegion]:
     """Text lines in ``image`` that a person would not see but OCR (so a model) reads.
 
@@ -427,6 +429,9 @@ def find_hidden_text(
         enhanced: also look for text on the enhanced image (`enhance`, detection on the
             whole image, recognition on `candidate_regions`); without it only text the
             plain pass read is judged.
+        models: where the OCR engine and its result cache are kept.
+        threads: onnxruntime intra-op threads of the OCR session (default
+            `polyfuse.guard.readers.ocr.default_ocr_threads`).
 
     Returns:
         One `HiddenRegion` per hidden line, plain-pass lines first.
@@ -437,7 +442,7 @@ def find_hidden_text(
     rgb, _ = load_image(image)
     h, w = rgb.shape[:2]
     if words_plain is None:
-        words_plain = ocr_rgb(rgb, engine, models)
+        words_plain = ocr_rgb(rgb, engine, models, threads=threads)
     plain = _lines(words_plain, 1.0, (w, h))
     bg = background(rgb)
     out: list[HiddenRegion] = []
@@ -449,8 +454,9 @@ def find_hidden_text(
         return out
     enh, _ = enhance(rgb, bg, upscale_max_side=0)
     read = [line.box for line in plain]
-    for cand in candidate_regions(rgb, enh, read, bg, engine=engine, models=models):
-        for line in _read_candidate(rgb, enh, cand, engine, models):
+    found = candidate_regions(rgb, enh, read, bg, engine=engine, models=models, threads=threads)
+    for cand in found:
+        for line in _read_candidate(rgb, enh, cand, engine, models, threads):
             if _overlaps_any(line.box, read):
                 continue
             region = _judge(line, measure_region(rgb, line.box, bg), "enhanced")
@@ -465,6 +471,7 @@ def _read_candidate(
     cand: Candidate,
     engine: OcrEngine,
     models: ModelCache | None,
+    threads: int | None,
 ) -> list[_Line]:
     """The lines read in a candidate region that pass the enhanced-pass filters (OCR
     confidence, letters or digits); tiny candidates from the pixels first, then from the
@@ -472,7 +479,7 @@ def _read_candidate(
     h, w = rgb.shape[:2]
     sources = (rgb, enh) if cand.tiny else (enh,)
     for image in sources:
-        words = ocr_region(image, cand.box, engine, models, zoom=cand.zoom)
+        words = ocr_region(image, cand.box, engine, models, zoom=cand.zoom, threads=threads)
         lines = [
             line
             for line in _lines(words, 1.0, (w, h))

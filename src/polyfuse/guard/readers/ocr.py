@@ -233,14 +233,17 @@ class OcrWord:
     line: int = 0
 
 
-def default_ocr_threads() -> int:
-    """onnxruntime intra-op threads for OCR: the cores this process may use (its CPU
-    affinity), at most `MAX_OCR_THREADS`."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_OCR_THREADS, cpus))
+def default_ocr_threads(cpus: int | None = None) -> int:
+    """onnxruntime intra-op threads for OCR: half the cores this process may use (its CPU
+    affinity), at least 1 and at most `MAX_OCR_THREADS`. The other half is left to the
+    rest of a serving process (encoders, event loop, other scans): on 2 busy cores one
+    OCR thread read the PII benchmark images faster than two (docs/benchmarks.md)."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            cpus = os.cpu_count() or 1
+    return max(1, min(MAX_OCR_THREADS, cpus // 2))
 
 
 @dataclass
@@ -367,7 +370,7 @@ def _rapidocr_words(
 
 def _tesseract_words(rgb: RGBArray) -> list[OcrWord]:
     try:
-        import pytesseract  # type: ignore[import-not-found, unused-ignore]
+        import pytesseract  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError as exc:
         raise DependencyError("pytesseract", "Tesseract OCR (engine='tesseract')", "guard") from exc
     from PIL import Image
@@ -525,10 +528,10 @@ def ocr_region(
     h, w = rgb.shape[:2]
     x0, y0 = max(0, box[0] - pad), max(0, box[1] - pad)
     x1, y1 = min(w, box[2] + pad), min(h, box[3] + pad)
-    crop = np.pad(rgb[y0:y1, x0:x1], ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    crop: RGBArray = np.pad(rgb[y0:y1, x0:x1], ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     if zoom != 1.0:
         size = (round(crop.shape[1] * zoom), round(crop.shape[0] * zoom))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC)
+        crop = np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
     words = ocr_rgb(np.ascontiguousarray(crop), engine, models, threads=threads)
     dx, dy = x0 - pad, y0 - pad
     return [
