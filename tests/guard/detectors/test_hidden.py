@@ -234,3 +234,14 @@ def test_enhanced_pass_recognises_only_regions_that_could_be_hidden() -> None:
     regions = find_hidden_text(img, models=models)
     assert len(regions) == 1 and regions[0].source == "enhanced"
     assert len(ocr_cache(models)) == 3  # plain read, detection, the faint region's read
+
+
+@pytest.mark.integration
+def test_no_enhanced_detection_when_nothing_outside_the_read_lines() -> None:
+    from polyfuse.guard.models import ModelCache
+    from polyfuse.guard.readers.ocr import ocr_cache
+
+    img, _ = text_image([(VISIBLE, (0, 0, 0), 28)])
+    models = ModelCache()
+    assert find_hidden_text(img, models=models) == []
+    assert len(ocr_cache(models)) == 1  # the plain read only

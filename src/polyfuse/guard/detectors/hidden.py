@@ -78,6 +78,9 @@ UPSCALE_MAX_SIDE = 1200
 #: read, and their enlargement.
 MAX_INK_HEIGHT = 3 * TINY_PX
 MIN_INK_PIXELS = 12
+#: Enhanced-image grey below which a pixel differs from its background (detection on the
+#: enhanced image is skipped when fewer than `MIN_INK_PIXELS` outside the read lines do).
+UNREAD_LEVEL = 160
 MAX_INK_REGIONS = 8
 TINY_ZOOM = 3.0
 
@@ -345,6 +348,15 @@ def _overlaps_any(box: Box, boxes: Sequence[Box]) -> bool:
     return any(box_iou(box, b) > 0.3 or inside(box, b, 0.5) or inside(b, box, 0.5) for b in boxes)
 
 
+def _unread_pixels(enh: NDArray[np.uint8], read: Sequence[Box]) -> int:
+    """Pixels of the enhanced image outside every ``read`` box (grown by 3 px) that
+    deviate from their background by a grey level or more (a level of 1 draws 151)."""
+    mark = enh[:, :, 0] < UNREAD_LEVEL
+    for b in read:
+        mark[max(0, b[1] - 3) : b[3] + 3, max(0, b[0] - 3) : b[2] + 3] = False
+    return int(mark.sum())
+
+
 def unread_ink(enh: NDArray[np.uint8], read: Sequence[Box]) -> list[Box]:
     """Line-shaped clusters of ink in the enhanced image ``enh`` (native size) outside
     every box in ``read``, at most `MAX_INK_HEIGHT` pixels tall: text too small for OCR's
@@ -397,8 +409,12 @@ def candidate_regions(
     """Where the enhanced image ``enh`` (native size) may hold hidden text, with the zoom
     to read each region at: text regions that OCR's detection finds on ``enh``, that
     overlap none of the ``plain`` line boxes and whose measurement `could_be_hidden`
-    (zoom 2 on images up to `UPSCALE_MAX_SIDE`), and `unread_ink` (zoom `TINY_ZOOM`)."""
+    (zoom 2 on images up to `UPSCALE_MAX_SIDE`), and `unread_ink` (zoom `TINY_ZOOM`).
+    When nothing outside the ``plain`` lines differs from its background, detection does
+    not run at all."""
     h, w = rgb.shape[:2]
+    if _unread_pixels(enh, plain) < MIN_INK_PIXELS:
+        return []  # nothing outside the read lines differs from its background
     zoom = 2.0 if max(h, w) <= UPSCALE_MAX_SIDE else 1.0
     found = text_regions(enh, engine, models, threads=threads)
     out = [
