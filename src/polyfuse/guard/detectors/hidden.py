@@ -11,12 +11,14 @@ nothing about visibility. `find_hidden_text` therefore
 2. finds text regions once more on an enhanced image: the per-pixel colour deviation
    from a smooth local background estimate (max over the RGB channels, so faint colour
    shows as well as faint grey, polarity-free so white-on-black needs no inverted pass),
-   compressed so that a deviation of a few grey levels becomes dark, and upscaled 2x
-   for small images. Only OCR's detection half runs on the whole enhanced image; each
-   region the plain pass did not read is measured first, and recognised only when its
-   measurement could make it hidden (`could_be_hidden`): text that is plainly visible
-   but was missed by the plain pass costs no recognition. An image with no visible text
-   at all is searched the same way, so faint text alone is always looked for.
+   compressed so that a deviation of a few grey levels becomes dark. Only OCR's
+   detection half runs on the whole enhanced image (at native size); each region the
+   plain pass did not read is measured first, and recognised (2x enlarged on small
+   images) only when its measurement could make it hidden (`could_be_hidden`): text
+   that is plainly visible but was missed by the plain pass costs no recognition. Small
+   unread ink clusters (`unread_ink`) are read 3x enlarged. An image with no visible
+   text at all is searched the same way, so faint text alone is always looked for; an
+   image where nothing outside the read lines differs from its background is not.
 
 A line is hidden when a person would not perceive it:
 
@@ -74,15 +76,17 @@ MIN_ENHANCED_ALNUM = 3
 GATE_MARGIN = 1.25
 #: Enhanced-pass regions of images up to this longer side are read 2x enlarged.
 UPSCALE_MAX_SIDE = 1200
-#: `unread_ink`: tallest cluster (pixels) and fewest ink pixels that count, most clusters
-#: read, and their enlargement.
+#: `unread_ink`: enhanced-image grey below which a pixel is ink (a deviation of half the
+#: enhancement's noise-scaled range), tallest cluster (pixels) and fewest ink pixels that
+#: count, most clusters read, and their enlargement.
+INK_LEVEL = 128
 MAX_INK_HEIGHT = 3 * TINY_PX
 MIN_INK_PIXELS = 12
+MAX_INK_REGIONS = 8
+TINY_ZOOM = 3.0
 #: Enhanced-image grey below which a pixel differs from its background (detection on the
 #: enhanced image is skipped when fewer than `MIN_INK_PIXELS` outside the read lines do).
 UNREAD_LEVEL = 160
-MAX_INK_REGIONS = 8
-TINY_ZOOM = 3.0
 
 Box = tuple[int, int, int, int]
 Reason = Literal["low contrast", "only visible after enhancement", "tiny text"]
@@ -368,7 +372,7 @@ def unread_ink(enh: NDArray[np.uint8], read: Sequence[Box]) -> list[Box]:
     """
     import cv2
 
-    ink = (enh[:, :, 0] < 128).astype(np.uint8)
+    ink = (enh[:, :, 0] < INK_LEVEL).astype(np.uint8)
     for b in read:
         ink[max(0, b[1] - 3) : b[3] + 3, max(0, b[0] - 3) : b[2] + 3] = 0
     if int(ink.sum()) < MIN_INK_PIXELS:
