@@ -24,7 +24,20 @@ what a firewall needs to flag or bleep the right place.
 Sentences are those with at least one of the key types (US_SSN, CREDIT_CARD,
 PHONE_NUMBER, EMAIL_ADDRESS), stratified up to ``--per-type`` per type.
 
+Peers on the same items (issue 19): ``presidio-text`` is Presidio's ``AnalyzerEngine`` as
+it ships (every predefined recognizer, the same offline spaCy model) on the sentence;
+``presidio-image`` is Presidio's ``ImageRedactorEngine`` (``ImageAnalyzerEngine`` with
+Tesseract from Debian's ``tesseract-ocr``) redacting the same JPEG as ``image``;
+``image-tesseract`` is our scanner with its Tesseract engine. Text and image renderings
+also scan ``--benign`` sentences with none of the key types (addresses, IBANs, IPs, zip
+codes: numbers that are not the key types): any key-type finding there is a false
+positive. Ratios ours / Presidio (recall per type, p50 latency) are printed. The image
+peer is installed apart from polyfuse's extras: ``bash benchmarks/peers/setup.sh guard``
+(it would replace polyfuse's headless OpenCV), plus Debian ``tesseract-ocr``.
+
     python benchmarks/guard_pii.py --data ../shared/data --per-type 30
+    python benchmarks/guard_pii.py --data ../shared/data --per-type 30 --benign 30 \
+        --renderings text,presidio-text,image,image-tesseract,presidio-image
     python benchmarks/guard_pii.py --screen-voices
 """
 
@@ -95,6 +108,13 @@ def select(data: Path, per_type: int) -> list[dict[str, Any]]:
                     seen.add(i)
                     chosen.append(it)
     return chosen
+
+
+def select_benign(data: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` sentences with none of the key types (benign controls)."""
+    items = json.loads((data / "pii" / "presidio_synth_dataset_v2.json").read_text())
+    benign = [it for it in items if not any(s["entity_type"] in KEY_TYPES for s in it["spans"])]
+    return benign[:n]
 
 
 def render_image(text: str, k: int) -> bytes:
@@ -306,7 +326,76 @@ def score(
     return out
 
 
-RENDERINGS = ("text", "image", "audio", "audio-espeak")
+RENDERINGS = (
+    "text",
+    "image",
+    "audio",
+    "audio-espeak",
+    "image-tesseract",
+    "presidio-text",
+    "presidio-image",
+)
+#: Renderings that also scan the benign controls (``--benign``).
+BENIGN_RENDERINGS = ("text", "image", "image-tesseract", "presidio-text", "presidio-image")
+#: Our rendering that each Presidio peer is compared with.
+PEERS = {"presidio-text": "text", "presidio-image": "image"}
+
+
+class PresidioPeer:
+    """Presidio as it ships, on the offline spaCy model our `TextPII` uses: ``analyze``
+    (``AnalyzerEngine``, every predefined recognizer, default threshold) and ``redact``
+    (``ImageRedactorEngine`` over ``ImageAnalyzerEngine`` with ``TesseractOCR``). Both
+    return ``(type, value)`` pairs; the redactor's values are read from the OCR text it
+    analysed (recorded on the way through), so images are scored like our scanner."""
+
+    def __init__(self) -> None:
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+        from polyfuse.guard.detectors.pii import SPACY_MODEL
+
+        config = {
+            "nlp_engine_name": "spacy",
+            "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
+        }
+        nlp = NlpEngineProvider(nlp_configuration=config).create_engine()
+        self.analyzer = AnalyzerEngine(nlp_engine=nlp, supported_languages=["en"])
+        self.last_text = ""
+        self.last_results: list[Any] = []
+        self._redactor: Any = None
+
+    def analyze(self, text: str, **kwargs: Any) -> list[Any]:
+        """``AnalyzerEngine.analyze`` (English), remembering the text and the results."""
+        kwargs.setdefault("language", "en")
+        self.last_text = text
+        self.last_results = self.analyzer.analyze(text=text, **kwargs)
+        return self.last_results
+
+    def __getattr__(self, name: str) -> Any:  # the rest of AnalyzerEngine's interface
+        return getattr(self.analyzer, name)
+
+    def text(self, text: str) -> list[tuple[str, str]]:
+        """Findings in a sentence."""
+        return [(r.entity_type, text[r.start : r.end]) for r in self.analyze(text)]
+
+    def redact(self, data: bytes) -> list[tuple[str, str]]:
+        """Redact an encoded image with the image redactor; the findings it redacted."""
+        from PIL import Image
+
+        if self._redactor is None:
+            from presidio_image_redactor import (
+                ImageAnalyzerEngine,
+                ImageRedactorEngine,
+                TesseractOCR,
+            )
+
+            engine = ImageAnalyzerEngine(analyzer_engine=self, ocr=TesseractOCR())  # type: ignore[arg-type]
+            self._redactor = ImageRedactorEngine(image_analyzer_engine=engine)
+        self.last_text, self.last_results = "", []
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        _redacted, boxes = self._redactor.redact_and_return_bbox(image)
+        del _redacted, boxes
+        return [(r.entity_type, self.last_text[r.start : r.end]) for r in self.last_results]
 
 
 def run_rendering(
@@ -315,14 +404,16 @@ def run_rendering(
     gold: list[list[tuple[str, str]]],
     pii: Any,
     dump: Any = None,
+    peer: PresidioPeer | None = None,
 ) -> dict[str, Any]:
     """Scan every item in one rendering; scores by value (and by time for audio)."""
     audio = rendering.startswith("audio")
     scanner: Any = None
-    if rendering == "image":
+    if rendering in ("image", "image-tesseract"):
         from polyfuse.guard.scanners.image import ImageScanner
 
-        scanner = ImageScanner([pii], faces=False, hidden=False, metadata=False)
+        engine = "tesseract" if rendering == "image-tesseract" else "rapidocr"
+        scanner = ImageScanner([pii], faces=False, hidden=False, metadata=False, engine=engine)
     elif audio:
         from polyfuse.guard.scanners.audio import AudioScanner
 
@@ -330,10 +421,17 @@ def run_rendering(
     found, latency, located, gold_times = [], [], [], []
     for k, it in enumerate(items):
         text = it["full_text"]
+        if rendering.startswith("presidio") and peer is not None:
+            data = render_image(text, k) if rendering == "presidio-image" else b""
+            start = time.perf_counter()
+            pairs = peer.redact(data) if data else peer.text(text)
+            latency.append(time.perf_counter() - start)
+            found.append(pairs)
+            continue
         if rendering == "text":
             start = time.perf_counter()
             fs = pii.detect(text)
-        elif rendering == "image":
+        elif rendering in ("image", "image-tesseract"):
             data = render_image(text, k)
             start = time.perf_counter()
             fs = scanner.scan(data)
@@ -353,6 +451,10 @@ def run_rendering(
         found.append([(f.type, f.text) for f in fs])
     out: dict[str, Any] = {
         "scores": score(found, gold, KEY_TYPES),
+        "benign_flagged": sum(
+            any(t in KEY_TYPES for t, _ in f) for f, g in zip(found, gold, strict=True) if not g
+        ),
+        "benign": sum(not g for g in gold),
         "latency_p50_ms": 1000 * statistics.median(latency),
         "latency_p95_ms": 1000 * sorted(latency)[int(0.95 * (len(latency) - 1))],
     }
@@ -400,6 +502,27 @@ def print_tables(results: dict[str, Any]) -> None:
             for r in names
         )
     )
+    print_peer_ratios(results)
+
+
+def print_peer_ratios(results: dict[str, Any]) -> None:
+    """Benign controls flagged, and ours / Presidio recall per type and p50 latency."""
+    for r, res in results.items():
+        if res.get("benign"):
+            print(f"{r}: benign controls flagged {res['benign_flagged']}/{res['benign']}")
+    for peer, ours_name in PEERS.items():
+        ours_names = [ours_name, *(["image-tesseract"] if ours_name == "image" else [])]
+        for name in ours_names:
+            if peer not in results or name not in results:
+                continue
+            a, b = results[name], results[peer]
+            recall = ", ".join(
+                f"{t} {a['scores'][t]['recall'] / max(b['scores'][t]['recall'], 1e-9):.2f}"
+                for t in KEY_TYPES
+            )
+            p50 = a["latency_p50_ms"] / b["latency_p50_ms"]
+            p95 = a["latency_p95_ms"] / b["latency_p95_ms"]
+            print(f"{name} / {peer}: recall {recall}; p50 latency {p50:.2f}, p95 {p95:.2f}")
 
 
 def main() -> int:
@@ -407,10 +530,17 @@ def main() -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--per-type", type=int, default=30, help="sentences per key type")
     parser.add_argument(
+        "--benign",
+        type=int,
+        default=0,
+        help="benign controls (sentences with no key type) for the text and image renderings",
+    )
+    parser.add_argument(
         "--renderings",
         default="text,image,audio",
         help="comma list of text, image, audio (entities read as people read them), "
-        "audio-espeak (eSpeak's own reading of the written form)",
+        "audio-espeak (eSpeak's own reading of the written form), image-tesseract (our "
+        "scanner on Tesseract), presidio-text and presidio-image (the Presidio peers)",
     )
     parser.add_argument("--json", dest="json_out")
     parser.add_argument("--dump", type=Path, help="write audio transcripts and findings (JSONL)")
@@ -433,11 +563,16 @@ def main() -> int:
     gold = [[(s["entity_type"], s["entity_value"]) for s in it["spans"]] for it in items]
     print(f"{len(items)} sentences", flush=True)
     pii = TextPII()
+    peer = PresidioPeer() if any(r.startswith("presidio") for r in renderings) else None
+    benign = select_benign(Path(args.data), args.benign)
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         dump = stack.enter_context(args.dump.open("w")) if args.dump else None
         for rendering in renderings:
-            results[rendering] = run_rendering(rendering, items, gold, pii, dump)
+            scanned, gold_of = items, gold
+            if rendering in BENIGN_RENDERINGS and benign:
+                scanned, gold_of = items + benign, gold + [[] for _ in benign]
+            results[rendering] = run_rendering(rendering, scanned, gold_of, pii, dump, peer)
             p50 = results[rendering]["latency_p50_ms"]
             print(f"{rendering}: done, p50 {p50:.0f} ms", flush=True)
     print_tables(results)

@@ -11,11 +11,15 @@
 #                         default .venv): those peers run polyfuse's model through its library.
 #                         The script stops if pip would change torch, fastapi, starlette or
 #                         uvicorn there.
+#   guard                 Presidio's image redactor (requirements-guard.txt) for
+#                         benchmarks/guard_pii.py, into polyfuse's venv without its
+#                         opencv-python requirement (polyfuse keeps opencv-python-headless);
+#                         needs Debian tesseract-ocr.
 # Idempotent: an existing venv is kept and pip only installs what is missing or differs.
 # torch goes in first and must resolve to the CPU build (+cpu, from the machine's local wheel
 # folder): a plain torch requirement would otherwise pull the multi-GB CUDA build, so the script
 # stops rather than let that happen.
-# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi] [serving]
+# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi] [serving] [guard]
 #   (no argument: evidently and alibi; PEERS_DIR defaults to /work/peers, VENV to .venv)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -90,6 +94,20 @@ print(" ".join(i["metadata"]["name"] + "==" + i["metadata"]["version"]
     echo "serving: peers installed in $venv ($((SECONDS - start)) s)"
 }
 
+setup_guard() {  # Presidio's image redactor, into polyfuse's venv, keeping headless OpenCV
+    local venv="${VENV:-.venv}" start=$SECONDS
+    if [ ! -x "$venv/bin/pip" ]; then
+        echo "setup.sh: no venv at $venv (make install first, or set VENV)" >&2
+        exit 1
+    fi
+    command -v tesseract >/dev/null || echo "setup.sh: tesseract missing (apt-get install tesseract-ocr)" >&2
+    grep -v '^presidio-image-redactor' "$HERE/requirements-guard.txt" >"$venv/guard-peer-deps.txt"
+    "$venv/bin/pip" install --quiet -r "$venv/guard-peer-deps.txt"
+    "$venv/bin/pip" install --quiet --no-deps "$(grep '^presidio-image-redactor' "$HERE/requirements-guard.txt")"
+    "$venv/bin/python" -c "from presidio_image_redactor import ImageRedactorEngine"
+    echo "guard: Presidio image redactor installed in $venv ($((SECONDS - start)) s)"
+}
+
 peers=("$@")
 if [ ${#peers[@]} -eq 0 ]; then
     peers=(evidently alibi)
@@ -98,6 +116,7 @@ for name in "${peers[@]}"; do
     case "$name" in
         evidently | alibi) setup_peer "$name" ;;
         serving) setup_serving ;;
-        *) echo "setup.sh: unknown peer '$name' (evidently, alibi, serving)" >&2; exit 2 ;;
+        guard) setup_guard ;;
+        *) echo "setup.sh: unknown peer '$name' (evidently, alibi, serving, guard)" >&2; exit 2 ;;
     esac
 done

@@ -174,3 +174,74 @@ def test_text_only_the_enhanced_pass_reads() -> None:
     assert "previous" in r.text.lower()
     assert _overlaps(r.box, boxes[0])
     assert find_hidden_text(img, words_plain=[], enhanced=False) == []
+
+
+# --------------------------------------------------------------------------- gating (issue 19)
+
+
+@pytest.mark.parametrize(
+    ("contrast", "delta", "height", "expected"),
+    [
+        (1.02, 1.0, 20, True),  # near-white on white
+        (2.5, 20.0, 20, True),  # faint: only visible after enhancement
+        (3.5, 35.0, 20, True),  # within the margin of the enhancement rule
+        (8.0, 90.0, 20, False),  # clearly visible, normal size: never recognised
+        (2.0, 80.0, 20, False),  # strong hue difference keeps it visible
+        (8.0, 90.0, 5, True),  # tiny
+        (8.0, 90.0, 0, False),  # no ink measured
+    ],
+)
+def test_could_be_hidden_gates_on_the_judge_rules(
+    contrast: float, delta: float, height: int, expected: bool
+) -> None:
+    from polyfuse.guard.detectors.hidden import Measurement, could_be_hidden
+
+    assert could_be_hidden(Measurement(contrast, delta, height, 0.2)) is expected
+
+
+def test_unread_ink_finds_a_small_line_outside_read_boxes() -> None:
+    from polyfuse.guard.detectors.hidden import unread_ink
+
+    enh = np.full((120, 400, 3), 255, np.uint8)
+    enh[20:44, 20:300] = 0  # a read line (covered by a read box)
+    for x in range(30, 150, 4):  # a 5-px line of "letters" nobody read
+        enh[80:85, x : x + 2] = 0
+    assert unread_ink(enh, [(18, 18, 302, 46)]) == [
+        (27, 79, 151, 86)
+    ]  # dilated by 3 px across, 1 px up and down
+    assert unread_ink(enh, [(18, 18, 302, 46), (25, 75, 160, 90)]) == []
+    tall = np.full((120, 400, 3), 255, np.uint8)
+    tall[10:110:2, 50:60] = 0  # a 100-px tall cluster is no line of tiny text
+    assert unread_ink(tall, []) == []
+    grain = np.where(np.random.default_rng(0).random((120, 400)) < 0.08, 0, 255)
+    assert unread_ink(np.repeat(grain[:, :, None], 3, 2).astype(np.uint8), []) == []
+
+
+@pytest.mark.integration
+def test_enhanced_pass_recognises_only_regions_that_could_be_hidden() -> None:
+    from polyfuse.guard.models import ModelCache
+    from polyfuse.guard.readers.ocr import ocr_cache
+
+    # A visible line the plain pass "missed": found on the enhanced image, measured
+    # visible, never recognised: the plain read and the detection are all OCR did.
+    img, _ = text_image([(VISIBLE, (0, 0, 0), 28)])
+    models = ModelCache()
+    assert find_hidden_text(img, words_plain=[], models=models) == []
+    assert len(ocr_cache(models)) == 1  # the enhanced image's detection only
+    # A faint line: detected, measured, recognised.
+    img, _ = text_image([(VISIBLE, (0, 0, 0), 28), (SECRET, (252, 252, 252), 22)])
+    models = ModelCache()
+    regions = find_hidden_text(img, models=models)
+    assert len(regions) == 1 and regions[0].source == "enhanced"
+    assert len(ocr_cache(models)) == 3  # plain read, detection, the faint region's read
+
+
+@pytest.mark.integration
+def test_no_enhanced_detection_when_nothing_outside_the_read_lines() -> None:
+    from polyfuse.guard.models import ModelCache
+    from polyfuse.guard.readers.ocr import ocr_cache
+
+    img, _ = text_image([(VISIBLE, (0, 0, 0), 28)])
+    models = ModelCache()
+    assert find_hidden_text(img, models=models) == []
+    assert len(ocr_cache(models)) == 1  # the plain read only

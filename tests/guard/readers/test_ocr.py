@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from polyfuse.core.errors import InvalidInputError
+from polyfuse.core.errors import ConfigError, InvalidInputError
 from polyfuse.guard.findings import Finding, Location
 from polyfuse.guard.readers.ocr import (
     OcrText,
@@ -330,3 +330,122 @@ def test_redact_drops_metadata_and_rejects_bad_mode() -> None:
     assert meta == {}
     with pytest.raises(InvalidInputError, match="mode"):
         redact_image(data, [], mode="smudge")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- speed (issue 19)
+
+
+def test_ocr_cache_keys_by_pixels_and_drops_least_recently_used() -> None:
+    from polyfuse.guard.readers.ocr import OcrCache
+
+    a = np.zeros((4, 5, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 1
+    assert OcrCache.key(a, "rapidocr") == OcrCache.key(a.copy(), "rapidocr")
+    assert OcrCache.key(a, "rapidocr") != OcrCache.key(b, "rapidocr")
+    assert OcrCache.key(a, "rapidocr") != OcrCache.key(a, "tesseract")
+    # same bytes, another shape: another key
+    assert OcrCache.key(a, "x") != OcrCache.key(a.reshape(5, 4, 3), "x")
+    cache = OcrCache(max_items=2)
+    cache.put(("1",), "one")
+    cache.put(("2",), "two")
+    assert cache.get(("1",)) == "one"  # now "2" is the least recently used
+    cache.put(("3",), "three")
+    assert cache.get(("2",)) is None and cache.get(("1",)) == "one" and len(cache) == 2
+    assert (cache.hits, cache.misses) == (2, 1)
+    off = OcrCache(max_items=0)
+    off.put(("1",), "one")
+    assert off.get(("1",)) is None
+    with pytest.raises(ConfigError):
+        OcrCache(max_items=-1)
+
+
+def test_ocr_rgb_reads_each_content_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from polyfuse.guard.models import ModelCache
+    from polyfuse.guard.readers import ocr as ocr_module
+
+    calls: list[tuple[int, ...]] = []
+
+    def fake_read(rgb: np.ndarray, models: object, threads: object) -> list[OcrWord]:
+        calls.append(rgb.shape)
+        return [OcrWord("hello", (0, 0, 4, 4), 0.9)]
+
+    monkeypatch.setattr(ocr_module, "_rapidocr_words", fake_read)
+    models = ModelCache()
+    img = np.full((8, 8, 3), 200, np.uint8)
+    first = ocr_module.ocr_rgb(img, "rapidocr", models)
+    again = ocr_module.ocr_rgb(img.copy(), "rapidocr", models)
+    assert first == again and len(calls) == 1
+    img[0, 0] = 0
+    ocr_module.ocr_rgb(img, "rapidocr", models)
+    assert len(calls) == 2
+    with pytest.raises(ConfigError, match="unknown OCR engine"):
+        ocr_module.ocr_rgb(img, "easyocr", models)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)])
+def test_default_ocr_threads_leave_half_the_cores(cpus: int, threads: int) -> None:
+    from polyfuse.guard.readers.ocr import default_ocr_threads
+
+    assert default_ocr_threads(cpus) == threads
+    assert 1 <= default_ocr_threads() <= 4
+
+
+def test_image_scanner_rejects_bad_thread_count() -> None:
+    with pytest.raises(ConfigError, match="ocr_threads"):
+        ImageScanner(ocr_threads=0)
+
+
+@pytest.mark.integration
+def test_detection_first_then_recognition_of_one_region() -> None:
+    from polyfuse.guard.models import ModelCache
+    from polyfuse.guard.readers.ocr import ocr_cache, ocr_region, text_regions
+
+    img = Image.new("RGB", (640, 160), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((20, 20), "Quarterly report north", fill="black", font=_font(26))
+    draw.text((20, 90), "Invoice 4471 due Friday", fill="black", font=_font(26))
+    rgb = np.asarray(img)
+    models = ModelCache()
+    boxes = sorted(text_regions(rgb, models=models), key=lambda b: b[1])
+    assert len(boxes) == 2 and boxes[0][3] < boxes[1][1]
+    words = ocr_region(rgb, boxes[1], models=models, zoom=2.0)
+    assert "4471" in " ".join(w.text for w in words)
+    assert all(w.box[1] >= boxes[1][1] - 10 and w.box[3] <= boxes[1][3] + 10 for w in words)
+    assert len(ocr_cache(models)) == 2  # the detection and the one region's read
+    text_regions(rgb, models=models)
+    assert ocr_cache(models).hits == 1
+
+
+def _has_tesseract() -> bool:
+    import importlib.util
+    import shutil
+
+    return (
+        shutil.which("tesseract") is not None
+        and importlib.util.find_spec("pytesseract") is not None
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+    not _has_tesseract(),
+    reason="the tesseract binary or pytesseract is not installed (CI installs Debian "
+    "tesseract-ocr in .ci/run and pytesseract with the guard extra)",
+)
+def test_tesseract_engine_finds_and_boxes_an_email() -> None:
+    img = Image.new("RGB", (720, 120), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(28)
+    prefix, email = "Please write to ", "jane.roe@example.com"
+    draw.text((20, 30), prefix + email + " today", fill="black", font=font)
+    x0 = 20 + draw.textlength(prefix, font=font)
+    x1 = 20 + draw.textlength(prefix + email, font=font)
+    words = ocr_words(img, engine="tesseract")
+    assert "Please" in [w.text for w in words]
+    findings = ImageScanner([EMAIL], faces=False, hidden=False, engine="tesseract").scan(img)
+    emails = [f for f in findings if f.type == "EMAIL_ADDRESS"]
+    assert len(emails) == 1 and emails[0].text == email
+    assert emails[0].detector == "tesseract+test.regex"
+    box = emails[0].location.box
+    assert box is not None and box[0] <= x0 + 6 and box[2] >= x1 - 6

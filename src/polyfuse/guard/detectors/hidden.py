@@ -8,11 +8,17 @@ nothing about visibility. `find_hidden_text` therefore
    luminance) and the CIELAB colour difference ΔE between the line's text pixels (the
    pixels far from the box's median colour, split by Otsu's threshold) and its
    background pixels, and the ink height in pixels;
-2. runs OCR once more on an enhanced image: the per-pixel colour deviation from a
-   smooth local background estimate (max over the RGB channels, so faint colour shows
-   as well as faint grey, polarity-free so white-on-black needs no inverted pass),
-   compressed so that a deviation of a few grey levels becomes dark, and upscaled 2x
-   for small images; lines found there and not by the plain pass are measured too.
+2. finds text regions once more on an enhanced image: the per-pixel colour deviation
+   from a smooth local background estimate (max over the RGB channels, so faint colour
+   shows as well as faint grey, polarity-free so white-on-black needs no inverted pass),
+   compressed so that a deviation of a few grey levels becomes dark. Only OCR's
+   detection half runs on the whole enhanced image (at native size); each region the
+   plain pass did not read is measured first, and recognised (2x enlarged on small
+   images) only when its measurement could make it hidden (`could_be_hidden`): text
+   that is plainly visible but was missed by the plain pass costs no recognition. Small
+   unread ink clusters (`unread_ink`) are read 3x enlarged. An image with no visible
+   text at all is searched the same way, so faint text alone is always looked for; an
+   image where nothing outside the read lines differs from its background is not.
 
 A line is hidden when a person would not perceive it:
 
@@ -29,14 +35,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from polyfuse.guard.geometry import box_iou, inside
 from polyfuse.guard.models import ModelCache
-from polyfuse.guard.readers.ocr import OcrWord, load_image, ocr_rgb
+from polyfuse.guard.readers.ocr import (
+    OcrEngine,
+    OcrWord,
+    load_image,
+    ocr_region,
+    ocr_rgb,
+    text_regions,
+)
 
 if TYPE_CHECKING:
     from polyfuse.guard.readers.ocr import ImageInput
@@ -56,6 +69,24 @@ TINY_PX = 6
 #: Enhancement-only lines need this OCR confidence and this many letters or digits.
 MIN_ENHANCED_SCORE = 0.6
 MIN_ENHANCED_ALNUM = 3
+#: A candidate region (found on the enhanced image only) is recognised when its
+#: measurement is within this factor of a hidden-text threshold: the region box of the
+#: detector is a little larger than the box of the words read in it, which shifts the
+#: measurement slightly.
+GATE_MARGIN = 1.25
+#: Enhanced-pass regions of images up to this longer side are read 2x enlarged.
+UPSCALE_MAX_SIDE = 1200
+#: `unread_ink`: enhanced-image grey below which a pixel is ink (a deviation of half the
+#: enhancement's noise-scaled range), tallest cluster (pixels) and fewest ink pixels that
+#: count, most clusters read, and their enlargement.
+INK_LEVEL = 128
+MAX_INK_HEIGHT = 3 * TINY_PX
+MIN_INK_PIXELS = 12
+MAX_INK_REGIONS = 8
+TINY_ZOOM = 3.0
+#: Enhanced-image grey below which a pixel differs from its background (detection on the
+#: enhanced image is skipped when fewer than `MIN_INK_PIXELS` outside the read lines do).
+UNREAD_LEVEL = 160
 
 Box = tuple[int, int, int, int]
 Reason = Literal["low contrast", "only visible after enhancement", "tiny text"]
@@ -219,7 +250,7 @@ def enhance(
     rgb: NDArray[np.uint8],
     bg: NDArray[np.uint8] | None = None,
     *,
-    upscale_max_side: int = 1200,
+    upscale_max_side: int = UPSCALE_MAX_SIDE,
 ) -> tuple[NDArray[np.uint8], float]:
     """Local-contrast-normalised image for the second OCR pass, and its scale factor.
 
@@ -306,13 +337,107 @@ def _judge(
     )
 
 
+def could_be_hidden(m: Measurement) -> bool:
+    """Whether a region the plain pass did not read is worth recognising on the enhanced
+    image: its measurement is within `GATE_MARGIN` of a rule of `_judge` for the enhanced
+    source (low contrast, only visible after enhancement, tiny text). A clearly visible
+    region of normal size would be judged visible whatever it says."""
+    faint = m.contrast < ENHANCED_CONTRAST * GATE_MARGIN and m.delta_e < (
+        ENHANCED_DELTA_E * GATE_MARGIN
+    )
+    return faint or 0 < m.height < TINY_PX * GATE_MARGIN
+
+
+def _overlaps_any(box: Box, boxes: Sequence[Box]) -> bool:
+    return any(box_iou(box, b) > 0.3 or inside(box, b, 0.5) or inside(b, box, 0.5) for b in boxes)
+
+
+def _unread_pixels(enh: NDArray[np.uint8], read: Sequence[Box]) -> int:
+    """Pixels of the enhanced image outside every ``read`` box (grown by 3 px) that
+    deviate from their background by a grey level or more (a level of 1 draws 151)."""
+    mark = enh[:, :, 0] < UNREAD_LEVEL
+    for b in read:
+        mark[max(0, b[1] - 3) : b[3] + 3, max(0, b[0] - 3) : b[2] + 3] = False
+    return int(mark.sum())
+
+
+def unread_ink(enh: NDArray[np.uint8], read: Sequence[Box]) -> list[Box]:
+    """Line-shaped clusters of ink in the enhanced image ``enh`` (native size) outside
+    every box in ``read``, at most `MAX_INK_HEIGHT` pixels tall: text too small for OCR's
+    detection at native size (the 5-px line under a heading). Grain does not pass: its
+    specks merge into clusters far taller than a line of tiny text.
+
+    Returns:
+        Up to `MAX_INK_REGIONS` boxes, the largest first.
+    """
+    import cv2
+
+    ink = (enh[:, :, 0] < INK_LEVEL).astype(np.uint8)
+    for b in read:
+        ink[max(0, b[1] - 3) : b[3] + 3, max(0, b[0] - 3) : b[2] + 3] = 0
+    if int(ink.sum()) < MIN_INK_PIXELS:
+        return []
+    merged = cv2.dilate(ink, np.ones((3, 7), np.uint8))
+    _n, _labels, stats, _centroids = cv2.connectedComponentsWithStats(merged, connectivity=8)
+    out: list[Box] = []
+    for x, y, bw, bh, _area in stats[1:].tolist():
+        if bh > MAX_INK_HEIGHT + 2 or bw < max(12, 3 * bh):
+            continue
+        count = int(ink[y : y + bh, x : x + bw].sum())
+        if MIN_INK_PIXELS <= count <= 0.6 * bw * bh:
+            out.append((x, y, x + bw, y + bh))
+    out.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+    return out[:MAX_INK_REGIONS]
+
+
+class Candidate(NamedTuple):
+    """A region `find_hidden_text` recognises: its box (native pixels), the enlargement
+    to read it at, and whether it is `unread_ink` (read from the pixels as they are
+    first: the enhanced image's compression thins strokes a few pixels tall)."""
+
+    box: Box
+    zoom: float
+    tiny: bool
+
+
+def candidate_regions(
+    rgb: NDArray[np.uint8],
+    enh: NDArray[np.uint8],
+    plain: Sequence[Box],
+    bg: NDArray[np.uint8],
+    *,
+    engine: OcrEngine = "rapidocr",
+    models: ModelCache | None = None,
+    threads: int | None = None,
+) -> list[Candidate]:
+    """Where the enhanced image ``enh`` (native size) may hold hidden text, with the zoom
+    to read each region at: text regions that OCR's detection finds on ``enh``, that
+    overlap none of the ``plain`` line boxes and whose measurement `could_be_hidden`
+    (zoom 2 on images up to `UPSCALE_MAX_SIDE`), and `unread_ink` (zoom `TINY_ZOOM`).
+    When nothing outside the ``plain`` lines differs from its background, detection does
+    not run at all."""
+    h, w = rgb.shape[:2]
+    if _unread_pixels(enh, plain) < MIN_INK_PIXELS:
+        return []  # nothing outside the read lines differs from its background
+    zoom = 2.0 if max(h, w) <= UPSCALE_MAX_SIDE else 1.0
+    found = text_regions(enh, engine, models, threads=threads)
+    out = [
+        Candidate(box, zoom, tiny=False)
+        for box in found
+        if not _overlaps_any(box, plain) and could_be_hidden(measure_region(rgb, box, bg))
+    ]
+    out += [Candidate(box, TINY_ZOOM, tiny=True) for box in unread_ink(enh, [*plain, *found])]
+    return out
+
+
 def find_hidden_text(
     image: ImageInput,
     words_plain: Sequence[OcrWord] | None = None,
     *,
-    engine: Literal["rapidocr", "tesseract"] = "rapidocr",
+    engine: OcrEngine = "rapidocr",
     enhanced: bool = True,
     models: ModelCache | None = None,
+    threads: int | None = None,
 ) -> list[HiddenRegion]:
     """Text lines in ``image`` that a person would not see but OCR (so a model) reads.
 
@@ -321,8 +446,12 @@ def find_hidden_text(
         words_plain: OCR words of the image as is (`polyfuse.guard.readers.ocr.ocr_words`);
             computed when ``None``.
         engine: OCR engine for the passes that run here.
-        enhanced: also run OCR on the enhanced image (`enhance`); without it only
-            text the plain pass read is judged.
+        enhanced: also look for text on the enhanced image (`enhance`, detection on the
+            whole image, recognition on `candidate_regions`); without it only text the
+            plain pass read is judged.
+        models: where the OCR engine and its result cache are kept.
+        threads: onnxruntime intra-op threads of the OCR session (default
+            `polyfuse.guard.readers.ocr.default_ocr_threads`).
 
     Returns:
         One `HiddenRegion` per hidden line, plain-pass lines first.
@@ -333,7 +462,7 @@ def find_hidden_text(
     rgb, _ = load_image(image)
     h, w = rgb.shape[:2]
     if words_plain is None:
-        words_plain = ocr_rgb(rgb, engine, models)
+        words_plain = ocr_rgb(rgb, engine, models, threads=threads)
     plain = _lines(words_plain, 1.0, (w, h))
     bg = background(rgb)
     out: list[HiddenRegion] = []
@@ -343,23 +472,42 @@ def find_hidden_text(
             out.append(region)
     if not enhanced:
         return out
-    enh, scale = enhance(rgb, bg)
-    for line in _lines(ocr_rgb(enh, engine, models), scale, (w, h)):
-        if (
-            line.score < MIN_ENHANCED_SCORE
-            or sum(c.isalnum() for c in line.text) < MIN_ENHANCED_ALNUM
-        ):
-            continue
-        if line.box[2] <= line.box[0] or line.box[3] <= line.box[1]:
-            continue
-        if any(
-            box_iou(line.box, p.box) > 0.3
-            or inside(line.box, p.box, 0.5)
-            or inside(p.box, line.box, 0.5)
-            for p in plain
-        ):
-            continue
-        region = _judge(line, measure_region(rgb, line.box, bg), "enhanced")
-        if region is not None and not any(box_iou(region.box, r.box) > 0.3 for r in out):
-            out.append(region)
+    enh, _ = enhance(rgb, bg, upscale_max_side=0)
+    read = [line.box for line in plain]
+    found = candidate_regions(rgb, enh, read, bg, engine=engine, models=models, threads=threads)
+    for cand in found:
+        for line in _read_candidate(rgb, enh, cand, engine, models, threads):
+            if _overlaps_any(line.box, read):
+                continue
+            region = _judge(line, measure_region(rgb, line.box, bg), "enhanced")
+            if region is not None and not any(box_iou(region.box, r.box) > 0.3 for r in out):
+                out.append(region)
     return out
+
+
+def _read_candidate(
+    rgb: NDArray[np.uint8],
+    enh: NDArray[np.uint8],
+    cand: Candidate,
+    engine: OcrEngine,
+    models: ModelCache | None,
+    threads: int | None,
+) -> list[_Line]:
+    """The lines read in a candidate region that pass the enhanced-pass filters (OCR
+    confidence, letters or digits); tiny candidates from the pixels first, then from the
+    enhanced image if those give none."""
+    h, w = rgb.shape[:2]
+    sources = (rgb, enh) if cand.tiny else (enh,)
+    for image in sources:
+        words = ocr_region(image, cand.box, engine, models, zoom=cand.zoom, threads=threads)
+        lines = [
+            line
+            for line in _lines(words, 1.0, (w, h))
+            if line.score >= MIN_ENHANCED_SCORE
+            and sum(c.isalnum() for c in line.text) >= MIN_ENHANCED_ALNUM
+            and line.box[2] > line.box[0]
+            and line.box[3] > line.box[1]
+        ]
+        if lines:
+            return lines
+    return []

@@ -3,17 +3,23 @@
 `load_image` reads an image (path, bytes, `PIL.Image.Image` or ``HxWx3`` uint8 array) with
 the text of its metadata (EXIF, XMP, PNG text chunks, JPEG comments); `ocr_words` /
 `ocr_rgb` run OCR (rapidocr, PP-OCR ONNX weights shipped in its wheel, offline; or
-tesseract) and `OcrText` joins the words into text with a character -> box map. The scanner
-that runs detectors over all of it is `polyfuse.guard.scanners.image.ImageScanner`.
+tesseract) and `OcrText` joins the words into text with a character -> box map;
+`text_regions` runs only the detection half, so a caller can recognise just the regions it
+needs (`ocr_region`). OCR results are cached by a digest of the pixels (`OcrCache`, one
+per `ModelCache`). The scanner that runs detectors over all of it is
+`polyfuse.guard.scanners.image.ImageScanner`.
 
 Heavy dependencies (rapidocr, onnxruntime) are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +47,22 @@ RGBArray = NDArray[np.uint8]
 
 #: Default cap on decoded pixels (a decompression bomb declares far more).
 DEFAULT_MAX_PIXELS = 40_000_000
+
+#: The OCR engines `ocr_rgb` knows.
+OcrEngine = Literal["rapidocr", "tesseract"]
+
+#: Longer side (pixels) above which rapidocr's text detection runs on a downscaled copy.
+#: Below it detection runs at the image's own size: rapidocr's default scales the *shorter*
+#: side up to 736 px, which made a 1118x137 screenshot a 6000x736 detection input and 94 %
+#: of the scan time (docs/benchmarks.md, "Image scan speed").
+DET_MAX_SIDE = 2000
+
+#: Most onnxruntime intra-op threads one OCR session takes by default: a scanner shares the
+#: serving process with the encoders, so it does not claim every core.
+MAX_OCR_THREADS = 4
+
+#: OCR results `OcrCache` keeps by default.
+OCR_CACHE_ITEMS = 256
 
 _ENGINE_LOCK = threading.Lock()
 
@@ -211,18 +233,58 @@ class OcrWord:
     line: int = 0
 
 
-def _rapidocr_engine(models: ModelCache | None = None) -> Any:
+def default_ocr_threads(cpus: int | None = None) -> int:
+    """onnxruntime intra-op threads for OCR: half the cores this process may use (its CPU
+    affinity), at least 1 and at most `MAX_OCR_THREADS`. The other half is left to the
+    rest of a serving process (encoders, event loop, other scans): on 2 busy cores one
+    OCR thread read the PII benchmark images faster than two (docs/benchmarks.md)."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            cpus = os.cpu_count() or 1
+    return max(1, min(MAX_OCR_THREADS, cpus // 2))
+
+
+@dataclass
+class _RapidOcr:
+    """A rapidocr engine and the lock its calls take: a call's options (``use_rec``,
+    ``return_word_box`` ...) are stored on the engine until the next call changes them,
+    so a detection-only call must not overlap a full read in another thread."""
+
+    engine: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, bgr: NDArray[np.uint8], *, rec: bool) -> Any:
+        with self.lock:
+            return self.engine(bgr, use_det=True, use_cls=False, use_rec=rec, return_word_box=rec)
+
+
+def _rapidocr_engine(models: ModelCache | None = None, threads: int | None = None) -> _RapidOcr:
     cache = SHARED_MODELS if models is None else models
-    return cache.get(("rapidocr",), _load_rapidocr)
+    n = threads or default_ocr_threads()
+    return cache.get(("rapidocr", n), lambda: _load_rapidocr(n))
 
 
-def _load_rapidocr() -> Any:
+def _load_rapidocr(threads: int) -> _RapidOcr:
     with _ENGINE_LOCK:
         try:
             from rapidocr import RapidOCR
         except ImportError as exc:  # pragma: no cover - rapidocr is a guard dependency
             raise DependencyError("rapidocr", "image OCR", "guard") from exc
-        return RapidOCR(params={"Global.log_level": "error"})
+        return _RapidOcr(
+            RapidOCR(
+                params={
+                    "Global.log_level": "error",
+                    # Detect at the image's own size (downscaled past DET_MAX_SIDE only);
+                    # callers that want small text larger upscale the input themselves.
+                    "Det.limit_type": "max",
+                    "Det.limit_side_len": DET_MAX_SIDE,
+                    "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                }
+            )
+        )
 
 
 def _split_line(
@@ -273,13 +335,15 @@ def _aligned_words(
     ]
 
 
-def _rapidocr_words(rgb: RGBArray, models: ModelCache | None = None) -> list[OcrWord]:
-    engine = _rapidocr_engine(models)
+def _rapidocr_words(
+    rgb: RGBArray, models: ModelCache | None = None, threads: int | None = None
+) -> list[OcrWord]:
+    engine = _rapidocr_engine(models, threads)
     h, w = rgb.shape[:2]
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     # No text-direction classifier: it turns long upright lines upside down ("Ignore any
     # previous ..." read as "lne , us rs pe suotsus ..."); EXIF orientation is applied on load.
-    result = engine(bgr, return_word_box=True, use_cls=False)
+    result = engine(bgr, rec=True)
     boxes = getattr(result, "boxes", None)
     txts = getattr(result, "txts", None)
     scores = getattr(result, "scores", None)
@@ -306,7 +370,7 @@ def _rapidocr_words(rgb: RGBArray, models: ModelCache | None = None) -> list[Ocr
 
 def _tesseract_words(rgb: RGBArray) -> list[OcrWord]:
     try:
-        import pytesseract  # type: ignore[import-not-found, unused-ignore]
+        import pytesseract  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError as exc:
         raise DependencyError("pytesseract", "Tesseract OCR (engine='tesseract')", "guard") from exc
     from PIL import Image
@@ -327,23 +391,185 @@ def _tesseract_words(rgb: RGBArray) -> list[OcrWord]:
     return words
 
 
+def _check_engine(engine: str) -> None:
+    if engine not in ("rapidocr", "tesseract"):
+        raise ConfigError(
+            "engine", f"unknown OCR engine {engine!r}", hint="use 'rapidocr' or 'tesseract'"
+        )
+
+
+class OcrCache:
+    """OCR results keyed by a digest of the pixels (and the engine and the pass), least
+    recently used dropped past ``max_items``; safe to share between threads.
+
+    The same upload scanned twice (a retry, a re-post, the same image in two requests)
+    is read once. Keys hash the decoded pixels, so two encodings of the same pixels share
+    an entry and any change to a pixel misses.
+    """
+
+    def __init__(self, max_items: int = OCR_CACHE_ITEMS) -> None:
+        if max_items < 0:
+            raise ConfigError("max_items", f"must be >= 0, got {max_items}")
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(rgb: RGBArray, *parts: str) -> tuple[str, ...]:
+        """``(digest of shape and pixels, *parts)``."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr(rgb.shape).encode())
+        digest.update(np.ascontiguousarray(rgb).data)
+        return (digest.hexdigest(), *parts)
+
+    def get(self, key: tuple[str, ...]) -> Any | None:
+        """The stored result under ``key`` (now the most recently used), or ``None``."""
+        with self._lock:
+            if key not in self._items:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+
+    def put(self, key: tuple[str, ...], value: Any) -> None:
+        """Store ``value`` under ``key``, dropping the least recently used past the cap."""
+        if self.max_items == 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+def ocr_cache(models: ModelCache | None = None) -> OcrCache:
+    """The `OcrCache` kept in ``models`` (default `SHARED_MODELS`)."""
+    return (SHARED_MODELS if models is None else models).get(("ocr-cache",), OcrCache)
+
+
 def ocr_rgb(
-    rgb: RGBArray, engine: str = "rapidocr", models: ModelCache | None = None
+    rgb: RGBArray,
+    engine: str = "rapidocr",
+    models: ModelCache | None = None,
+    *,
+    threads: int | None = None,
 ) -> list[OcrWord]:
     """`ocr_words` on an already decoded RGB array (no copy, no validation); the OCR
-    engine is kept in ``models`` (default `SHARED_MODELS`)."""
-    if engine == "rapidocr":
-        return _rapidocr_words(rgb, models)
+    engine and the result cache (`ocr_cache`) are kept in ``models`` (default
+    `SHARED_MODELS`); ``threads``: onnxruntime intra-op threads of the rapidocr session
+    (default `default_ocr_threads`)."""
+    _check_engine(engine)
+    cache = ocr_cache(models)
+    key = OcrCache.key(rgb, engine, "words")
+    cached = cache.get(key)
+    if cached is not None:
+        return list(cached)
+    words = _rapidocr_words(rgb, models, threads) if engine == "rapidocr" else _tesseract_words(rgb)
+    cache.put(key, tuple(words))
+    return words
+
+
+def text_regions(
+    rgb: RGBArray,
+    engine: str = "rapidocr",
+    models: ModelCache | None = None,
+    *,
+    threads: int | None = None,
+) -> list[Box]:
+    """Boxes of the text lines in ``rgb``, found by the detection half of OCR alone (for
+    rapidocr about a third of a full read; recognition then runs only where a caller
+    needs it, see `ocr_region`). Tesseract has no separate detection: its full read's
+    line boxes (cached, so `ocr_region` on them costs a crop's read)."""
+    _check_engine(engine)
     if engine == "tesseract":
-        return _tesseract_words(rgb)
-    raise ConfigError(
-        "engine", f"unknown OCR engine {engine!r}", hint="use 'rapidocr' or 'tesseract'"
-    )
+        return _line_boxes(ocr_rgb(rgb, engine, models))
+    cache = ocr_cache(models)
+    key = OcrCache.key(rgb, engine, "regions")
+    cached = cache.get(key)
+    if cached is not None:
+        return list(cached)
+    h, w = rgb.shape[:2]
+    result = _rapidocr_engine(models, threads)(np.ascontiguousarray(rgb[:, :, ::-1]), rec=False)
+    quads = getattr(result, "boxes", None)
+    boxes: list[Box] = []
+    for quad in [] if quads is None else quads:
+        q = np.asarray(quad, dtype=np.float64).reshape(-1, 2)
+        box = clip_box((q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()), w, h)
+        if box[2] > box[0] and box[3] > box[1]:
+            boxes.append(box)
+    cache.put(key, tuple(boxes))
+    return boxes
 
 
-def ocr_words(
-    image: ImageInput, engine: Literal["rapidocr", "tesseract"] = "rapidocr"
+def ocr_region(
+    rgb: RGBArray,
+    box: Box,
+    engine: str = "rapidocr",
+    models: ModelCache | None = None,
+    *,
+    pad: int = 8,
+    zoom: float = 1.0,
+    threads: int | None = None,
 ) -> list[OcrWord]:
+    """OCR words inside ``box`` of ``rgb``, in ``rgb``'s pixel coordinates.
+
+    The box is grown by ``pad`` pixels, edge-padded by as much again (so text at the
+    border is not cut) and read ``zoom`` x enlarged (small text reads better larger).
+    """
+    import cv2
+
+    h, w = rgb.shape[:2]
+    x0, y0 = max(0, box[0] - pad), max(0, box[1] - pad)
+    x1, y1 = min(w, box[2] + pad), min(h, box[3] + pad)
+    crop: RGBArray = np.pad(rgb[y0:y1, x0:x1], ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    if zoom != 1.0:
+        size = (round(crop.shape[1] * zoom), round(crop.shape[0] * zoom))
+        crop = np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+    words = ocr_rgb(np.ascontiguousarray(crop), engine, models, threads=threads)
+    dx, dy = x0 - pad, y0 - pad
+    return [
+        OcrWord(
+            wd.text,
+            clip_box(
+                (
+                    wd.box[0] / zoom + dx,
+                    wd.box[1] / zoom + dy,
+                    wd.box[2] / zoom + dx,
+                    wd.box[3] / zoom + dy,
+                ),
+                w,
+                h,
+            ),
+            wd.score,
+            wd.line,
+        )
+        for wd in words
+    ]
+
+
+def _line_boxes(words: Sequence[OcrWord]) -> list[Box]:
+    lines: dict[int, list[Box]] = {}
+    for wd in words:
+        lines.setdefault(wd.line, []).append(wd.box)
+    return [
+        (
+            min(b[0] for b in bs),
+            min(b[1] for b in bs),
+            max(b[2] for b in bs),
+            max(b[3] for b in bs),
+        )
+        for bs in lines.values()
+    ]
+
+
+def ocr_words(image: ImageInput, engine: OcrEngine = "rapidocr") -> list[OcrWord]:
     """OCR words of ``image`` in reading order (lines top to bottom).
 
     Args:

@@ -34,11 +34,15 @@ class ImageScanner:
         text_detectors: text detectors run on the OCR text, on each metadata text and on
             each hidden-text region.
         faces: detect frontal faces (``FACE`` findings).
-        hidden: look for text a person would not see (``HIDDEN_TEXT`` findings); runs OCR
-            a second time on an enhanced image (about doubles latency).
+        hidden: look for text a person would not see (``HIDDEN_TEXT`` findings): text
+            detection on an enhanced image, recognition only of the regions the plain
+            read missed that could be hidden (`polyfuse.guard.detectors.hidden`).
         metadata: scan EXIF/XMP/PNG/JPEG comment text.
         max_pixels: refuse images with more pixels than this.
         engine: OCR engine (``rapidocr`` or ``tesseract``).
+        ocr_threads: onnxruntime intra-op threads of the rapidocr session (default
+            `polyfuse.guard.readers.ocr.default_ocr_threads`: half the usable cores, at
+            most 4).
         models: where the OCR engine and face cascade are kept (the owning `Guard`'s
             cache; default `SHARED_MODELS`).
     """
@@ -52,16 +56,22 @@ class ImageScanner:
         metadata: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         engine: Literal["rapidocr", "tesseract"] = "rapidocr",
+        ocr_threads: int | None = None,
         models: ModelCache | None = None,
     ) -> None:
         if max_pixels <= 0:
             raise ConfigError("max_pixels", f"must be positive, got {max_pixels}")
+        if ocr_threads is not None and ocr_threads < 1:
+            raise ConfigError(
+                "ocr_threads", f"must be >= 1, got {ocr_threads}", hint="or None for the default"
+            )
         self.text_detectors = list(text_detectors)
         self.faces = faces
         self.hidden = hidden
         self.metadata = metadata
         self.max_pixels = max_pixels
         self.engine = engine
+        self.ocr_threads = ocr_threads
         self.models = models
 
     def scan(self, image: ImageInput) -> list[Finding]:
@@ -76,7 +86,7 @@ class ImageScanner:
             InvalidInputError: the image cannot be read or is too large.
         """
         rgb, meta = load_image(image, max_pixels=self.max_pixels)
-        words = ocr_rgb(rgb, self.engine, self.models)
+        words = ocr_rgb(rgb, self.engine, self.models, threads=self.ocr_threads)
         ocr = OcrText.from_words(words)
         findings: list[Finding] = []
         if ocr.text:
@@ -85,7 +95,11 @@ class ImageScanner:
             from polyfuse.guard.detectors.hidden import find_hidden_text
 
             regions = find_hidden_text(
-                rgb, words_plain=words, engine=self.engine, models=self.models
+                rgb,
+                words_plain=words,
+                engine=self.engine,
+                models=self.models,
+                threads=self.ocr_threads,
             )
             findings = self._hidden_findings(regions, findings)
         if self.faces:
@@ -118,7 +132,9 @@ class ImageScanner:
         for f in self._run_detectors(ocr.text, "ocr"):
             span = f.location.span
             box = ocr.box_of(span) if span is not None else None
-            out.append(_as_image_finding(f, Location(span=span, box=box, source="ocr"), "rapidocr"))
+            out.append(
+                _as_image_finding(f, Location(span=span, box=box, source="ocr"), self.engine)
+            )
         return out
 
     def _hidden_findings(
@@ -146,7 +162,7 @@ class ImageScanner:
             inner = self._run_detectors(region.text, "ocr:hidden")
             for f in inner:
                 loc = Location(span=f.location.span, box=region.box, source="ocr:hidden")
-                extra.append(_as_image_finding(f, loc, "rapidocr"))
+                extra.append(_as_image_finding(f, loc, self.engine))
             # The same finding read from the plain OCR text is now reported with its
             # hidden-text source; drop the plain duplicate.
             kinds = {f.type for f in inner}
