@@ -51,14 +51,17 @@ __all__ = [
 ]
 
 #: Rule-set version; bump when a rule is added, removed or changed.
-RULES_VERSION = "1"
+RULES_VERSION = "2"
 #: Hashed feature layout; must match the weights file (checked on load).
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 CHAR_BUCKETS = 1 << 17
 WORD_BUCKETS = 1 << 17
 N_FEATURES = CHAR_BUCKETS + WORD_BUCKETS
 CHAR_NGRAMS = (3, 4, 5)
 WORD_NGRAMS = (1, 2, 3)
+#: Skip-bigram gaps (words apart) over stemmed words.
+SKIP_GAPS = (2, 3, 4)
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ions", "ion", "ed", "es", "s", "ly")
 #: Sliding windows: up to this many sentences / characters per window.
 WINDOW_SENTENCES = 3
 WINDOW_CHARS = 400
@@ -74,9 +77,29 @@ _WORD = re.compile(r"\w+")
 # --------------------------------------------------------------------------- features
 
 
+#: Look-alike Cyrillic / Greek letters folded to the Latin ones they imitate.
+_CONFUSABLES = str.maketrans(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u04bb"
+    "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0406"
+    "\u03bf\u03b1\u03b5\u03b9\u03ba\u03bd\u03c1\u03c4\u03c5\u03c7"
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
+    "\u0131\u0251",
+    "aeopcyxijsdhABEKMHOPCTXIoaeiknptuxABEZHIKMNOPTYXia",
+)
+#: Zero-width and other invisible format characters (Unicode category Cf) are dropped.
+_INVISIBLE = dict.fromkeys(
+    c for c in range(0x2000, 0x2070) if unicodedata.category(chr(c)) == "Cf"
+) | {0xFEFF: None, 0x00AD: None, 0x180E: None}
+
+
+def _fold(text: str) -> str:
+    """Invisible characters dropped, look-alike letters folded to Latin."""
+    return text.translate(_INVISIBLE).translate(_CONFUSABLES)
+
+
 def _normalise(text: str) -> str:
-    """NFKC, lower case, whitespace collapsed (the model's view of a text)."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+    """NFKC, look-alikes folded, lower case, whitespace collapsed (the model's view)."""
+    return _WS.sub(" ", _fold(unicodedata.normalize("NFKC", text)).lower()).strip()
 
 
 def _mix(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -87,6 +110,14 @@ def _mix(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         h = h ^ (h >> np.uint64(27))
         h = h * np.uint64(0x94D049BB133111EB)
         return h ^ (h >> np.uint64(31))
+
+
+def _stem(word: str) -> str:
+    """Crude suffix stripping ("instructions" -> "instruct"), enough to merge forms."""
+    for suf in _SUFFIXES:
+        if word.endswith(suf) and len(word) - len(suf) >= 3:
+            return word[: -len(suf)]
+    return word
 
 
 def _block(idx: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -138,6 +169,18 @@ def featurize(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]
             for k in range(n):
                 h = h * np.uint64(0x100000001B3) + tok[k : k + m]
             wparts.append(h)
+    # skip-bigrams of stemmed words (gap 1-3 words): "repeat ... instructions" with any
+    # filler in between reads the same
+    stems = np.array([zlib.crc32(_stem(t).encode()) for t in tokens], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for gap in SKIP_GAPS:
+            m = stems.size - gap
+            if m <= 0:
+                continue
+            h = (stems[:m] * np.uint64(0x2545F4914F6CDD1D) + np.uint64(gap)) * np.uint64(
+                0x100000001B3
+            ) + stems[gap:]
+            wparts.append(h ^ np.uint64(0x5BD1E995))
     word_idx = (
         (_mix(np.concatenate(wparts)) % np.uint64(WORD_BUCKETS)).astype(np.int64) + CHAR_BUCKETS
         if wparts
@@ -151,7 +194,9 @@ def featurize(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]
 
 # --------------------------------------------------------------------------- windows
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)|[.!?\n]+")
+#: A sentence ends at . ! ? followed by a space, a quote or the end; "example.com", "3.5"
+#: and "e.g.x" stay inside one sentence.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=[^\s.!?\"')\]]))+(?:[.!?]+[\"')\]]*|\n|$)|[.!?\n]+")
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
@@ -421,6 +466,42 @@ RULES: tuple[Rule, ...] = (
         ),
         0.9,
     ),
+    Rule(
+        "instruction_extraction",
+        _rx(
+            r"\b(?:repeat|print|output|list|summari[sz]e|convert|translate|rewrite|paraphrase|"
+            r"copy|spell\s+out|write\s+(?:out|down)|reformat|format|encode|dump|recite|quote|"
+            r"reveal|show|give\s+me|tell\s+me)\s+(?:me\s+)?(?:back\s+)?(?:all\s+(?:of\s+)?|"
+            r"every(?:thing|\s+(?:line|word|rule))?\s+(?:of\s+|in\s+)?)?your\s+(?:\w+\s+){0,2}?"
+            r"(?:instructions?|prompt|rules|directives|guidelines|programming|password|"
+            r"secret|access\s+code|pre-?prompt|configuration)\b"
+            r"|\b(?:repeat|print|output|list|summari[sz]e|convert|translate|rewrite|paraphrase|"
+            r"copy|recite|dump)\b.{0,40}?\b(?:instructions?|prompt|rules|text)\s+(?:so\s+far|"
+            r"above\s+and\s+below|(?:you\s+)?(?:were|have\s+been)\s+(?:given|told))\b"
+            r"|\bwhat\s+(?:were|have)\s+you\s+(?:been\s+)?(?:told|instructed|programmed)\s+"
+            r"(?:to|before|not\s+to|at\s+the\s+(?:start|beginning))\b"
+        ),
+        0.9,
+    ),
+    Rule(
+        "hijack_stop_and_print",
+        _rx(
+            r"\b(?:stop|halt|cancel)\s+(?:everything|all|what\s+you(?:'re|\s+are)\s+doing|"
+            r"the\s+(?:current\s+)?task)\b[\s\S]{0,40}?\b(?:just\s+|only\s+|instead\s+)?"
+            r"(?:print|say|output|write|respond\s+with|reply\s+with)\b"
+        ),
+        0.9,
+    ),
+    Rule(
+        "addressing_the_model",
+        _rx(
+            r"(?:^|[.!?\n]\s*)(?:dear\s+|attention,?\s+|hey\s+|hello\s+)?(?:ai|assistant|chatbot|"
+            r"language\s+model|llm|bot|ai\s+agent|model|gpt)\s*[,:]\s*(?:\w+\s+){0,4}?"
+            r"(?:ignore|disregard|do\s+not\s+mention|don't\s+mention|forward|reveal|send|"
+            r"override|delete|grant|rate|score|claim|state\s+that|tell\s+the\s+(?:user|reader))\b"
+        ),
+        0.88,
+    ),
 )
 
 _B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
@@ -457,6 +538,32 @@ def _decoded_blobs(text: str) -> list[tuple[int, int, str, str]]:
                 out.append((m.start(), m.end(), plain, kind))
             if len(out) >= MAX_BLOBS:
                 return out
+    return out
+
+
+_SPACED = re.compile(r"(?:\b\w {1,2}){5,}\w\b")
+_LEET_WORD = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457])[a-z013457]{3,}\b", re.IGNORECASE)
+_LEET_FOLD = str.maketrans("431057@$", "aeiostas")
+_REVERSED_HINT = re.compile(r"\b(?:eht|dna|uoy|ruoy|erongi|snoitcurtsni|tpmorp|ot|si)\b")
+
+
+def _views(text: str) -> list[tuple[str, str]]:
+    """De-obfuscated readings of ``text`` as ``(name, text)``: invisible characters and
+    look-alike letters folded, spaced-out letters joined, leetspeak undone, reversed text
+    turned round. Only the readings whose obfuscation is present are returned."""
+    out: list[tuple[str, str]] = []
+    folded = _fold(text)
+    if folded != text:
+        out.append(("unicode-folded", folded))
+    if _SPACED.search(folded):
+        joined = re.sub(r"(?<=\b\w) (?=\w\b)", "", folded)
+        out.append(("letter-spaced", _WS.sub(" ", joined)))
+    if len(_LEET_WORD.findall(folded)) >= 2:
+        out.append(("leetspeak", folded.translate(_LEET_FOLD)))
+    if len(text) <= 2000 and len(_REVERSED_HINT.findall(folded[::-1].lower())) < len(
+        _REVERSED_HINT.findall(folded.lower())
+    ):
+        out.append(("reversed", folded[::-1]))
     return out
 
 
@@ -545,6 +652,15 @@ class InjectionDetector(TextDetector):
             for rule in RULES:
                 if rule.pattern.search(plain):
                     hits.append(_Hit(s, e, rule.score, f"{kind}-decoded text: rule {rule.name}"))
+        stripped = text.strip()
+        s0 = len(text) - len(text.lstrip())
+        for view_name, view in _views(text):
+            for rule in RULES:
+                if rule.pattern.search(view) and not rule.pattern.search(text):
+                    hits.append(
+                        _Hit(s0, s0 + len(stripped), rule.score, f"{view_name}: rule {rule.name}")
+                    )
+                    break
         # rot13 preserves length and offsets, so spans map back one-to-one
         if _ROT13_HINT.search(text) or not hits:
             rot = codecs.encode(text, "rot13")
@@ -572,6 +688,12 @@ class InjectionDetector(TextDetector):
                 sc = model.score(text[s:e])
                 if sc >= threshold:
                     hits.append(_Hit(s, e, sc, f"model score {sc:.2f} (window)"))
+        for view_name, view in _views(text):
+            if view_name == "unicode-folded":
+                continue  # the model folds look-alikes itself
+            sc = model.score(view)
+            if sc >= threshold:
+                hits.append(_Hit(s0, s0 + len(stripped), sc, f"model score {sc:.2f} ({view_name})"))
         for s, e, plain, kind in _decoded_blobs(text):
             sc = model.score(plain)
             if sc >= threshold:
