@@ -7,8 +7,10 @@ Two layers, both pure Python + numpy (no scikit-learn at run time):
   smuggling markers (``<|im_start|>system``, ``[INST]``, ``### system:``), "new
   instructions:", hidden-to-model phrasing ("AI assistants reading this must ...").
   Base64 / hex blobs are decoded and rot13 is undone, then the rules (and the model) run
-  again on the plaintext.
-* **Model**: character 3-5-grams and word 1-3-grams hashed into ``2**17`` buckets each,
+  again on the plaintext; so do look-alike letters, zero-width characters, spaced-out
+  letters, leetspeak and reversed text (`polyfuse.guard.detectors.readings`).
+* **Model**: character 3-5-grams, word 1-3-grams and skip-bigrams of stemmed words
+  hashed into ``2**17`` buckets each (char / word blocks),
   sublinear tf, per-block L2 norm, logistic regression. Weights ship in
   ``injection_model.npz`` (trained by ``scripts/train_injection.py``), threshold chosen
   on a validation split for a low false-positive rate. Long text is scored whole and in
@@ -22,8 +24,6 @@ Two layers, both pure Python + numpy (no scikit-learn at run time):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import re
 import threading
@@ -37,6 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 from polyfuse.core.errors import ArtifactError
+from polyfuse.guard.detectors.readings import ROT13_HINT as _ROT13_HINT
+from polyfuse.guard.detectors.readings import decoded_blobs as _decoded_blobs
+from polyfuse.guard.detectors.readings import fold as _fold
+from polyfuse.guard.detectors.readings import views as _views
 from polyfuse.guard.findings import Finding, Location, TextDetector
 
 __all__ = [
@@ -67,7 +71,6 @@ WINDOW_SENTENCES = 3
 WINDOW_CHARS = 400
 #: Bound the work on huge inputs (windows scored per text).
 MAX_WINDOWS = 400
-MAX_BLOBS = 16
 DEFAULT_WEIGHTS = Path(__file__).with_name("injection_model.npz")
 
 _WS = re.compile(r"\s+")
@@ -75,26 +78,6 @@ _WORD = re.compile(r"\w+")
 
 
 # --------------------------------------------------------------------------- features
-
-
-#: Look-alike Cyrillic / Greek letters folded to the Latin ones they imitate.
-_CONFUSABLES = str.maketrans(
-    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u04bb"
-    "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0406"
-    "\u03bf\u03b1\u03b5\u03b9\u03ba\u03bd\u03c1\u03c4\u03c5\u03c7"
-    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
-    "\u0131\u0251",
-    "aeopcyxijsdhABEKMHOPCTXIoaeiknptuxABEZHIKMNOPTYXia",
-)
-#: Zero-width and other invisible format characters (Unicode category Cf) are dropped.
-_INVISIBLE = dict.fromkeys(
-    c for c in range(0x2000, 0x2070) if unicodedata.category(chr(c)) == "Cf"
-) | {0xFEFF: None, 0x00AD: None, 0x180E: None}
-
-
-def _fold(text: str) -> str:
-    """Invisible characters dropped, look-alike letters folded to Latin."""
-    return text.translate(_INVISIBLE).translate(_CONFUSABLES)
 
 
 def _normalise(text: str) -> str:
@@ -504,67 +487,7 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 
-_B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){10,}\b")
-_ROT13_HINT = re.compile(r"\b(?:rot-?13|caesar|rotate\s+by\s+13)\b", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
-
-
-def _looks_like_text(s: str) -> bool:
-    if len(s) < 8:
-        return False
-    printable = sum(c.isprintable() or c.isspace() for c in s)
-    letters = sum(c.isalpha() or c == " " for c in s)
-    return printable / len(s) > 0.95 and letters / len(s) > 0.7 and " " in s
-
-
-def _decoded_blobs(text: str) -> list[tuple[int, int, str, str]]:
-    """``(start, end, plaintext, encoding)`` for base64 / hex blobs that decode to text."""
-    out: list[tuple[int, int, str, str]] = []
-    for rx, kind in ((_B64, "base64"), (_HEX, "hex")):
-        for m in rx.finditer(text):
-            blob = m.group(0)
-            try:
-                if kind == "base64":
-                    raw = base64.b64decode(
-                        blob + "=" * (-len(blob.rstrip("=")) % 4), validate=False
-                    )
-                else:
-                    raw = binascii.unhexlify(blob)
-                plain = raw[:8192].decode("utf-8")
-            except (binascii.Error, ValueError, UnicodeDecodeError):
-                continue
-            if _looks_like_text(plain):
-                out.append((m.start(), m.end(), plain, kind))
-            if len(out) >= MAX_BLOBS:
-                return out
-    return out
-
-
-_SPACED = re.compile(r"(?:\b\w {1,2}){5,}\w\b")
-_LEET_WORD = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457])[a-z013457]{3,}\b", re.IGNORECASE)
-_LEET_FOLD = str.maketrans("431057@$", "aeiostas")
-_REVERSED_HINT = re.compile(r"\b(?:eht|dna|uoy|ruoy|erongi|snoitcurtsni|tpmorp|ot|si)\b")
-
-
-def _views(text: str) -> list[tuple[str, str]]:
-    """De-obfuscated readings of ``text`` as ``(name, text)``: invisible characters and
-    look-alike letters folded, spaced-out letters joined, leetspeak undone, reversed text
-    turned round. Only the readings whose obfuscation is present are returned."""
-    out: list[tuple[str, str]] = []
-    folded = _fold(text)
-    if folded != text:
-        out.append(("unicode-folded", folded))
-    if _SPACED.search(folded):
-        joined = re.sub(r"(?<=\b\w) (?=\w\b)", "", folded)
-        out.append(("letter-spaced", _WS.sub(" ", joined)))
-    if len(_LEET_WORD.findall(folded)) >= 2:
-        out.append(("leetspeak", folded.translate(_LEET_FOLD)))
-    if len(text) <= 2000 and len(_REVERSED_HINT.findall(folded[::-1].lower())) < len(
-        _REVERSED_HINT.findall(folded.lower())
-    ):
-        out.append(("reversed", folded[::-1]))
-    return out
 
 
 def _snippet(text: str, limit: int = 60) -> str:
