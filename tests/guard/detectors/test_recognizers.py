@@ -424,3 +424,24 @@ def test_heard_forms_need_the_words_that_introduce_them(text: str, etype: str, v
 )
 def test_heard_forms_negatives(text: str) -> None:
     assert find_heard(text) == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "said"),
+    [
+        # a misheard local part of several words before the domain (issue 19)
+        ("on my email You got Corbygat, you're a pie.com!", "You got Corbygat, you're a pie.com"),
+        # an announced address the recogniser could not spell
+        (
+            "You said your email is you and not yet made up, is that right?",
+            "you and not yet made up",
+        ),
+    ],
+)
+def test_heard_addresses_after_e_mail_words(heard: str, said: str) -> None:
+    (m,) = [m for m in find_heard(heard) if m.type == "EMAIL_ADDRESS"]
+    assert heard[m.start : m.end] == said
+
+
+def test_e_mail_as_a_verb_announces_no_address() -> None:
+    assert find_heard("I will email you tomorrow about it.") == []

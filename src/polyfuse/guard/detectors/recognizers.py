@@ -709,9 +709,15 @@ def find_secrets(text: str) -> list[Match]:
 _HEARD_RUN = re.compile(r"(?<![\w.])[$£€]?\d+(?:(?:[ .,-]|[,.?] )\d+)*(?![\w-])")
 #: Words after which a transcript says an e-mail address.
 _HEARD_EMAIL_CONTEXT = _context(
-    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,3})$"
+    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,8})$"
 )
 _HEARD_DOMAIN = re.compile(r"[\w.-]*\w\.[a-z]{2,24}\b", re.IGNORECASE)
+#: A phrase that announces an address ("my e-mail address is ..."), then up to six words
+#: to the end of the sentence: the address, even when the recogniser could not spell it.
+_HEARD_ANNOUNCED_EMAIL = _context(
+    r"\b(?:my|your|his|her|our|the)\s+e-?\s?mail(?:\s+address)?\s+(?:is|was)\s+"
+    r"(?P<said>[^\s.?!,]+(?:[ ,]+[^\s.?!,]+){0,5})"
+)
 
 
 def find_heard(text: str) -> list[Match]:
@@ -726,8 +732,9 @@ def find_heard(text: str) -> list[Match]:
     * ``CREDIT_CARD`` (0.6): 13-19 digits within a few words after card words;
     * ``US_SSN`` (0.6): 8-10 digits after SSN words;
     * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words;
-    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``) at most three words
-      after "e-mail".
+    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``) at most eight words
+      after "e-mail" (a misheard local part runs to several words), and the words
+      after "my e-mail (address) is" when nothing there was heard as an address.
 
     Run it on transcripts only (`TextPII` does for ``source="asr"``): on typed text a
     checksum failure means the number is not what it claims to be.
@@ -748,11 +755,17 @@ def find_heard(text: str) -> list[Match]:
                 out.append(Match(start, m.end(), etype, score, why, "polyfuse.heard"))
                 break
     for m in _HEARD_DOMAIN.finditer(text):
-        ctx = _HEARD_EMAIL_CONTEXT.search(text, max(0, m.start() - 48), m.start())
+        ctx = _HEARD_EMAIL_CONTEXT.search(text, max(0, m.start() - 80), m.start())
         if ctx is not None:  # the words between "e-mail" and the domain are the local part
             why = "an address-like word after 'e-mail' in speech (the 'at' was not heard)"
             start = ctx.start("local") if ctx.group("local") else m.start()
             out.append(Match(start, m.end(), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard"))
+    for m in _HEARD_ANNOUNCED_EMAIL.finditer(text):
+        if not any(x.type == "EMAIL_ADDRESS" and x.end > m.start("said") for x in out):
+            why = "the words after 'my e-mail address is' in speech (not heard as an address)"
+            out.append(
+                Match(m.start("said"), m.end("said"), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard")
+            )
     return sorted(out)
 
 
