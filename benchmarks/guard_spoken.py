@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from guard_pii import VOICES, read_email, read_number, score, score_located  # noqa: E402
 
+SOURCES = ("espeak-dev", "espeak-held", "fsdd")
 TYPES = ("US_SSN", "CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS")
 DIGIT_TYPES = TYPES[:3]
 #: Voices never looked at while the second pass was built, each at its own speed.
@@ -155,7 +156,10 @@ def fsdd_clip(
 
 
 def scan_source(
-    clips: list[tuple[dict[str, Any], tuple[np.ndarray, int, float, float]]], pii: Any
+    clips: list[tuple[dict[str, Any], tuple[np.ndarray, int, float, float]]],
+    pii: Any,
+    source: str = "",
+    dump: Path | None = None,
 ) -> dict[str, Any]:
     """Both passes over every clip: located and value scores, latency, stretches re-decoded."""
     from polyfuse.guard.readers.asr import load_audio
@@ -181,6 +185,14 @@ def scan_source(
         for name, res in (("first", one), ("second", two)):
             found[name].append([(f.type, f.location.seconds) for f in res.findings])
             values[name].append([(f.type, f.text) for f in res.findings])
+        if dump is not None:
+            record = {"source": source, **item, "start": start, "end": end}
+            record["heard"] = two.transcript.text
+            record["redecoded"] = [(r.kind, r.start, r.end) for r in two.redecoded]
+            for name, res in (("first", one), ("second", two)):
+                record[name] = [(f.type, f.text, f.location.seconds) for f in res.findings]
+            with dump.open("a") as out_file:
+                out_file.write(json.dumps(record) + "\n")
         gold_times.append([(item["type"], start, end)])
         gold_values.append([(item["type"], item["value"])])
     out: dict[str, Any] = {"n": len(clips), "redecoded": redecoded}
@@ -226,18 +238,19 @@ def main() -> int:
     parser.add_argument("--sources", default="espeak-dev,espeak-held,fsdd")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--dump", type=Path, help="write transcripts and findings (JSONL)")
     args = parser.parse_args()
     sources = args.sources.split(",")
-    if unknown := set(sources) - {"espeak-dev", "espeak-held", "fsdd"}:
+    if unknown := set(sources) - set(SOURCES):
         parser.error(f"unknown source(s) {sorted(unknown)}")
 
     from polyfuse.guard.detectors.pii import TextPII
 
     pii = TextPII()
     results: dict[str, Any] = {}
-    for k, source in enumerate(sources):
+    for source in sources:
         types = DIGIT_TYPES if source == "fsdd" else TYPES
-        batch = items(args.per_type, args.seed + k, types)
+        batch = items(args.per_type, args.seed + SOURCES.index(source), types)
         text = score(
             [[(f.type, f.text) for f in pii.detect(it["text"])] for it in batch],
             [[(it["type"], it["value"])] for it in batch],
@@ -256,7 +269,7 @@ def main() -> int:
         else:
             voices = VOICES if source == "espeak-dev" else HELD_VOICES
             clips = [(it, espeak_clip(it, *voices[i % len(voices)])) for i, it in enumerate(batch)]
-        results[source] = scan_source(clips, pii)
+        results[source] = scan_source(clips, pii, source, args.dump)
         results[source]["text"] = text
         print_source(source, results[source], text)
     if args.json_out:

@@ -18,6 +18,8 @@ from polyfuse.guard.readers.second_pass import (
     splice,
 )
 from polyfuse.guard.readers.spoken import Word
+from polyfuse.guard.scanners.audio import AudioScanner
+from tests.guard.fakes import RegexDetector
 
 
 def words(text: str, step: float = 0.5) -> list[Word]:
@@ -49,6 +51,67 @@ def test_splice_replaces_the_stretch() -> None:
     new = [Word(" 4", 0.5, 1.0), Word(" 0", 1.0, 1.5), Word(" 7", 1.5, 2.0)]
     out = splice(heard, Span(1, 3, "digits", 0.4, 2.0), new)
     assert [w.text.strip() for w in out] == ["call", "4", "0", "7", "now"]
+
+
+# --- the scanner's use of the pass (Whisper faked: the test boundary) --------------------------
+
+
+class _Segment:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Tokenizer:
+    pieces = ("a", "1", " ", "b", "<|endoftext|>")
+
+    def token_to_id(self, token: str) -> int:
+        return self.pieces.index(token)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.pieces[ids[0]]
+
+
+class FakeWhisper:
+    """Answers every decoding with ``text`` and records the options it was given."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls: list[dict[str, object]] = []
+        self.hf_tokenizer = _Tokenizer()
+
+    def transcribe(self, window: np.ndarray, **options: object) -> tuple[list[_Segment], None]:
+        self.calls.append(options)
+        return [_Segment(self.text)], None
+
+
+def scanner_with(fake: FakeWhisper) -> AudioScanner:
+    models = ModelCache()
+    models.get(("whisper", "base", "cpu", "int8"), lambda: fake)
+    detectors = [
+        RegexDetector(r"\b\d{3}-\d{3}-\d{4}\b", "PHONE_NUMBER"),
+        RegexDetector(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b", "US_SSN"),
+    ]
+    return AudioScanner(detectors, models=models)
+
+
+def test_an_ssn_heard_as_a_phone_number_after_ssn_words_is_decoded_again() -> None:
+    fake = FakeWhisper(" 217 41 3443")
+    heard = words("My social security number is 217-413-4430 thanks")
+    result = scanner_with(fake).analyse_words(np.zeros(16_000 * 5, np.float32), heard)
+    assert [s.kind for s in result.redecoded] == ["digits"]
+    assert fake.calls[0]["suppress_tokens"] == [-1, 0, 3]  # the tokens with letters
+    by_type = {f.type: f for f in result.findings}
+    assert sorted(by_type) == ["PHONE_NUMBER", "US_SSN"]  # the first pass's finding is kept
+    ssn = by_type["US_SSN"]
+    assert ssn.explanation.endswith("(second decoding pass)") and ssn.location.span is None
+
+
+def test_numbers_found_by_the_first_pass_are_not_decoded_again() -> None:
+    fake = FakeWhisper(" 1 2 3")
+    heard = words("Call me at 415-555-0132 please")
+    result = scanner_with(fake).analyse_words(np.zeros(16_000 * 4, np.float32), heard)
+    assert result.redecoded == [] and fake.calls == []
+    assert [f.type for f in result.findings] == ["PHONE_NUMBER"]
 
 
 # --- real Whisper base -------------------------------------------------------------------------

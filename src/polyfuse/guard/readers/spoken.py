@@ -565,9 +565,9 @@ def _emails(items: list[_Item]) -> list[_Item]:
 
 
 #: Words Whisper writes for the spoken separators and endings of an address: "dot" as
-#: "not", "com" as "calm"/"come", "at" as "and". Repaired only where the result spells a
-#: domain that ends in a top-level domain that is no everyday word ("not in", "not us"
-#: stay as said).
+#: "not", "com" as "calm"/"come", "at" as "and". Repaired only where the
+#: result spells a domain that ends in a top-level domain that is no everyday word ("not
+#: in", "not us" stay as said).
 _DOT_HOMOPHONES = frozenset({"not", "dot"})
 _TLD_HOMOPHONES = {"calm": "com", "come": "com", "comm": "com"}
 _PLAIN_TLDS = frozenset({"com", "org", "net", "edu", "gov", "info", "biz", "io", "de"})

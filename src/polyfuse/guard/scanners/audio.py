@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from polyfuse.core.errors import ConfigError
+from polyfuse.guard.detectors.recognizers import find_heard
 from polyfuse.guard.detectors.transcript import TranscriptChecks
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
@@ -48,6 +49,25 @@ class SpokenScan(NamedTuple):
     transcript: NormalisedText
     findings: list[Finding]
     redecoded: list[Span]
+
+
+def _uncertain(
+    span: Span,
+    findings: Sequence[Finding],
+    announced: Sequence[tuple[str, tuple[float, float]]],
+) -> bool:
+    """Whether ``span`` is worth decoding again: no finding of its kind covers it, or the
+    words before it announce a type that no finding there has ("my social security
+    number is" and a 10-digit phone number: an SSN heard with one digit too many)."""
+    window = (span.start, span.end)
+    if not _any_overlap(findings, SPAN_TYPES[span.kind], window):
+        return True
+    return any(
+        t in SPAN_TYPES[span.kind]
+        and _overlaps(seconds, window)
+        and not _any_overlap(findings, frozenset({t}), window)
+        for t, seconds in announced
+    )
 
 
 def _any_overlap(
@@ -163,11 +183,10 @@ class AudioScanner:
         if not self.second_pass or not words:
             return SpokenScan(transcript, findings, [])
         duration = samples.size / SAMPLE_RATE
-        spans = [
-            s
-            for s in candidate_spans(words, duration)
-            if not _any_overlap(findings, SPAN_TYPES[s.kind], (s.start, s.end))
+        announced = [
+            (m.type, transcript.seconds_of((m.start, m.end))) for m in find_heard(transcript.text)
         ]
+        spans = [s for s in candidate_spans(words, duration) if _uncertain(s, findings, announced)]
         whisper = whisper_model(self.model, models=self.models)
         for span in spans:
             new = redecode(
