@@ -445,3 +445,10 @@ def test_heard_addresses_after_e_mail_words(heard: str, said: str) -> None:
 
 def test_e_mail_as_a_verb_announces_no_address() -> None:
     assert find_heard("I will email you tomorrow about it.") == []
+
+
+@pytest.mark.parametrize("words", ["SN", "S.S.N.", "SSN,", "social security number is"])
+def test_heard_ssn_words_include_what_the_recogniser_writes_for_ssn(words: str) -> None:
+    text = f"Here is my {words} 543-643-6789"
+    (m,) = find_heard(text)
+    assert m.type == "US_SSN" and text[m.start : m.end] == "543-643-6789"

@@ -35,6 +35,13 @@ def test_digit_stretches_take_digit_words_homophones_and_one_word_between() -> N
     assert span.end == pytest.approx(min(heard[8].end + DIGIT_PAD_SECONDS, 4.7))
 
 
+def test_two_misheard_words_may_sit_between_digits() -> None:
+    heard = words("reach me at 3162 high and 2236 or not")
+    (span,) = candidate_spans(heard, duration=6.0)
+    assert (span.first, span.last) == (3, 6)
+    assert candidate_spans(words("3162 is not the 2236 thing"), duration=5.0) == []
+
+
 def test_short_numbers_and_plain_words_are_not_decoded_again() -> None:
     assert candidate_spans(words("I have 2 cats and 3 dogs"), duration=5.0) == []
     assert candidate_spans(words("nothing to see here"), duration=5.0) == []

@@ -707,6 +707,11 @@ def find_secrets(text: str) -> list[Match]:
 #: spaces, dashes, dots or commas, or by the punctuation it writes for a pause
 #: ("9472? 7916"), possibly with a currency sign in front ("$1586 1089").
 _HEARD_RUN = re.compile(r"(?<![\w.])[$£€]?\d+(?:(?:[ .,-]|[,.?] )\d+)*(?![\w-])")
+#: SSN words as a recogniser writes them: also "SN" and "S.S.N." (heard rules only: in
+#: typed text "SN" is a serial number).
+_HEARD_SSN_CONTEXT = _context(
+    r"\b(?:ssns?|sn|s\.\s?s\.\s?n\b|social|security\s+number|ss\s*#|ss\s+no)"
+)
 #: Words after which a transcript says an e-mail address.
 _HEARD_EMAIL_CONTEXT = _context(
     r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,8})$"
@@ -742,7 +747,7 @@ def find_heard(text: str) -> list[Match]:
     out: list[Match] = []
     kinds = (
         ("CREDIT_CARD", "card", 13, 19, _CARD_CONTEXT, 0.6),
-        ("US_SSN", "SSN", 8, 10, _SSN_CONTEXT, 0.6),
+        ("US_SSN", "SSN", 8, 10, _HEARD_SSN_CONTEXT, 0.6),
         ("PHONE_NUMBER", "phone", 7, 15, _PHONE_CONTEXT, 0.5),
     )
     for m in _HEARD_RUN.finditer(text):

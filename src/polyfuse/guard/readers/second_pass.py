@@ -31,6 +31,9 @@ __all__ = ["DIGIT_PAD_SECONDS", "Span", "candidate_spans", "letter_tokens", "red
 #: Seconds of audio kept on each side of a stretch (Whisper's word times are often a
 #: tenth of a second or two early or late); never past the middle of the next word.
 DIGIT_PAD_SECONDS = 0.4
+#: Most other words between two digit words of one stretch ("3162 high and 2236": Whisper
+#: wrote "nine" as two words).
+MAX_GAP_WORDS = 2
 #: Fewest digits (a digit word counts one) a stretch needs to be decoded again: the
 #: shortest phone number (a local 7-digit one); shorter numbers are left to the first pass.
 MIN_DIGITS = 7
@@ -79,8 +82,8 @@ def _window(words: Sequence[Word], first: int, last: int, duration: float) -> tu
 
 
 def candidate_spans(words: Sequence[Word], duration: float) -> list[Span]:
-    """Stretches that look like digits (``MIN_DIGITS`` or more digits or digit words, one
-    other word allowed between two of them) or like an address (a word with ``@`` or a
+    """Stretches that look like digits (``MIN_DIGITS`` or more digits or digit words, up to
+    ``MAX_GAP_WORDS`` other words between two of them) or like an address (a word with ``@`` or a
     domain ending such as ``name.com``)."""
     out: list[Span] = []
     i = 0
@@ -92,7 +95,7 @@ def candidate_spans(words: Sequence[Word], duration: float) -> list[Span]:
         while j < len(words):
             if _digit_weight(words[j]):
                 last, total = j, total + _digit_weight(words[j])
-            elif not (j + 1 < len(words) and _digit_weight(words[j + 1])):
+            elif not any(_digit_weight(w) for w in words[j + 1 : j + 1 + MAX_GAP_WORDS]):
                 break
             j += 1
         if total >= MIN_DIGITS:
