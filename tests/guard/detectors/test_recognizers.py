@@ -431,6 +431,11 @@ def test_heard_forms_negatives(text: str) -> None:
     [
         # a misheard local part of several words before the domain (issue 19)
         ("on my email You got Corbygat, you're a pie.com!", "You got Corbygat, you're a pie.com"),
+        # a spoken ".us" heard as "not us", far after "e-mail"
+        (
+            "What's your email? You'll have to finish on that, and we're not us.",
+            "You'll have to finish on that, and we're not us",
+        ),
         # an announced address the recogniser could not spell
         (
             "You said your email is you and not yet made up, is that right?",
@@ -452,3 +457,11 @@ def test_heard_ssn_words_include_what_the_recogniser_writes_for_ssn(words: str) 
     text = f"Here is my {words} 543-643-6789"
     (m,) = find_heard(text)
     assert m.type == "US_SSN" and text[m.start : m.end] == "543-643-6789"
+
+
+def test_a_long_number_right_after_at_is_a_heard_phone_number() -> None:
+    text = "They are not answering at 78651450."
+    (m,) = find_heard(text)
+    assert m.type == "PHONE_NUMBER" and text[m.start : m.end] == "78651450"
+    assert find_heard("meet me at 1600 today") == []
+    assert find_heard("it is not us, the email is fine") == []

@@ -714,9 +714,17 @@ _HEARD_SSN_CONTEXT = _context(
 )
 #: Words after which a transcript says an e-mail address.
 _HEARD_EMAIL_CONTEXT = _context(
-    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,8})$"
+    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,12})$"
 )
-_HEARD_DOMAIN = re.compile(r"[\w.-]*\w\.[a-z]{2,24}\b", re.IGNORECASE)
+#: A domain as a transcript writes it: "name.com", or a spoken ending with "dot" heard as
+#: "not" ("and we're not us" for "teleworm.us"; only after e-mail words, see `find_heard`).
+_HEARD_DOMAIN = re.compile(
+    r"[\w.-]*\w\.[a-z]{2,24}\b"
+    r"|\b(?:not|dot)\s+(?:com|org|net|edu|gov|info|biz|us|uk|de|fr|it|nl|se|hu|au|ca)\b",
+    re.IGNORECASE,
+)
+#: "at" right before a number: "reach me at 78651450" (heard rules: 7-15 digits).
+_HEARD_AT = re.compile(r"\bat\W{0,2}$", re.IGNORECASE)
 #: A phrase that announces an address ("my e-mail address is ..."), then up to six words
 #: to the end of the sentence: the address, even when the recogniser could not spell it.
 _HEARD_ANNOUNCED_EMAIL = _context(
@@ -736,9 +744,10 @@ def find_heard(text: str) -> list[Match]:
 
     * ``CREDIT_CARD`` (0.6): 13-19 digits within a few words after card words;
     * ``US_SSN`` (0.6): 8-10 digits after SSN words;
-    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words;
-    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``) at most eight words
-      after "e-mail" (a misheard local part runs to several words), and the words
+    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words or right after "at";
+    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``, or "not us" for a
+      spoken ".us") at most twelve words after "e-mail" (a misheard local part runs to
+      several words), and the words
       after "my e-mail (address) is" when nothing there was heard as an address.
 
     Run it on transcripts only (`TextPII` does for ``source="asr"``): on typed text a
@@ -754,7 +763,8 @@ def find_heard(text: str) -> list[Match]:
         start = m.start() + (1 if m.group()[0] in "$£€" else 0)
         n = len(_digits(m.group()))
         for etype, label, lo, hi, words, score in kinds:
-            if lo <= n <= hi and words.search(text, max(0, start - 32), start):
+            at = etype == "PHONE_NUMBER" and _HEARD_AT.search(text, max(0, start - 6), start)
+            if lo <= n <= hi and (at or words.search(text, max(0, start - 32), start)):
                 why = f"{n} digits after {label} words in speech"
                 why += " (no checksum: recognisers mishear digits)"
                 out.append(Match(start, m.end(), etype, score, why, "polyfuse.heard"))
