@@ -448,8 +448,9 @@ def test_heard_addresses_after_e_mail_words(heard: str, said: str) -> None:
     assert heard[m.start : m.end] == said
 
 
-def test_e_mail_as_a_verb_announces_no_address() -> None:
+def test_e_mail_as_a_verb_or_a_thing_announces_no_address() -> None:
     assert find_heard("I will email you tomorrow about it.") == []
+    assert find_heard("The email is fine, thanks.") == []
 
 
 @pytest.mark.parametrize("words", ["SN", "S.S.N.", "SSN,", "social security number is"])

@@ -728,7 +728,8 @@ _HEARD_AT = re.compile(r"\bat\W{0,2}$", re.IGNORECASE)
 #: A phrase that announces an address ("my e-mail address is ..."), then up to six words
 #: to the end of the sentence: the address, even when the recogniser could not spell it.
 _HEARD_ANNOUNCED_EMAIL = _context(
-    r"\b(?:my|your|his|her|our|the)\s+e-?\s?mail(?:\s+address)?\s+(?:is|was)\s+"
+    r"\b(?:(?:my|your|his|her|our)\s+e-?\s?mail(?:\s+address)?|the\s+e-?\s?mail\s+address)"
+    r"\s+(?:is|was)\s+"
     r"(?P<said>[^\s.?!,]+(?:[ ,]+[^\s.?!,]+){0,5})"
 )
 
