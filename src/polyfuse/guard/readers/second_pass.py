@@ -6,12 +6,14 @@ Whisper base hears synthetic voices' digit words as English words ("zero" -> "Ne
 behind it prefers words to digit strings. Decoding the same audio again, cut to the digits
 and with every token that holds a letter suppressed, leaves it nothing to write but digits;
 decoding an address-like stretch on its own (no sentence around it to pull it towards
-ordinary words) often brings the spoken "at" back.
+ordinary words) sometimes brings the spoken "at" back.
 
 `candidate_spans` finds the stretches in the first pass's words; `redecode` decodes one
 again; `splice` puts the new words in place of the old ones. The audio scanner
 (`polyfuse.guard.scanners.audio.AudioScanner`) runs the pass only on stretches that no
-finding of their kind covers, and keeps the second pass's findings beside the first's.
+finding of their kind covers, or whose finding contradicts the words before them (a
+10-digit "phone number" after "my social security number is"), and keeps the second
+pass's findings beside the first's.
 """
 
 from __future__ import annotations
