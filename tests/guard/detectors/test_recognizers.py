@@ -431,6 +431,8 @@ def test_heard_forms_negatives(text: str) -> None:
     [
         # a misheard local part of several words before the domain (issue 19)
         ("on my email You got Corbygat, you're a pie.com!", "You got Corbygat, you're a pie.com"),
+        # "e-mail" heard as "mail"
+        ("My mail address is made with not me, nothing.", "made with not me, nothing"),
         # a spoken ".us" heard as "not us", far after "e-mail"
         (
             "What's your email? You'll have to finish on that, and we're not us.",
@@ -451,6 +453,7 @@ def test_heard_addresses_after_e_mail_words(heard: str, said: str) -> None:
 def test_e_mail_as_a_verb_or_a_thing_announces_no_address() -> None:
     assert find_heard("I will email you tomorrow about it.") == []
     assert find_heard("The email is fine, thanks.") == []
+    assert find_heard("My mail is late today.") == []
 
 
 @pytest.mark.parametrize("words", ["SN", "S.S.N.", "SSN,", "social security number is"])

@@ -113,6 +113,18 @@ def test_an_ssn_heard_as_a_phone_number_after_ssn_words_is_decoded_again() -> No
     assert ssn.explanation.endswith("(second decoding pass)") and ssn.location.span is None
 
 
+def test_a_number_both_passes_read_as_a_phone_after_ssn_words_is_also_an_ssn() -> None:
+    fake = FakeWhisper(" 217-413-4430")
+    heard = words("My social security number is 217-413-4430 thanks")
+    result = scanner_with(fake).analyse_words(np.zeros(16_000 * 5, np.float32), heard)
+    by_type = {f.type: f for f in result.findings}
+    assert sorted(by_type) == ["PHONE_NUMBER", "US_SSN"]
+    ssn = by_type["US_SSN"]
+    assert ssn.detector.endswith("polyfuse.heard") and ssn.score == 0.6
+    assert ssn.explanation.endswith("(both passes read it as another type)")
+    assert ssn.location.seconds == (heard[5].start, heard[5].end)
+
+
 def test_numbers_found_by_the_first_pass_are_not_decoded_again() -> None:
     fake = FakeWhisper(" 1 2 3")
     heard = words("Call me at 415-555-0132 please")

@@ -725,10 +725,12 @@ _HEARD_DOMAIN = re.compile(
 )
 #: "at" right before a number: "reach me at 78651450" (heard rules: 7-15 digits).
 _HEARD_AT = re.compile(r"\bat\W{0,2}$", re.IGNORECASE)
-#: A phrase that announces an address ("my e-mail address is ..."), then up to six words
+#: A phrase that announces an address ("my e-mail address is ...", "my mail address is" as
+#: a recogniser may write it), then up to six words
 #: to the end of the sentence: the address, even when the recogniser could not spell it.
 _HEARD_ANNOUNCED_EMAIL = _context(
-    r"\b(?:(?:my|your|his|her|our)\s+e-?\s?mail(?:\s+address)?|the\s+e-?\s?mail\s+address)"
+    r"\b(?:(?:my|your|his|her|our)\s+(?:e-?\s?mail(?:\s+address)?|mail\s+address)"
+    r"|the\s+e-?\s?mail\s+address)"
     r"\s+(?:is|was)\s+"
     r"(?P<said>[^\s.?!,]+(?:[ ,]+[^\s.?!,]+){0,5})"
 )

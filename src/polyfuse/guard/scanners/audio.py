@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from polyfuse.core.errors import ConfigError
-from polyfuse.guard.detectors.recognizers import find_heard
+from polyfuse.guard.detectors.recognizers import RULES_VERSION, find_heard
 from polyfuse.guard.detectors.transcript import TranscriptChecks
 from polyfuse.guard.findings import Finding, Location, TextDetector, mask
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
@@ -202,8 +202,39 @@ class AudioScanner:
                 inside = _overlaps(seconds, (span.start, span.end))
                 if inside and not _any_overlap(findings, frozenset({f.type}), seconds):
                     findings.append(_second(f))
+            findings += self._still_announced(transcript, span, findings)
         findings.sort(key=lambda f: (f.location.seconds or (0.0, 0.0), f.type))
         return SpokenScan(transcript, findings, spans)
+
+    def _still_announced(
+        self, transcript: NormalisedText, span: Span, findings: Sequence[Finding]
+    ) -> list[Finding]:
+        """The heard-form findings of ``span`` whose type the words before it announce
+        and that neither pass reported: "my social security number is" and a number
+        that both passes read as a phone number is reported as both."""
+        out: list[Finding] = []
+        for m in find_heard(transcript.text):
+            seconds = transcript.seconds_of((m.start, m.end))
+            if (
+                m.type in SPAN_TYPES[span.kind]
+                and _overlaps(seconds, (span.start, span.end))
+                and not _any_overlap([*findings, *out], frozenset({m.type}), seconds)
+            ):
+                raw = transcript.text[m.start : m.end]
+                out.append(
+                    Finding(
+                        type=m.type,
+                        score=m.score,
+                        modality="audio",
+                        location=Location(seconds=seconds, source="asr"),
+                        detector=f"{self.name}+{m.rule}",
+                        detector_version=f"{package_version('faster-whisper')}+{RULES_VERSION}",
+                        snippet=mask(raw),
+                        explanation=m.explanation + " (both passes read it as another type)",
+                        text=raw,
+                    )
+                )
+        return out
 
     def findings_in(self, transcript: NormalisedText) -> list[Finding]:
         """Run the text detectors on a transcript and map their findings to audio."""
