@@ -431,6 +431,11 @@ def test_heard_forms_negatives(text: str) -> None:
     [
         # a misheard local part of several words before the domain (issue 19)
         ("on my email You got Corbygat, you're a pie.com!", "You got Corbygat, you're a pie.com"),
+        # ".org" heard as "not or", digits in the local part
+        (
+            "Send the receipt to my email, link 11 at phone post not or not.",
+            "link 11 at phone post not or",
+        ),
         # "e-mail" heard as "mail"
         ("My mail address is made with not me, nothing.", "made with not me, nothing"),
         # a spoken ".us" heard as "not us", far after "e-mail"

@@ -714,13 +714,14 @@ _HEARD_SSN_CONTEXT = _context(
 )
 #: Words after which a transcript says an e-mail address.
 _HEARD_EMAIL_CONTEXT = _context(
-    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,12})$"
+    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W_]+\W{1,3}){0,12})$"
 )
 #: A domain as a transcript writes it: "name.com", or a spoken ending with "dot" heard as
-#: "not" ("and we're not us" for "teleworm.us"; only after e-mail words, see `find_heard`).
+#: "not" ("and we're not us" for "teleworm.us", "not or" for ".org"; only after e-mail
+#: words, see `find_heard`).
 _HEARD_DOMAIN = re.compile(
     r"[\w.-]*\w\.[a-z]{2,24}\b"
-    r"|\b(?:not|dot)\s+(?:com|org|net|edu|gov|info|biz|us|uk|de|fr|it|nl|se|hu|au|ca)\b",
+    r"|\b(?:not|dot)\s+(?:com|org|or|net|edu|gov|info|biz|us|uk|de|fr|it|nl|se|hu|au|ca)\b",
     re.IGNORECASE,
 )
 #: "at" right before a number: "reach me at 78651450" (heard rules: 7-15 digits).
