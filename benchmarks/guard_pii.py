@@ -439,8 +439,7 @@ def run_rendering(
             data, ranges = render_audio(it, k, read=rendering == "audio")
             gold_times.append(ranges)
             start = time.perf_counter()
-            heard = scanner.transcript(data)
-            fs = scanner.findings_in(heard)
+            heard, fs, _ = scanner.analyse(data)  # both decoding passes
             located.append([(f.type, f.location.seconds) for f in fs])
             if dump is not None:
                 rec = {"k": k, "rendering": rendering, "text": text, "heard": heard.text}

@@ -178,6 +178,16 @@ def test_same_type_overlaps_merge_to_union() -> None:
     assert "also found by" in out[0].explanation
 
 
+def test_a_heard_address_outranks_the_name_spacy_sees_in_it() -> None:
+    out = resolve_overlaps(
+        [
+            cand(0, 24, "PERSON", 0.85, "presidio", v=False),
+            cand(0, 24, "EMAIL_ADDRESS", 0.5, "polyfuse.heard", v=False),
+        ]
+    )
+    assert [c.type for c in out] == ["EMAIL_ADDRESS"]
+
+
 def test_different_types_keep_validated_then_higher_score() -> None:
     out = resolve_overlaps(
         [

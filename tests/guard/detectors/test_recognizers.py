@@ -466,3 +466,53 @@ def test_heard_forms_need_the_words_that_introduce_them(text: str, etype: str, v
 )
 def test_heard_forms_negatives(text: str) -> None:
     assert find_heard(text) == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "said"),
+    [
+        # a misheard local part of several words before the domain (issue 19)
+        ("on my email You got Corbygat, you're a pie.com!", "You got Corbygat, you're a pie.com"),
+        # ".org" heard as "not or", digits in the local part
+        (
+            "Send the receipt to my email, link 11 at phone post not or not.",
+            "link 11 at phone post not or",
+        ),
+        # "e-mail" heard as "mail"
+        ("My mail address is made with not me, nothing.", "made with not me, nothing"),
+        # a spoken ".us" heard as "not us", far after "e-mail"
+        (
+            "What's your email? You'll have to finish on that, and we're not us.",
+            "You'll have to finish on that, and we're not us",
+        ),
+        # an announced address the recogniser could not spell
+        (
+            "You said your email is you and not yet made up, is that right?",
+            "you and not yet made up",
+        ),
+    ],
+)
+def test_heard_addresses_after_e_mail_words(heard: str, said: str) -> None:
+    (m,) = [m for m in find_heard(heard) if m.type == "EMAIL_ADDRESS"]
+    assert heard[m.start : m.end] == said
+
+
+def test_e_mail_as_a_verb_or_a_thing_announces_no_address() -> None:
+    assert find_heard("I will email you tomorrow about it.") == []
+    assert find_heard("The email is fine, thanks.") == []
+    assert find_heard("My mail is late today.") == []
+
+
+@pytest.mark.parametrize("words", ["SN", "S.S.N.", "SSN,", "social security number is"])
+def test_heard_ssn_words_include_what_the_recogniser_writes_for_ssn(words: str) -> None:
+    text = f"Here is my {words} 543-643-6789"
+    (m,) = find_heard(text)
+    assert m.type == "US_SSN" and text[m.start : m.end] == "543-643-6789"
+
+
+def test_a_long_number_right_after_at_is_a_heard_phone_number() -> None:
+    text = "They are not answering at 78651450."
+    (m,) = find_heard(text)
+    assert m.type == "PHONE_NUMBER" and text[m.start : m.end] == "78651450"
+    assert find_heard("meet me at 1600 today") == []
+    assert find_heard("it is not us, the email is fine") == []

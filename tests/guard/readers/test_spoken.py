@@ -175,3 +175,60 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
     after = [Word(" call", 0.0, 0.3), Word(" 1-984-182-0190mobile", 0.3, 2.0)]
     assert normalise_spoken(after).text == "call 1-984-182-0190 mobile"
     assert normalise_spoken([Word(" the", 0.0, 0.2), Word(" 1990s", 0.2, 0.8)]).text == "the 1990s"
+
+
+# --- homophone repair inside digit runs and spelled addresses ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heard", "written"),
+    [
+        # what Whisper base writes for eSpeak's digit words, inside digit runs
+        ("Phone Nero 49 Nero 754 Nero 812", "Phone 04907540812"),
+        ("my card 6586108-I'm 84332171 was lost", "my card 6586 1089 8433 2171 was lost"),
+        ("number is 30 to 88610434735.", "number is 30288610434735."),
+        ("Phone, 467, Free 395, Email", "Phone, 4673395, Email"),
+        ("card 6586108-I’m 84332171 lost", "card 6586 1089 8433 2171 lost"),  # curly apostrophe
+        ("SSN 0.5.4.28.6.117.", "SSN 054-28-6117."),
+        # everyday words next to numbers stay as said
+        ("from 9 to 5 daily", "from 9 to 5 daily"),
+        ("toll free 800 555 1212", "toll free 800 555 1212"),
+        ("I paid for 3 tickets", "I paid for 3 tickets"),
+        ("Nero was emperor", "Nero was emperor"),
+        (
+            "price 3.5 dollars, version 1.2.3, host 10.0.0.1",
+            "price 3.5 dollars, version 1.2.3, host 10.0.0.1",
+        ),
+    ],
+)
+def test_digit_homophones_are_repaired_only_inside_digit_runs(heard: str, written: str) -> None:
+    assert norm(heard) == written
+
+
+@pytest.mark.parametrize(
+    ("heard", "written"),
+    [
+        ("my email is john and example not calm please", "my email is john@example.com please"),
+        ("write to anna at mail not com", "write to anna@mail.com"),
+        ("visit example dot com today", "visit example.com today"),
+        ("email I'm right not calm.", "email I'm right.com."),
+        # Whisper's comma for the pause before "dot"
+        ("email is made up, not calm, is it", "email is made up.com, is it"),
+        # not an address: no known ending, or an everyday "not"
+        ("I am not in the office", "I am not in the office"),
+        ("it is not us", "it is not us"),
+        ("tom and jerry not here", "tom and jerry not here"),
+        ("He said no. It was", "He said no. It was"),
+    ],
+)
+def test_address_homophones_are_repaired_only_in_spelled_addresses(
+    heard: str, written: str
+) -> None:
+    assert norm(heard) == written
+
+
+def test_repaired_words_keep_their_times() -> None:
+    heard = words("call 467 free 395 now")
+    out = normalise_spoken(heard)
+    start = out.text.index("4673395")
+    assert out.seconds_of((start, start + 7)) == (heard[1].start, heard[3].end)

@@ -772,11 +772,34 @@ def find_secrets(text: str) -> list[Match]:
 #: spaces, dashes, dots or commas, or by the punctuation it writes for a pause
 #: ("9472? 7916"), possibly with a currency sign in front ("$1586 1089").
 _HEARD_RUN = re.compile(r"(?<![\w.])[$£€]?\d+(?:(?:[ .,-]|[,.?] )\d+)*(?![\w-])")
+#: SSN words as a recogniser writes them: also "SN" and "S.S.N." (heard rules only: in
+#: typed text "SN" is a serial number).
+_HEARD_SSN_CONTEXT = _context(
+    r"\b(?:ssns?|sn|s\.\s?s\.\s?n\b|social|security\s+number|ss\s*#|ss\s+no)"
+)
 #: Words after which a transcript says an e-mail address.
 _HEARD_EMAIL_CONTEXT = _context(
-    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W\d]+\W{1,3}){0,3})$"
+    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W_]+\W{1,3}){0,12})$"
 )
-_HEARD_DOMAIN = re.compile(r"[\w.-]*\w\.[a-z]{2,24}\b", re.IGNORECASE)
+#: A domain as a transcript writes it: "name.com", or a spoken ending with "dot" heard as
+#: "not" ("and we're not us" for "teleworm.us", "not or" for ".org"; only after e-mail
+#: words, see `find_heard`).
+_HEARD_DOMAIN = re.compile(
+    r"[\w.-]*\w\.[a-z]{2,24}\b"
+    r"|\b(?:not|dot)\s+(?:com|org|or|net|edu|gov|info|biz|us|uk|de|fr|it|nl|se|hu|au|ca)\b",
+    re.IGNORECASE,
+)
+#: "at" right before a number: "reach me at 78651450" (heard rules: 7-15 digits).
+_HEARD_AT = re.compile(r"\bat\W{0,2}$", re.IGNORECASE)
+#: A phrase that announces an address ("my e-mail address is ...", "my mail address is" as
+#: a recogniser may write it), then up to six words
+#: to the end of the sentence: the address, even when the recogniser could not spell it.
+_HEARD_ANNOUNCED_EMAIL = _context(
+    r"\b(?:(?:my|your|his|her|our)\s+(?:e-?\s?mail(?:\s+address)?|mail\s+address)"
+    r"|the\s+e-?\s?mail\s+address)"
+    r"\s+(?:is|was)\s+"
+    r"(?P<said>[^\s.?!,]+(?:[ ,]+[^\s.?!,]+){0,5})"
+)
 
 
 def find_heard(text: str) -> list[Match]:
@@ -790,9 +813,11 @@ def find_heard(text: str) -> list[Match]:
 
     * ``CREDIT_CARD`` (0.6): 13-19 digits within a few words after card words;
     * ``US_SSN`` (0.6): 8-10 digits after SSN words;
-    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words;
-    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``) at most three words
-      after "e-mail".
+    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words or right after "at";
+    * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``, or "not us" for a
+      spoken ".us") at most twelve words after "e-mail" (a misheard local part runs to
+      several words), and the words
+      after "my e-mail (address) is" when nothing there was heard as an address.
 
     Run it on transcripts only (`TextPII` does for ``source="asr"``): on typed text a
     checksum failure means the number is not what it claims to be.
@@ -800,24 +825,31 @@ def find_heard(text: str) -> list[Match]:
     out: list[Match] = []
     kinds = (
         ("CREDIT_CARD", "card", 13, 19, _CARD_CONTEXT, 0.6),
-        ("US_SSN", "SSN", 8, 10, _SSN_CONTEXT, 0.6),
+        ("US_SSN", "SSN", 8, 10, _HEARD_SSN_CONTEXT, 0.6),
         ("PHONE_NUMBER", "phone", 7, 15, _PHONE_CONTEXT, 0.5),
     )
     for m in _HEARD_RUN.finditer(text):
         start = m.start() + (1 if m.group()[0] in "$£€" else 0)
         n = len(_digits(m.group()))
         for etype, label, lo, hi, words, score in kinds:
-            if lo <= n <= hi and words.search(text, max(0, start - 32), start):
+            at = etype == "PHONE_NUMBER" and _HEARD_AT.search(text, max(0, start - 6), start)
+            if lo <= n <= hi and (at or words.search(text, max(0, start - 32), start)):
                 why = f"{n} digits after {label} words in speech"
                 why += " (no checksum: recognisers mishear digits)"
                 out.append(Match(start, m.end(), etype, score, why, "polyfuse.heard"))
                 break
     for m in _HEARD_DOMAIN.finditer(text):
-        ctx = _HEARD_EMAIL_CONTEXT.search(text, max(0, m.start() - 48), m.start())
+        ctx = _HEARD_EMAIL_CONTEXT.search(text, max(0, m.start() - 80), m.start())
         if ctx is not None:  # the words between "e-mail" and the domain are the local part
             why = "an address-like word after 'e-mail' in speech (the 'at' was not heard)"
             start = ctx.start("local") if ctx.group("local") else m.start()
             out.append(Match(start, m.end(), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard"))
+    for m in _HEARD_ANNOUNCED_EMAIL.finditer(text):
+        if not any(x.type == "EMAIL_ADDRESS" and x.end > m.start("said") for x in out):
+            why = "the words after 'my e-mail address is' in speech (not heard as an address)"
+            out.append(
+                Match(m.start("said"), m.end("said"), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard")
+            )
     return sorted(out)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "load_audio",
     "offline_base_dir",
     "transcribe",
+    "whisper_model",
 ]
 
 #: Whisper's sample rate; `load_audio` resamples to it.
@@ -175,6 +176,12 @@ def _whisper(
     return cache.get(
         ("whisper", model, device, compute_type), lambda: _load_whisper(model, device, compute_type)
     )
+
+
+def whisper_model(model: str = "base", *, models: ModelCache | None = None) -> Any:
+    """The faster-whisper ``WhisperModel`` `transcribe` uses (int8 on CPU), loaded once
+    into ``models`` (default `SHARED_MODELS`)."""
+    return _whisper(model, models=models)
 
 
 def _load_whisper(model: str, device: str, compute_type: str) -> Any:

@@ -40,7 +40,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["NormalisedText", "Word", "normalise_spoken"]
+__all__ = ["DIGIT_HOMOPHONES", "DIGIT_WORDS", "NormalisedText", "Word", "normalise_spoken"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class NormalisedText:
 
 #: A word written right after one of these continues it ("4" "-" "1" -> "4-1").
 _GLUE = frozenset("-–@/'_+")
-_TOKEN = re.compile(r"\d+|[^\W\d_]+(?:'[^\W\d_]+)*|\S")
+_TOKEN = re.compile(r"\d+|[^\W\d_]+(?:['’][^\W\d_]+)*|\S")
 
 
 @dataclass
@@ -122,7 +122,7 @@ class _Item:
 
     @property
     def low(self) -> str:
-        return self.text.lower()
+        return self.text.lower().replace("’", "'")
 
     @property
     def alnum(self) -> bool:
@@ -185,6 +185,8 @@ _TENS = {
     )
 }
 _REPEAT = {"double": 2, "triple": 3}
+#: Words that say digits: ``zero`` .. ``nine``, ``oh``/``o``, ``double``/``triple``.
+DIGIT_WORDS = frozenset(_UNITS) | _ZEROS | frozenset(_REPEAT)
 _SEP_PUNCT = {"-", ",", "–"}
 _SEP_WORDS = {"dash", "hyphen"}
 #: Seconds of silence between two spoken digits that start a new digit group.
@@ -344,6 +346,95 @@ def _chunks(items: list[_Item]) -> dict[int, _Chunk]:
     return chunks_at
 
 
+# --- homophone repair inside digit runs --------------------------------------------------------
+
+#: Words Whisper writes for digit words it mishears in synthetic or unclear speech ("zero"
+#: -> "Nero"). A *strong* homophone is rarely said before a number, so one number beside it
+#: is enough; a *weak* one is an everyday word ("for", "to", "I'm") and is repaired only
+#: between two numbers whose digits, with it, reach `HOMOPHONE_RUN` ("30 to 886104..." is a
+#: card, "from 9 to 5" stays as said).
+_STRONG_HOMOPHONES = {"nero": "zero"}
+_WEAK_HOMOPHONES = {
+    "for": "four",
+    "fore": "four",
+    "to": "two",
+    "too": "two",
+    "free": "three",
+    "tree": "three",
+    "ate": "eight",
+    "won": "one",
+    "i'm": "nine",
+    "i": "nine",
+    "nein": "nine",
+}
+#: Every word the digit repair may rewrite (what Whisper writes for a misheard digit word).
+DIGIT_HOMOPHONES = frozenset(_STRONG_HOMOPHONES) | frozenset(_WEAK_HOMOPHONES)
+#: Fewest digits of a run (the homophone included) in which a weak homophone is repaired:
+#: the length of the shortest phone number people say digit by digit.
+HOMOPHONE_RUN = 7
+
+
+def _digits_beside(items: list[_Item], i: int, step: int) -> int:
+    """Digits of the numeric items next to item ``i`` in direction ``step`` (one
+    separator between them allowed)."""
+    count, j = 0, i + step
+    while 0 <= j < len(items):
+        it = items[j]
+        if it.kind == "num":
+            count += len(it.text)
+        elif it.kind == "word" and (it.low in _UNITS or (it.low in _ZEROS and count)):
+            count += 1
+        elif not (_is_sep(it) and count == 0 and j == i + step):
+            break
+        j += step
+    return count
+
+
+def _repair_homophones(items: list[_Item]) -> list[_Item]:
+    """Digit words in place of their homophones inside digit runs (see `HOMOPHONE_RUN`)."""
+    out = list(items)
+    for i, it in enumerate(out):
+        if it.kind != "word" or (
+            it.low not in _STRONG_HOMOPHONES and it.low not in _WEAK_HOMOPHONES
+        ):
+            continue
+        left, right = _digits_beside(out, i, -1), _digits_beside(out, i, 1)
+        if it.low in _STRONG_HOMOPHONES:
+            ok, digit = (left or right) and left + right + 1 >= 3, _STRONG_HOMOPHONES[it.low]
+        else:
+            ok, digit = (
+                left and right and left + right + 1 >= HOMOPHONE_RUN,
+                _WEAK_HOMOPHONES[it.low],
+            )
+        if ok:
+            out[i] = _Item(digit, it.cw[:1] * len(digit), it.space, "word")
+    return out
+
+
+def _repair_dotted(items: list[_Item]) -> list[_Item]:
+    """Whisper's dotted digits ("0.5.4.28.6.117") as one number: five or more short
+    written numbers joined by dots without spaces (a decimal "3.5", a version "1.2.3" and
+    an IPv4 address have at most four)."""
+    out = list(items)
+    i = 0
+    while i < len(out):
+        j = i
+        while (
+            j + 2 < len(out)
+            and out[j].kind == "num"
+            and out[j + 1].text == "."
+            and not out[j + 1].space
+            and out[j + 2].kind == "num"
+            and not out[j + 2].space
+        ):
+            j += 2
+        if j - i >= 8 and all(len(out[k].text) <= 3 for k in range(i, j + 1, 2)):
+            for k in range(i + 1, j, 2):  # a comma with no space is a thousands separator
+                out[k] = _Item(",", out[k].cw, False, "punct")
+        i = max(j, i) + 1
+    return out
+
+
 def _numbers(items: list[_Item], words: Sequence[Word]) -> list[_Item]:
     chunks_at = _chunks(items)
     out: list[_Item] = []
@@ -473,6 +564,74 @@ def _emails(items: list[_Item]) -> list[_Item]:
     return items
 
 
+#: Words Whisper writes for the spoken separators and endings of an address: "dot" as
+#: "not", "com" as "calm"/"come", "at" as "and". Repaired only where the
+#: result spells a domain that ends in a top-level domain that is no everyday word ("not
+#: in", "not us" stay as said).
+_DOT_HOMOPHONES = frozenset({"not", "dot"})
+_TLD_HOMOPHONES = {"calm": "com", "come": "com", "comm": "com"}
+_PLAIN_TLDS = frozenset({"com", "org", "net", "edu", "gov", "info", "biz", "io", "de"})
+_AT_HOMOPHONES = frozenset({"and"})
+
+
+def _domain_chain(items: list[_Item], first: int) -> list[_Item]:
+    """The dotted domain (label (sep label)*, a written dot never followed by a space)
+    that starts at item ``first`` and ends in a known top-level domain, else ``[]``."""
+    hi = _right_end(items, first - 1) if _label(items[first]) else None
+    chain = items[first : hi + 1] if hi is not None else []
+    tight = all(not (c.text == "." and chain[k + 1].space) for k, c in enumerate(chain[:-1]))
+    dotted = any(_sep_char(c, _DOMAIN_SEPS) == "." for c in chain)
+    return chain if tight and dotted and chain[-1].low in _TLDS else []
+
+
+def _repair_address_words(items: list[_Item]) -> list[_Item]:
+    """ "right not calm" -> "right dot com"; then "X and Y dot com" -> "X at Y dot com"."""
+    # Whisper writes the speaker's pause before "dot" as a comma: "made up, not calm"
+    out = [
+        it
+        for k, it in enumerate(items)
+        if not (
+            it.text == ","
+            and 0 < k < len(items) - 2
+            and _label(items[k - 1])
+            and items[k + 1].low in _DOT_HOMOPHONES
+            and _TLD_HOMOPHONES.get(items[k + 2].low, items[k + 2].low) in _PLAIN_TLDS
+        )
+    ]
+    for i in range(1, len(out) - 1):
+        dot, tld = out[i], out[i + 1]
+        ending = _TLD_HOMOPHONES.get(tld.low, tld.low)
+        if dot.low in _DOT_HOMOPHONES and _label(out[i - 1]) and ending in _PLAIN_TLDS:
+            out[i] = _Item("dot", dot.cw[:1] * 3, dot.space, "word")
+            out[i + 1] = _Item(ending, tld.cw[:1] * len(ending), tld.space, "word")
+    for a, it in enumerate(out[:-1]):
+        spoken_and = it.kind == "word" and it.low in _AT_HOMOPHONES
+        if spoken_and and a > 0 and _label(out[a - 1]) and _domain_chain(out, a + 1):
+            out[a] = _Item("at", it.cw[:1] * 2, it.space, "word")
+    return out
+
+
+def _domains(items: list[_Item]) -> list[_Item]:
+    """A spoken domain ("example dot com", no "at" before it) written as one word."""
+    out: list[_Item] = []
+    i = 0
+    while i < len(items):
+        chain = _domain_chain(items, i)
+        if not chain:
+            out.append(items[i])
+            i += 1
+            continue
+        text: list[str] = []
+        cw: list[int] = []
+        for c in chain:
+            piece = _sep_char(c, _DOMAIN_SEPS) or c.low
+            text.append(piece)
+            cw.extend(c.cw if len(piece) == len(c.cw) else c.cw[:1] * len(piece))
+        out.append(_Item("".join(text), cw, chain[0].space, "word"))
+        i += len(chain)
+    return out
+
+
 # --- the whole pass -------------------------------------------------------------------------
 
 #: Suffixes that belong to the number before them ("21st", "1990s").
@@ -502,7 +661,8 @@ def normalise_spoken(words: Sequence[Word]) -> NormalisedText:
         The normalised transcript; see the module docstring for the rules.
     """
     words = tuple(words)
-    items = _emails(_numbers(_items(words), words))
+    items = _numbers(_repair_dotted(_repair_homophones(_items(words))), words)
+    items = _domains(_emails(_repair_address_words(items)))
     text: list[str] = []
     cw: list[int] = []
     prev: _Item | None = None
