@@ -439,10 +439,11 @@ def _repair_listed(items: list[_Item]) -> list[_Item]:
     "A.A. 2. A. 5. 2. 7. 3."), as one digit run with its homophones repaired.
 
     A listing is a chain of numbers, digit words and homophones joined by one ``-`` or
-    ``.`` each, holding at least `HOMOPHONE_RUN` digits (a homophone counts one), more
-    written or spoken digits than homophones, and, where a ``.`` joins it, only single
-    digits ("10.0.0.1", "1.2.3" and "192.168.1.20" are no listings). Its homophones become
-    digit words and its dots dashes.
+    ``.`` each, holding a homophone, at least `HOMOPHONE_RUN` digits (a homophone counts
+    one), more written or spoken digits than homophones and, where a ``.`` joins it, no
+    number of more than four digits (Whisper's groups: "A.A. 2. A.5. 273."). Its homophones
+    become digit words and its dots dashes; chains without a homophone ("10.0.0.1",
+    "192.168.1.20") are left alone.
     """
     out = list(items)
 
@@ -463,12 +464,12 @@ def _repair_listed(items: list[_Item]) -> list[_Item]:
         homophones = sum(element(out[k]) == 2 for k in chain)
         digits = sum(len(out[k].text) if out[k].kind == "num" else 1 for k in chain)
         dotted = any(out[k].text == "." for k in range(i + 1, j, 2))
-        single = all(out[k].kind != "num" or len(out[k].text) == 1 for k in chain)
+        short = all(out[k].kind != "num" or len(out[k].text) <= 4 for k in chain)
         if (
             homophones
             and digits >= HOMOPHONE_RUN
             and digits - homophones > homophones
-            and (single or not dotted)
+            and (short or not dotted)
         ):
             for k in chain:
                 if element(out[k]) == 2:
