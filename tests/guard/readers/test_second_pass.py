@@ -42,6 +42,14 @@ def test_two_misheard_words_may_sit_between_digits() -> None:
     assert candidate_spans(words("3162 is not the 2236 thing"), duration=5.0) == []
 
 
+def test_listed_letters_for_digits_count_as_digits() -> None:
+    # a real voice's SSN heard as "A.A. 2. A. 5. 2. 7. 3." ("eight" as the letter A)
+    heard = words("Here is my SN. A.A. 2. A. 5. 2. 7. 3.")
+    (span,) = candidate_spans(heard, duration=8.0)
+    assert (span.first, span.last, span.kind) == (4, 10, "digits")
+    assert candidate_spans(words("that is i.e. 2 of 3 or U.S. 4"), duration=5.0) == []
+
+
 def test_short_numbers_and_plain_words_are_not_decoded_again() -> None:
     assert candidate_spans(words("I have 2 cats and 3 dogs"), duration=5.0) == []
     assert candidate_spans(words("nothing to see here"), duration=5.0) == []

@@ -190,8 +190,20 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
         ("Phone, 467, Free 395, Email", "Phone, 4673395, Email"),
         ("card 6586108-I’m 84332171 lost", "card 6586 1089 8433 2171 lost"),  # curly apostrophe
         ("SSN 0.5.4.28.6.117.", "SSN 054-28-6117."),
+        # real voices' digits listed one by one, "eight" heard as the letter A
+        ("Here is my SSN. A-A-2-A-52732", "Here is my SSN. 882-85-2732"),
+        ("Here is my SN. A.A. 2. A. 5. 2. 7. 3.", "Here is my SN. 88285273."),
+        ("Here is my SN. A.A. 2. A.5. 273.", "Here is my SN. 88285273."),
+        ("card 4111-eh-1111-1111-111 ok", "card 4111 8111 1111 1111 ok"),
+        ("v A.12345.6", "v A.12345.6"),
         # everyday words next to numbers stay as said
         ("from 9 to 5 daily", "from 9 to 5 daily"),
+        ("call 555 a 1234 now", "call 555 a 1234 now"),  # "a" only in a listing
+        ("a 5 6 7 8 9 0 1", "a 5678901"),
+        ("I got an A. 2. 3. Then", "I got an A. 2. 3. Then"),  # too short a listing
+        ("grade A-1-2-3 sauce", "grade A-123 sauce"),
+        ("A-A-A-A-1-2-3", "A-A-A-A-123"),  # more letters than digits
+        ("hosts 192.168.1.20 and 10.0.0.1", "hosts 192.168.1.20 and 10.0.0.1"),
         ("toll free 800 555 1212", "toll free 800 555 1212"),
         ("I paid for 3 tickets", "I paid for 3 tickets"),
         ("Nero was emperor", "Nero was emperor"),

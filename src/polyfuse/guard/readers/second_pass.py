@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from polyfuse.guard.models import ModelCache
-from polyfuse.guard.readers.spoken import DIGIT_HOMOPHONES, DIGIT_WORDS, Word
+from polyfuse.guard.readers.spoken import DIGIT_HOMOPHONES, DIGIT_WORDS, LISTED_HOMOPHONES, Word
 
 __all__ = ["DIGIT_PAD_SECONDS", "Span", "candidate_spans", "letter_tokens", "redecode", "splice"]
 
@@ -68,7 +68,14 @@ def _digit_weight(word: Word) -> int:
     digits = sum(c.isdigit() for c in text)
     if digits:
         return digits
-    return 1 if text in DIGIT_WORDS or text in DIGIT_HOMOPHONES else 0
+    if text in DIGIT_WORDS or text in DIGIT_HOMOPHONES:
+        return 1
+    # Whisper's listed letters for digits ("A.A." or "A." for "eight eight", "eight")
+    pieces = word.text.strip().lower().rstrip(",?!;:").split(".")
+    listed = (
+        len(pieces) > 1 and pieces[-1] == "" and all(p in LISTED_HOMOPHONES for p in pieces[:-1])
+    )
+    return len(pieces) - 1 if listed else 0
 
 
 def _window(words: Sequence[Word], first: int, last: int, duration: float) -> tuple[float, float]:

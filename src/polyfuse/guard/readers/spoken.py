@@ -24,6 +24,11 @@ Rules (deliberately few, each tested):
   the digit count has a standard form; commas without a space ("78,651,450") are
   thousands separators and are dropped. Other runs keep the speaker's groups when every group has at
   least two digits and Whisper did not use thousands commas, else become one digit run.
+* **Homophones inside digit runs.** What Whisper writes for a misheard digit word
+  ("Nero", "to", "free", "I'm") becomes the digit word between numbers long enough to be
+  a phone, card or SSN; in a listing of digits joined by ``-`` or ``.`` ("A-A-2-A-52732",
+  "A.A. 2. A. 5. 2. 7. 3.", a real voice's "eight" heard as the letter A) the letter "A"
+  is repaired too, and the dots become dashes (`_repair_listed`).
 * **Glued words.** A number of three or more digits written right after or before a
   word ("CC4047737215142", "SN84966389", "1-984-182-0190mobile") is split from it
   (not from "st", "nd", "rd", "th", "s": "1990s").
@@ -40,7 +45,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["DIGIT_HOMOPHONES", "DIGIT_WORDS", "NormalisedText", "Word", "normalise_spoken"]
+__all__ = [
+    "DIGIT_HOMOPHONES",
+    "DIGIT_WORDS",
+    "LISTED_HOMOPHONES",
+    "NormalisedText",
+    "Word",
+    "normalise_spoken",
+]
 
 
 @dataclass(frozen=True)
@@ -367,8 +379,15 @@ _WEAK_HOMOPHONES = {
     "i": "nine",
     "nein": "nine",
 }
-#: Every word the digit repair may rewrite (what Whisper writes for a misheard digit word).
+#: Homophones repaired only inside a digit listing (`_repair_listed`): a real voice's
+#: "eight" cut short, which Whisper writes as the letter ("A-A-2-A-52732").
+_LISTED_HOMOPHONES = {"a": "eight", "eh": "eight"}
+_ALL_HOMOPHONES = {**_STRONG_HOMOPHONES, **_WEAK_HOMOPHONES, **_LISTED_HOMOPHONES}
+#: Words the digit repair rewrites beside numbers (what Whisper writes for a misheard
+#: digit word).
 DIGIT_HOMOPHONES = frozenset(_STRONG_HOMOPHONES) | frozenset(_WEAK_HOMOPHONES)
+#: Words the digit repair rewrites only where Whisper lists digits with ``-`` or ``.``.
+LISTED_HOMOPHONES = frozenset(_LISTED_HOMOPHONES)
 #: Fewest digits of a run (the homophone included) in which a weak homophone is repaired:
 #: the length of the shortest phone number people say digit by digit.
 HOMOPHONE_RUN = 7
@@ -408,6 +427,58 @@ def _repair_homophones(items: list[_Item]) -> list[_Item]:
             )
         if ok:
             out[i] = _Item(digit, it.cw[:1] * len(digit), it.space, "word")
+    return out
+
+
+#: Punctuation Whisper puts between the digits it lists one by one ("2-1-9", "5. 2. 7.").
+_LIST_SEPS = frozenset({"-", "–", "."})
+
+
+def _repair_listed(items: list[_Item]) -> list[_Item]:
+    """Digits Whisper lists one by one, joined by ``-`` or ``.`` ("A-A-2-A-52732",
+    "A.A. 2. A. 5. 2. 7. 3."), as one digit run with its homophones repaired.
+
+    A listing is a chain of numbers, digit words and homophones joined by one ``-`` or
+    ``.`` each, holding a homophone, at least `HOMOPHONE_RUN` digits (a homophone counts
+    one), more written or spoken digits than homophones and, where a ``.`` joins it, no
+    number of more than four digits (Whisper's groups: "A.A. 2. A.5. 273."). Its homophones
+    become digit words and its dots dashes; chains without a homophone ("10.0.0.1",
+    "192.168.1.20") are left alone.
+    """
+    out = list(items)
+
+    def element(it: _Item) -> int:  # 1 digit, 2 homophone, 0 neither
+        if it.kind == "num" or (it.kind == "word" and (it.low in _UNITS or it.low in _ZEROS)):
+            return 1
+        return 2 if it.kind == "word" and it.low in _ALL_HOMOPHONES else 0
+
+    i = 0
+    while i < len(out):
+        if not element(out[i]):
+            i += 1
+            continue
+        j = i
+        while j + 2 < len(out) and out[j + 1].text in _LIST_SEPS and element(out[j + 2]):
+            j += 2
+        chain = range(i, j + 1, 2)
+        homophones = sum(element(out[k]) == 2 for k in chain)
+        digits = sum(len(out[k].text) if out[k].kind == "num" else 1 for k in chain)
+        dotted = any(out[k].text == "." for k in range(i + 1, j, 2))
+        short = all(out[k].kind != "num" or len(out[k].text) <= 4 for k in chain)
+        if (
+            homophones
+            and digits >= HOMOPHONE_RUN
+            and digits - homophones > homophones
+            and (short or not dotted)
+        ):
+            for k in chain:
+                if element(out[k]) == 2:
+                    digit = _ALL_HOMOPHONES[out[k].low]
+                    out[k] = _Item(digit, out[k].cw[:1] * len(digit), out[k].space, "word")
+            for k in range(i + 1, j, 2):
+                if out[k].text == ".":
+                    out[k] = _Item("-", out[k].cw, out[k].space, "punct")
+        i = j + 1
     return out
 
 
@@ -661,7 +732,8 @@ def normalise_spoken(words: Sequence[Word]) -> NormalisedText:
         The normalised transcript; see the module docstring for the rules.
     """
     words = tuple(words)
-    items = _numbers(_repair_dotted(_repair_homophones(_items(words))), words)
+    items = _repair_homophones(_repair_listed(_items(words)))
+    items = _numbers(_repair_dotted(items), words)
     items = _domains(_emails(_repair_address_words(items)))
     text: list[str] = []
     cw: list[int] = []
