@@ -140,6 +140,8 @@ def main() -> None:
         asyncio.run(closed_loop(server.url, request, 4, 2.0))  # warm-up
         before, workers = thread_cpu(server.pid), children_cpu(server.pid)
         folded = Path(tempfile.mkdtemp()) / "gil.txt"
+        if args.gil:
+            print(f"py-spy folded stacks (for a closer look): {folded}")
         spy = start_gil_sampler(server.pid, args.seconds, folded, args.rate) if args.gil else None
         result = asyncio.run(closed_loop(server.url, request, args.concurrency, args.seconds))
         after, workers = thread_cpu(server.pid), children_cpu(server.pid) - workers
