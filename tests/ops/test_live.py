@@ -432,12 +432,15 @@ def test_catalogue_matches_the_real_exposition(live: dict[str, Any]) -> None:
         names |= {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
     # per-version series that exist only after a version's first monitor window, first
     # delayed label or first error: replica a runs a canary and a shadow but not that long
-    # (tests/serve/http/test_versions.py drives them; replica c covers the monitor's gauges)
+    # (tests/serve/http/test_versions.py drives them; replica c covers the monitor's gauges);
+    # output findings exist after the first answer the firewall redacts, and these replicas
+    # return no model text (tests/serve/http/test_outputs.py checks that series)
     later = {
         "polyfuse_version_estimated_accuracy",
         "polyfuse_version_observed_accuracy",
         "polyfuse_version_drift",
         "polyfuse_version_errors_total",
+        "polyfuse_firewall_output_findings_total",
     }
     for metric in METRICS:
         if metric.name not in later:
