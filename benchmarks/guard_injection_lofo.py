@@ -29,7 +29,6 @@ both stages per text (see `embed_variants`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -43,17 +42,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _train_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "train_injection", ROOT / "scripts" / "train_injection.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["train_injection"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from guard_injection import _train_module  # noqa: E402  (scripts/train_injection.py, loaded once)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

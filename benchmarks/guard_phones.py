@@ -326,19 +326,7 @@ def detector(find_all: Callable[[str], list[Any]], threshold: float) -> Detect:
     from polyfuse.guard.detectors.pii import Candidate, resolve_overlaps
 
     def detect(text: str) -> list[tuple[int, int]]:
-        cands = [
-            Candidate(
-                m.start,
-                m.end,
-                m.type,
-                m.score,
-                m.explanation,
-                m.rule,
-                "",
-                m.rule != "polyfuse.heard",
-            )
-            for m in find_all(text)
-        ]
+        cands = [Candidate.of_rule(m) for m in find_all(text)]
         kept = resolve_overlaps(cands)
         return [(c.start, c.end) for c in kept if c.type == "PHONE_NUMBER" and c.score >= threshold]
 

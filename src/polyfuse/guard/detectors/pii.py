@@ -29,6 +29,7 @@ from polyfuse.guard.detectors.recognizers import (
     DEFAULT_PHONE_REGIONS,
     RECOGNIZERS,
     RULES_VERSION,
+    Match,
     find_all,
     find_heard,
     unknown_phone_regions,
@@ -79,6 +80,13 @@ class Candidate(NamedTuple):
     detector: str
     version: str
     validated: bool
+
+    @classmethod
+    def of_rule(cls, m: Match) -> Candidate:
+        """The candidate of a rule's match (`recognizers.find_all` / `find_heard`); heard
+        forms pass no validity check."""
+        heard = m.rule == "polyfuse.heard"
+        return cls(m.start, m.end, m.type, m.score, m.explanation, m.rule, RULES_VERSION, not heard)
 
 
 def _presidio_version() -> str:
@@ -275,19 +283,7 @@ class TextPII(TextDetector):
         matches = find_all(text, self.entities, phone_regions=self.phone_regions)
         if heard:
             matches += find_heard(text)
-        rules = [
-            Candidate(
-                m.start,
-                m.end,
-                m.type,
-                m.score,
-                m.explanation,
-                m.rule,
-                RULES_VERSION,
-                m.rule != "polyfuse.heard",  # heard forms pass no validity check
-            )
-            for m in matches
-        ]
+        rules = [Candidate.of_rule(m) for m in matches]
         wanted = set(self.entities)
         return [
             c
