@@ -72,9 +72,10 @@ def start_gil_sampler(pid: int, seconds: float, out: Path, rate: int) -> subproc
 
 def gil_shares(
     folded: Path, seconds: float, rate: int
-) -> tuple[float, dict[str, float], dict[str, float], dict[str, float]]:
-    """(GIL held share of wall time, share per thread, per leaf function's file, and per
-    function of the busiest holder's stacks, counted once per sample it is on).
+) -> tuple[float, dict[str, float], dict[str, float], dict[str, float], dict[str, float]]:
+    """(GIL held share of wall time, share per thread, per leaf function's file, and for
+    the busiest holder per function on its stacks, counted once per sample it is on, and
+    per function it was in itself, the stack's leaf).
 
     Each line of py-spy's raw output is ``thread (0xID) "name";frame;...;frame COUNT``; with
     ``--gil`` only the thread holding the GIL is sampled, so samples / (rate * seconds) is
@@ -98,11 +99,13 @@ def gil_shares(
         stacks.append((name, frames[1:], int(count) / ticks))
     top = max(threads, key=lambda t: threads[t], default="")
     functions: dict[str, float] = {}
+    own: dict[str, float] = {}
     for name, frames, share in stacks:
-        if name == top:
+        if name == top and frames:
             for frame in set(frames):
                 functions[frame] = functions.get(frame, 0.0) + share
-    return sum(threads.values()), threads, leaves, functions
+            own[frames[-1]] = own.get(frames[-1], 0.0) + share
+    return sum(threads.values()), threads, leaves, functions, own
 
 
 def children_cpu(pid: int) -> float:
@@ -174,13 +177,14 @@ def main() -> None:
         ):
             print(f"  {key.removeprefix('polyfuse_runtime_batchers_')}: {value:g}")
     if spy is not None:
-        held, threads, leaves, functions = gil_shares(folded, args.seconds, args.rate)
+        held, threads, leaves, functions, own = gil_shares(folded, args.seconds, args.rate)
         print(f"GIL held {100 * held:.0f} % of wall time (py-spy, {args.rate} samples/s)")
-        top = max(threads, key=lambda t: threads[t], default="?")
+        top = max(threads, key=lambda t: threads[t], default="?").split(": ")[-1]
         for label, shares in (
             ("thread", threads),
             ("leaf function's file", leaves),
-            (f"function on {top.split(': ')[-1]}'s stack", functions),
+            (f"function on {top}'s stack", functions),
+            (f"function {top} is in itself", own),
         ):
             print(f"{'GIL holder: ' + label:<52}{'% of wall time':>16}")
             for name, share in sorted(shares.items(), key=lambda kv: -kv[1])[: args.top]:
