@@ -137,8 +137,21 @@ def test_degraded_badge_reasons_and_redactions_show(browser: Any) -> None:
         cells = s.page.locator("#findings tbody tr td").all_inner_texts()
         assert cells[:4] == ["text", "US_SSN", "***-**-**89", "redact"]
         assert "1 span redacted" in s.text("#redactions")
+        assert s.text("#output-scan") == "answer checked by the firewall: nothing to redact"
         assert s.runtime.requests[0].inputs["text"] == "a dog, ssn <US_SSN>"
         assert "123-45-6789" not in s.text("#result")
+
+
+def test_answer_redacted_by_the_output_policy_says_so(browser: Any) -> None:
+    from tests.serve.http.test_outputs import MailLabels, guard
+
+    with Session(browser, MailLabels(), guard=guard()) as s:
+        s.page.get_by_label("text text").fill("a dog")
+        s.predict()
+        assert s.text("#label") == "<EMAIL_ADDRESS>"
+        assert s.text("#output-scan") == "answer redacted by the firewall: EMAIL_ADDRESS × 1"
+        assert "ops@example.com" not in s.text("#result")
+        assert s.errors == []
 
 
 def test_recorded_audio_is_sent_as_wav(browser: Any) -> None:

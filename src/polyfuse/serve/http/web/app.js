@@ -343,11 +343,23 @@ function showResult(body) {
   bars("contributions", body.contributions);
   $("used").textContent = (body.modalities_used || []).join(", ") || "none";
   $("findings").replaceChildren(findingsTable(body.findings));
+  showOutputScan(body.output_scan);
   $("request-id").textContent = body.request_id || "";
   const timings = Object.entries(body.timings_ms || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)} ms`);
   const cached = (body.cache_hits || []).length ? ` · cached: ${body.cache_hits.join(", ")}` : "";
   $("timings").textContent = timings.join(" · ") + cached;
   $("result").hidden = false;
+}
+
+// The firewall's verdict on what the answer itself says (its labels): counts by type, no values.
+function showOutputScan(scan) {
+  const line = $("output-scan");
+  line.hidden = !scan;
+  if (!scan) return;
+  const redacted = Object.entries(scan.redacted || {});
+  line.textContent = redacted.length
+    ? `answer redacted by the firewall: ${redacted.map(([type, n]) => `${type} × ${n}`).join(", ")}`
+    : `answer checked by the firewall: ${scan.action === "allow" ? "nothing to redact" : scan.action}`;
 }
 
 // A typed error body is {"error": {code, message, hint, request_id, details}}.
