@@ -329,6 +329,9 @@ class ModalityConfig:
             no evidence instead of trusting it. Image, audio and time series.
         quality: the per-request quality gate (None: no gate).
         substitute: realistic non-signal substitution in training (None: off).
+        source: read this modality's input from another manifest key's file: ``video``
+            makes an audio modality read the soundtrack of the row's video (a video
+            without an audio track is a missing audio modality). Audio only.
     """
 
     kind: StrictStr
@@ -341,6 +344,7 @@ class ModalityConfig:
     noise: Probability = 0.0
     quality: QualityConfig | None = None
     substitute: SubstituteConfig | None = None
+    source: StrictStr | None = None
 
     @classmethod
     def parse(cls, name: str, value: Any) -> ModalityConfig:
@@ -356,6 +360,12 @@ class ModalityConfig:
                 f"modalities.{name}.noise",
                 "noise substitution has no text noise model",
                 hint="set noise: 0 for text modalities",
+            )
+        if self.source is not None and (self.kind != "audio" or self.source == name):
+            raise ConfigError(
+                f"modalities.{name}.source",
+                "only an audio modality reads another key's file (e.g. source: video)",
+                hint="remove source, or use it on an audio modality with the video's key",
             )
         if self.substitute is None:
             return
@@ -381,6 +391,8 @@ class ModalityConfig:
         data = dataclasses.asdict(self)
         data["encoder"] = self.encoder.to_dict()
         data["quality"] = None if self.quality is None else self.quality.to_dict()
+        if self.source is None:
+            del data["source"]  # configs written before ``source`` existed read the same
         return data
 
 

@@ -17,9 +17,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from polyfuse.core.errors import InvalidInputError, ManifestError, PolyfuseError
-from polyfuse.data.manifest import Manifest, Row
+from polyfuse.data.manifest import Manifest, Row, read_from
 from polyfuse.heads.tasks import Task
-from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
+from polyfuse.modalities.base import AbsentInputError, ModalityBatch, ModalityContract, pad_stack
 from polyfuse.modalities.quality import QualityGate, QualityVerdict
 
 
@@ -144,7 +144,8 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         self.transforms = dict(transforms or {})
         self.gates = {m: g for m, g in (gates or {}).items() if m in contracts}
         self.verdicts: dict[tuple[int, str], QualityVerdict] = {}
-        self.rows: list[Row] = manifest.rows
+        keys = {m: c.manifest_key for m, c in contracts.items() if c.manifest_key != m}
+        self.rows: list[Row] = read_from(manifest.rows, keys) if keys else manifest.rows
         self.contracts = dict(contracts)
         self.task = task
         self.on_bad_row = on_bad_row
@@ -267,25 +268,33 @@ class MultimodalDataset(Dataset[Example | BadRow]):
         for m in self.contracts:
             if m not in row.values:
                 continue
+            try:
+                x = self._input(index, m)
+            except AbsentInputError:  # e.g. a video without a soundtrack: the modality is missing
+                continue
+            if x is None:
+                continue
             if m in self.features:
-                if not self.passes(index, m):
-                    continue
-                x = self._memoised(
-                    (index, m, "tokens"), functools.partial(self.features[m].tokens, self, index)
-                )
                 encoded.add(m)
                 length += int(x.shape[0])
             else:
-                gated = self.gated(index, m)
-                if gated is None:
-                    continue
-                x = gated
                 length += self.contracts[m].padded_length(x)
             inputs[m] = x
         if not inputs and not self.allow_empty:
             raise self._empty_row_error(index)
         self.lengths[index] = length
         return Example(index, inputs, frozenset(encoded), target)
+
+    def _input(self, index: int, m: str) -> Tensor | None:
+        """Cached tokens (a modality with a feature source) or the gated preprocessed
+        tensor of one modality of a row; None when its quality gate refuses it."""
+        if m in self.features:
+            if not self.passes(index, m):
+                return None
+            return self._memoised(
+                (index, m, "tokens"), functools.partial(self.features[m].tokens, self, index)
+            )
+        return self.gated(index, m)
 
     def _empty_row_error(self, index: int) -> InvalidInputError:
         refused = self.low_quality(index)

@@ -21,6 +21,7 @@ from polyfuse.core.progress import bar
 from polyfuse.data.dataset import FeatureSource, MultimodalDataset
 from polyfuse.encoders.base import Encoder
 from polyfuse.encoders.cache import FeatureCache, content_hash, default_cache_dir
+from polyfuse.modalities.base import AbsentInputError
 from polyfuse.modalities.io import read_source
 
 log = logging.getLogger("polyfuse.data")
@@ -121,6 +122,8 @@ class FrozenFeatures(FeatureSource):
                         dataset.contracts[self.modality].preprocess(dataset.load(i, self.modality))
                     )
                     keys.append(key)
+                except AbsentInputError:  # the row lacks this modality (a video without audio)
+                    continue
                 except PolyfuseError as err:
                     dataset.mark_bad(i, err)
             if xs:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,26 @@ def _to_row(index: int, record: dict[str, Any], modalities: Sequence[str], label
         if k not in modalities and k != label_key and k not in RESERVED
     }
     return Row(index, str(index) if _missing(row_id) else str(row_id), values, label, metadata)
+
+
+def read_from(rows: Sequence[Row], keys: Mapping[str, str]) -> list[Row]:
+    """``rows`` with modality ``m`` taking the value of manifest key ``keys[m]`` (a modality
+    read from another key's file: the audio of ``video``, see the audio contract's
+    ``source``); the key may be another modality or metadata. A row without that key
+    lacks the modality."""
+    if not keys:
+        return list(rows)
+    out = []
+    for row in rows:
+        values = dict(row.values)
+        for m, key in keys.items():
+            value = row.values.get(key, row.metadata.get(key))
+            if value is None or _missing(value):
+                values.pop(m, None)
+            else:
+                values[m] = value
+        out.append(replace(row, values=values))
+    return out
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:

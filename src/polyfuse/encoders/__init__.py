@@ -16,6 +16,7 @@ from polyfuse.encoders.trainable import (
     TimeSeriesCNN,
     TimeSeriesGRU,
 )
+from polyfuse.encoders.video import AGGREGATORS, VideoFrames
 from polyfuse.modalities import ModalityContract, create_contract
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
@@ -27,6 +28,7 @@ for _name, _cls in {
     "text_transformer": TextTransformer,
     "efficientnet_lite0": EfficientNetLite0,
     "minilm": HFTextEncoder,
+    "video_frames": VideoFrames,
 }.items():
     ENCODERS.register(_name)(_cls)
 
@@ -70,6 +72,7 @@ def encoders_for(kind: str) -> list[str]:
 
 
 __all__ = [
+    "AGGREGATORS",
     "ENCODERS",
     "AudioCNN",
     "EfficientNetLite0",
@@ -81,6 +84,7 @@ __all__ = [
     "TextTransformer",
     "TimeSeriesCNN",
     "TimeSeriesGRU",
+    "VideoFrames",
     "build_encoder",
     "content_hash",
     "default_cache_dir",

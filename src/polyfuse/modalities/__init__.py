@@ -1,4 +1,4 @@
-"""Modality contracts keyed by kind: ``image``, ``audio``, ``text``, ``timeseries``."""
+"""Modality contracts keyed by kind: ``image``, ``audio``, ``text``, ``timeseries``, ``video``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack
 from polyfuse.modalities.image import ImageContract
 from polyfuse.modalities.text import TextContract
 from polyfuse.modalities.timeseries import TimeSeriesContract
+from polyfuse.modalities.video import VideoClip, VideoContract
 
 CONTRACTS: Registry[ModalityContract] = Registry("modality kind")
-for _cls in (ImageContract, AudioContract, TextContract, TimeSeriesContract):
+for _cls in (ImageContract, AudioContract, TextContract, TimeSeriesContract, VideoContract):
     CONTRACTS.register(_cls.kind)(_cls)
 
 
@@ -45,6 +46,8 @@ __all__ = [
     "ModalityContract",
     "TextContract",
     "TimeSeriesContract",
+    "VideoClip",
+    "VideoContract",
     "contract_from_dict",
     "create_contract",
     "pad_stack",

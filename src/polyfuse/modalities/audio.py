@@ -15,9 +15,16 @@ import torch
 from torch import Tensor
 
 from polyfuse.core.errors import ConfigError
-from polyfuse.modalities.base import ModalityBatch, ModalityContract, pad_stack, window
-from polyfuse.modalities.io import read_source
+from polyfuse.modalities.base import (
+    AbsentInputError,
+    ModalityBatch,
+    ModalityContract,
+    pad_stack,
+    window,
+)
+from polyfuse.modalities.io import Source, read_source
 from polyfuse.modalities.readers.audio import AUDIO_FORMATS, decode_audio, resample, to_mono
+from polyfuse.modalities.readers.video import VIDEO_FORMATS, decode_soundtrack
 
 #: Encoded formats accepted (those of the one audio decoder).
 ALLOWED_FORMATS = AUDIO_FORMATS
@@ -66,6 +73,10 @@ class AudioContract(ModalityContract):
             ``"none"`` keeps raw log-mel values.
         max_seconds: refuse longer inputs.
         max_bytes: refuse larger files.
+        source: the manifest key the audio is read from when it is not the modality's own
+            name: ``video`` reads the soundtrack of the row's video file (a video without
+            an audio stream is a missing audio modality, `AbsentInputError`). ``None``: the
+            modality's own key, audio files only.
     """
 
     kind = "audio"
@@ -80,6 +91,20 @@ class AudioContract(ModalityContract):
     normalize: str = "utterance"
     max_seconds: float = 60.0
     max_bytes: int = 100_000_000
+    source: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        """Preprocessing parameters; ``source`` only when set, so contracts saved before it
+        existed keep their fingerprint."""
+        params = super().params()
+        if self.source is None:
+            params.pop("source")
+        return params
+
+    @property
+    def manifest_key(self) -> str:
+        """``source`` when set, else the modality's name."""
+        return self.source or self.name
 
     def check(self) -> None:
         """Validate parameters."""
@@ -109,18 +134,44 @@ class AudioContract(ModalityContract):
         """Decode, validate, mix down and resample to `sample_rate`.
 
         Accepts a path, raw bytes, or a float array (taken to be at
-        `sample_rate` already). Returns float32 mono ``(T,)``.
+        `sample_rate` already); with a ``source``, also a video file, whose soundtrack is
+        read. Returns float32 mono ``(T,)``.
+
+        Raises:
+            AbsentInputError: a video (with ``source`` set) without an audio stream.
         """
         if isinstance(value, np.ndarray):
             return self._validate_wave(np.asarray(value, dtype=np.float32).reshape(-1), field, None)
         src = read_source(
             value, modality=self.name, field=field, base_dir=base_dir, max_bytes=self.max_bytes
         )
+        if self.source is not None and src.kind in VIDEO_FORMATS:
+            return self._soundtrack(src, field)
         wave, rate = decode_audio(
             src.data, max_seconds=self.max_seconds, name=self.name, field=field, path=src.path
         )
         mono = resample(to_mono(wave), rate, self.sample_rate)
         return self._validate_wave(mono, field, src.path)
+
+    def _soundtrack(self, src: Source, field: str | None) -> np.ndarray:
+        """The audio track of a video file at `sample_rate`."""
+        wave = decode_soundtrack(
+            src.data,
+            sample_rate=self.sample_rate,
+            max_seconds=self.max_seconds,
+            name=self.name,
+            field=field,
+            path=src.path,
+        )
+        if wave is None:
+            raise AbsentInputError(
+                self.name,
+                "the video has no audio track",
+                field=field,
+                path=src.path,
+                hint="the audio modality counts as missing for this row",
+            )
+        return self._validate_wave(wave, field, src.path)
 
     def _validate_wave(self, wave: np.ndarray, field: str | None, path: Path | None) -> np.ndarray:
         if wave.size == 0:

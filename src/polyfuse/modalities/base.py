@@ -28,6 +28,13 @@ from polyfuse.core.errors import ContractError, InvalidInputError
 FileValue = str | os.PathLike[str] | bytes
 
 
+class AbsentInputError(InvalidInputError):
+    """The value holds no input of this modality, so the modality is missing for the row
+    (as if its key were absent), not a bad row: a video without an audio track read by an
+    audio contract with ``source: video``. Callers that do not know the difference see an
+    `InvalidInputError`."""
+
+
 @dataclass(frozen=True)
 class ModalityBatch:
     """One modality's inputs for a batch of ``B`` samples, ``P`` of which carry it.
@@ -127,6 +134,12 @@ class ModalityContract(ABC):
         """Stable hash of kind, version and parameters (used in cache keys)."""
         blob = json.dumps([self.kind, self.version, self.params()], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def manifest_key(self) -> str:
+        """The manifest key this modality's value is read from: its name, unless the
+        contract reads another key's file (the audio contract's ``source``)."""
+        return self.name
 
     # ---- the contract ----------------------------------------------------
     def check(self) -> None:  # noqa: B027 - optional hook

@@ -17,9 +17,16 @@ from polyfuse.models.multimodal import MultimodalModel
 
 
 def build_contracts(config: Config) -> dict[str, ModalityContract]:
-    """Every modality's contract: encoder preprocessing defaults overridden by the config."""
+    """Every modality's contract: encoder preprocessing defaults overridden by the config
+    (and its ``source``, the manifest key an audio modality reads a video's soundtrack from)."""
     return {
-        name: resolve_contract(name, mod.kind, mod.encoder.name, mod.encoder.params, mod.contract)
+        name: resolve_contract(
+            name,
+            mod.kind,
+            mod.encoder.name,
+            mod.encoder.params,
+            {**mod.contract, **({"source": mod.source} if mod.source else {})},
+        )
         for name, mod in config.modalities.items()
     }
 

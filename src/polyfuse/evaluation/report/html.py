@@ -15,6 +15,8 @@ from polyfuse.core.errors import PolyfuseError
 from polyfuse.evaluation.analysis import Analysis
 from polyfuse.evaluation.report import media, svg
 from polyfuse.modalities.audio import AudioContract
+from polyfuse.modalities.base import AbsentInputError
+from polyfuse.modalities.video import VideoClip
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:16px 24px;color:#222}
@@ -370,6 +372,9 @@ def _inputs(a: Analysis, row: int, overlay: Mapping[str, Any] | None = None) -> 
             continue
         try:
             raw = ds.load(row - 1, m)
+        except AbsentInputError as err:
+            cells.append(f"<div>{escape(m)}: <i>missing</i> ({escape(err.reason)})</div>")
+            continue
         except PolyfuseError as err:
             cells.append(f"<div>{escape(m)}: unreadable ({escape(err.message)})</div>")
             continue
@@ -379,6 +384,8 @@ def _inputs(a: Analysis, row: int, overlay: Mapping[str, Any] | None = None) -> 
             cells.append(f"<div>{media.audio_tag(raw, contract.sample_rate)}</div>")
         elif contract.kind == "text":
             cells.append(f"<div>{media.text_tag(raw)}</div>")
+        elif isinstance(raw, VideoClip):
+            cells.append(f"<div>{media.frames_tag(raw.frames, raw.timestamps)}</div>")
         else:
             cells.append(f"<div>{media.series_tag(raw)}</div>")
     return "".join(cells)

@@ -46,6 +46,17 @@ def image_tag(img: np.ndarray, size: int = 96, overlay: np.ndarray | None = None
     return f'<img src="{_data_uri("image/png", buf.getvalue())}" width="{pil.width}" alt="input">'
 
 
+def frames_tag(frames: np.ndarray, timestamps: np.ndarray, size: int = 48) -> str:
+    """A film strip of a video's sampled uint8 ``(T, H, W, C)`` frames, each captioned
+    with its time in seconds."""
+    cells = [
+        f'<figure style="display:inline-block;margin:0 2px">{image_tag(f, size)}'
+        f"<figcaption>{t:.2f} s</figcaption></figure>"
+        for f, t in zip(frames, timestamps, strict=True)
+    ]
+    return "".join(cells)
+
+
 def heatmap_tag(values: np.ndarray, height: int = 80) -> str:
     """``<img>`` of a 2-D map (rows bottom-up, e.g. a spectrogram), normalised, dark = high."""
     from PIL import Image

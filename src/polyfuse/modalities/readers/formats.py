@@ -38,6 +38,7 @@ _WEAK = frozenset({b"BM", b"ID3", b"OggS", b"fLaC"})
 FORMAT_MODALITY: dict[str, str] = {
     **dict.fromkeys(("png", "jpeg", "gif", "bmp", "tiff", "webp"), "image"),
     **dict.fromkeys(("wav", "flac", "ogg", "mp3"), "audio"),
+    **dict.fromkeys(("mp4", "mov", "webm", "mkv", "avi"), "video"),
     "pdf": "document",
     "npy": "series",
     "text": "text",
@@ -54,6 +55,12 @@ _DESCRIPTIONS = {
     "flac": "FLAC audio",
     "ogg": "Ogg audio",
     "mp3": "MP3 audio",
+    "mp4": "an MP4 video",
+    "mov": "a QuickTime (MOV) video",
+    "webm": "a WebM video",
+    "mkv": "a Matroska (MKV) video",
+    "avi": "an AVI video",
+    "heif": "a HEIF/AVIF image",
     "npy": "a NumPy .npy array",
     "pdf": "a PDF document",
     "zip": "a ZIP archive",
@@ -66,17 +73,39 @@ _DESCRIPTIONS = {
 def sniff(head: bytes) -> str | None:
     """Detect a file type from its first bytes; ``None`` when unknown.
 
-    Returns one of ``png jpeg gif bmp tiff webp wav flac ogg mp3 npy pdf zip gzip elf text``.
+    Returns one of ``png jpeg gif bmp tiff webp wav flac ogg mp3 mp4 mov webm mkv avi heif
+    npy pdf zip gzip elf text``.
     """
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    video = _sniff_video(head)
+    if video is not None:
+        return video
     textual = _is_text(head)
     for magic, offset, name in _MAGIC:
         if head[offset : offset + len(magic)] == magic and not (magic in _WEAK and textual):
             return name
     return "text" if textual else None
+
+
+#: ISO base media brands of still images (HEIF, AVIF): an ``ftyp`` box that is not a video.
+_IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
+
+
+def _sniff_video(head: bytes) -> str | None:
+    """MP4/MOV (an ISO base media ``ftyp`` box first), WebM/MKV (an EBML header), or None."""
+    if head[4:8] == b"ftyp" and len(head) >= 12:
+        brand = head[8:12]
+        if brand in _IMAGE_BRANDS:
+            return "heif"
+        return "mov" if brand == b"qt  " else "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: the DocType says WebM or Matroska
+        return "webm" if b"webm" in head[:64] else "mkv"
+    return None
 
 
 def _is_text(head: bytes) -> bool:
@@ -114,7 +143,7 @@ def detect(data: bytes, *, name: str = "input") -> Detected:
             raise InvalidInputError(
                 name,
                 f"content is {describe(fmt)}: unknown binary content "
-                "(not a supported image, audio, PDF or UTF-8 text)",
+                "(not a supported image, audio, video, PDF or UTF-8 text)",
                 hint=SUPPORTED_HINT,
             )
         return Detected(FORMAT_MODALITY[fmt], fmt)
@@ -125,14 +154,17 @@ def detect(data: bytes, *, name: str = "input") -> Detected:
             raise
         raise InvalidInputError(
             name,
-            "unknown binary content (not a supported image, audio, PDF or UTF-8 text: "
+            "unknown binary content (not a supported image, audio, video, PDF or UTF-8 text: "
             f"{exc.reason})",
             hint=SUPPORTED_HINT,
         ) from None
     return Detected("text", "utf-8")
 
 
-SUPPORTED_HINT = "supported: PNG, JPEG, GIF, BMP, TIFF, WebP, WAV, FLAC, OGG, MP3, PDF, .npy, text"
+SUPPORTED_HINT = (
+    "supported: PNG, JPEG, GIF, BMP, TIFF, WebP, WAV, FLAC, OGG, MP3, MP4, MOV, WebM, MKV, AVI, "
+    "PDF, .npy, text"
+)
 
 
 def describe(kind: str | None) -> str:
