@@ -9,6 +9,8 @@ validation, and test images come from a part of MNIST training never sees.
 
 Each clip lasts `VideoDigitsSpec.seconds`: a black canvas; at `onset` s the digit appears
 and glides along a random straight path while it is spoken (at least 0.6 s), then vanishes.
+The recording's leading and trailing silence is cut (`trim_silence`), so in sync the speech
+starts as the digit appears: the event a sync model or the signal baseline lines up.
 The recording starts at ``onset + offset_ms / 1000`` s in the soundtrack (``offset_ms``
 drawn per row from ``--offsets-ms``; positive: the sound is late), so every row carries its
 known audio/picture offset. A share of the rows has no audio stream at all and another
@@ -41,7 +43,7 @@ from polyfuse.data.manifest import write_jsonl
 log = logging.getLogger("polyfuse.datasets")
 
 #: Bumped when the files or manifest columns a spec produces change (forces a rebuild).
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 #: MNIST rows the training side draws from; test images come from the rest.
 TRAIN_IMAGES = 6000
 
@@ -181,7 +183,21 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     wave, rate = sf.read(path, dtype="float32", always_2d=True)
-    return wave.mean(axis=1), int(rate)
+    return trim_silence(wave.mean(axis=1), int(rate)), int(rate)
+
+
+def trim_silence(wave: np.ndarray, rate: int, floor_db: float = -35.0) -> np.ndarray:
+    """The recording from its first to its last 10 ms window within ``floor_db`` of its
+    loudest one (20 ms kept either side), so a clip's speech starts when its digit appears
+    (FSDD recordings hold 0-300 ms of silence around the word)."""
+    hop = max(1, rate // 100)
+    n = len(wave) // hop
+    if n < 2:
+        return wave
+    rms = np.sqrt((wave[: n * hop].reshape(n, hop) ** 2).mean(axis=1) + 1e-12)
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) >= floor_db)
+    margin = 2 * hop
+    return wave[max(0, loud[0] * hop - margin) : min(len(wave), (loud[-1] + 1) * hop + margin)]
 
 
 class Clip:
