@@ -36,7 +36,7 @@ class ScanResult:
 
     Attributes:
         path: the file (or a caller-given name), if any.
-        modality: ``text``, ``image``, ``audio`` or ``document`` (from the content).
+        modality: ``text``, ``image``, ``audio``, ``video`` or ``document`` (from the content).
         format: detected format (``png``, ``wav``, ``utf-8`` ...).
         action: the policy's action for the input (``block`` for unreadable inputs).
         findings: findings at or above their threshold, with the action of each.
@@ -90,6 +90,7 @@ class Guard:
         image_scanner: Any = None,
         audio_scanner: Any = None,
         document_scanner: Any = None,
+        video_scanner: Any = None,
         limits: Limits | None = None,
         audit: str | Path | AuditLog | None = None,
     ) -> None:
@@ -99,6 +100,7 @@ class Guard:
         self._image = image_scanner
         self._audio = audio_scanner
         self._document = document_scanner
+        self._video = video_scanner
         self._outputs: list[TextDetector] | None = None
         self.audit = AuditLog(audit) if isinstance(audit, (str, Path)) else audit
         #: The models this engine's default parts load (Whisper, Presidio), kept here.
@@ -163,6 +165,21 @@ class Guard:
                 time_budget=self.limits.time_budget,
             )
         return self._document
+
+    @property
+    def video_scanner(self) -> Any:
+        """The video scanner: sampled frames through the image scanner, the soundtrack
+        through the audio scanner (default built on first use)."""
+        if self._video is None:
+            from polyfuse.guard.scanners.video import VideoScanner
+
+            self._video = VideoScanner(
+                self.image_scanner,
+                self.audio_scanner,
+                max_seconds=self.limits.max_seconds,
+                max_pixels=self.limits.max_pixels,
+            )
+        return self._video
 
     # -- scanning ---------------------------------------------------------------------
     def scan(self, item: str | Path | bytes, *, name: str | None = None) -> ScanResult:
@@ -286,6 +303,9 @@ class Guard:
         if modality == "document":
             paged: list[Finding] = self.document_scanner.scan(data)
             return paged
+        if modality == "video":
+            shown: list[Finding] = self.video_scanner.scan(data)
+            return shown
         raise InvalidInputError(modality, f"no scanner for modality {modality!r}")
 
     def _finish(self, result: ScanResult) -> ScanResult:
@@ -316,7 +336,9 @@ class Guard:
         Findings whose action is ``redact`` are removed: text spans replaced by
         ``<TYPE>``, image boxes filled (``mode="blur"`` blurs) and metadata dropped,
         audio ranges bleeped (``mode="silence"`` silences), PDF pages rendered with
-        their boxes filled (or blurred) into an image-only PDF. Nothing is written for a
+        their boxes filled (or blurred) into an image-only PDF, videos rewritten as MP4
+        with the boxes filled (or blurred) in the frames that show them and the
+        soundtrack's ranges bleeped (or silenced). Nothing is written for a
         ``block`` result or an input without anything to redact.
         """
         if result.action == "block" or result.error is not None:
@@ -362,6 +384,18 @@ class Guard:
             return target
         if result.modality == "document":
             return self._redact_document(data, todo, out / (Path(stem).stem + ".pdf"), mode)
+        if result.modality == "video":
+            from polyfuse.guard.redact.video import redact_video
+
+            sound: Literal["silence", "bleep"] = "silence" if mode == "silence" else "bleep"
+            boxes = _box_mode("" if mode in ("silence", "bleep") else mode, "video frames")
+            target = out / (Path(stem).stem + ".mp4")
+            target.write_bytes(
+                redact_video(
+                    data, todo, mode=boxes, audio_mode=sound, max_pixels=self.limits.max_pixels
+                )
+            )
+            return target
         return None
 
     def _redact_document(

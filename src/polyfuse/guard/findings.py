@@ -18,7 +18,7 @@ from typing import Any, Literal
 #: Version of the finding contract; bump on an incompatible change of `Finding.to_dict`.
 FINDING_VERSION = 1
 
-Modality = Literal["text", "image", "audio", "document"]
+Modality = Literal["text", "image", "audio", "document", "video"]
 Action = Literal["allow", "flag", "redact", "block"]
 #: Actions from mildest to strictest; an input's action is its strictest finding's.
 ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "block")

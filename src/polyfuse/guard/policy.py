@@ -160,7 +160,7 @@ class PolicyFile(BaseModel):
     version: Literal[1] = 1
     default: RuleSpec = RuleSpec()
     entities: EntityRules = {}
-    modalities: dict[Literal["text", "image", "audio", "document"], EntityRules] = {}
+    modalities: dict[Literal["text", "image", "audio", "document", "video"], EntityRules] = {}
     pii: PiiSpec = PiiSpec()
     outputs: OutputsSpec = OutputsSpec()
 

@@ -21,7 +21,7 @@ from polyfuse.modalities.io import SUPPORTED_HINT, describe, detect
 T = TypeVar("T")
 
 #: The modalities the firewall scans; other readable content (``.npy`` series) is refused.
-SCANNED_MODALITIES = frozenset({"image", "audio", "document", "text"})
+SCANNED_MODALITIES = frozenset({"image", "audio", "video", "document", "text"})
 
 
 class ScanTimeoutError(PolyfuseError):
@@ -60,7 +60,7 @@ def sniff(data: bytes) -> tuple[str, str]:
     if found.modality not in SCANNED_MODALITIES:
         raise InvalidInputError(
             "input",
-            f"content is {describe(found.format)}: not a supported image, audio, PDF or UTF-8 text",
+            f"content is {describe(found.format)}: not a supported image, audio, video, PDF or UTF-8 text",
             hint=SUPPORTED_HINT,
         )
     return found.modality, found.format
