@@ -11,7 +11,8 @@ fine, a crash, a hang or an untyped exception is not). The files are small (the 
 well under 1 MB); inputs that are only dangerous when large *declare* a large size instead.
 
 `tests/guard/test_malformed.py` scans every file with `Guard` and the real loaders and runs
-``polyfuse scan`` over the folder.
+``polyfuse scan`` over the folder; `tests/modalities/readers/test_video.py` reads the video
+files with the video decoder (PyAV), where ``block`` means a typed error.
 """
 
 from __future__ import annotations
@@ -389,6 +390,71 @@ def _nul() -> bytes:
       f"{TEST_MAX_CHARS})", "block")  # fmt: skip
 def _long_text() -> bytes:
     return ("a" * 99 + "\n").encode() * ((TEST_MAX_CHARS + 1000) // 100)
+
+
+# --------------------------------------------------------------------------- video
+
+
+def _mp4(frames: int = 5) -> bytes:
+    """A 16 x 16 MP4 of ``frames`` frames (FFmpeg's own MPEG-4 encoder, bit-exact flags, so
+    a rerun with the same PyAV writes the same bytes)."""
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4", options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream("mpeg4", rate=5, options={"flags": "+bitexact", "threads": "1"})
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        rng = _rng("mp4")
+        for _ in range(frames):
+            pixels = bytes(rng.randrange(256) for _ in range(16 * 16 * 3))
+            array = np.frombuffer(pixels, np.uint8).reshape(16, 16, 3)
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+@item("truncated.mp4", "a 5-frame MP4 cut in half (its moov box, at the end, is lost)", "block")
+def _mp4_truncated() -> bytes:
+    data = _mp4()
+    return data[: len(data) // 2]
+
+
+@item("flipped-bytes.mp4", "a 5-frame MP4 with every 7th byte of its media data inverted", "any")
+def _mp4_flipped() -> bytes:
+    data = bytearray(_mp4())
+    start = data.index(b"mdat") + 4
+    end = data.index(b"moov") - 4
+    for i in range(start, end, 7):
+        data[i] ^= 0xFF
+    return bytes(data)
+
+
+@item("header-only.mp4", "an ISO base media ftyp box (isom) and nothing else", "block")
+def _mp4_header_only() -> bytes:
+    return struct.pack(">I", 24) + b"ftypisom" + struct.pack(">I", 512) + b"isomiso2"
+
+
+@item("declares-3600000-frames.mp4", "a 5-frame MP4 whose stts table declares 3,600,000 frames",
+      "block")  # fmt: skip
+def _mp4_many_frames() -> bytes:
+    data = bytearray(_mp4())
+    stts = data.index(b"stts") + 4  # version/flags, entry count, then (sample count, delta)
+    data[stts + 8 : stts + 12] = struct.pack(">I", 3_600_000)
+    return bytes(data)
+
+
+@item("garbage.avi", "a RIFF/AVI header, then 2 kB of random bytes", "block")
+def _avi_garbage() -> bytes:
+    rng = _rng("avi")
+    return (
+        b"RIFF"
+        + struct.pack("<I", 2052)
+        + b"AVI LIST"
+        + bytes(rng.randrange(256) for _ in range(2048))
+    )
 
 
 # --------------------------------------------------------------------------- writing

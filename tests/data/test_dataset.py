@@ -81,3 +81,31 @@ def test_lengths_are_learned_while_loading(synthetic: Callable[..., tuple[Path, 
     assert ds.lengths[2] == 0
     ds[2]
     assert ds.lengths[2] > 1
+
+
+def test_audio_from_a_videos_track_is_missing_when_the_video_has_none(tmp_path: Path) -> None:
+    from tests.videos import write_clip
+
+    write_clip(tmp_path / "tone.mp4", frames=6)
+    write_clip(tmp_path / "mute.mp4", frames=6, audio=None)
+    manifest_path = tmp_path / "m.jsonl"
+    manifest_path.write_text(
+        '{"video": "tone.mp4", "label": "a"}\n{"video": "mute.mp4", "label": "b"}\n{"label": "a"}\n'
+    )
+    contracts = {
+        "audio": create_contract("audio", "audio", {"sample_rate": 8000, "source": "video"}),
+        "video": create_contract("video", "video", {"frames": 2, "size": [8, 8]}),
+    }
+    task = MulticlassTask.fit(["a", "b"])
+    for names in (("audio", "video"), ("audio",)):  # the video key may be metadata only
+        manifest = Manifest.load(manifest_path, names)
+        ds = MultimodalDataset(manifest, {m: contracts[m] for m in names}, task)
+        first, second, third = ds[0], ds[1], ds[2]
+        assert isinstance(first, Example) and set(first.inputs) == set(names)
+        if names == ("audio",):  # no modality left: a bad row, as for an absent key
+            assert isinstance(second, BadRow) and isinstance(third, BadRow)
+            assert "none of the model's modalities" in second.error.message
+        else:  # a missing modality, not a bad row
+            assert isinstance(second, Example) and set(second.inputs) == {"video"}
+            assert isinstance(third, BadRow)
+        assert "audio" in ds.rows[0].values and "audio" not in ds.rows[2].values

@@ -20,15 +20,18 @@ PARAMS: dict[str, dict[str, Any]] = {
     "text_transformer": {"width": 8, "layers": 1, "heads": 2},
     "efficientnet_lite0": {},
     "minilm": {},
+    "video_frames": {"frame": "image_cnn", "frame_params": {"widths": [4, 8]}},
 }
 CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "image": {"size": [16, 16]},
     "audio": {"sample_rate": 8000, "n_mels": 16},
     "text": {},
     "timeseries": {"channels": 3, "normalize": "instance"},
+    "video": {"size": [16, 16], "frames": 3},
 }
-#: Encoders whose pooled output ignores padding exactly (attention masks / packed RNNs).
-PADDING_INVARIANT = {"text_transformer", "timeseries_gru", "minilm"}
+#: Encoders whose pooled output ignores padding exactly (attention masks / packed RNNs,
+#: per-frame encoding with a masked mean over frames).
+PADDING_INVARIANT = {"text_transformer", "timeseries_gru", "minilm", "video_frames"}
 
 
 def test_every_encoder_is_covered() -> None:
@@ -55,6 +58,8 @@ def _batch(contract: ModalityContract) -> ModalityBatch:
         raw = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (4000, 2500, 1200)]
     elif kind == "text":
         raw = ["a dog runs on the beach today", "a cat sleeps", "hello"]
+    elif kind == "video":
+        raw = [rng.integers(0, 255, (n, 20, 24, 3), dtype=np.uint8) for n in (3, 2, 1)]
     else:
         raw = [rng.standard_normal((n, 3)).astype(np.float32) for n in (12, 7, 3)]
     items = [contract.preprocess(contract.load(r)) for r in raw]

@@ -185,9 +185,10 @@ def probe(container: Any, fmt: str, limits: VideoLimits, where: _Where) -> Video
             hint="downscale the video or raise max_pixels",
         )
     duration = _duration(container, stream)
-    if duration > limits.max_seconds:
+    declared = max(duration, _container_duration(container))  # the longer claim counts
+    if declared > limits.max_seconds:
         raise where.error(
-            f"{duration:.1f} s of video is longer than the limit of {limits.max_seconds:g} s",
+            f"{declared:.1f} s of video is longer than the limit of {limits.max_seconds:g} s",
             hint="cut the video into shorter clips or raise max_seconds",
         )
     frames = int(stream.frames or 0)
@@ -210,12 +211,15 @@ def probe(container: Any, fmt: str, limits: VideoLimits, where: _Where) -> Video
 
 
 def _duration(container: Any, stream: Any) -> float:
-    """Seconds of the video stream (else of the container; 0.0 when neither says)."""
+    """Seconds of ``stream`` (else of the container; 0.0 when neither says)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return float(container.duration) / 1_000_000
-    return 0.0
+    return _container_duration(container)
+
+
+def _container_duration(container: Any) -> float:
+    """Seconds the container's header declares (0.0 when it does not say)."""
+    return 0.0 if container.duration is None else float(container.duration) / 1_000_000
 
 
 def decode_video(
@@ -399,7 +403,8 @@ def decode_soundtrack(
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        if max_seconds is not None and _duration(container, stream) > max_seconds:
+        declared = max(_duration(container, stream), _container_duration(container))
+        if max_seconds is not None and declared > max_seconds:
             raise where.error(
                 f"the soundtrack is longer than the limit of {max_seconds:g} s (max_seconds)",
                 hint="cut the video into shorter clips or raise max_seconds",
