@@ -32,13 +32,14 @@ def write_clip(
     frames: int = 20,
     fps: int = 10,
     size: int = 32,
-    audio: str | None = "tone",
+    audio: str | np.ndarray | None = "tone",
     fmt: str = "mp4",
     rate: int = 16000,
     gop: int = 5,
     pictures: list[np.ndarray] | None = None,
 ) -> Path:
-    """Write a clip: ``audio`` is ``tone`` (440 Hz), ``silent`` (zeros) or None (no track);
+    """Write a clip: ``audio`` is ``tone`` (440 Hz), ``silent`` (zeros), float samples at
+    ``rate`` (the track then lasts as long as they do) or None (no track);
     ``pictures`` replaces the moving square (``size`` x ``size`` RGB frames)."""
     import av
 
@@ -60,7 +61,9 @@ def write_clip(
         for picture in pictures:
             out.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
         out.mux(video.encode())
-        if track is not None:
+        if track is not None and isinstance(audio, np.ndarray):
+            _mux_audio(out, track, audio.astype(np.float32), track.rate, acodec)
+        elif track is not None:
             n = round(frames / fps * track.rate)
             t = np.arange(n) / track.rate
             wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

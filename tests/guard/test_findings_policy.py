@@ -66,7 +66,7 @@ def test_policy_rules_overrides_thresholds_and_strictest_action() -> None:
     [
         ({"entities": {"X": "delete"}}, "policy.entities.X.action"),
         ({"entities": {"X": {"action": "flag", "threshold": 2}}}, "policy.entities.X.threshold"),
-        ({"modalities": {"video": {}}}, "policy.modalities.video"),
+        ({"modalities": {"smell": {}}}, "policy.modalities.smell"),
         ({"version": 9}, "policy.version"),
         ({"rules": {}}, "policy"),
         ({"pii": {"phone_regions": ["XX"]}}, "policy.pii.phone_regions"),

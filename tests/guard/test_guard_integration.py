@@ -112,3 +112,46 @@ def test_guard_api_on_bytes_and_malformed_inputs(inputs: dict[str, Path]) -> Non
     assert silent.modality == "audio" and silent.error is None, silent.error
     assert silent.action == "allow", silent.to_dict()
     assert guard.scan(b"RIFF\x10\x00\x00\x00WAVEjunk").action == "block"
+
+
+def test_video_ssn_shown_and_spoken_is_found_and_redacted(tmp_path: Path) -> None:
+    """Real OCR on the frames and Whisper on the soundtrack of a real MP4."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from polyfuse.datasets.speech import Espeak
+    from polyfuse.guard.engine import Guard
+    from polyfuse.modalities.readers.video import FrameSampling, decode_video
+    from tests.videos import write_clip
+
+    card = Image.new("RGB", (320, 320), (255, 255, 255))
+    ImageDraw.Draw(card).text(
+        (12, 140), f"SSN {SSN}", fill=(20, 20, 20), font=ImageFont.load_default(32)
+    )
+    blank = np.full((320, 320, 3), 255, np.uint8)
+    tts = Espeak.get()
+    speech = tts.say(f"My social security number is {SSN}.", voice="en+m3", rate=150)
+    pictures = [blank] * 5 + [np.asarray(card)] * 10 + [blank] * 5  # shown from 1 s to 3 s
+    video = write_clip(
+        tmp_path / "call.mp4",
+        pictures=pictures,
+        fps=5,
+        size=320,
+        audio=speech,
+        rate=tts.sample_rate,
+    )
+    guard = Guard()
+    result = guard.scan(video)
+    assert result.modality == "video" and result.action == "redact", result.to_dict()
+    where = {f.location.source for f, _ in result.findings if f.type == "US_SSN"}
+    assert {"frame:ocr", "soundtrack:asr"} <= where, result.to_dict()
+    shown = next(f for f, _ in result.findings if f.location.source == "frame:ocr")
+    assert shown.location.seconds is not None
+    assert shown.location.seconds[0] == pytest.approx(1.0, abs=0.25)
+    out = guard.redact(video, result, tmp_path / "out")
+    assert out is not None
+    from polyfuse.guard.scanners.video import VideoScanner
+
+    again = VideoScanner(guard.image_scanner).scan(out.read_bytes())  # frames only: no Whisper
+    assert not any(f.type == "US_SSN" for f in again), again
+    frames = decode_video(out.read_bytes(), sampling=FrameSampling(mode="fps", fps=5, frames=99))
+    assert len(frames.frames) == len(pictures)
