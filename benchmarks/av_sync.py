@@ -62,6 +62,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--threshold-ms", type=float, default=120.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shift-share", type=float, default=1.0)
+    parser.add_argument("--save-model", default=None, help="save the learned model here")
     parser.add_argument("--json", default=None, help="write the results here")
     return parser.parse_args()
 
@@ -142,7 +144,10 @@ def main() -> int:
         if wave is not None:
             train.append(sync_inputs(settings, frames, times, wave, 16_000))
     t0 = time.perf_counter()
-    learned = fit_sync(train, settings, SyncTraining(epochs=args.epochs))
+    training = SyncTraining(epochs=args.epochs, shift_share=args.shift_share)
+    learned = fit_sync(train, settings, training)
+    if args.save_model:
+        learned.save(args.save_model)
     train_s = time.perf_counter() - t0
     signal = SignalSync(threshold_ms=args.threshold_ms)
 

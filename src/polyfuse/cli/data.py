@@ -19,6 +19,18 @@ def validate_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME=KIND",
         help="declare a modality without a config (repeatable)",
     )
+    p.add_argument(
+        "--sync-model",
+        metavar="DIR",
+        help="a learned sync model (polyfuse.train.sync) to estimate video offsets with "
+        "(default: the signal baseline)",
+    )
+    p.add_argument(
+        "--no-sync",
+        dest="sync",
+        action="store_false",
+        help="do not estimate the sound/picture offset of video files",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -27,7 +39,12 @@ def validate(args: argparse.Namespace) -> int:
     from polyfuse.train.validate import validate_manifest
 
     report = validate_manifest(
-        args.manifest, config=args.config, modalities=args.modality, progress=not args.quiet
+        args.manifest,
+        config=args.config,
+        modalities=args.modality,
+        progress=not args.quiet,
+        sync=args.sync,
+        sync_model=args.sync_model,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return EXIT_FINDINGS if report.bad_rows else EXIT_OK

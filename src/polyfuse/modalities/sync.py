@@ -21,7 +21,7 @@ the picture), ``< 0`` that it comes early.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -293,3 +293,49 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     b = b - b.mean()
     den = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+class SyncMethod(Protocol):
+    """What estimates a clip's offset: `SignalSync` or a learned model
+    (`polyfuse.models.sync.LearnedSync`)."""
+
+    def estimate(
+        self, frames: np.ndarray, frame_times: np.ndarray, wave: np.ndarray | None, sample_rate: int
+    ) -> SyncEstimate | None: ...
+
+
+#: Sample rate the soundtrack is decoded at for sync estimates.
+SYNC_RATE = 16_000
+
+
+def clip_offset(
+    data: bytes,
+    method: SyncMethod | None = None,
+    *,
+    max_fps: float = 30.0,
+    max_seconds: float = 600.0,
+    name: str = "video",
+) -> SyncEstimate | None:
+    """The offset of a video file's soundtrack against its picture: every frame (at most
+    ``max_fps`` per second) and the soundtrack at 16 kHz through ``method`` (default
+    `SignalSync`). ``None`` when the video has no audio stream.
+
+    Raises:
+        InvalidInputError: not a readable video, or over ``max_seconds``.
+    """
+    from polyfuse.modalities.readers.video import (
+        FrameSampling,
+        VideoLimits,
+        decode_soundtrack,
+        decode_video,
+    )
+
+    wave = decode_soundtrack(data, sample_rate=SYNC_RATE, max_seconds=max_seconds, name=name)
+    if wave is None:
+        return None
+    limits = VideoLimits(max_seconds=max_seconds)
+    sampling = FrameSampling(mode="fps", fps=max_fps, frames=int(max_fps * max_seconds) + 1)
+    video = decode_video(data, sampling=sampling, limits=limits, name=name)
+    return (method or SignalSync()).estimate(
+        video.frames.mean(axis=-1), video.timestamps, wave, SYNC_RATE
+    )

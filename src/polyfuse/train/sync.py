@@ -2,9 +2,10 @@
 
 Contrastive over lags: each training step crops a window of each clip, computes the
 agreement curve of sound and picture over every lag within ``max_offset_ms``, and asks
-(cross-entropy) for lag 0 to beat every shifted lag. A clip is also shown shifted by a
-random known lag (the sound's steps moved against the picture's), with that lag as the
-target, so the model never learns a preference for the middle of the curve.
+(cross-entropy) for lag 0 to beat every shifted lag. Each window is shown shifted by a
+random known lag (the sound's steps moved against the picture's; uniform over the searched
+lags by default), with that lag as the target, so the model cannot learn a preference for
+lag 0 instead of the agreement of the two streams.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class SyncTraining:
         window_s: each window's length (clips shorter than it are padded and masked).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        shift_share: share of windows shown with a random known shift.
+        shift_share: share of windows shown with a random known shift (the rest at lag
+            0; 1.0 gives every lag the same prior).
         seed: seeds crops, shifts and initialisation.
     """
 
@@ -52,7 +54,7 @@ class SyncTraining:
     window_s: float = 2.0
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    shift_share: float = 0.5
+    shift_share: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ class ValidationReport:
         labels: label value -> rows (missing labels under ``<none>``).
         bad_rows: list of ``{"row", "id", "modality", "path", "reason"}``.
         metadata: other columns seen (available for slicing).
+        sync: video modalities' sound/picture sync (`SyncSummary`), when checked.
     """
 
     path: Path
@@ -37,10 +38,13 @@ class ValidationReport:
     labels: dict[str, int]
     bad_rows: list[dict[str, Any]] = field(default_factory=list)
     metadata: list[str] = field(default_factory=list)
+    sync: SyncSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
+        extra = {} if self.sync is None else {"sync": self.sync.to_dict()}
         return {
+            **extra,
             "path": str(self.path),
             "rows": self.rows,
             "modalities": self.modalities,
@@ -67,6 +71,8 @@ class ValidationReport:
         ]
         if self.metadata:
             out.append(f"metadata columns: {', '.join(self.metadata)}")
+        if self.sync is not None:
+            out += self.sync.render()
         if self.bad_rows:
             out.append(f"PROBLEMS: {len(self.bad_rows)} bad rows")
             for b in self.bad_rows[:20]:
@@ -77,6 +83,67 @@ class ValidationReport:
         else:
             out.append("OK: every row is readable")
         return "\n".join(out)
+
+
+@dataclass
+class SyncSummary:
+    """Sound/picture sync of a manifest's videos (a warning, not a bad row).
+
+    Attributes:
+        method: ``signal`` or ``learned``.
+        threshold_ms: offsets at or above it are out of sync.
+        checked: videos with a soundtrack whose offset was estimated.
+        no_sound: videos without an audio stream (a missing soundtrack, not a problem).
+        offsets: ``{"row", "id", "modality", "av_offset_ms", "confidence", "desync"}`` per
+            checked video.
+    """
+
+    method: str
+    threshold_ms: float
+    checked: int = 0
+    no_sound: int = 0
+    offsets: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def out_of_sync(self) -> list[dict[str, Any]]:
+        """The videos whose sound is off its picture by the threshold or more."""
+        return [o for o in self.offsets if o["desync"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        import statistics
+
+        median = (
+            statistics.median(abs(o["av_offset_ms"]) for o in self.offsets)
+            if self.offsets
+            else None
+        )
+        return {
+            "method": self.method,
+            "threshold_ms": self.threshold_ms,
+            "checked": self.checked,
+            "no_sound": self.no_sound,
+            "median_abs_offset_ms": median,
+            "out_of_sync": len(self.out_of_sync),
+            "offsets": self.offsets,
+        }
+
+    def render(self) -> list[str]:
+        """Report lines."""
+        bad = self.out_of_sync
+        out = [
+            f"sync ({self.method}): {self.checked} videos checked, {self.no_sound} without "
+            f"sound, {len(bad)} out of sync (>= {self.threshold_ms:g} ms)"
+        ]
+        for o in bad[:20]:
+            sign = "late" if o["av_offset_ms"] > 0 else "early"
+            out.append(
+                f"  row {o['row']} (id {o['id']}) [{o['modality']}]: sound "
+                f"{abs(o['av_offset_ms']):.0f} ms {sign} (confidence {o['confidence']:.2f})"
+            )
+        if len(bad) > 20:
+            out.append(f"  ... {len(bad) - 20} more (use --json for all)")
+        return out
 
 
 def _contracts(
@@ -112,12 +179,16 @@ def validate_manifest(
     config: str | Path | None = None,
     modalities: Sequence[str] = (),
     progress: bool = True,
+    sync: bool = True,
+    sync_model: str | Path | None = None,
 ) -> ValidationReport:
     """Load every value of every row through its modality contract and report.
 
     Modalities come from ``config``, from ``modalities`` (``NAME=KIND``), or,
     failing both, from columns named like a kind (``image``, ``audio``,
-    ``text``, ``timeseries``).
+    ``text``, ``timeseries``, ``video``). With ``sync`` (the default), every readable
+    video file's soundtrack offset is estimated (`polyfuse.modalities.sync.clip_offset`,
+    the signal baseline, or the learned model saved in ``sync_model``) and reported.
     """
     path = Path(path)
     probe = Manifest.load(path, [])
@@ -136,6 +207,8 @@ def validate_manifest(
         }
         for p in manifest.problems
     ]
+    videos = [m for m, c in contracts.items() if c.kind == "video"] if sync else []
+    summary, method = _sync_method(sync_model) if videos else (None, None)
     for row in bar(manifest.rows, enabled=progress, desc="validating"):
         labels[str(row.label) if row.label is not None else "<none>"] += 1
         present = [m for m in contracts if m in row.values]
@@ -154,6 +227,8 @@ def validate_manifest(
             try:
                 contracts[m].load(row.values[m], field=m, base_dir=manifest.base_dir)
                 coverage[m] += 1
+                if summary is not None and m in videos:
+                    _check_sync(summary, method, row, m, manifest.base_dir)
             except PolyfuseError as err:
                 bad.append(
                     {
@@ -175,4 +250,44 @@ def validate_manifest(
         dict(labels),
         bad,
         metadata,
+        summary,
+    )
+
+
+def _sync_method(model: str | Path | None) -> tuple[SyncSummary, Any]:
+    from polyfuse.modalities.sync import SignalSync
+
+    if model is None:
+        signal = SignalSync()
+        return SyncSummary("signal", signal.threshold_ms), signal
+    from polyfuse.models.sync import LearnedSync
+
+    learned = LearnedSync.load(model)
+    return SyncSummary("learned", learned.settings.threshold_ms), learned
+
+
+def _check_sync(summary: SyncSummary, method: Any, row: Any, modality: str, base: Path) -> None:
+    """Estimate one video's offset (a file value; arrays of frames carry no sound)."""
+    from polyfuse.modalities.io import read_source
+    from polyfuse.modalities.sync import clip_offset
+
+    value = row.values[modality]
+    if not isinstance(value, str | bytes | Path):
+        return
+    src = read_source(value, modality=modality, field=modality, base_dir=base, max_bytes=1 << 40)
+    est = clip_offset(src.data, method, name=modality)
+    if est is None:
+        summary.no_sound += 1
+        return
+    summary.checked += 1
+    d = est.to_dict()
+    summary.offsets.append(
+        {
+            "row": row.line,
+            "id": row.id,
+            "modality": modality,
+            "av_offset_ms": d["av_offset_ms"],
+            "confidence": d["confidence"],
+            "desync": d["desync"],
+        }
     )
