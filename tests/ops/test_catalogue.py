@@ -33,6 +33,8 @@ def test_every_http_metric_is_exported_with_its_labels() -> None:
     metrics.output_findings.labels("EMAIL_ADDRESS", "redact").inc()
     metrics.degraded.labels("audio", "timeout").inc()
     metrics.missing.labels("audio").inc()
+    metrics.av_offset.labels("video").observe(40)
+    metrics.av_desync.labels("video").inc()
     text = generate_latest(metrics.registry).decode()
     exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
     # not in `Metrics`: the runtime's stats, the drift monitor's and human review's collectors

@@ -23,13 +23,13 @@ def _square(frames: np.ndarray) -> list[np.ndarray]:
     return list(out)
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("videos")
-    rows = []
+def write_videos(d: Path) -> dict[str, Path]:
+    """3 s MP4s (25 fps) of a square that moves as the sound swells: ``in_sync``, ``late``
+    (the sound 300 ms late) and ``mute`` (no audio stream)."""
+    out = {}
     for name, offset, sound in (("in_sync", 0, True), ("late", 300, True), ("mute", 0, False)):
         frames, _, wave = clip(offset, seed=4)
-        write_clip(
+        out[name] = write_clip(
             d / f"{name}.mp4",
             pictures=_square(frames),
             fps=25,
@@ -37,7 +37,13 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
             audio=(wave / np.abs(wave).max() * 0.8) if sound else None,
             rate=RATE,
         )
-        rows.append({"id": name, "video": f"{name}.mp4", "label": 1})
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("videos")
+    rows = [{"id": name, "video": p.name, "label": 1} for name, p in write_videos(d).items()]
     path = d / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

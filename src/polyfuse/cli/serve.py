@@ -106,6 +106,12 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
         "docs/review.md)",
     )
     p.add_argument(
+        "--sync-model",
+        metavar="DIR",
+        help="estimate the sound/picture offset of videos with this learned sync model "
+        "(default: the signal baseline; set sync: false in the config file to skip)",
+    )
+    p.add_argument(
         "--review-inputs",
         action="store_true",
         default=None,
@@ -324,6 +330,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         "monitor": getattr(args, "monitor", None),
         "review": getattr(args, "review", None),
         "review_inputs": getattr(args, "review_inputs", None),
+        "sync_model": getattr(args, "sync_model", None),
         "review_share": getattr(args, "review_share", None),
         "review_threshold": getattr(args, "review_threshold", None),
         "review_contradiction": getattr(args, "review_contradiction", None),

@@ -88,6 +88,18 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "polyfuse_missing_modality_total", "counter", ("modality",), "answers without a modality"
     ),
+    Metric(
+        "polyfuse_av_offset_ms",
+        "histogram",
+        ("modality",),
+        "absolute sound/picture offset of the videos predicted on",
+    ),
+    Metric(
+        "polyfuse_av_desync_total",
+        "counter",
+        ("modality",),
+        "videos whose sound is off their picture by the threshold or more",
+    ),
     Metric("polyfuse_runtime_requests_requests", "gauge", (), "runtime requests (cumulative)"),
     Metric("polyfuse_runtime_requests_degraded", "gauge", (), "degraded answers (cumulative)"),
     Metric("polyfuse_runtime_requests_errors", "gauge", (), "runtime errors (cumulative)"),

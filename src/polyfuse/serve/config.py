@@ -282,6 +282,11 @@ class ServeConfig:
         review: human review store (``sqlite://PATH`` or ``redis://HOST:PORT/DB``;
             None: no review). Answers the routing rules pick (`polyfuse.serve.review`)
             wait there for ``GET /v1/review`` and ``POST /v1/feedback``; docs/review.md.
+        sync: estimate the sound/picture offset of every video a predict request carries
+            (``sync`` in the answer, metrics ``polyfuse_av_offset_ms`` and
+            ``polyfuse_av_desync_total``); requests without a video cost nothing.
+        sync_model: a learned sync model folder (`polyfuse.train.sync`) to estimate with,
+            instead of the signal baseline.
         review_inputs: keep the inputs of queued answers, as the firewall left them, so a
             reviewer can see them and ``polyfuse feedback export`` can write training
             rows (default: only their SHA-256 digests).
@@ -333,6 +338,8 @@ class ServeConfig:
     malloc_arenas: PositiveInt | None = 2
     review: StrictStr | None = None
     review_inputs: StrictBool = False
+    sync: StrictBool = True
+    sync_model: StrictStr | None = None
     review_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
     review_window: Annotated[int, Field(ge=10)] = 200
     review_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5

@@ -140,6 +140,9 @@ class ServeResult:
         role: that version's role (``champion``, ``canary``); ``role`` in the response.
         output_scan: the firewall's verdict on the answer's texts (its labels), when the
             policy scans outputs (`polyfuse.guard.outputs.OutputScan.to_dict`).
+        sync: video modality -> its soundtrack's offset against its picture
+            (`polyfuse.modalities.sync.SyncEstimate.to_dict`; ``null`` for a video without
+            sound), when the request carried a video and the service checks sync.
     """
 
     request_id: str
@@ -161,6 +164,7 @@ class ServeResult:
     version: str | None = None
     role: str | None = None
     output_scan: dict[str, Any] | None = None
+    sync: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the ``/v1/predict`` response body)."""
@@ -183,6 +187,8 @@ class ServeResult:
             body["role"] = self.role
         if self.output_scan is not None:
             body["output_scan"] = self.output_scan
+        if self.sync is not None:
+            body["sync"] = self.sync
         return body
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -248,6 +248,21 @@ class Metrics:
         self.missing = Labelled(
             Counter(
                 "polyfuse_missing_modality", "answers without a modality", ["modality"], registry=r
+            )
+        )
+        self.av_offset = Histogram(
+            "polyfuse_av_offset_ms",
+            "absolute sound/picture offset of the videos predicted on",
+            ["modality"],
+            buckets=(20, 40, 80, 120, 200, 400, 800),
+            registry=r,
+        )
+        self.av_desync = Labelled(
+            Counter(
+                "polyfuse_av_desync",
+                "videos whose sound is off their picture by the threshold or more",
+                ["modality"],
+                registry=r,
             )
         )
         if stats is not None:

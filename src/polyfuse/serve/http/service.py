@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from polyfuse.core.errors import PolyfuseError
 from polyfuse.guard.findings import ACTIONS, Action
 from polyfuse.serve.config import ServeConfig
 from polyfuse.serve.http.metrics import (
@@ -108,6 +109,7 @@ class Service:
         self.request_log = request_log
         self.guard_pool = ThreadPoolExecutor(config.guard_threads, thread_name_prefix="guard")
         self.guard_ready = guard is None
+        self._sync_method: Any = None  # the sync estimator, made at the first video
         #: The public names of the model's labels (scanned once), when outputs are scanned.
         self.label_names: LabelNames | None = None
 
@@ -241,6 +243,11 @@ class Service:
         with self.stage(ctx, "runtime"):
             result = await self.call_runtime(ctx, lambda: self.runtime.predict(request))
         result.findings = screened.findings
+        if self.config.sync:
+            videos = _videos(screened.inputs)
+            if videos:
+                with self.stage(ctx, "sync"):
+                    result.sync = await self._sync(videos)
         if self.review is not None:
             with self.stage(ctx, "review"):
                 decision = await self.review.consider(
@@ -257,6 +264,26 @@ class Service:
         if self.scans_outputs:  # a copy: the shadow and review keep the model's labels
             return await self._name_labels(result)
         return result
+
+    async def _sync(self, videos: dict[str, bytes]) -> dict[str, Any]:
+        """Each video's sound/picture offset (in a thread: it decodes every frame), with
+        its metrics; a video the reader refuses gets ``null`` (the model's answer stands)."""
+        from polyfuse.modalities.sync import clip_offset
+
+        if self._sync_method is None:
+            self._sync_method = await asyncio.to_thread(_load_sync, self.config.sync_model)
+        out: dict[str, Any] = {}
+        for name, data in videos.items():
+            try:
+                est = await asyncio.to_thread(clip_offset, data, self._sync_method, name=name)
+            except PolyfuseError:
+                est = None
+            out[name] = None if est is None else est.to_dict()
+            if est is not None:
+                self.metrics.av_offset.labels(name).observe(abs(est.offset_ms))
+                if est.desync:
+                    self.metrics.av_desync.labels(name).inc()
+        return out
 
     async def _shadow_answered(self, outcome: ShadowOutcome) -> None:
         """The shadow's answer: one request-log record, and human review of a
@@ -556,3 +583,26 @@ def _deadline() -> ServeError:
 def model_info(runtime: Runtime) -> dict[str, Any]:
     info = runtime.info()
     return {k: info[k] for k in ("name", "version", "contracts") if k in info}
+
+
+def _videos(inputs: Inputs) -> dict[str, bytes]:
+    """The request's inputs that are video files."""
+    from polyfuse.modalities.io import sniff
+    from polyfuse.modalities.readers.video import VIDEO_FORMATS
+
+    return {
+        name: value
+        for name, value in inputs.items()
+        if isinstance(value, bytes) and sniff(value[:64]) in VIDEO_FORMATS
+    }
+
+
+def _load_sync(model: str | None) -> Any:
+    """The signal baseline, or the learned sync model saved in ``model``."""
+    if model is None:
+        from polyfuse.modalities.sync import SignalSync
+
+        return SignalSync()
+    from polyfuse.models.sync import LearnedSync
+
+    return LearnedSync.load(model)
