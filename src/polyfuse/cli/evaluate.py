@@ -57,6 +57,12 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
         metavar="D",
         help="worst-slice gap that is flagged (default 0.05)",
     )
+    p.add_argument(
+        "--sync-model",
+        metavar="DIR",
+        help="a learned sync model for the sync section of video models (default: the "
+        "signal baseline)",
+    )
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -122,6 +128,7 @@ def _analyse(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         confident=args.confident,
         gap=args.gap,
+        sync_model=args.sync_model,
     )
     analysis = analyze(
         args.artifact,

@@ -39,6 +39,8 @@ from polyfuse.evaluation.analyses import (
     SaliencyResult,
     Slices,
     SlicesResult,
+    Sync,
+    SyncResult,
 )
 from polyfuse.evaluation.bank import FeatureBank, Fused, encode_bank, fuse_bank
 from polyfuse.evaluation.metrics import headline
@@ -56,6 +58,7 @@ DEFAULT_ANALYSES: tuple[AnalysisSpec, ...] = (
     Agreement(),
     Failures(),
     Slices(),
+    Sync(),
 )
 
 
@@ -72,6 +75,8 @@ class Analysis:
         failures: categorised and clustered errors (multi-class only).
         slices: metrics and worst-slice gaps per metadata column.
         robustness: metric curves under corruption (when requested).
+        sync: each video's sound/picture offset and the metrics in and out of sync (models
+            with a video modality).
         info: artifact, data, modalities, sizes and timings.
         bad_rows: rows that could not be evaluated.
         saliency: (manifest row, Integrated Gradients map) of a few errors (not in JSON).
@@ -86,6 +91,7 @@ class Analysis:
     slices: SlicesResult | None
     robustness: RobustnessResult | None
     info: dict[str, Any]
+    sync: SyncResult | None = None
     bad_rows: list[BadRow] = field(default_factory=list)
     saliency: list[tuple[int, SaliencyMap]] = field(default_factory=list)
     dataset: MultimodalDataset | None = None
@@ -113,6 +119,7 @@ class Analysis:
             "failures": part(self.failures),
             "slices": part(self.slices),
             "robustness": part(self.robustness),
+            **({} if self.sync is None else {"sync": self.sync.to_dict()}),
             "info": self.info,
             "bad_rows": [b.to_dict() for b in self.bad_rows],
         }
@@ -128,6 +135,7 @@ def analyses_for(
     permutations: int = 5,
     confident: float = 0.8,
     gap: float = 0.05,
+    sync_model: str | None = None,
 ) -> list[AnalysisSpec]:
     """The analysis list of the ``polyfuse evaluate`` flags (defaults: `DEFAULT_ANALYSES`)."""
     out: list[AnalysisSpec] = [
@@ -137,6 +145,7 @@ def analyses_for(
         Agreement(confident=confident),
         Failures(),
         Slices(columns=None if slices is None else tuple(slices), gap=gap),
+        Sync(model=sync_model),
     ]
     if robustness:
         out.append(Robustness() if severities is None else Robustness(tuple(severities)))
@@ -256,6 +265,7 @@ def _assemble(
         slices=results.get("slices"),
         robustness=results.get("robustness"),
         info=info,
+        sync=results.get("sync"),
         bad_rows=context.dataset.problem_rows(),
         saliency=maps,
         dataset=context.dataset,

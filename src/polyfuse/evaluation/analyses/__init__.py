@@ -27,6 +27,7 @@ from polyfuse.evaluation.analyses.subsets import (
     Contributions,
     ContributionsResult,
 )
+from polyfuse.evaluation.analyses.sync import Sync, SyncResult
 
 __all__ = [
     "Ablation",
@@ -47,4 +48,6 @@ __all__ = [
     "SaliencyResult",
     "Slices",
     "SlicesResult",
+    "Sync",
+    "SyncResult",
 ]

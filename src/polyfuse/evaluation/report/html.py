@@ -44,6 +44,7 @@ SECTIONS = (
     ("failures", "Failures"),
     ("slices", "Slices"),
     ("robustness", "Robustness to corruption"),
+    ("sync", "Sound and picture sync"),
     ("saliency", "Saliency"),
     ("bad-rows", "Bad rows"),
 )
@@ -85,6 +86,7 @@ def render_report(analysis: Analysis, examples: int = 4) -> str:
     parts += _failures(a, examples)
     parts += _slices(a)
     parts += _robustness(a)
+    parts += _sync(a)
     parts += _saliency(a)
     parts += _bad_rows(a)
     parts.append("</body></html>")
@@ -450,6 +452,42 @@ def _slices(a: Analysis) -> list[str]:
         ]
         out.append(f"<h3>{escape(col)}: {flag}</h3>")
         out.append(table(["value", "n", metric, "macro F1", *(f"Shapley {x}" for x in mods)], rows))
+    return out
+
+
+def _sync(a: Analysis) -> list[str]:
+    out = [_h2("sync")]
+    s = a.sync
+    if s is None:
+        return [*out, "<p>The model has no video modality.</p>"]
+    median = "-" if s.median_abs_offset_ms is None else f"{s.median_abs_offset_ms:.0f} ms"
+    flag = (
+        f"<span class='flag'>{s.out_of_sync} out of sync</span>"
+        if s.out_of_sync
+        else "<span class='ok'>all in sync</span>"
+    )
+    out.append(
+        f"<p>{s.checked} videos checked ({escape(s.method)} estimate), {s.no_sound} without "
+        f"sound; median offset {median}; threshold {s.threshold_ms:g} ms: {flag}.</p>"
+    )
+    groups = [("in sync", s.in_sync_metrics), ("out of sync", s.out_of_sync_metrics)]
+    shown = [(g, m) for g, m in groups if m]
+    if shown:
+        keys = [k for k in shown[0][1] if isinstance(shown[0][1][k], int | float)][:4]
+        out.append(
+            table(["videos", *keys], [(g, *(number(m.get(k)) for k in keys)) for g, m in shown])
+        )
+    bad = [r for r in s.rows if r["desync"]][:20]
+    if bad:
+        out.append(
+            table(
+                ["id", "modality", "sound offset"],
+                [
+                    (escape(r["id"]), escape(r["modality"]), f"{r['av_offset_ms']:+.0f} ms")
+                    for r in bad
+                ],
+            )
+        )
     return out
 
 
