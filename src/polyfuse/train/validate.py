@@ -10,7 +10,8 @@ from typing import Any
 
 from polyfuse.core.errors import ConfigError, PolyfuseError
 from polyfuse.core.progress import bar
-from polyfuse.data.manifest import Manifest
+from polyfuse.data.manifest import Manifest, read_from
+from polyfuse.modalities.base import AbsentInputError
 from polyfuse.modalities import CONTRACTS, ModalityContract, create_contract
 
 
@@ -136,7 +137,8 @@ def validate_manifest(
         }
         for p in manifest.problems
     ]
-    for row in bar(manifest.rows, enabled=progress, desc="validating"):
+    keys = {m: c.manifest_key for m, c in contracts.items() if c.manifest_key != m}
+    for row in bar(read_from(manifest.rows, keys), enabled=progress, desc="validating"):
         labels[str(row.label) if row.label is not None else "<none>"] += 1
         present = [m for m in contracts if m in row.values]
         patterns["+".join(present) or "<no modality>"] += 1
@@ -154,6 +156,8 @@ def validate_manifest(
             try:
                 contracts[m].load(row.values[m], field=m, base_dir=manifest.base_dir)
                 coverage[m] += 1
+            except AbsentInputError:  # e.g. a video without a soundtrack: missing, not bad
+                continue
             except PolyfuseError as err:
                 bad.append(
                     {
