@@ -7,7 +7,7 @@ and evaluates each on the test split, whose speaker and MNIST images training ne
 The fused model is also fed each modality alone. Prints the table and the ratios the
 acceptance names (fused accuracy over each unimodal model's), and writes JSON.
 
-    python benchmarks/video_digits.py --data ../shared/data --takes 10
+    python benchmarks/video_digits.py --data ../shared/data --takes 10 --jobs 3
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,15 @@ EXAMPLES = ROOT / "examples" / "video_digits"
 MODELS = ("fused", "frames_only", "audio_only")
 
 
-def run_one(name: str, paths: dict[str, Path], work: Path, epochs: int | None) -> dict[str, Any]:
-    """Train one example config and evaluate it on the test split (each modality alone too)."""
+def run_one(
+    name: str, paths: dict[str, Path], work: Path, epochs: int | None, threads: int
+) -> dict[str, Any]:
+    """Train one example config and evaluate it on the test split (each modality alone too;
+    runs in a worker process)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
     from polyfuse.core.config import Config
     from polyfuse.evaluation import evaluate
     from polyfuse.train import Trainer
@@ -90,6 +98,7 @@ def main() -> int:
     parser.add_argument("--image-noise", type=float, default=0.0, help="pixel noise std (0..1)")
     parser.add_argument("--epochs", type=int, help="override the configs' epochs")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
     parser.add_argument("--json", dest="json_out", help="write the rows here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -102,7 +111,11 @@ def main() -> int:
     paths = build(data / "mnist" / "mnist_test_0_8000.npz", data / "fsdd", work / "data", spec)
     counts = {s: sum(1 for _ in p.open()) for s, p in paths.items()}
     print(f"built {counts} in {time.perf_counter() - start:.0f} s", flush=True)
-    rows = {m: run_one(m, paths, work, args.epochs) for m in args.models.split(",")}
+    names = args.models.split(",")
+    threads = max(1, 2 // args.jobs)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = {m: pool.submit(run_one, m, paths, work, args.epochs, threads) for m in names}
+        rows = {m: futures[m].result() for m in names}
     if set(MODELS) <= set(rows):
         print()
         print(render(rows))

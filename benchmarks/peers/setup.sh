@@ -15,11 +15,13 @@
 #                         benchmarks/guard_pii.py, into polyfuse's venv without its
 #                         opencv-python requirement (polyfuse keeps opencv-python-headless);
 #                         needs Debian tesseract-ocr.
+#   $PEERS_DIR/video      decord 0.6.0 (requirements-video.txt) for benchmarks/video_decode.py,
+#                         which runs benchmarks/peers/video_peer.py under this venv's python
 # Idempotent: an existing venv is kept and pip only installs what is missing or differs.
 # torch goes in first and must resolve to the CPU build (+cpu, from the machine's local wheel
 # folder): a plain torch requirement would otherwise pull the multi-GB CUDA build, so the script
 # stops rather than let that happen.
-# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi] [serving] [guard]
+# Usage: bash benchmarks/peers/setup.sh [evidently] [alibi] [serving] [guard] [video]
 #   (no argument: evidently and alibi; PEERS_DIR defaults to /work/peers, VENV to .venv)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -114,9 +116,9 @@ if [ ${#peers[@]} -eq 0 ]; then
 fi
 for name in "${peers[@]}"; do
     case "$name" in
-        evidently | alibi) setup_peer "$name" ;;
+        evidently | alibi | video) setup_peer "$name" ;;
         serving) setup_serving ;;
         guard) setup_guard ;;
-        *) echo "setup.sh: unknown peer '$name' (evidently, alibi, serving, guard)" >&2; exit 2 ;;
+        *) echo "setup.sh: unknown peer '$name' (evidently, alibi, serving, guard, video)" >&2; exit 2 ;;
     esac
 done

@@ -53,9 +53,9 @@ class VideoContract(ModalityContract):
     Attributes:
         frames: frames per clip: exactly this many with ``uniform`` sampling (fewer only
             when the video has fewer), at most this many otherwise.
-        sampling: ``uniform`` (the centres of equal segments), ``fps`` (one frame every
-            ``1 / fps`` s), ``keyframes`` (the codec's keyframes) or ``scenes`` (the
-            frames that change most from the one before).
+        sampling: ``uniform`` (the frames on screen at the centres of equal segments),
+            ``fps`` (one frame every ``1 / fps`` s), ``keyframes`` (the codec's keyframes)
+            or ``scenes`` (the frames that change most from the one before).
         fps: frame rate of ``fps`` sampling.
         scene_threshold: ``scenes``: smallest mean grey change (0..1) that counts.
         size: output ``(height, width)`` of each frame (the image contract's resizing).

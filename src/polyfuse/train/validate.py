@@ -10,8 +10,9 @@ from typing import Any
 
 from polyfuse.core.errors import ConfigError, PolyfuseError
 from polyfuse.core.progress import bar
-from polyfuse.data.manifest import Manifest
+from polyfuse.data.manifest import Manifest, read_from
 from polyfuse.modalities import CONTRACTS, ModalityContract, create_contract
+from polyfuse.modalities.base import AbsentInputError
 
 
 @dataclass
@@ -209,7 +210,8 @@ def validate_manifest(
     ]
     videos = [m for m, c in contracts.items() if c.kind == "video"] if sync else []
     summary, method = _sync_method(sync_model) if videos else (None, None)
-    for row in bar(manifest.rows, enabled=progress, desc="validating"):
+    keys = {m: c.manifest_key for m, c in contracts.items() if c.manifest_key != m}
+    for row in bar(read_from(manifest.rows, keys), enabled=progress, desc="validating"):
         labels[str(row.label) if row.label is not None else "<none>"] += 1
         present = [m for m in contracts if m in row.values]
         patterns["+".join(present) or "<no modality>"] += 1
@@ -229,6 +231,8 @@ def validate_manifest(
                 coverage[m] += 1
                 if summary is not None and m in videos:
                     _check_sync(summary, method, row, m, manifest.base_dir)
+            except AbsentInputError:  # e.g. a video without a soundtrack: missing, not bad
+                continue
             except PolyfuseError as err:
                 bad.append(
                     {

@@ -31,6 +31,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out["mp4"] = write_clip(d / "tone.mp4").read_bytes()
     out["avi"] = write_clip(d / "tone.avi", fmt="avi").read_bytes()
     out["none"] = write_clip(d / "none.mp4", audio=None).read_bytes()
+    out["long"] = write_clip(d / "long.mp4", frames=80, audio=None).read_bytes()
     out["silent"] = write_clip(d / "silent.mp4", audio="silent").read_bytes()
     dark, bright = np.full((32, 32, 3), 10, np.uint8), np.full((32, 32, 3), 230, np.uint8)
     out["cut"] = write_clip(d / "cut.mp4", pictures=[dark] * 10 + [bright] * 10).read_bytes()
@@ -82,9 +83,21 @@ def test_uniform_frames_are_segment_centres_with_their_timestamps(
     )
 
 
-def test_seeking_finds_the_same_frames_as_decoding_everything(clips: dict[str, bytes]) -> None:
-    seek = decode_video(clips["mp4"], sampling=FrameSampling(frames=3, seek=True))
-    walk = decode_video(clips["mp4"], sampling=FrameSampling(frames=3, seek=False))
+def test_seeking_finds_the_same_frames_as_decoding_everything(
+    clips: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polyfuse.modalities.readers import video
+
+    seeks: list[float] = []
+    original = video._Walk.seek
+    monkeypatch.setattr(video._Walk, "seek", lambda w, t: (seeks.append(t), original(w, t))[1])
+    walk = decode_video(clips["long"], sampling=FrameSampling(frames=4, seek=False))
+    assert not seeks
+    # 8 s, a keyframe every 0.5 s: targets 1, 3, 5, 7 s; once the interval is known, every
+    # target 2 s on is reached by a seek
+    seek = decode_video(clips["long"], sampling=FrameSampling(frames=4, seek=True))
+    assert seeks == [3.0, 5.0, 7.0]
+    np.testing.assert_allclose(seek.timestamps, [1.0, 3.0, 5.0, 7.0])
     np.testing.assert_array_equal(seek.timestamps, walk.timestamps)
     np.testing.assert_array_equal(seek.frames, walk.frames)
 

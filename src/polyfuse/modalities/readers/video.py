@@ -2,9 +2,9 @@
 
 A container (MP4/MOV, WebM/MKV, AVI, sniffed by content) is opened from bytes, its header
 checked against the limits (duration, frame size, declared frame count) before any frame is
-decoded, and frames are sampled in one of four ways: ``uniform`` (N frames at the centres
-of N equal segments; far-apart targets are reached by seeking to the keyframe before
-them), ``fps`` (one frame every ``1/fps`` seconds), ``keyframes`` (the codec's keyframes
+decoded, and frames are sampled in one of four ways: ``uniform`` (the frames on screen at
+the centres of N equal segments; far-apart targets are reached by seeking to the keyframe
+before them), ``fps`` (one frame every ``1/fps`` seconds), ``keyframes`` (the codec's keyframes
 only; nothing else is decoded) and ``scenes`` (the first frame and the frames that differ
 most from the one before). Every frame carries its timestamp in seconds from its PTS,
 measured from the start of the container, and the soundtrack (`decode_soundtrack`) is on
@@ -37,8 +37,9 @@ from polyfuse.modalities.readers.formats import describe, sniff
 VIDEO_FORMATS = frozenset({"mp4", "mov", "webm", "mkv", "avi"})
 #: Ways of choosing frames (see `FrameSampling`).
 SAMPLING_MODES = ("uniform", "fps", "keyframes", "scenes")
-#: Uniform sampling seeks to a target this many seconds or more past the last decoded frame
-#: (closer targets are reached by decoding on: a seek restarts at the keyframe before).
+#: Uniform sampling seeks to a target only when it lies further past the last decoded frame
+#: than the longest keyframe interval seen so far and at least this many seconds: a seek
+#: restarts at the keyframe before the target, so a closer target is cheaper decoded on to.
 SEEK_GAP_S = 1.0
 
 
@@ -266,6 +267,8 @@ class _Walk:
         self.container, self.stream, self.limits, self.where = container, stream, limits, where
         self.start = _start(container)
         self.walked = 0
+        self.gop: float | None = None  # longest keyframe interval seen (None: fewer than 2)
+        self._last_key: float | None = None
         rate = stream.average_rate or stream.guessed_rate
         self.step = 1.0 / float(rate) if rate else 0.04
 
@@ -286,6 +289,10 @@ class _Walk:
                     hint="cut the video into shorter clips or raise max_seconds",
                 )
             last = t
+            if frame.key_frame:
+                if self._last_key is not None:
+                    self.gop = max(self.gop or 0.0, t - self._last_key)
+                self._last_key = t
             yield t, frame
 
     def _time(self, frame: Any, last: float) -> float:
@@ -300,6 +307,11 @@ class _Walk:
         base = self.stream.time_base or Fraction(1, 1_000_000)
         target = int((seconds + self.start) / base)
         self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        self._last_key = None  # the next keyframe interval is measured afresh
+
+    def worth_seeking(self, target: float, position: float) -> bool:
+        """Whether the keyframe before ``target`` surely lies past ``position``."""
+        return self.gop is not None and target - position >= max(self.gop, SEEK_GAP_S)
 
 
 def _targets_uniform(info: VideoInfo, n: int) -> list[float]:
@@ -308,29 +320,34 @@ def _targets_uniform(info: VideoInfo, n: int) -> list[float]:
     return [(i + 0.5) * span / n for i in range(n)]
 
 
-def _nearest(walk: _Walk, targets: list[float], seek: bool) -> list[tuple[float, Any]]:
-    """For each target time, the decoded frame closest to it (each frame used once)."""
+#: Slack when comparing a frame's time with a target (timestamps are rationals made floats).
+_EPS = 1e-6
+
+
+def _on_screen(walk: _Walk, targets: list[float], seek: bool) -> list[tuple[float, Any]]:
+    """For each target time, the frame on screen then (the last one shown at or before
+    it; the first frame for a target before it), each frame used once."""
     out: list[tuple[float, Any]] = []
-    prev: tuple[float, Any] | None = None
     it = walk.frames()
+    shown: tuple[float, Any] | None = None  # the frame on screen at the last target
+    ahead: tuple[float, Any] | None = None  # a frame read past the last target
     position = -math.inf
     for target in targets:
-        if seek and target - position >= SEEK_GAP_S and target > walk.step:
-            walk.seek(max(0.0, target - walk.step))
-            it, prev = walk.frames(), None
-        chosen = None
-        for t, frame in it:
-            position = t
-            if t >= target:
-                before = prev is not None and target - prev[0] <= t - target
-                chosen = prev if before else (t, frame)
-                prev = (t, frame)
+        if seek and walk.worth_seeking(target, position):
+            walk.seek(target)  # to the keyframe at or before the target
+            it, shown, ahead = walk.frames(), None, None
+        while True:
+            if ahead is None:
+                ahead = next(it, None)
+                if ahead is None:  # the stream ended: the last frame stays on screen
+                    break
+            position = ahead[0]
+            if ahead[0] > target + _EPS:
+                shown = shown or ahead
                 break
-            prev = (t, frame)
-        if chosen is None:  # the stream ended before the target: the last frame
-            chosen = prev
-        if chosen is not None and (not out or chosen[0] > out[-1][0]):
-            out.append(chosen)
+            shown, ahead = ahead, None
+        if shown is not None and (not out or shown[0] > out[-1][0]):
+            out.append(shown)
     return out
 
 
@@ -346,14 +363,14 @@ def _uniform(walk: _Walk, info: VideoInfo, s: FrameSampling) -> list[tuple[float
     targets = _targets_uniform(info, s.frames)
     if not targets or targets[-1] <= 0:  # no duration in the header: decode all, thin
         return _thin(list(walk.frames()), s.frames)
-    return _nearest(walk, targets, s.seek)
+    return _on_screen(walk, targets, s.seek)
 
 
 def _fps(walk: _Walk, info: VideoInfo, s: FrameSampling) -> list[tuple[float, Any]]:
     step = 1.0 / s.fps
     span = info.duration if info.duration > 0 else walk.limits.max_seconds
     targets = [i * step for i in range(max(1, int(span / step) + 1)) if i * step < span]
-    picked = _nearest(walk, targets, seek=False)
+    picked = _on_screen(walk, targets, seek=False)
     return _thin(picked, s.frames)
 
 
