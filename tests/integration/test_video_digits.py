@@ -43,9 +43,14 @@ def test_fused_video_and_soundtrack_train_evaluate_predict(
     }
 
     capsys.readouterr()
-    assert main(["evaluate", str(art), "--data", str(paths["test"]), "--json", "-q"]) == 0
+    assert main(["evaluate", str(art), "--data", str(paths["test"]), "--full", "--json", "-q"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 20 and 0.0 <= report["accuracy"] <= 1.0
+    test_rows = [json.loads(x) for x in paths["test"].read_text().splitlines()]
+    sync = report["sync"]  # offsets of 0 and +-40 ms: every clip with sound is in sync
+    assert sync["method"] == "signal"
+    assert sync["checked"] == sum(r["audio_track"] == "speech" for r in test_rows)
+    assert sync["no_sound"] == sum(r["audio_track"] != "speech" for r in test_rows)
 
     rows = [json.loads(x) for p in paths.values() for x in p.read_text().splitlines()]
     mute = next(r for r in rows if r["audio_track"] == "none")

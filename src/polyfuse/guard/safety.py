@@ -60,7 +60,8 @@ def sniff(data: bytes) -> tuple[str, str]:
     if found.modality not in SCANNED_MODALITIES:
         raise InvalidInputError(
             "input",
-            f"content is {describe(found.format)}: not a supported image, audio, video, PDF or UTF-8 text",
+            f"content is {describe(found.format)}: "
+            "not a supported image, audio, video, PDF or UTF-8 text",
             hint=SUPPORTED_HINT,
         )
     return found.modality, found.format

@@ -271,9 +271,10 @@ class SignalSync:
         wave: np.ndarray | None,
         sample_rate: int,
     ) -> SyncEstimate | None:
-        """The offset of ``wave`` against ``frames``; ``None`` when there is no sound or
-        too little of the clip to compare (a missing soundtrack is not out of sync)."""
-        if wave is None or len(wave) == 0:
+        """The offset of ``wave`` against ``frames``; ``None`` when there is no sound, a
+        silent one, or too little of the clip to compare (a missing soundtrack is not out
+        of sync)."""
+        if wave is None or not audible(wave):
             return None
         lags_ms, corr = self.curve(frames, frame_times, wave, sample_rate)
         if not np.isfinite(corr).any():
@@ -286,6 +287,12 @@ class SignalSync:
                 shift = 0.5 * (corr[i - 1] - corr[i + 1]) / denom
                 offset += float(np.clip(shift, -0.5, 0.5)) * 1000.0 / self.rate_hz
         return SyncEstimate(offset, float(corr[i]), self.threshold_ms, "signal")
+
+
+def audible(wave: np.ndarray | None, floor: float = 1e-4) -> bool:
+    """Whether ``wave`` holds any sound to line up (a silent track holds none: its offset
+    cannot be told, so it is not estimated)."""
+    return wave is not None and len(wave) > 0 and float(np.max(np.abs(wave))) > floor
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

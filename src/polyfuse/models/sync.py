@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.core.errors import ArtifactError, ConfigError, InvalidInputError
-from polyfuse.modalities.sync import DEFAULT_THRESHOLD_MS, SyncEstimate, on_clock
+from polyfuse.modalities.sync import DEFAULT_THRESHOLD_MS, SyncEstimate, audible, on_clock
 
 #: Bump when the same settings would give different features or a different network.
 SYNC_FORMAT = 1
@@ -233,8 +233,9 @@ class LearnedSync:
         wave: np.ndarray | None,
         sample_rate: int,
     ) -> SyncEstimate | None:
-        """The offset of ``wave`` against ``frames``; ``None`` without sound."""
-        if wave is None or len(wave) == 0:
+        """The offset of ``wave`` against ``frames``; ``None`` without sound or with a
+        silent track."""
+        if wave is None or not audible(wave):
             return None
         x = self.inputs(frames, frame_times, wave, sample_rate)
         return self.estimate_inputs(x)
