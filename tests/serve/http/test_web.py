@@ -154,6 +154,24 @@ def test_answer_redacted_by_the_output_policy_says_so(browser: Any) -> None:
         assert s.errors == []
 
 
+def test_video_upload_is_previewed_sent_and_its_sync_shown(browser: Any, tmp_path: Path) -> None:
+    from tests.train.test_validate import write_videos
+
+    late = write_videos(tmp_path)["late"]
+    with Session(browser, FakeRuntime(("text", "video"))) as s:
+        s.page.get_by_label("video file").set_input_files(str(late))
+        player = s.page.locator("video.preview")
+        assert player.is_visible()
+        assert str(player.get_attribute("src")).startswith("blob:")
+        s.page.get_by_label("text text").fill("a cat")
+        s.predict()
+        assert s.text("#label") == "cat"
+        assert s.runtime.requests[0].inputs["video"] == late.read_bytes()
+        assert s.text("#sync").startswith("video: sound 3")
+        assert s.text("#sync").endswith("ms late (out of sync)")
+        assert s.errors == []
+
+
 def test_recorded_audio_is_sent_as_wav(browser: Any) -> None:
     import soundfile as sf
 

@@ -69,6 +69,7 @@ function buildInputs(modalities) {
     const field =
       kind === "image" ? imageInput(name) :
       kind === "audio" ? audioInput(name) :
+      kind === "video" ? videoInput(name) :
       kind === "text" ? textInput(name) : fileInput(name);
     box.append(field);
   }
@@ -79,6 +80,7 @@ function kindOf(name) {
   if (n.startsWith("image") || n === "photo" || n === "picture") return "image";
   if (n.startsWith("audio") || n === "speech" || n === "sound") return "audio";
   if (n.startsWith("text") || n === "caption") return "text";
+  if (n.startsWith("video") || n === "clip" || n === "movie") return "video";
   return "file";
 }
 
@@ -124,6 +126,24 @@ function imageInput(name) {
     clear: () => { input.value = ""; input.dispatchEvent(new Event("change")); },
   });
   return fieldset(name, "image", el("label", { for: id }, `${name} file`), input, preview);
+}
+
+function videoInput(name) {
+  const id = `in-${name}`;
+  const input = el("input", { id, name, type: "file", accept: "video/*,.mp4,.mov,.webm,.mkv,.avi" });
+  const player = el("video", { controls: "", hidden: "", class: "preview", "aria-label": `${name} preview` });
+  input.addEventListener("change", () => {
+    if (player.src) URL.revokeObjectURL(player.src);
+    const file = input.files[0];
+    player.hidden = !file;
+    if (file) player.src = URL.createObjectURL(file);
+    else player.removeAttribute("src");
+  });
+  inputs.set(name, {
+    value: () => input.files[0] || null,
+    clear: () => { input.value = ""; input.dispatchEvent(new Event("change")); },
+  });
+  return fieldset(name, "video", el("label", { for: id }, `${name} file`), input, player);
 }
 
 function audioInput(name) {
@@ -344,11 +364,26 @@ function showResult(body) {
   $("used").textContent = (body.modalities_used || []).join(", ") || "none";
   $("findings").replaceChildren(findingsTable(body.findings));
   showOutputScan(body.output_scan);
+  showSync(body.sync);
   $("request-id").textContent = body.request_id || "";
   const timings = Object.entries(body.timings_ms || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)} ms`);
   const cached = (body.cache_hits || []).length ? ` · cached: ${body.cache_hits.join(", ")}` : "";
   $("timings").textContent = timings.join(" · ") + cached;
   $("result").hidden = false;
+}
+
+// Each video's sound against its picture: "sound 212 ms late (out of sync)".
+function showSync(sync) {
+  const line = $("sync");
+  const entries = Object.entries(sync || {});
+  line.hidden = !entries.length;
+  line.textContent = entries.map(([modality, s]) => {
+    if (!s) return `${modality}: no sound to line up`;
+    const ms = Math.abs(s.av_offset_ms).toFixed(0);
+    const side = s.av_offset_ms > 0 ? "late" : "early";
+    return `${modality}: sound ${ms} ms ${side} (${s.desync ? "out of sync" : "in sync"})`;
+  }).join(" · ");
+  line.className = entries.some(([, s]) => s && s.desync) ? "badge warn" : "muted";
 }
 
 // The firewall's verdict on what the answer itself says (its labels): counts by type, no values.
