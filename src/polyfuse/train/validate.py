@@ -11,8 +11,8 @@ from typing import Any
 from polyfuse.core.errors import ConfigError, PolyfuseError
 from polyfuse.core.progress import bar
 from polyfuse.data.manifest import Manifest, read_from
-from polyfuse.modalities.base import AbsentInputError
 from polyfuse.modalities import CONTRACTS, ModalityContract, create_contract
+from polyfuse.modalities.base import AbsentInputError
 
 
 @dataclass
