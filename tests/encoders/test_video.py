@@ -45,6 +45,20 @@ def test_attention_gives_padding_no_weight_and_equal_frames_equal_weight() -> No
     assert torch.equal(attention(tokens, torch.zeros(1, 3, dtype=torch.bool)), torch.zeros(1, 2))
 
 
+def test_transformer_ignores_padding_and_sees_frame_order() -> None:
+    torch.manual_seed(0)
+    transformer = AGGREGATORS.build("transformer", 8, where="a", params={}).eval()
+    torch.nn.init.normal_(transformer.position)
+    tokens, mask = torch.randn(1, 4, 8), torch.tensor([[True, True, True, False]])
+    padded = tokens.clone()
+    padded[0, 3] = 1000.0
+    assert torch.allclose(transformer(padded, mask), transformer(tokens, mask), atol=1e-5)
+    swapped = tokens[:, [1, 0, 2, 3]]
+    assert not torch.allclose(transformer(swapped, mask), transformer(tokens, mask))
+    with pytest.raises(ValueError, match="max_frames"):
+        transformer(torch.randn(1, 65, 8), torch.ones(1, 65, dtype=torch.bool))
+
+
 def test_frames_are_encoded_one_by_one_and_padding_is_never_encoded() -> None:
     enc = _encoder()
     clips = torch.randn(2, 3, 3, 8, 8)  # (B, T, C, H, W)

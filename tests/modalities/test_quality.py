@@ -301,3 +301,17 @@ def test_a_used_gate_pickles_for_data_loader_workers() -> None:
     first = g(noise)  # the VAD session is loaded now
     copy_ = pickle.loads(pickle.dumps(g))
     assert copy_.check == g.check and copy_(noise) == first
+
+
+def test_a_video_fails_only_when_every_frame_fails() -> None:
+    from polyfuse.modalities.video import VideoClip
+
+    check = build_check("clip", "video", QualityConfig())
+    assert check is not None
+    contract = create_contract("clip", "video", {})
+    dark = np.zeros((3, 16, 16, 3), np.uint8)
+    verdict = check.evaluate(VideoClip(dark, np.arange(3.0)), contract)
+    assert not verdict.ok and verdict.check == "blank"
+    lit = dark.copy()
+    lit[1] = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    assert check.evaluate(VideoClip(lit, np.arange(3.0)), contract).ok

@@ -6,9 +6,10 @@ aggregator's summary over time. With a frozen frame encoder (EfficientNet-Lite0)
 tokens are what the frozen-feature cache stores, so frames are encoded once and every later
 epoch trains only the aggregator and what follows it.
 
-Aggregators (`AGGREGATORS`): ``mean`` (masked mean over frames, no parameters) and
+Aggregators (`AGGREGATORS`): ``mean`` (masked mean over frames, no parameters),
 ``attention`` (attention pooling: a learned query scores each frame; masked frames get no
-weight).
+weight) and ``transformer`` (one self-attention layer over the frames with a learned
+position embedding, then the masked mean).
 """
 
 from __future__ import annotations
@@ -72,9 +73,36 @@ class AttentionAggregator(Aggregator):
         return (weights.unsqueeze(-1) * tokens).sum(1)
 
 
+class TransformerAggregator(Aggregator):
+    """A small temporal transformer: frames plus a learned position embedding go through
+    one self-attention layer (padding frames masked out), then the masked mean.
+
+    Args:
+        dim: feature size.
+        max_frames: longest clip the position embedding covers.
+    """
+
+    def __init__(self, dim: int, max_frames: int = 64) -> None:
+        super().__init__(dim)
+        self.position = nn.Parameter(torch.zeros(max_frames, dim))
+        heads = next(h for h in (4, 2, 1) if dim % h == 0)
+        self.layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True
+        )
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """``(B, T, D), (B, T) -> (B, D)``; clips longer than ``max_frames`` are refused."""
+        steps = tokens.shape[1]
+        if steps > self.position.shape[0]:
+            raise ValueError(f"{steps} frames exceed the aggregator's max_frames")
+        x = self.layer(tokens + self.position[:steps], src_key_padding_mask=~mask)  # (B, T, D)
+        return masked_mean(x, mask)
+
+
 AGGREGATORS: Registry[Aggregator] = Registry("temporal aggregator")
 AGGREGATORS.register("mean")(MeanAggregator)
 AGGREGATORS.register("attention")(AttentionAggregator)
+AGGREGATORS.register("transformer")(TransformerAggregator)
 
 
 class VideoFrames(Encoder):
@@ -83,7 +111,7 @@ class VideoFrames(Encoder):
     Args:
         frame: the image encoder (``image_cnn`` or ``efficientnet_lite0``).
         frame_params: its parameters.
-        aggregator: ``mean`` or ``attention``.
+        aggregator: ``mean``, ``attention`` or ``transformer``.
     """
 
     kind = "video"

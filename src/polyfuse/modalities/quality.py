@@ -15,6 +15,7 @@ audio       silence (RMS), clipping, flat (stuck) signal, then speech present (S
 image       blank or uniform frame (pixel spread), saturated (almost all dark or bright)
 text        empty, whitespace, few letters, a letter repeated at length, gibberish words
 timeseries  flat channels (near-zero variance), clipped (long runs at a channel's min/max)
+video       the image checks on every sampled frame: fails only when every frame fails
 ==========  ==============================================================================
 
 The gate of a modality is configured as ``modalities.<name>.quality`` in the training
@@ -438,7 +439,22 @@ class SeriesQuality(QualityCheck):
         return _passed(f"longest run at a limit {worst:.0%}", worst)
 
 
-for _check in (AudioQuality, ImageQuality, TextQuality, SeriesQuality):
+@dataclass(config=MODEL_CONFIG, frozen=True)
+class VideoQuality(ImageQuality):
+    """Video: the image checks (same thresholds) on every sampled frame; the clip fails
+    only when every frame fails (a dead or covered camera), with its first frame's reason.
+    Frames between scenes may be blank; one frame with a picture is enough."""
+
+    kind: ClassVar[str] = "video"
+
+    def evaluate(self, obj: Any, contract: ModalityContract) -> QualityVerdict:
+        """Judge a `VideoClip` (or a uint8 ``(T, H, W, C)`` array) frame by frame."""
+        frames = getattr(obj, "frames", obj)
+        verdicts = [super(VideoQuality, self).evaluate(f, contract) for f in frames]
+        return next((v for v in verdicts if v.ok), verdicts[0])
+
+
+for _check in (AudioQuality, ImageQuality, TextQuality, SeriesQuality, VideoQuality):
     QUALITY_CHECKS.register(_check.kind)(_check)
 
 
