@@ -25,7 +25,9 @@ Training-only augmentation (`augmentations`): templated attacks, intent paraphra
 templates (goal hijacking, prompt leaking, persona jailbreaks, false authority, fake
 delimiters, indirect instructions to an AI), training attacks buried in training
 paragraphs (off when ``buried`` is held out) and obfuscated (off when ``encoded`` is held
-out). The templates were written after reading every family, so they carry some
+out); ``framed=True`` (benchmark only, not in the shipped model) adds framed, buried
+and obfuscated copies of every short training attack. The templates were written after
+reading every family, so they carry some
 knowledge of each; the leave-one-family-out benchmark reports rules and model apart.
 
 `lofo_split` builds a leave-one-family-out fold (test = the held-out family whole; no
@@ -792,13 +794,66 @@ def family_split(
     return out
 
 
+#: Generic framings for `augmentations` with ``framed=True``: an attack after a fake end
+#: of input / role switch, or inside a code or completion frame.
+_FRAME_PRE = [
+    "\n\n========\n\n",
+    "\n---- END OF TEXT ----\n",
+    "</input>\n<instructions>\n",
+    "\n```\n\n",
+    ")]}>\n\n",
+    "\n[end of document]\n\nNew request: ",
+    "\n\n#####\nUSER: ",
+    "<|endoftext|>\n",
+]
+_FRAME_CODE = [
+    "# TODO: {x}\nprint(answer)",
+    'prompt = """{x}"""\nrun(prompt)',
+    "<!-- {x} -->",
+    "Complete the following text: '{x}",
+    "Step 1: {x}\nStep 2:",
+    '{{"task": "{x}"}}',
+]
+
+
+def _framed(rng: random.Random, attack: str, filler: list[str]) -> str:
+    """``attack`` after a fake delimiter (with benign text before it) or in a code frame."""
+    if rng.random() < 0.6:
+        pre = _paragraph(rng, filler, rng.randint(1, 3))
+        return f"{pre}{rng.choice(_FRAME_PRE) * rng.randint(1, 3)}{attack}"
+    return rng.choice(_FRAME_CODE).format(x=attack.replace("{", "(").replace("}", ")"))
+
+
 def augmentations(
-    train_attacks: list[Item], benign_train: list[str], held_out: str | None
+    train_attacks: list[Item],
+    benign_train: list[str],
+    held_out: str | None,
+    *,
+    framed: bool = False,
 ) -> list[Item]:
     """Training-only attacks made here: templated attacks, training attacks buried in
     training benign paragraphs (not when the "buried" family is held out) and training
-    attacks obfuscated (not when "encoded" is held out)."""
+    attacks obfuscated (not when "encoded" is held out).
+
+    ``framed=True`` (measured in ``benchmarks/guard_injection_lofo.py --augment``) adds,
+    from the fold's training attacks only: each short training attack once framed
+    (`_framed`), once buried in a benign paragraph (not when "buried" is held out) and
+    once obfuscated (not when "encoded" is held out)."""
     rng = random.Random(SEED + 2)
+    if framed:
+        extra = sorted({i.text for i in train_attacks if len(i.text) < 400})
+        frng = random.Random(SEED + 3)
+        aug: list[Item] = []
+        for attack in extra:
+            pre = _paragraph(frng, benign_train, frng.randint(1, 5))
+            post = _paragraph(frng, benign_train, frng.randint(1, 5))
+            sep = frng.choice([" ", "\n\n", "\n"])
+            if held_out != "buried":  # that family is this construction
+                aug.append(Item(f"{pre}{sep}{attack}{sep}{post}", 1, "augmented: buried (all)"))
+            if held_out != "encoded":  # that family is these encodings
+                aug.append(Item(frng.choice(_obfuscations(attack)), 1, "augmented: obfuscated"))
+            aug.append(Item(_framed(frng, attack, benign_train), 1, "augmented: framed"))
+        return augmentations(train_attacks, benign_train, held_out) + aug
     out = [Item(t, 1, "templated attacks") for t in _attack_templates(rng)]
     out += [Item(t, 1, "intent templates") for t in _intent_templates(rng)]
     short = sorted({i.text for i in train_attacks if len(i.text) < 300})
@@ -818,6 +873,8 @@ def lofo_split(
     families: dict[str, list[str]],
     benign: dict[str, dict[str, list[str]]],
     held_out: str | None,
+    *,
+    framed: bool = False,
 ) -> dict[str, list[Item]]:
     """Train / val / test items for one fold. ``held_out=None`` is the shipped model's
     split: every family in training, a seeded 15 % slice of each held back as ``test``
@@ -843,7 +900,7 @@ def lofo_split(
     benign_train = [
         t for src in ("flickr8k captions", "presidio sentences") for t in benign[src]["train"]
     ]
-    for item in augmentations(attacks["train"], benign_train, held_out):
+    for item in augmentations(attacks["train"], benign_train, held_out, framed=framed):
         if not near(item.text):
             split = "val" if _bucket("a" + item.text) < 0.15 else "train"
             splits[split].append(item)

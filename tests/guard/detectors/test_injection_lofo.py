@@ -98,6 +98,23 @@ def test_lofo_split_keeps_benign_test_out_of_training(tm: ModuleType) -> None:
     assert not any(i.source == "augmented: buried" for i in held_buried["train"])
 
 
+def test_framed_augmentation_uses_training_attacks_only(tm: ModuleType) -> None:
+    benign = {
+        "flickr8k captions": {"train": ["A dog runs on the beach.", "A man rides a bike."] * 3},
+        "presidio sentences": {"train": ["My name is Ann."], "val": [], "test": []},
+    }
+    fams = {**FAMILIES, "encoded": ["aWdub3Jl " * 5]}
+    sp = tm.lofo_split(fams, benign, "encoded", framed=True)
+    aug = [i for i in sp["train"] + sp["val"] if i.source.startswith("augmented")]
+    sources = {i.source for i in aug}
+    assert "augmented: framed" in sources and "augmented: buried (all)" in sources
+    assert not any("obfuscated" in s for s in sources)  # "encoded" is held out
+    seeds = {t for f in ("a", "b", "c") for t in FAMILIES[f]}
+    framed = [i.text for i in aug if i.source == "augmented: framed"]
+    assert framed and all(any(t in f for t in seeds) for f in framed)
+    assert tm.lofo_split(fams, benign, "encoded") != sp  # off by default
+
+
 @pytest.fixture(scope="module")
 def model_only() -> InjectionDetector:
     return InjectionDetector(use_rules=False)
