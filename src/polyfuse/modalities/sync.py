@@ -320,29 +320,32 @@ def clip_offset(
     method: SyncMethod | None = None,
     *,
     max_fps: float = 30.0,
+    window_s: float = 60.0,
     max_seconds: float = 600.0,
     name: str = "video",
 ) -> SyncEstimate | None:
-    """The offset of a video file's soundtrack against its picture: every frame (at most
-    ``max_fps`` per second) and the soundtrack at 16 kHz through ``method`` (default
-    `SignalSync`). ``None`` when the video has no audio stream.
+    """The offset of a video file's soundtrack against its picture: the first ``window_s``
+    seconds, every frame (at most ``max_fps`` per second, made 64 x 64 grey as it is
+    decoded, so a long HD video costs little memory) and the soundtrack at 16 kHz through
+    ``method`` (default `SignalSync`). ``None`` when the video has no audio stream.
 
     Raises:
         InvalidInputError: not a readable video, or over ``max_seconds``.
     """
-    from polyfuse.modalities.readers.video import (
-        FrameSampling,
-        VideoLimits,
-        decode_soundtrack,
-        decode_video,
-    )
+    from polyfuse.modalities.readers.video import VideoLimits, decode_soundtrack, stream_frames
 
     wave = decode_soundtrack(data, sample_rate=SYNC_RATE, max_seconds=max_seconds, name=name)
     if wave is None:
         return None
+    wave = wave[: int(window_s * SYNC_RATE)]
     limits = VideoLimits(max_seconds=max_seconds)
-    sampling = FrameSampling(mode="fps", fps=max_fps, frames=int(max_fps * max_seconds) + 1)
-    video = decode_video(data, sampling=sampling, limits=limits, name=name)
-    return (method or SignalSync()).estimate(
-        video.frames.mean(axis=-1), video.timestamps, wave, SYNC_RATE
+    picked = list(
+        stream_frames(
+            data, fps=max_fps, size=(64, 64), gray=True, until=window_s, limits=limits, name=name
+        )
     )
+    if len(picked) < 2:
+        return None
+    times = np.array([t for t, _ in picked])
+    frames = np.stack([f for _, f in picked])
+    return (method or SignalSync()).estimate(frames, times, wave, SYNC_RATE)

@@ -189,3 +189,21 @@ def test_the_malformed_corpus_videos_are_refused_or_read() -> None:
             continue
         assert entry["expect"] == "any", f"{name} should be refused"
         assert out.frames.ndim == 4 and len(out.frames) >= 1
+
+
+def test_stream_frames_keeps_a_grid_of_frames_converted_as_decoded(
+    clips: dict[str, bytes],
+) -> None:
+    from polyfuse.modalities.readers.video import stream_frames, video_info
+
+    info = video_info(clips["mp4"])
+    assert info.has_audio and info.duration == pytest.approx(2.0, abs=0.15)
+    every = list(stream_frames(clips["mp4"], fps=5))
+    assert [round(t, 1) for t, _ in every] == [round(0.2 * i, 1) for i in range(10)]
+    assert [_index(f) for _, f in every] == [i % 14 for i in range(0, 20, 2)]  # 14: a loop
+    small = list(stream_frames(clips["mp4"], fps=100, size=(16, 8), gray=True, until=0.95))
+    assert len(small) == 10 and small[0][1].shape == (8, 16) and small[0][1].dtype == np.uint8
+    with pytest.raises(InvalidInputError, match="fps"):
+        next(stream_frames(clips["mp4"], fps=0))
+    with pytest.raises(InvalidInputError, match="not a readable video"):
+        video_info(b"RIFF\x00\x00\x00\x00WAVEfmt ")

@@ -18,7 +18,7 @@ Every finding is ``modality="video"``; ``location.source`` says where it came fr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,17 +75,19 @@ class VideoScanner:
             InvalidInputError: not a readable video, or over a limit.
         """
         from polyfuse.modalities.readers.video import (
-            FrameSampling,
             VideoLimits,
             decode_soundtrack,
-            decode_video,
+            stream_frames,
+            video_info,
         )
 
         limits = VideoLimits(max_seconds=self.max_seconds, max_pixels=self.max_pixels)
-        sampling = FrameSampling(mode="fps", fps=self.fps, frames=self.max_frames)
-        video = decode_video(data, sampling=sampling, limits=limits, name="video")
-        end = max(video.info.duration, float(video.timestamps[-1]) + 1.0 / self.fps)
-        findings = self._frames(video.frames, video.timestamps, end)
+        info = video_info(data, limits=limits, name="video")
+        fps = self.fps
+        if info.duration > 0:  # thin evenly over a long video: at most max_frames scanned
+            fps = min(fps, self.max_frames / info.duration)
+        frames = stream_frames(data, fps=fps, limits=limits, name="video")
+        findings = self._frames(frames, max(info.duration, 0.0), 1.0 / fps)
         if self.audio_scanner is not None:
             wave = decode_soundtrack(
                 data, sample_rate=SOUNDTRACK_RATE, max_seconds=self.max_seconds, name="video"
@@ -95,21 +97,27 @@ class VideoScanner:
                 findings += [_as_video(f, "soundtrack", f.location.seconds) for f in heard]
         return findings
 
-    def _frames(self, frames: np.ndarray, times: np.ndarray, end: float) -> list[Finding]:
+    def _frames(
+        self, frames: Iterable[tuple[float, np.ndarray]], duration: float, step: float
+    ) -> list[Finding]:
+        """Each frame scanned unless it repeats the last one scanned; a frame's findings
+        last until the next frame (the last frame's until the end of the video)."""
         out: list[Finding] = []
         last: np.ndarray | None = None
-        current: list[Finding] = []
-        for i, frame in enumerate(frames):
+        current: list[Finding] = []  # the findings of the picture on screen, open-ended
+        start = 0.0
+        for t, frame in frames:
+            current = [_extend(f, t) for f in current]
+            out[len(out) - len(current) :] = current
             grey = frame.mean(axis=-1) / 255.0
-            until = float(times[i + 1]) if i + 1 < len(times) else end
             if last is not None and float(np.abs(grey - last).mean()) < self.same_frame:
-                current = [_extend(f, until) for f in current]  # the same picture goes on
-                out[len(out) - len(current) :] = current
-                continue
+                continue  # the same picture goes on
             found: Sequence[Finding] = self.image_scanner.scan(frame)
-            current = [_as_video(f, "frame", (float(times[i]), until)) for f in found]
+            current = [_as_video(f, "frame", (t, t)) for f in found]
             out.extend(current)
-            last = grey
+            last, start = grey, t
+        end = max(duration, start + step)
+        out[len(out) - len(current) :] = [_extend(f, end) for f in current]
         return out
 
 

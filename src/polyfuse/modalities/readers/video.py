@@ -260,6 +260,79 @@ def decode_video(
     return VideoFrames(frames, times, info)
 
 
+def video_info(
+    data: bytes,
+    *,
+    limits: VideoLimits | None = None,
+    name: str = "video",
+    field: str | None = None,
+    path: Path | str | None = None,
+) -> VideoInfo:
+    """What the header says about the video (checked against ``limits``), decoding nothing.
+
+    Raises:
+        InvalidInputError: not a readable video container, no video stream, over a limit.
+    """
+    where = _where(name, field, path)
+    fmt = sniff(bytes(data[:64])) or ""
+    with _open(data, where) as container:
+        return probe(container, fmt, limits or VideoLimits(), where)
+
+
+def stream_frames(
+    data: bytes,
+    *,
+    fps: float,
+    size: tuple[int, int] | None = None,
+    gray: bool = False,
+    until: float | None = None,
+    limits: VideoLimits | None = None,
+    name: str = "video",
+    field: str | None = None,
+    path: Path | str | None = None,
+) -> Iterator[tuple[float, NDArray[np.uint8]]]:
+    """``(seconds, frame)`` in decoding order, at most ``fps`` frames per second (the first
+    frame at or after each point of the ``k / fps`` grid), each converted as it
+    is decoded (resized to ``size`` = (width, height), grey ``(H, W)`` with ``gray``, else
+    RGB ``(H, W, 3)``), so memory holds one decoded frame at a time whatever the video's
+    length. Stops after ``until`` seconds of video.
+
+    Raises:
+        InvalidInputError: not a readable video container, over a limit, or undecodable.
+    """
+    if not fps > 0:
+        raise InvalidInputError(name, f"fps must be > 0, got {fps}", hint="e.g. fps=25")
+    where = _where(name, field, path)
+    limits = limits or VideoLimits()
+    fmt = sniff(bytes(data[:64])) or ""
+    with _open(data, where) as container:
+        probe(container, fmt, limits, where)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        walk = _Walk(container, stream, limits, where)
+        target = 0.0  # the next point of the k / fps grid
+        options: dict[str, Any] = {"format": "gray" if gray else "rgb24"}
+        if size is not None:
+            options["width"], options["height"] = size
+        frames = walk.frames()
+        while True:
+            try:
+                item = next(frames, None)
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # FFmpeg's decoding errors, see `_open`
+                raise where.error(f"cannot decode video: the data is unreadable ({exc})") from exc
+            if item is None:
+                return
+            t, frame = item
+            if until is not None and t > until:
+                return
+            if t < target - 1e-6:
+                continue
+            target = (math.floor(t * fps + 1e-6) + 1) / fps
+            yield t, frame.to_ndarray(**options)
+
+
 class _Walk:
     """Decoded frames of one stream with their times, counted against the limits."""
 
