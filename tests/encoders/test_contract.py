@@ -20,6 +20,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "text_transformer": {"width": 8, "layers": 1, "heads": 2},
     "efficientnet_lite0": {},
     "minilm": {},
+    "whisper_base": {"window_seconds": 0.5},
 }
 CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "image": {"size": [16, 16]},
@@ -28,7 +29,7 @@ CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "timeseries": {"channels": 3, "normalize": "instance"},
 }
 #: Encoders whose pooled output ignores padding exactly (attention masks / packed RNNs).
-PADDING_INVARIANT = {"text_transformer", "timeseries_gru", "minilm"}
+PADDING_INVARIANT = {"text_transformer", "timeseries_gru", "minilm", "whisper_base"}
 
 
 def test_every_encoder_is_covered() -> None:
@@ -37,9 +38,8 @@ def test_every_encoder_is_covered() -> None:
 
 def _build(name: str, seed: int = 0) -> Encoder:
     cls = encoder_class(name)
-    contract_params = dict(CONTRACT_PARAMS[cls.kind])
-    if cls.pretrained:
-        contract_params.pop("size", None)
+    # pretrained encoders keep the preprocessing their weights were trained with
+    contract_params = {} if cls.pretrained else dict(CONTRACT_PARAMS[cls.kind])
     contract = resolve_contract("m", cls.kind, name, PARAMS[name], contract_params)
     torch.manual_seed(seed)
     return build_encoder(name, contract, PARAMS[name])

@@ -8,7 +8,7 @@ from polyfuse.core.errors import ConfigError
 from polyfuse.core.registry import Registry
 from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask, masked_mean
 from polyfuse.encoders.cache import FeatureCache, content_hash, default_cache_dir
-from polyfuse.encoders.pretrained import EfficientNetLite0, HFTextEncoder
+from polyfuse.encoders.pretrained import EfficientNetLite0, HFTextEncoder, WhisperEncoder
 from polyfuse.encoders.trainable import (
     AudioCNN,
     ImageCNN,
@@ -27,6 +27,7 @@ for _name, _cls in {
     "text_transformer": TextTransformer,
     "efficientnet_lite0": EfficientNetLite0,
     "minilm": HFTextEncoder,
+    "whisper_base": WhisperEncoder,
 }.items():
     ENCODERS.register(_name)(_cls)
 
@@ -81,6 +82,7 @@ __all__ = [
     "TextTransformer",
     "TimeSeriesCNN",
     "TimeSeriesGRU",
+    "WhisperEncoder",
     "build_encoder",
     "content_hash",
     "default_cache_dir",
