@@ -65,7 +65,8 @@ def table(rows: list[dict[str, Any]], variant: str, speakers: list[str]) -> dict
         if r["variant"] != variant:
             continue
         model, speaker = r["model"].split("@")
-        feeds = ("audio only",) if model.startswith("audio") else ("both", "image only", "audio only")
+        unimodal = model.startswith("audio")
+        feeds = ("audio only",) if unimodal else ("both", "image only", "audio only")
         for feed in feeds:
             value = accuracy(r, feed)
             if value is not None:
@@ -116,6 +117,35 @@ def render(result: dict[str, Any], variant: str, speakers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def encode_cost(test_manifest: str, clips: int) -> dict[str, float]:
+    """Median milliseconds per clip, one clip at a time on one thread, of the frozen Whisper
+    encoder (window and all; what a cache miss costs) and of the audio CNN, side by side
+    on the same clips of ``test_manifest`` (preprocessing excluded)."""
+    import torch
+
+    from polyfuse.data.manifest import Manifest
+    from polyfuse.encoders import build_encoder, resolve_contract
+
+    torch.set_num_threads(1)
+    rows = Manifest.load(Path(test_manifest), ["audio"]).rows[:clips]
+    times: dict[str, float] = {}
+    for model, config in (("whisper_base", "audio_whisper"), ("audio_cnn", "audio_only")):
+        audio = yaml.safe_load((EXAMPLES / f"{config}.yaml").read_text())["modalities"]["audio"]
+        params = {k: v for k, v in audio["encoder"].items() if k != "name"}
+        contract = resolve_contract("audio", "audio", model, params, audio.get("contract", {}))
+        encoder = build_encoder(model, contract, params).eval()
+        mels = [contract.preprocess(contract.load(r.values["audio"])) for r in rows]
+        spent = []
+        with torch.no_grad():
+            encoder(mels[0][None])  # warm-up
+            for mel in mels:
+                start = time.perf_counter()
+                encoder(mel[None])
+                spent.append(time.perf_counter() - start)
+        times[model] = round(1000 * statistics.median(spent), 2)
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -130,6 +160,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
     parser.add_argument("--json", dest="json_out", help="write all rows and tables here")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs under --work")
+    parser.add_argument(
+        "--cost-clips", type=int, default=100, help="clips timed for the encode cost (0: skip)"
+    )
     args = parser.parse_args()
 
     from polyfuse.datasets.av_digits import AVDigitsSpec, build
@@ -175,6 +208,12 @@ def main() -> int:
         print()
         print(render(report["tables"][variant], variant, speakers))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.cost_clips:
+        report["encode_ms"] = encode_cost(jobs[0]["test"], args.cost_clips)
+        print(
+            f"encode cost per clip (median of {args.cost_clips}, one thread, shared CPU): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in report["encode_ms"].items())
+        )
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=2))
