@@ -158,6 +158,17 @@ class HFTextEncoder(Encoder):
 _WHISPER_MAX_FRAMES = 3000
 
 
+def _ctranslate2() -> Any:
+    """The ``ctranslate2`` module (installed with faster-whisper)."""
+    try:
+        import ctranslate2  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise DependencyError(
+            "faster-whisper", "the whisper_base speech encoder", "pretrained"
+        ) from exc
+    return ctranslate2
+
+
 class _CT2Whisper:
     """The CTranslate2 Whisper model of one folder, loaded on first use and never pickled
     (a copy sent to another process loads its own)."""
@@ -176,22 +187,14 @@ class _CT2Whisper:
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         """``(B, 80, W)`` Whisper log-mel -> ``(B, W // 2, D)`` encoder output."""
-        import ctranslate2
-
-        view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features))
+        view = _ctranslate2().StorageView.from_array(np.ascontiguousarray(features))
         return np.asarray(self.model().encode(view, to_cpu=True), dtype=np.float32)
 
     def model(self) -> Any:
         """The loaded ``ctranslate2.models.Whisper`` (on the CPU, torch's thread count)."""
         with self._lock:
             if self._model is None:
-                try:
-                    import ctranslate2
-                except ImportError as exc:
-                    raise DependencyError(
-                        "faster-whisper", "the whisper_base speech encoder", "pretrained"
-                    ) from exc
-                self._model = ctranslate2.models.Whisper(
+                self._model = _ctranslate2().models.Whisper(
                     str(self.folder),
                     device="cpu",
                     compute_type=self.compute_type,
