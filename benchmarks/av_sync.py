@@ -123,7 +123,6 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from polyfuse.datasets.video_digits import VideoDigitsSpec, build, parse_offsets
-
     from polyfuse.modalities.sync import SignalSync
     from polyfuse.models.sync import SyncSettings, sync_inputs
     from polyfuse.train.sync import SyncTraining, fit_sync

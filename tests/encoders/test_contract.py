@@ -21,6 +21,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "efficientnet_lite0": {},
     "minilm": {},
     "video_frames": {"frame": "image_cnn", "frame_params": {"widths": [4, 8]}},
+    "whisper_base": {"window_seconds": 0.5},
 }
 CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
     "image": {"size": [16, 16]},
@@ -31,7 +32,7 @@ CONTRACT_PARAMS: dict[str, dict[str, Any]] = {
 }
 #: Encoders whose pooled output ignores padding exactly (attention masks / packed RNNs,
 #: per-frame encoding with a masked mean over frames).
-PADDING_INVARIANT = {"text_transformer", "timeseries_gru", "minilm", "video_frames"}
+PADDING_INVARIANT = {"text_transformer", "timeseries_gru", "minilm", "video_frames", "whisper_base"}
 
 
 def test_every_encoder_is_covered() -> None:
@@ -40,9 +41,8 @@ def test_every_encoder_is_covered() -> None:
 
 def _build(name: str, seed: int = 0) -> Encoder:
     cls = encoder_class(name)
-    contract_params = dict(CONTRACT_PARAMS[cls.kind])
-    if cls.pretrained:
-        contract_params.pop("size", None)
+    # pretrained encoders keep the preprocessing their weights were trained with
+    contract_params = {} if cls.pretrained else dict(CONTRACT_PARAMS[cls.kind])
     contract = resolve_contract("m", cls.kind, name, PARAMS[name], contract_params)
     torch.manual_seed(seed)
     return build_encoder(name, contract, PARAMS[name])

@@ -92,3 +92,15 @@ def test_when_wav_header_is_garbage_then_typed_error(
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")
     with pytest.raises(InvalidInputError, match=r"cannot decode audio|zero length"):
         contract.load(tmp_path / "bad.wav")
+
+
+def test_whisper_features_match_faster_whisper() -> None:
+    """``features: whisper`` computes what faster-whisper's feature extractor computes."""
+    fw = pytest.importorskip("faster_whisper.feature_extractor")
+    from polyfuse.modalities.audio import whisper_log_mel
+
+    rng = np.random.default_rng(0)
+    for n in (16000, 3606, 100):
+        wave = (rng.standard_normal(n) * 0.1).astype(np.float32)
+        expected = fw.FeatureExtractor()(wave)
+        assert np.abs(whisper_log_mel(torch.from_numpy(wave)).numpy() - expected).max() < 1e-4

@@ -8,7 +8,7 @@ from polyfuse.core.errors import ConfigError
 from polyfuse.core.registry import Registry
 from polyfuse.encoders.base import Encoder, EncoderOutput, lengths_to_mask, masked_mean
 from polyfuse.encoders.cache import FeatureCache, content_hash, default_cache_dir
-from polyfuse.encoders.pretrained import EfficientNetLite0, HFTextEncoder
+from polyfuse.encoders.pretrained import EfficientNetLite0, HFTextEncoder, WhisperEncoder
 from polyfuse.encoders.trainable import (
     AudioCNN,
     ImageCNN,
@@ -29,6 +29,7 @@ for _name, _cls in {
     "efficientnet_lite0": EfficientNetLite0,
     "minilm": HFTextEncoder,
     "video_frames": VideoFrames,
+    "whisper_base": WhisperEncoder,
 }.items():
     ENCODERS.register(_name)(_cls)
 
@@ -85,6 +86,7 @@ __all__ = [
     "TimeSeriesCNN",
     "TimeSeriesGRU",
     "VideoFrames",
+    "WhisperEncoder",
     "build_encoder",
     "content_hash",
     "default_cache_dir",

@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polyfuse.core.weights import cache_root
+
 
 def default_cache_dir() -> Path:
     """``$POLYFUSE_CACHE``, else ``$XDG_CACHE_HOME/polyfuse``, else ``~/.cache/polyfuse``."""
-    if env := os.environ.get("POLYFUSE_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "polyfuse"
+    return cache_root()
 
 
 def content_hash(data: bytes | str) -> str:

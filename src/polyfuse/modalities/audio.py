@@ -1,5 +1,5 @@
 """Audio modality: decoded and resampled by `polyfuse.modalities.readers.audio`, turned into a
-log-mel spectrogram."""
+log-mel spectrogram (the contract's own, or Whisper's for the frozen speech encoder)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,48 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_ma
     return torch.from_numpy(fb.astype(np.float32))
 
 
+@functools.lru_cache(maxsize=4)
+def slaney_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    """Slaney-style mel filterbank with area normalisation (librosa's default, the one
+    Whisper was trained with), ``(n_mels, n_fft // 2 + 1)``."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+
+    def hz_to_mel(f: float) -> float:
+        return f / f_sp if f < min_log_hz else min_log_mel + float(np.log(f / min_log_hz)) / logstep
+
+    mels = np.linspace(0.0, hz_to_mel(sample_rate / 2), n_mels + 2)
+    freqs = f_sp * mels
+    log_t = mels >= min_log_mel
+    freqs[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    fdiff = np.diff(freqs)
+    ramps = freqs[:, None] - np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    fb = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (freqs[2:] - freqs[:-2]))[:, None]
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+#: Whisper's front end: 16 kHz, 80 Slaney mel bands, 25 ms window, 10 ms hop.
+WHISPER_FRONT_END = {"sample_rate": 16000, "n_mels": 80, "win_ms": 25.0, "hop_ms": 10.0}
+
+
+def whisper_log_mel(wave: Tensor) -> Tensor:
+    """Whisper's log-mel features of a 16 kHz wave, ``(T,) -> (80, T // 160 + 1)``:
+    log10 power, floored 8 decades under the clip's peak, scaled as ``(x + 4) / 4``
+    (what faster-whisper's ``FeatureExtractor`` computes, without the padding to 30 s)."""
+    wave = torch.nn.functional.pad(wave, (0, 160))  # faster-whisper's trailing 10 ms
+    if wave.numel() <= 200:  # reflect padding needs more than half a window
+        wave = torch.nn.functional.pad(wave, (0, 201 - wave.numel()))
+    spec = torch.stft(
+        wave, n_fft=400, hop_length=160, window=_hann(400), center=True, return_complex=True
+    )
+    power = spec[:, :-1].abs().pow(2)  # (201, frames), the last frame dropped like Whisper
+    log_spec = torch.log10((slaney_filterbank(16000, 400, 80) @ power).clamp_min(1e-10))
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return (log_spec + 4.0) / 4.0  # (80, frames)
+
+
 @dataclass(frozen=True)
 class AudioContract(ModalityContract):
     """Audio inputs.
@@ -77,6 +119,10 @@ class AudioContract(ModalityContract):
             name: ``video`` reads the soundtrack of the row's video file (a video without
             an audio stream is a missing audio modality, `AbsentInputError`). ``None``: the
             modality's own key, audio files only.
+        features: ``"logmel"`` (the spectrogram the parameters above describe) or
+            ``"whisper"`` (Whisper's own log-mel, `whisper_log_mel`, for the frozen
+            ``whisper_base`` encoder; needs the `WHISPER_FRONT_END` parameters and
+            ``normalize: none``).
     """
 
     kind = "audio"
@@ -92,13 +138,16 @@ class AudioContract(ModalityContract):
     max_seconds: float = 60.0
     max_bytes: int = 100_000_000
     source: str | None = None
+    features: str = "logmel"
 
     def params(self) -> dict[str, Any]:
-        """Preprocessing parameters; ``source`` only when set, so contracts saved before it
-        existed keep their fingerprint."""
+        """Preprocessing parameters; ``source`` only when set and ``features`` only when not
+        the default, so contracts saved before they existed keep their fingerprint."""
         params = super().params()
         if self.source is None:
             params.pop("source")
+        if self.features == "logmel":
+            params.pop("features")
         return params
 
     @property
@@ -117,10 +166,31 @@ class AudioContract(ModalityContract):
             raise ConfigError(f"{where}.win_ms", "needs win_ms >= hop_ms > 0")
         if self.f_max is not None and self.f_max > self.sample_rate / 2:
             raise ConfigError(f"{where}.f_max", "must not exceed sample_rate / 2")
+        if self.features not in ("logmel", "whisper"):
+            raise ConfigError(f"{where}.features", "must be 'logmel' or 'whisper'")
+        if self.features == "whisper":
+            self._check_whisper(where)
+
+    def _check_whisper(self, where: str) -> None:
+        for key, value in WHISPER_FRONT_END.items():
+            if getattr(self, key) != value:
+                raise ConfigError(
+                    f"{where}.{key}",
+                    f"Whisper features need {key} {value}, got {getattr(self, key)}",
+                    hint=f"drop {key} from the contract (the whisper_base encoder sets it)",
+                )
+        if self.normalize != "none" or self.f_min != 0.0 or self.f_max is not None:
+            raise ConfigError(
+                f"{where}.normalize",
+                "Whisper features are normalised as Whisper was trained",
+                hint="drop normalize, f_min and f_max from the contract",
+            )
 
     @property
     def n_fft(self) -> int:
-        """FFT size: the window length rounded up to a power of two."""
+        """FFT size: the window length rounded up to a power of two (Whisper's: 400)."""
+        if self.features == "whisper":
+            return 400
         return 1 << math.ceil(math.log2(self.sample_rate * self.win_ms / 1000))
 
     @property
@@ -190,6 +260,8 @@ class AudioContract(ModalityContract):
     def preprocess(self, obj: np.ndarray) -> Tensor:
         """Log-mel spectrogram: float ``(n_mels, frames)``."""
         wave = torch.from_numpy(np.ascontiguousarray(obj, dtype=np.float32))
+        if self.features == "whisper":
+            return whisper_log_mel(wave)
         n_fft, hop = self.n_fft, self.hop_length
         win = round(self.sample_rate * self.win_ms / 1000)
         if wave.numel() < n_fft:  # too short for one frame: pad with silence

