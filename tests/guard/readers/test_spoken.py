@@ -207,6 +207,15 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
         ("toll free 800 555 1212", "toll free 800 555 1212"),
         ("I paid for 3 tickets", "I paid for 3 tickets"),
         ("Nero was emperor", "Nero was emperor"),
+        # "zero" heard as "Nero" or "hero" in a chain of single digits (issue 19)
+        (
+            "Office Backslash, Nero 7-7, Nero Nero, Nero 6-3, 9-6-6-Facts",
+            "Office Backslash, 07700063966-Facts",
+        ),
+        ("I have a hero, 3 heroes 92 heroes, 2 heroes, 593", "I have a 03092020593"),
+        ("my hero 2 is here", "my hero 2 is here"),  # no chain of seven digits
+        ("heroes 1 2 3 4 5 6", "0123456"),
+        ("a hero, 4 heroes, 5 heroes, 6 heroes", "a hero, 4 heroes, 5 heroes, 6 heroes"),
         (
             "price 3.5 dollars, version 1.2.3, host 10.0.0.1",
             "price 3.5 dollars, version 1.2.3, host 10.0.0.1",
