@@ -27,7 +27,13 @@ from polyfuse.guard.readers.asr import (
     transcribe,
     whisper_model,
 )
-from polyfuse.guard.readers.second_pass import Span, candidate_spans, redecode, splice
+from polyfuse.guard.readers.second_pass import (
+    Span,
+    candidate_spans,
+    redecode,
+    splice,
+    unheard_spans,
+)
 from polyfuse.guard.readers.spoken import NormalisedText, Word, normalise_spoken
 
 #: Finding types that cover a stretch of each kind (a covered stretch is not decoded again).
@@ -186,7 +192,14 @@ class AudioScanner:
         announced = [
             (m.type, transcript.seconds_of((m.start, m.end))) for m in find_heard(transcript.text)
         ]
-        spans = [s for s in candidate_spans(words, duration) if _uncertain(s, findings, announced)]
+        spans = sorted(
+            [
+                *candidate_spans(words, duration),
+                *unheard_spans(words, samples, SAMPLE_RATE),
+            ],
+            key=lambda s: s.start,
+        )
+        spans = [s for s in spans if _uncertain(s, findings, announced)]
         whisper = whisper_model(self.model, models=self.models)
         for span in spans:
             new = redecode(
