@@ -8,12 +8,14 @@ and with every token that holds a letter suppressed, leaves it nothing to write 
 decoding an address-like stretch on its own (no sentence around it to pull it towards
 ordinary words) sometimes brings the spoken "at" back.
 
-`candidate_spans` finds the stretches in the first pass's words; `redecode` decodes one
-again; `splice` puts the new words in place of the old ones. The audio scanner
-(`polyfuse.guard.scanners.audio.AudioScanner`) runs the pass only on stretches that no
-finding of their kind covers, or whose finding contradicts the words before them (a
-10-digit "phone number" after "my social security number is"), and keeps the second
-pass's findings beside the first's.
+`candidate_spans` finds the stretches in the first pass's words; `unheard_spans` finds
+speech the first pass wrote no words for right after words that name a number ("my social
+security number is" and the transcript ends: Whisper dropped the whole number);
+`redecode` decodes one again; `splice` puts the new words in place of the old ones. The
+audio scanner (`polyfuse.guard.scanners.audio.AudioScanner`) runs the pass only on
+stretches that no finding of their kind covers, or whose finding contradicts the words
+before them (a 10-digit "phone number" after "my social security number is"), and keeps
+the second pass's findings beside the first's.
 """
 
 from __future__ import annotations

@@ -26,9 +26,11 @@ Rules (deliberately few, each tested):
   least two digits and Whisper did not use thousands commas, else become one digit run.
 * **Homophones inside digit runs.** What Whisper writes for a misheard digit word
   ("Nero", "to", "free", "I'm") becomes the digit word between numbers long enough to be
-  a phone, card or SSN; in a listing of digits joined by ``-`` or ``.`` ("A-A-2-A-52732",
-  "A.A. 2. A. 5. 2. 7. 3.", a real voice's "eight" heard as the letter A) the letter "A"
-  is repaired too, and the dots become dashes (`_repair_listed`).
+  a phone, card or SSN; "Nero" and "hero" also anywhere in a chain of digits of that
+  length ("Nero 7-7, Nero Nero, Nero 6-3, 9-6-6"); in a listing of digits joined by
+  ``-`` or ``.`` ("A-A-2-A-52732", "A.A. 2. A. 5. 2. 7. 3.", a real voice's "eight"
+  heard as the letter A) the letter "A" is repaired too, and the dots become dashes
+  (`_repair_listed`).
 * **Glued words.** A number of three or more digits written right after or before a
   word ("CC4047737215142", "SN84966389", "1-984-182-0190mobile") is split from it
   (not from "st", "nd", "rd", "th", "s": "1990s").

@@ -1,7 +1,8 @@
 """Audio scanner of the firewall: speech -> Whisper transcript (`polyfuse.guard.readers.asr`)
 -> spoken forms rewritten as written ones -> text detectors -> findings with time ranges;
-stretches that look like digits or an address and that no finding covers are decoded a
-second time (`polyfuse.guard.readers.second_pass`); a degenerate transcript is itself a
+stretches that look like digits or an address and that no finding covers, and speech with
+no words after words that name a number, are decoded a second time
+(`polyfuse.guard.readers.second_pass`); a degenerate transcript is itself a
 finding (`polyfuse.guard.detectors.transcript`)."""
 
 from __future__ import annotations
