@@ -194,6 +194,8 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
         ("Here is my SSN. A-A-2-A-52732", "Here is my SSN. 882-85-2732"),
         ("Here is my SN. A.A. 2. A. 5. 2. 7. 3.", "Here is my SN. 88285273."),
         ("Here is my SN. A.A. 2. A.5. 273.", "Here is my SN. 88285273."),
+        ("Here is my SN. A, A, 2, A, 52732,", "Here is my SN. 882-85-2732,"),
+        ("items a, 1, 2, 3", "items a, 123"),  # too short a listing: "a" stays
         ("card 4111-eh-1111-1111-111 ok", "card 4111 8111 1111 1111 ok"),
         ("v A.12345.6", "v A.12345.6"),
         # everyday words next to numbers stay as said

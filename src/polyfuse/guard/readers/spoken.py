@@ -491,16 +491,18 @@ def _repair_homophones(items: list[_Item]) -> list[_Item]:
     return out
 
 
-#: Punctuation Whisper puts between the digits it lists one by one ("2-1-9", "5. 2. 7.").
-_LIST_SEPS = frozenset({"-", "–", "."})
+#: Punctuation Whisper puts between the digits it lists one by one ("2-1-9", "5. 2. 7.",
+#: "A, A, 2, A, 52732").
+_LIST_SEPS = frozenset({"-", "–", ".", ","})
 
 
 def _repair_listed(items: list[_Item]) -> list[_Item]:
-    """Digits Whisper lists one by one, joined by ``-`` or ``.`` ("A-A-2-A-52732",
-    "A.A. 2. A. 5. 2. 7. 3."), as one digit run with its homophones repaired.
+    """Digits Whisper lists one by one, joined by ``-``, ``.`` or ``,`` ("A-A-2-A-52732",
+    "A.A. 2. A. 5. 2. 7. 3.", "A, A, 2, A, 52732"), as one digit run with its homophones
+    repaired.
 
-    A listing is a chain of numbers, digit words and homophones joined by one ``-`` or
-    ``.`` each, holding a homophone, at least `HOMOPHONE_RUN` digits (a homophone counts
+    A listing is a chain of numbers, digit words and homophones joined by one ``-``,
+    ``.`` or ``,`` each, holding a homophone, at least `HOMOPHONE_RUN` digits (a homophone counts
     one), more written or spoken digits than homophones and, where a ``.`` joins it, no
     number of more than four digits (Whisper's groups: "A.A. 2. A.5. 273."). Its homophones
     become digit words and its dots dashes; chains without a homophone ("10.0.0.1",
