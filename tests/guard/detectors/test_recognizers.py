@@ -516,3 +516,78 @@ def test_a_long_number_right_after_at_is_a_heard_phone_number() -> None:
     assert m.type == "PHONE_NUMBER" and text[m.start : m.end] == "78651450"
     assert find_heard("meet me at 1600 today") == []
     assert find_heard("it is not us, the email is fine") == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "said"),
+    [
+        # a contact record's numbers run together, a phone label right after them
+        ("Pola 61487416003964160892857138 Fx, 1", "61487416003964160892857138"),
+        ("BPO 51165781170456798883058 Facts, next", "51165781170456798883058"),
+        ("Portugal 309. 171. 21. 253. 109. 821. Office X.", "309. 171. 21. 253. 109. 821"),
+        ("Hines Box, 00015186400854 Mobile.", "00015186400854"),
+        ("MAC-190-3140-4508-769-FACS, ok", "190-3140-4508-769"),
+        # "fax" as heard before the number, a spoken "plus"
+        ("Facts, 259-735-7502-459.", "259-735-7502-459"),
+        ("Office Max, plus 447700288115 and", "447700288115"),
+        # phone words before a run of several numbers
+        ("Mobile, 03939216850964710795, and", "03939216850964710795"),
+    ],
+)
+def test_heard_phone_numbers_next_to_phone_labels(heard: str, said: str) -> None:
+    (m,) = find_heard(heard)
+    assert m.type == "PHONE_NUMBER" and heard[m.start : m.end] == said
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pola 61487416003964160892857138 and more",  # a long run, no phone words
+        "Invoice 12345678 office supplies",  # another kind of number
+        "The plus 12 team",  # too few digits
+        "Mobile, " + "1" * 50,  # longer than several numbers run together
+    ],
+)
+def test_heard_phone_labels_negatives(text: str) -> None:
+    assert find_heard(text) == []
+
+
+def test_a_spoken_at_word_and_dot_after_e_mail_words_is_a_heard_address() -> None:
+    heard = "Email, Shazn Sinker at QMAX, not the website"
+    (m,) = find_heard(heard)
+    assert m.type == "EMAIL_ADDRESS" and heard[m.start : m.end] == "Shazn Sinker at QMAX, not the"
+    heard = "What's your email? Vincent, sit yo man, that flakens not who."  # ".hu"
+    (m,) = find_heard(heard)
+    assert heard[m.start : m.end] == "Vincent, sit yo man, that flakens not who"
+    assert find_heard("I will email you at home, not the office") == []
+    assert find_heard("Meet at noon, not the evening") == []
+
+
+def test_an_ssn_heard_with_extra_digits_right_after_its_announcement() -> None:
+    text = "My social security number is 497016168300."
+    (m,) = find_heard(text)
+    assert m.type == "US_SSN" and text[m.start : m.end] == "497016168300"
+    assert find_heard("social security helps 12345678901 people") == []
+    (m,) = find_heard("call the social security office at 18007721213")
+    assert m.type == "PHONE_NUMBER"
+
+
+@pytest.mark.parametrize(
+    ("heard", "said"),
+    [
+        # "e-mail" heard as "my mail", ".org" as "not or"
+        (
+            "Send the receipt to my mail, make it not monotonous, not or not.",
+            "make it not monotonous, not or",
+        ),
+        # "my mail address is" heard as "my main address is", with a spoken dot
+        (
+            "My main address is games, not more addresses, not all nodes.",
+            "games, not more addresses, not all",
+        ),
+    ],
+)
+def test_heard_addresses_after_my_mail(heard: str, said: str) -> None:
+    (m,) = find_heard(heard)
+    assert m.type == "EMAIL_ADDRESS" and heard[m.start : m.end] == said
+    assert find_heard("My main address is 12 High Street, London") == []

@@ -16,6 +16,7 @@ from polyfuse.guard.readers.second_pass import (
     candidate_spans,
     redecode,
     splice,
+    unheard_spans,
 )
 from polyfuse.guard.readers.spoken import Word
 from polyfuse.guard.scanners.audio import AudioScanner
@@ -131,6 +132,40 @@ def test_a_number_both_passes_read_as_a_phone_after_ssn_words_is_also_an_ssn() -
     assert ssn.detector.endswith("polyfuse.heard") and ssn.score == 0.6
     assert ssn.explanation.endswith("(both passes read it as another type)")
     assert ssn.location.seconds == (heard[5].start, heard[5].end)
+
+
+def _speech_after(seconds: float, total: float) -> np.ndarray:
+    """Silence until ``seconds``, then a loud tone (speech-loud frames) to ``total``."""
+    x = np.zeros(int(16_000 * total), np.float32)
+    t = np.arange(x.size - int(16_000 * seconds)) / 16_000
+    x[int(16_000 * seconds) :] = 0.3 * np.sin(2 * np.pi * 220 * t)
+    x[:1600] = 0.3  # the words' own loudness
+    return x
+
+
+def test_speech_with_no_words_after_number_names_is_a_stretch_to_decode() -> None:
+    heard = words("my social security humor is")  # Whisper dropped the digits
+    (span,) = unheard_spans(heard, _speech_after(2.6, 6.0))
+    assert (span.first, span.last, span.kind) == (5, 4, "digits")
+    assert (span.start, span.end) == (heard[-1].end, 6.0)
+    assert splice(heard, span, words("1 2")) == [*heard, *words("1 2")]
+    # silence after the words, no number names, or digits heard after them: nothing
+    assert unheard_spans(heard, np.zeros(16_000 * 6, np.float32)) == []
+    assert unheard_spans(words("the weather today is"), _speech_after(2.6, 6.0)) == []
+    assert unheard_spans(words("my phone number is 415"), _speech_after(3.0, 6.0)) == []
+    # a stretch between two words, at most MAX_UNHEARD_SECONDS of it
+    gap = [*words("call me on"), Word(" thanks", 30.0, 30.4)]
+    (span,) = unheard_spans(gap, _speech_after(1.5, 31.0))
+    assert (span.first, span.last) == (3, 2) and span.end - span.start == pytest.approx(12.0)
+
+
+def test_digits_the_first_pass_dropped_are_decoded_after_the_number_names() -> None:
+    fake = FakeWhisper(" 430 64 2907")
+    heard = words("my social security number is")
+    result = scanner_with(fake).analyse_words(_speech_after(2.6, 7.0), heard)
+    (ssn,) = result.findings
+    assert ssn.type == "US_SSN" and ssn.explanation.endswith("(second decoding pass)")
+    assert ssn.location.seconds is not None and ssn.location.seconds[0] >= heard[-1].end
 
 
 def test_numbers_found_by_the_first_pass_are_not_decoded_again() -> None:

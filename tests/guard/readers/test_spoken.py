@@ -194,6 +194,8 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
         ("Here is my SSN. A-A-2-A-52732", "Here is my SSN. 882-85-2732"),
         ("Here is my SN. A.A. 2. A. 5. 2. 7. 3.", "Here is my SN. 88285273."),
         ("Here is my SN. A.A. 2. A.5. 273.", "Here is my SN. 88285273."),
+        ("Here is my SN. A, A, 2, A, 52732,", "Here is my SN. 882-85-2732,"),
+        ("items a, 1, 2, 3", "items a, 123"),  # too short a listing: "a" stays
         ("card 4111-eh-1111-1111-111 ok", "card 4111 8111 1111 1111 ok"),
         ("v A.12345.6", "v A.12345.6"),
         # everyday words next to numbers stay as said
@@ -207,6 +209,15 @@ def test_number_glued_to_an_abbreviation_is_split_from_it() -> None:
         ("toll free 800 555 1212", "toll free 800 555 1212"),
         ("I paid for 3 tickets", "I paid for 3 tickets"),
         ("Nero was emperor", "Nero was emperor"),
+        # "zero" heard as "Nero" or "hero" in a chain of single digits (issue 19)
+        (
+            "Office Backslash, Nero 7-7, Nero Nero, Nero 6-3, 9-6-6-Facts",
+            "Office Backslash, 07700063966-Facts",
+        ),
+        ("I have a hero, 3 heroes 92 heroes, 2 heroes, 593", "I have a 03092020593"),
+        ("my hero 2 is here", "my hero 2 is here"),  # no chain of seven digits
+        ("heroes 1 2 3 4 5 6", "0123456"),
+        ("a hero, 4 heroes, 5 heroes, 6 heroes", "a hero, 4 heroes, 5 heroes, 6 heroes"),
         (
             "price 3.5 dollars, version 1.2.3, host 10.0.0.1",
             "price 3.5 dollars, version 1.2.3, host 10.0.0.1",

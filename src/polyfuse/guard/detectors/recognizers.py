@@ -771,35 +771,61 @@ def find_secrets(text: str) -> list[Match]:
 #: A run of digits as a speech recogniser writes a misheard number: groups split by
 #: spaces, dashes, dots or commas, or by the punctuation it writes for a pause
 #: ("9472? 7916"), possibly with a currency sign in front ("$1586 1089").
-_HEARD_RUN = re.compile(r"(?<![\w.])[$£€]?\d+(?:(?:[ .,-]|[,.?] )\d+)*(?![\w-])")
+_HEARD_RUN = re.compile(r"(?<![\w.])[$£€]?\d+(?:(?:[ .,-]|[,.?] )\d+)*(?!\w|-\d)")
 #: SSN words as a recogniser writes them: also "SN" and "S.S.N." (heard rules only: in
 #: typed text "SN" is a serial number).
 _HEARD_SSN_CONTEXT = _context(
     r"\b(?:ssns?|sn|s\.\s?s\.\s?n\b|social|security\s+number|ss\s*#|ss\s+no)"
 )
-#: Words after which a transcript says an e-mail address.
+#: SSN words that directly announce the number ("my SSN is", "social security number:"):
+#: right after them a number heard with one or two digits too many (11-12) is the SSN.
+_HEARD_SSN_ANNOUNCED = _context(
+    r"\b(?:ssn|s\.\s?s\.\s?n\.?|social\s+security\s+(?:number|no\.?))\W{0,3}(?:is\W{0,2})?$"
+)
+#: Words after which a transcript says an e-mail address ("e-mail", "my mail").
 _HEARD_EMAIL_CONTEXT = _context(
-    r"\be-?\s?mail\b(?:\s+(?:address|is))*\W{1,3}(?P<local>(?:[^\W_]+\W{1,3}){0,12})$"
+    r"(?:\be-?\s?mail|\b(?:my|your|his|her|our)\s+mail)\b(?:\s+(?:address|is))*\W{1,3}"
+    r"(?P<local>(?:[^\W_]+\W{1,3}){0,12})$"
 )
 #: A domain as a transcript writes it: "name.com", or a spoken ending with "dot" heard as
 #: "not" ("and we're not us" for "teleworm.us", "not or" for ".org"; only after e-mail
 #: words, see `find_heard`).
 _HEARD_DOMAIN = re.compile(
     r"[\w.-]*\w\.[a-z]{2,24}\b"
-    r"|\b(?:not|dot)\s+(?:com|org|or|net|edu|gov|info|biz|us|uk|de|fr|it|nl|se|hu|au|ca)\b",
+    r"|\b(?:not|dot)\s+(?:com|org|or|net|edu|gov|info|biz|us|uk|de|fr|it|nl|se|hu|who|au|ca)\b",
     re.IGNORECASE,
 )
-#: "at" right before a number: "reach me at 78651450" (heard rules: 7-15 digits).
-_HEARD_AT = re.compile(r"\bat\W{0,2}$", re.IGNORECASE)
-#: A phrase that announces an address ("my e-mail address is ...", "my mail address is" as
-#: a recogniser may write it), then up to six words
+#: A spoken "at", a word, and "dot" (or "not") before another word: the domain of an
+#: address whose name and ending the recogniser did not spell ("at QMAX, not the" for
+#: "at cuvox dot de"; only after e-mail words that are no verb, see `find_heard`).
+_HEARD_AT_DOMAIN = re.compile(r"\bat\s+[^\W_]+,?\s+(?:not|dot)\s+[^\W_]{2,}\b", re.IGNORECASE)
+#: "e-mail" as a verb: its object pronoun right after it ("I'll email you at home").
+_EMAIL_VERB_OBJECT = re.compile(r"^(?:you|me|him|her|us|them|it)(?!['\w])", re.IGNORECASE)
+#: "at" or a spoken "plus" (an international number's "+") right before a number: "reach
+#: me at 78651450", "plus 447700288115" (heard rules: 7-15 digits).
+_HEARD_AT = re.compile(r"\b(?:at|plus)\W{0,2}$", re.IGNORECASE)
+#: "fax" as a recogniser writes it ("Facts", "FACS", "Fx"), before or after a number.
+_HEARD_FAX = r"fax|facts|facs|fx"
+_HEARD_PHONE_BEFORE = _context(rf"\b(?:{_HEARD_FAX})\b")
+#: A phone label right after a number, as contact records write one ("416 60 039 office",
+#: "07700 063 966-Fax"), "fax" also as heard.
+_HEARD_PHONE_AFTER = _context(rf"^\W{{0,3}}(?:office|mobile|cell|desk|phone|tel|{_HEARD_FAX})\b")
+#: Most digits of a heard phone finding: a recogniser runs a contact record's numbers
+#: together ("51165781170456798883058 Facts" for a box number, an office and a fax
+#: number), and the run is reported as one finding when phone words stand next to it.
+HEARD_PHONE_RUN = 45
+#: A phrase that announces an address ("my e-mail address is ...", "my mail address is" or
+#: "my main address is" as a recogniser may write it), then up to six words
 #: to the end of the sentence: the address, even when the recogniser could not spell it.
 _HEARD_ANNOUNCED_EMAIL = _context(
-    r"\b(?:(?:my|your|his|her|our)\s+(?:e-?\s?mail(?:\s+address)?|mail\s+address)"
+    r"\b(?:(?:my|your|his|her|our)\s+(?:e-?\s?mail(?:\s+address)?|(?P<main>mai[ln])\s+address)"
     r"|the\s+e-?\s?mail\s+address)"
     r"\s+(?:is|was)\s+"
     r"(?P<said>[^\s.?!,]+(?:[ ,]+[^\s.?!,]+){0,5})"
 )
+#: A spoken "dot" (or "dot" heard as "not") in the words after "my main address is", the
+#: recogniser's "my mail address is": a postal address has none.
+_SPOKEN_DOT = _context(r"\b(?:dot|not)\b")
 
 
 def find_heard(text: str) -> list[Match]:
@@ -812,12 +838,18 @@ def find_heard(text: str) -> list[Match]:
     words around the number make its kind plain. This rule set reports, at lower scores:
 
     * ``CREDIT_CARD`` (0.6): 13-19 digits within a few words after card words;
-    * ``US_SSN`` (0.6): 8-10 digits after SSN words;
-    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words or right after "at";
+    * ``US_SSN`` (0.6): 8-10 digits after SSN words, 11-12 right after words that
+      announce it ("my social security number is"; digits heard twice);
+    * ``PHONE_NUMBER`` (0.5): 7-15 digits after phone words ("fax" also as heard:
+      "Facts", "Fx") or right after "at" or a spoken "plus", or right before a phone label
+      ("office", "mobile", "fax" ...); a run of up to `HEARD_PHONE_RUN` digits next to
+      phone words is a contact record's numbers run together and one finding;
     * ``EMAIL_ADDRESS`` (0.5): a domain-like token (``name.com``, or "not us" for a
-      spoken ".us") at most twelve words after "e-mail" (a misheard local part runs to
-      several words), and the words
-      after "my e-mail (address) is" when nothing there was heard as an address.
+      spoken ".us", "not who" for ".hu") at most twelve words after "e-mail" (a misheard
+      local part runs to several words), a spoken "at", a word and "dot"/"not" there
+      ("at QMAX, not the" for "at cuvox dot de"; not after "e-mail you"), and the words
+      after "my e-mail (address) is" when nothing there was heard as an address ("my
+      main address is" only with a spoken "dot" or "not" in them).
 
     Run it on transcripts only (`TextPII` does for ``source="asr"``): on typed text a
     checksum failure means the number is not what it claims to be.
@@ -826,14 +858,29 @@ def find_heard(text: str) -> list[Match]:
     kinds = (
         ("CREDIT_CARD", "card", 13, 19, _CARD_CONTEXT, 0.6),
         ("US_SSN", "SSN", 8, 10, _HEARD_SSN_CONTEXT, 0.6),
-        ("PHONE_NUMBER", "phone", 7, 15, _PHONE_CONTEXT, 0.5),
+        ("PHONE_NUMBER", "phone", 7, HEARD_PHONE_RUN, _PHONE_CONTEXT, 0.5),
     )
     for m in _HEARD_RUN.finditer(text):
         start = m.start() + (1 if m.group()[0] in "$£€" else 0)
         n = len(_digits(m.group()))
         for etype, label, lo, hi, words, score in kinds:
-            at = etype == "PHONE_NUMBER" and _HEARD_AT.search(text, max(0, start - 6), start)
-            if lo <= n <= hi and (at or words.search(text, max(0, start - 32), start)):
+            before = max(0, start - 32)
+            cue = etype == "PHONE_NUMBER" and (
+                (n <= 15 and _HEARD_AT.search(text, max(0, start - 6), start))
+                or _HEARD_PHONE_BEFORE.search(text, before, start)
+                or (
+                    _HEARD_PHONE_AFTER.search(text[m.end() : m.end() + 12])
+                    and not _OTHER_NUMBER.search(text, before, start)
+                )
+            )
+            if etype == "US_SSN" and n in (11, 12):  # doubled digits, right after SSN words
+                if _HEARD_SSN_ANNOUNCED.search(text, max(0, start - 40), start):
+                    why = f"{n} digits right after the words that announce an SSN in speech"
+                    why += " (no checksum: recognisers mishear digits)"
+                    out.append(Match(start, m.end(), etype, score, why, "polyfuse.heard"))
+                    break
+                continue
+            if lo <= n <= hi and (cue or words.search(text, before, start)):
                 why = f"{n} digits after {label} words in speech"
                 why += " (no checksum: recognisers mishear digits)"
                 out.append(Match(start, m.end(), etype, score, why, "polyfuse.heard"))
@@ -844,7 +891,23 @@ def find_heard(text: str) -> list[Match]:
             why = "an address-like word after 'e-mail' in speech (the 'at' was not heard)"
             start = ctx.start("local") if ctx.group("local") else m.start()
             out.append(Match(start, m.end(), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard"))
+    for m in _HEARD_AT_DOMAIN.finditer(text):
+        ctx = _HEARD_EMAIL_CONTEXT.search(text, max(0, m.start() - 80), m.start())
+        local = ctx.group("local") if ctx is not None else ""
+        if (
+            ctx is None
+            or _EMAIL_VERB_OBJECT.match(local)
+            or any(
+                x.type == "EMAIL_ADDRESS" and x.start < m.end() and m.start() < x.end for x in out
+            )
+        ):
+            continue
+        why = "a spoken 'at', a word and 'dot' after 'e-mail' in speech (a misheard domain)"
+        start = ctx.start("local") if local else m.start()
+        out.append(Match(start, m.end(), "EMAIL_ADDRESS", 0.5, why, "polyfuse.heard"))
     for m in _HEARD_ANNOUNCED_EMAIL.finditer(text):
+        if m.group("main") == "main" and not _SPOKEN_DOT.search(m.group("said")):
+            continue
         if not any(x.type == "EMAIL_ADDRESS" and x.end > m.start("said") for x in out):
             why = "the words after 'my e-mail address is' in speech (not heard as an address)"
             out.append(

@@ -8,12 +8,14 @@ and with every token that holds a letter suppressed, leaves it nothing to write 
 decoding an address-like stretch on its own (no sentence around it to pull it towards
 ordinary words) sometimes brings the spoken "at" back.
 
-`candidate_spans` finds the stretches in the first pass's words; `redecode` decodes one
-again; `splice` puts the new words in place of the old ones. The audio scanner
-(`polyfuse.guard.scanners.audio.AudioScanner`) runs the pass only on stretches that no
-finding of their kind covers, or whose finding contradicts the words before them (a
-10-digit "phone number" after "my social security number is"), and keeps the second
-pass's findings beside the first's.
+`candidate_spans` finds the stretches in the first pass's words; `unheard_spans` finds
+speech the first pass wrote no words for right after words that name a number ("my social
+security number is" and the transcript ends: Whisper dropped the whole number);
+`redecode` decodes one again; `splice` puts the new words in place of the old ones. The
+audio scanner (`polyfuse.guard.scanners.audio.AudioScanner`) runs the pass only on
+stretches that no finding of their kind covers, or whose finding contradicts the words
+before them (a 10-digit "phone number" after "my social security number is"), and keeps
+the second pass's findings beside the first's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ import numpy as np
 from polyfuse.guard.models import ModelCache
 from polyfuse.guard.readers.spoken import DIGIT_HOMOPHONES, DIGIT_WORDS, LISTED_HOMOPHONES, Word
 
-__all__ = ["DIGIT_PAD_SECONDS", "Span", "candidate_spans", "letter_tokens", "redecode", "splice"]
+__all__ = [
+    "DIGIT_PAD_SECONDS",
+    "Span",
+    "candidate_spans",
+    "letter_tokens",
+    "redecode",
+    "splice",
+    "unheard_spans",
+]
 
 #: Seconds of audio kept on each side of a stretch (Whisper's word times are often a
 #: tenth of a second or two early or late); never past the middle of the next word.
@@ -41,6 +51,22 @@ MAX_GAP_WORDS = 2
 MIN_DIGITS = 7
 
 _DOMAIN = re.compile(r"\w\.[a-z]{2,}\b|@", re.IGNORECASE)
+#: Shortest stretch of speech with no words in the transcript (seconds) that is decoded
+#: again after words naming a number: Whisper sometimes drops a whole spoken number ("my
+#: social security humor is", then nothing).
+MIN_UNHEARD_SECONDS = 0.8
+#: Longest such stretch decoded (seconds): a number said digit by digit.
+MAX_UNHEARD_SECONDS = 12.0
+#: Words that name a number, in the last `_NAMING_WORDS` words before such a stretch.
+_NUMBER_NAMES = re.compile(
+    r"\b(?:social|security|ssn|s\.\s?s\.\s?n|sn|card|credit|debit|phone|mobile|cell|fax|"
+    r"number|call|dial|reach)\b",
+    re.IGNORECASE,
+)
+_NAMING_WORDS = 6
+#: Frames (30 ms) of a stretch count as speech when their RMS reaches this share of the
+#: clip's loud frames (90th percentile); a stretch needs `MIN_UNHEARD_SECONDS` / 2 of them.
+SPEECH_LEVEL = 0.25
 
 
 @dataclass(frozen=True)
@@ -56,7 +82,7 @@ class Span:
     """
 
     first: int
-    last: int
+    last: int  # first - 1 for speech the first pass wrote no words for (inserted there)
     kind: Literal["digits", "address"]
     start: float
     end: float
@@ -115,6 +141,48 @@ def candidate_spans(words: Sequence[Word], duration: float) -> list[Span]:
             first = max(0, k - 2)  # the local part is often heard as separate words
             out.append(Span(first, k, "address", *_window(words, first, k, duration)))
     return sorted(out, key=lambda s: s.start)
+
+
+def _speech_seconds(samples: np.ndarray, start: float, end: float, sample_rate: int) -> float:
+    """Seconds of ``samples[start:end]`` loud enough to be speech (`SPEECH_LEVEL`)."""
+    frame = int(0.03 * sample_rate)
+    n = samples.size // frame
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(samples[: n * frame].reshape(n, frame) ** 2, axis=1))  # (n,)
+    level = SPEECH_LEVEL * float(np.percentile(rms, 90))
+    first, last = int(start * sample_rate) // frame, int(end * sample_rate) // frame
+    return float(np.sum(rms[first:last] >= level)) * frame / sample_rate if level > 0 else 0.0
+
+
+def unheard_spans(
+    words: Sequence[Word], samples: np.ndarray, sample_rate: int = 16_000
+) -> list[Span]:
+    """Speech the first pass wrote no words for, right after words that name a number
+    ("my social security number is" and the transcript ends, or the next word starts
+    seconds later): a digit stretch to decode, inserted after the naming words.
+
+    A stretch is the time between a word and the next (or the end of the audio), at
+    least `MIN_UNHEARD_SECONDS` long (at most `MAX_UNHEARD_SECONDS` of it is decoded),
+    with number names (`_NUMBER_NAMES`) in the `_NAMING_WORDS` words before it, no digit
+    among them after the last name, and half of `MIN_UNHEARD_SECONDS` of speech-loud
+    frames in it.
+    """
+    duration = samples.size / sample_rate
+    out: list[Span] = []
+    for i, word in enumerate(words):
+        start = word.end
+        end = words[i + 1].start if i + 1 < len(words) else duration
+        if end - start < MIN_UNHEARD_SECONDS:
+            continue
+        before = " ".join(w.text.strip() for w in words[max(0, i + 1 - _NAMING_WORDS) : i + 1])
+        names = list(_NUMBER_NAMES.finditer(before))
+        if not names or any(c.isdigit() for c in before[names[-1].end() :]):
+            continue
+        end = min(end, start + MAX_UNHEARD_SECONDS)
+        if _speech_seconds(samples, start, end, sample_rate) >= MIN_UNHEARD_SECONDS / 2:
+            out.append(Span(i + 1, i, "digits", start, end))
+    return out
 
 
 def letter_tokens(whisper: Any, models: ModelCache) -> list[int]:

@@ -26,9 +26,11 @@ Rules (deliberately few, each tested):
   least two digits and Whisper did not use thousands commas, else become one digit run.
 * **Homophones inside digit runs.** What Whisper writes for a misheard digit word
   ("Nero", "to", "free", "I'm") becomes the digit word between numbers long enough to be
-  a phone, card or SSN; in a listing of digits joined by ``-`` or ``.`` ("A-A-2-A-52732",
-  "A.A. 2. A. 5. 2. 7. 3.", a real voice's "eight" heard as the letter A) the letter "A"
-  is repaired too, and the dots become dashes (`_repair_listed`).
+  a phone, card or SSN; "Nero" and "hero" also anywhere in a chain of digits of that
+  length ("Nero 7-7, Nero Nero, Nero 6-3, 9-6-6"); in a listing of digits joined by
+  ``-`` or ``.`` ("A-A-2-A-52732", "A.A. 2. A. 5. 2. 7. 3.", a real voice's "eight"
+  heard as the letter A) the letter "A" is repaired too, and the dots become dashes
+  (`_repair_listed`).
 * **Glued words.** A number of three or more digits written right after or before a
   word ("CC4047737215142", "SN84966389", "1-984-182-0190mobile") is split from it
   (not from "st", "nd", "rd", "th", "s": "1990s").
@@ -366,6 +368,9 @@ def _chunks(items: list[_Item]) -> dict[int, _Chunk]:
 #: between two numbers whose digits, with it, reach `HOMOPHONE_RUN` ("30 to 886104..." is a
 #: card, "from 9 to 5" stays as said).
 _STRONG_HOMOPHONES = {"nero": "zero"}
+#: Homophones that are everyday words but no function words ("hero" for "zero"): repaired
+#: only inside a digit chain (`_chain_digits`), never beside a single number.
+_CHAIN_HOMOPHONES = {"hero": "zero", "heroes": "zero"}
 _WEAK_HOMOPHONES = {
     "for": "four",
     "fore": "four",
@@ -382,10 +387,17 @@ _WEAK_HOMOPHONES = {
 #: Homophones repaired only inside a digit listing (`_repair_listed`): a real voice's
 #: "eight" cut short, which Whisper writes as the letter ("A-A-2-A-52732").
 _LISTED_HOMOPHONES = {"a": "eight", "eh": "eight"}
-_ALL_HOMOPHONES = {**_STRONG_HOMOPHONES, **_WEAK_HOMOPHONES, **_LISTED_HOMOPHONES}
+_ALL_HOMOPHONES = {
+    **_STRONG_HOMOPHONES,
+    **_CHAIN_HOMOPHONES,
+    **_WEAK_HOMOPHONES,
+    **_LISTED_HOMOPHONES,
+}
 #: Words the digit repair rewrites beside numbers (what Whisper writes for a misheard
 #: digit word).
-DIGIT_HOMOPHONES = frozenset(_STRONG_HOMOPHONES) | frozenset(_WEAK_HOMOPHONES)
+DIGIT_HOMOPHONES = (
+    frozenset(_STRONG_HOMOPHONES) | frozenset(_CHAIN_HOMOPHONES) | frozenset(_WEAK_HOMOPHONES)
+)
 #: Words the digit repair rewrites only where Whisper lists digits with ``-`` or ``.``.
 LISTED_HOMOPHONES = frozenset(_LISTED_HOMOPHONES)
 #: Fewest digits of a run (the homophone included) in which a weak homophone is repaired:
@@ -409,14 +421,63 @@ def _digits_beside(items: list[_Item], i: int, step: int) -> int:
     return count
 
 
+#: Punctuation Whisper writes between the digits or digit groups of one spoken number.
+_CHAIN_SEPS = frozenset({"-", "–", ".", ","})
+
+
+def _chain_digits(items: list[_Item], i: int) -> tuple[int, int]:
+    """Digits and homophones of the digit chain through item ``i``: numbers, digit words
+    and strong or chain homophones, next to each other or joined by one ``-``, ``.`` or
+    ``,`` ("Nero 7-7, Nero Nero, Nero 6-3, 9-6-6": 7 digits, 4 homophones)."""
+
+    def element(it: _Item) -> int:  # digits it says, -1 for a homophone, 0 neither
+        if it.kind == "num":
+            return len(it.text)
+        if it.kind != "word":
+            return 0
+        if it.low in _UNITS or it.low in _ZEROS:
+            return 1
+        return -1 if it.low in _STRONG_HOMOPHONES or it.low in _CHAIN_HOMOPHONES else 0
+
+    digits, homophones = 0, 1
+    for step in (-1, 1):
+        j = i + step
+        while 0 <= j < len(items):
+            if items[j].text in _CHAIN_SEPS and 0 <= j + step < len(items):
+                j += step
+            n = element(items[j])
+            if not n:
+                break
+            digits, homophones = (digits + n, homophones) if n > 0 else (digits, homophones + 1)
+            j += step
+    return digits, homophones
+
+
 def _repair_homophones(items: list[_Item]) -> list[_Item]:
-    """Digit words in place of their homophones inside digit runs (see `HOMOPHONE_RUN`)."""
+    """Digit words in place of their homophones inside digit runs (see `HOMOPHONE_RUN`).
+
+    A strong homophone ("Nero") beside a number of two or more digits, a weak one (an
+    everyday word) between two numbers whose digits with it reach `HOMOPHONE_RUN`, and a
+    strong or chain homophone ("Nero", "hero") in a digit chain (`_chain_digits`) of at
+    least `HOMOPHONE_RUN` digits (homophones counted one each) that holds at least as many
+    said digits as homophones.
+    """
     out = list(items)
     for i, it in enumerate(out):
         if it.kind != "word" or (
-            it.low not in _STRONG_HOMOPHONES and it.low not in _WEAK_HOMOPHONES
+            it.low not in _STRONG_HOMOPHONES
+            and it.low not in _WEAK_HOMOPHONES
+            and it.low not in _CHAIN_HOMOPHONES
         ):
             continue
+        if it.low in _STRONG_HOMOPHONES or it.low in _CHAIN_HOMOPHONES:
+            digits, homophones = _chain_digits(out, i)
+            chain = digits + homophones >= HOMOPHONE_RUN and digits >= homophones
+            if chain or it.low in _CHAIN_HOMOPHONES:
+                if chain:
+                    digit = _ALL_HOMOPHONES[it.low]
+                    out[i] = _Item(digit, it.cw[:1] * len(digit), it.space, "word")
+                continue
         left, right = _digits_beside(out, i, -1), _digits_beside(out, i, 1)
         if it.low in _STRONG_HOMOPHONES:
             ok, digit = (left or right) and left + right + 1 >= 3, _STRONG_HOMOPHONES[it.low]
@@ -430,16 +491,18 @@ def _repair_homophones(items: list[_Item]) -> list[_Item]:
     return out
 
 
-#: Punctuation Whisper puts between the digits it lists one by one ("2-1-9", "5. 2. 7.").
-_LIST_SEPS = frozenset({"-", "–", "."})
+#: Punctuation Whisper puts between the digits it lists one by one ("2-1-9", "5. 2. 7.",
+#: "A, A, 2, A, 52732").
+_LIST_SEPS = frozenset({"-", "–", ".", ","})
 
 
 def _repair_listed(items: list[_Item]) -> list[_Item]:
-    """Digits Whisper lists one by one, joined by ``-`` or ``.`` ("A-A-2-A-52732",
-    "A.A. 2. A. 5. 2. 7. 3."), as one digit run with its homophones repaired.
+    """Digits Whisper lists one by one, joined by ``-``, ``.`` or ``,`` ("A-A-2-A-52732",
+    "A.A. 2. A. 5. 2. 7. 3.", "A, A, 2, A, 52732"), as one digit run with its homophones
+    repaired.
 
-    A listing is a chain of numbers, digit words and homophones joined by one ``-`` or
-    ``.`` each, holding a homophone, at least `HOMOPHONE_RUN` digits (a homophone counts
+    A listing is a chain of numbers, digit words and homophones joined by one ``-``,
+    ``.`` or ``,`` each, holding a homophone, at least `HOMOPHONE_RUN` digits (a homophone counts
     one), more written or spoken digits than homophones and, where a ``.`` joins it, no
     number of more than four digits (Whisper's groups: "A.A. 2. A.5. 273."). Its homophones
     become digit words and its dots dashes; chains without a homophone ("10.0.0.1",

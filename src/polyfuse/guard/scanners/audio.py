@@ -1,7 +1,8 @@
 """Audio scanner of the firewall: speech -> Whisper transcript (`polyfuse.guard.readers.asr`)
 -> spoken forms rewritten as written ones -> text detectors -> findings with time ranges;
-stretches that look like digits or an address and that no finding covers are decoded a
-second time (`polyfuse.guard.readers.second_pass`); a degenerate transcript is itself a
+stretches that look like digits or an address and that no finding covers, and speech with
+no words after words that name a number, are decoded a second time
+(`polyfuse.guard.readers.second_pass`); a degenerate transcript is itself a
 finding (`polyfuse.guard.detectors.transcript`)."""
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from polyfuse.guard.readers.asr import (
     transcribe,
     whisper_model,
 )
-from polyfuse.guard.readers.second_pass import Span, candidate_spans, redecode, splice
+from polyfuse.guard.readers.second_pass import (
+    Span,
+    candidate_spans,
+    redecode,
+    splice,
+    unheard_spans,
+)
 from polyfuse.guard.readers.spoken import NormalisedText, Word, normalise_spoken
 
 #: Finding types that cover a stretch of each kind (a covered stretch is not decoded again).
@@ -186,7 +193,14 @@ class AudioScanner:
         announced = [
             (m.type, transcript.seconds_of((m.start, m.end))) for m in find_heard(transcript.text)
         ]
-        spans = [s for s in candidate_spans(words, duration) if _uncertain(s, findings, announced)]
+        spans = sorted(
+            [
+                *candidate_spans(words, duration),
+                *unheard_spans(words, samples, SAMPLE_RATE),
+            ],
+            key=lambda s: s.start,
+        )
+        spans = [s for s in spans if _uncertain(s, findings, announced)]
         whisper = whisper_model(self.model, models=self.models)
         for span in spans:
             new = redecode(
