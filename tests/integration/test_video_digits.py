@@ -62,3 +62,11 @@ def test_fused_video_and_soundtrack_train_evaluate_predict(
     both = predictor.predict({"video": str(base / spoken["video"])})
     assert alone.modalities_used == ("video",)  # no track: audio missing, not an error
     assert set(both.modalities_used) == {"audio", "video"}
+
+    from polyfuse.inference.frames import frame_effects
+
+    art_ = predictor.artifact
+    fx = frame_effects(
+        art_.model, art_.contracts, art_.task, {"video": str(base / spoken["video"])}, "video"
+    )
+    assert len(fx.effects) == 4 and fx.times == sorted(fx.times)  # contract frames=4

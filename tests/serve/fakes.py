@@ -60,6 +60,12 @@ class FakeRuntime:
         if self.error is not None:
             raise self.error
 
+    async def frame_effects(self, request: ServeRequest, modality: str) -> dict[str, Any]:
+        """Frames at 0, 0.5, 1 and 1.5 s; the one at 0.5 s matters most."""
+        effects = (0.0, 0.3, 0.05, -0.02)
+        frames = [{"t": 0.5 * i, "effect": e} for i, e in enumerate(effects)]
+        return {"label": "cat", "probability": 0.9, "frames": frames}
+
     async def predict(self, request: ServeRequest) -> ServeResult:
         await self._enter(request)
         text = request.inputs.get("text", "")

@@ -88,7 +88,8 @@ def frame_effects(
             c = contracts[name]
             sample[name] = c.preprocess(c.load(value, field=name))
     model.eval()
-    batch = assemble(contracts, [sample])
+    device = model.prior.device
+    batch = {m: b.to(device) for m, b in assemble(contracts, [sample]).items()}
     encoded = model.encode(batch, 1)
     probs = task.probabilities(model.fuse(encoded).logits)[0]
     k = int(probs.argmax())

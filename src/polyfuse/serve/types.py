@@ -143,6 +143,9 @@ class ServeResult:
         sync: video modality -> its soundtrack's offset against its picture
             (`polyfuse.modalities.sync.SyncEstimate.to_dict`; ``null`` for a video without
             sound), when the request carried a video and the service checks sync.
+        frames: video modality -> which frames mattered
+            (`polyfuse.inference.frames.FrameEffects.to_dict`), when the request asked
+            ``?explain=frames``.
     """
 
     request_id: str
@@ -165,6 +168,7 @@ class ServeResult:
     role: str | None = None
     output_scan: dict[str, Any] | None = None
     sync: dict[str, Any] | None = None
+    frames: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the ``/v1/predict`` response body)."""
@@ -189,6 +193,8 @@ class ServeResult:
             body["output_scan"] = self.output_scan
         if self.sync is not None:
             body["sync"] = self.sync
+        if self.frames is not None:
+            body["frames"] = self.frames
         return body
 
 

@@ -49,3 +49,17 @@ def test_a_late_soundtrack_is_reported_in_the_answer_and_the_metrics(
 def test_sync_off(videos: dict[str, bytes], tmp_path: Path) -> None:
     app = create_app(FakeRuntime(("text", "video")), ServeConfig(sync=False))  # type: ignore[arg-type]
     assert "sync" not in post(Client(app), videos["late"])
+
+
+def test_explain_frames_asks_the_runtime_and_unknown_explanations_are_refused(
+    videos: dict[str, bytes],
+) -> None:
+    client = Client(create_app(FakeRuntime(("text", "video")), ServeConfig(sync=False)))  # type: ignore[arg-type]
+    files = {"video": ("clip.mp4", videos["late"], "video/mp4")}
+    r = client.post("/v1/predict?explain=frames", files=files)
+    assert r.status_code == 200, r.text
+    frames = r.json()["frames"]["video"]["frames"]
+    assert [f["t"] for f in frames] == [0.0, 0.5, 1.0, 1.5]
+    assert "frames" not in client.post("/v1/predict", files=files).json()
+    bad = client.post("/v1/predict?explain=pixels", files=files)
+    assert bad.status_code == 400 and "explain= takes frames" in bad.text

@@ -169,6 +169,15 @@ def test_video_upload_is_previewed_sent_and_its_sync_shown(browser: Any, tmp_pat
         assert s.runtime.requests[0].inputs["video"] == late.read_bytes()
         assert s.text("#sync").startswith("video: sound 3")
         assert s.text("#sync").endswith("ms late (out of sync)")
+        rows = s.page.locator("#frames button.bar.frame")
+        assert rows.count() == 4
+        assert rows.evaluate_all("rs => rs.map(r => r.dataset.t)") == ["0", "0.5", "1", "1.5"]
+        widths = s.page.locator("#frames .fill").evaluate_all(
+            "fs => fs.map(f => f.getBoundingClientRect().width / f.parentElement.clientWidth)"
+        )
+        assert [round(w, 2) for w in widths] == [0.0, 1.0, 0.17, 0.0]  # 0.05 / 0.3; none < 0
+        assert "+30.0%" in s.text("#frames")
+        rows.nth(1).click()  # plays from that frame (where the browser can decode H.264)
         assert s.errors == []
 
 

@@ -48,7 +48,22 @@ def context(request: Request, route: str) -> Context:
     ctx = Context(state.get("request_id") or new_request_id(), route, deadline, modalities, key_id)
     if service.versions is not None:  # several versions: who asks decides which answers
         ctx.route_key = route_key(request.headers.get(ROUTE_HEADER), key_id)
+    explain = request.query_params.get("explain")
+    if explain is not None:
+        asked = tuple(x.strip() for x in explain.split(",") if x.strip())
+        unknown = sorted(set(asked) - EXPLAIN)
+        if unknown:
+            raise ServeError(
+                "invalid_input",
+                f"unknown explanation(s) {unknown}",
+                hint=f"explain= takes {', '.join(sorted(EXPLAIN))}",
+            )
+        ctx.explain = asked
     return ctx
+
+
+#: What ``?explain=`` may ask for: ``frames`` (which frames of each video mattered).
+EXPLAIN = frozenset({"frames"})
 
 
 def route_key(header: str | None, key_id: str | None) -> str | None:

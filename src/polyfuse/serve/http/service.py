@@ -55,6 +55,7 @@ class Context:
     key_id: str | None = None
     findings: list[dict[str, Any]] = field(default_factory=list)
     route_key: str | None = None
+    explain: tuple[str, ...] = ()
 
 
 @dataclass
@@ -243,11 +244,13 @@ class Service:
         with self.stage(ctx, "runtime"):
             result = await self.call_runtime(ctx, lambda: self.runtime.predict(request))
         result.findings = screened.findings
-        if self.config.sync:
-            videos = _videos(screened.inputs)
-            if videos:
-                with self.stage(ctx, "sync"):
-                    result.sync = await self._sync(videos)
+        videos = _videos(screened.inputs) if self.config.sync or ctx.explain else {}
+        if self.config.sync and videos:
+            with self.stage(ctx, "sync"):
+                result.sync = await self._sync(videos)
+        if "frames" in ctx.explain and videos:
+            with self.stage(ctx, "explain"):
+                result.frames = await self._frames(request, videos)
         if self.review is not None:
             with self.stage(ctx, "review"):
                 decision = await self.review.consider(
@@ -284,6 +287,19 @@ class Service:
                 if est.desync:
                     self.metrics.av_desync.labels(name).inc()
         return out
+
+    async def _frames(self, request: ServeRequest, videos: dict[str, bytes]) -> dict[str, Any]:
+        """Which frames of each video mattered (`polyfuse.inference.frames`), for runtimes
+        that can tell (``frame_effects``); the others answer without it."""
+        explain = getattr(self.runtime, "frame_effects", None)
+        if explain is None:
+            raise ServeError(
+                "invalid_input",
+                "this runtime cannot explain frames",
+                hint="serve the artifact in process (not on Ray) for ?explain=frames",
+            )
+        known = set(self.runtime.modalities)
+        return {m: await explain(request, m) for m in videos if m in known}
 
     async def _shadow_answered(self, outcome: ShadowOutcome) -> None:
         """The shadow's answer: one request-log record, and human review of a

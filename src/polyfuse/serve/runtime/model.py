@@ -667,6 +667,27 @@ class ModelRuntime:
         self._counts["degraded"] += int(result.degraded)
         return result
 
+    async def frame_effects(self, request: ServeRequest, modality: str) -> dict[str, Any]:
+        """Which frames of the request's video ``modality`` mattered to its answer
+        (`polyfuse.inference.frames`: each frame left out in turn), in a thread, outside
+        the batchers (an explanation asked for by hand, not the hot path)."""
+        from polyfuse.core.errors import PolyfuseError
+        from polyfuse.inference.frames import frame_effects
+
+        inputs = {m: v for m, v in request.inputs.items() if m in self.contracts}
+        try:
+            fx = await asyncio.to_thread(
+                frame_effects,
+                self.artifact.model,
+                self.contracts,
+                self.artifact.task,
+                inputs,
+                modality,
+            )
+        except PolyfuseError as err:
+            raise ServeError("invalid_input", err.message, hint=err.hint) from None
+        return fx.to_dict()
+
     async def embed(self, request: ServeRequest) -> dict[str, list[float]]:
         """Pooled embeddings in the shared space of the modalities that could be encoded."""
         stages = await self._run_stages(request)

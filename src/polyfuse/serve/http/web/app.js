@@ -30,6 +30,7 @@ function headers() {
 
 // ------------------------------------------------------------------ model info
 const inputs = new Map(); // modality -> { value(): File | Blob | string | null, clear() }
+const players = new Map(); // video modality -> its <video> preview
 
 async function loadInfo() {
   $("model").textContent = "loading model information…";
@@ -64,6 +65,7 @@ function buildInputs(modalities) {
   const box = $("inputs");
   box.replaceChildren();
   inputs.clear();
+  players.clear();
   for (const name of modalities) {
     const kind = kindOf(name);
     const field =
@@ -143,6 +145,7 @@ function videoInput(name) {
     value: () => input.files[0] || null,
     clear: () => { input.value = ""; input.dispatchEvent(new Event("change")); },
   });
+  players.set(name, player);
   return fieldset(name, "video", el("label", { for: id }, `${name} file`), input, player);
 }
 
@@ -282,7 +285,10 @@ async function predict(event) {
   $("predict").disabled = true;
   $("busy").hidden = false;
   try {
-    const response = await fetch("/v1/predict", { method: "POST", headers: headers(), body: form });
+    // with a video, also ask which of its frames mattered
+    const video = [...players.keys()].some((name) => form.has(name));
+    const url = video ? "/v1/predict?explain=frames" : "/v1/predict";
+    const response = await fetch(url, { method: "POST", headers: headers(), body: form });
     const body = await readJson(response);
     if (response.ok && body) showResult(body);
     else showError(body, response);
@@ -365,11 +371,40 @@ function showResult(body) {
   $("findings").replaceChildren(findingsTable(body.findings));
   showOutputScan(body.output_scan);
   showSync(body.sync);
+  showFrames(body.frames);
   $("request-id").textContent = body.request_id || "";
   const timings = Object.entries(body.timings_ms || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)} ms`);
   const cached = (body.cache_hits || []).length ? ` · cached: ${body.cache_hits.join(", ")}` : "";
   $("timings").textContent = timings.join(" · ") + cached;
   $("result").hidden = false;
+}
+
+// Which frames mattered: one bar per sampled frame (how much the answer's probability drops
+// without it); a click plays the video from that frame.
+function showFrames(frames) {
+  const box = $("frames");
+  box.replaceChildren();
+  const entries = Object.entries(frames || {});
+  $("frames-section").hidden = !entries.length;
+  for (const [modality, fx] of entries) {
+    const top = Math.max(1e-9, ...fx.frames.map((f) => Math.max(0, f.effect)));
+    box.append(el("p", { class: "muted" }, `${modality}: without each frame, the probability of ${fx.label} drops by`));
+    const bars = el("div", { class: "bars" });
+    for (const f of fx.frames) {
+      const fill = el("span", { class: "fill" });
+      fill.style.width = `${((Math.max(0, f.effect) / top) * 100).toFixed(1)}%`;
+      const row = el("button", { type: "button", class: "bar frame", "data-t": String(f.t), title: `play from ${f.t.toFixed(2)} s` },
+        el("span", { class: "name" }, `${f.t.toFixed(2)} s`),
+        el("span", { class: "track", role: "img", "aria-label": `frame at ${f.t.toFixed(2)} s` }, fill),
+        el("span", { class: "value" }, `${f.effect >= 0 ? "+" : ""}${(f.effect * 100).toFixed(1)}%`));
+      row.addEventListener("click", () => {
+        const player = players.get(modality);
+        if (player && player.src) { player.currentTime = f.t; player.play().catch(() => {}); }
+      });
+      bars.append(row);
+    }
+    box.append(bars);
+  }
 }
 
 // Each video's sound against its picture: "sound 212 ms late (out of sync)".
