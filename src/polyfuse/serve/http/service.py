@@ -295,8 +295,9 @@ class Service:
         if explain is None:
             raise ServeError(
                 "invalid_input",
-                "this runtime cannot explain frames",
-                hint="serve the artifact in process (not on Ray) for ?explain=frames",
+                "this service's runtime cannot explain frames",
+                hint="?explain=frames needs one in-process model (not Ray replicas or "
+                "several versions)",
             )
         known = set(self.runtime.modalities)
         return {m: await explain(request, m) for m in videos if m in known}
