@@ -148,11 +148,12 @@ def sound_change(
     return times, change
 
 
-def picture_motion(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """How much the picture moves: ``(times, values)``, one value between each two frames.
+def grey_frames(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, H, W)`` float32 grey frames (``(T, H, W, C)`` averaged over channels) and their
+    float64 times, checked to match.
 
-    Frames are ``(T, H, W)`` or ``(T, H, W, C)`` (any scale); the value is the mean absolute
-    difference of consecutive grey frames, at the middle of their two timestamps.
+    Raises:
+        InvalidInputError: not ``(T, H, W[, C])``, or not one timestamp per frame.
     """
     f = np.asarray(frames, dtype=np.float32)
     if f.ndim == 4:
@@ -164,6 +165,33 @@ def picture_motion(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, n
             f"frames of shape {tuple(f.shape)} for {len(t)} timestamps",
             hint="give (T, H, W[, C]) frames and one timestamp per frame",
         )
+    return f, t
+
+
+def peak(lags_ms: np.ndarray, curve: np.ndarray) -> tuple[float, float] | None:
+    """``(offset_ms, value)`` at the highest finite point of ``curve`` over ``lags_ms``
+    (evenly spaced), refined between lags by a parabola through the peak and its two
+    neighbours (at most half a step either way); None when no point is finite."""
+    c = np.where(np.isfinite(curve), curve, -np.inf)
+    if not np.isfinite(c).any():
+        return None
+    i = int(np.argmax(c))
+    offset = float(lags_ms[i])
+    if 0 < i < len(c) - 1 and np.isfinite(c[i - 1]) and np.isfinite(c[i + 1]):
+        denom = c[i - 1] - 2 * c[i] + c[i + 1]
+        if denom < 0:
+            shift = float(np.clip(0.5 * (c[i - 1] - c[i + 1]) / denom, -0.5, 0.5))
+            offset += shift * float(lags_ms[1] - lags_ms[0])
+    return offset, float(c[i])
+
+
+def picture_motion(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much the picture moves: ``(times, values)``, one value between each two frames.
+
+    Frames are ``(T, H, W)`` or ``(T, H, W, C)`` (any scale); the value is the mean absolute
+    difference of consecutive grey frames, at the middle of their two timestamps.
+    """
+    f, t = grey_frames(frames, times)
     if len(f) < 2:
         return np.zeros(0), np.zeros(0)
     motion = np.abs(np.diff(f, axis=0)).mean(axis=(1, 2))
@@ -276,17 +304,10 @@ class SignalSync:
         of sync)."""
         if wave is None or not audible(wave):
             return None
-        lags_ms, corr = self.curve(frames, frame_times, wave, sample_rate)
-        if not np.isfinite(corr).any():
+        found = peak(*self.curve(frames, frame_times, wave, sample_rate))
+        if found is None:
             return None
-        i = int(np.nanargmax(corr))
-        offset = float(lags_ms[i])
-        if 0 < i < len(corr) - 1 and np.isfinite(corr[i - 1]) and np.isfinite(corr[i + 1]):
-            denom = corr[i - 1] - 2 * corr[i] + corr[i + 1]
-            if denom < 0:
-                shift = 0.5 * (corr[i - 1] - corr[i + 1]) / denom
-                offset += float(np.clip(shift, -0.5, 0.5)) * 1000.0 / self.rate_hz
-        return SyncEstimate(offset, float(corr[i]), self.threshold_ms, "signal")
+        return SyncEstimate(found[0], found[1], self.threshold_ms, "signal")
 
 
 def audible(wave: np.ndarray | None, floor: float = 1e-4) -> bool:

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.core.errors import ArtifactError, ConfigError, InvalidInputError
-from polyfuse.modalities.sync import DEFAULT_THRESHOLD_MS, SyncEstimate, audible, on_clock
+from polyfuse.modalities.sync import (
+    DEFAULT_THRESHOLD_MS,
+    SyncEstimate,
+    audible,
+    grey_frames,
+    on_clock,
+    peak,
+)
 
 #: Bump when the same settings would give different features or a different network.
 SYNC_FORMAT = 1
@@ -98,16 +105,7 @@ def sync_inputs(
     Raises:
         InvalidInputError: frames and timestamps disagree, or the clip is too short.
     """
-    f = np.asarray(frames, dtype=np.float32)
-    if f.ndim == 4:
-        f = f.mean(axis=-1)
-    t = np.asarray(frame_times, dtype=np.float64)
-    if f.ndim != 3 or len(f) != len(t):
-        raise InvalidInputError(
-            "video",
-            f"frames of shape {tuple(f.shape)} for {len(t)} timestamps",
-            hint="give (T, H, W[, C]) frames and one timestamp per frame",
-        )
+    f, t = grey_frames(frames, frame_times)
     mel = _log_mel(settings, np.asarray(wave, dtype=np.float32), sample_rate)
     n = len(mel)
     if n < 4 or len(f) < 2:
@@ -217,6 +215,7 @@ class LearnedSync:
     def __init__(self, net: SyncNet, metrics: dict[str, Any] | None = None) -> None:
         self.net = net.eval()
         self.settings = net.settings
+        self.threshold_ms = net.settings.threshold_ms
         self.metrics = dict(metrics or {})
 
     def inputs(
@@ -248,17 +247,13 @@ class LearnedSync:
             torch.from_numpy(x.video)[None],
             torch.from_numpy(x.valid)[None],
         )[0].numpy()
-        if not np.isfinite(curve).any():
+        lags_ms = np.arange(-self.settings.max_lag, self.settings.max_lag + 1) * (
+            1000.0 / self.settings.rate_hz
+        )
+        found = peak(lags_ms, curve)
+        if found is None:
             return None
-        i = int(np.argmax(curve))
-        step_ms = 1000.0 / self.settings.rate_hz
-        offset = (i - self.settings.max_lag) * step_ms
-        if 0 < i < len(curve) - 1 and np.isfinite(curve[i - 1]) and np.isfinite(curve[i + 1]):
-            denom = curve[i - 1] - 2 * curve[i] + curve[i + 1]
-            if denom < 0:
-                shift = float(np.clip(0.5 * (curve[i - 1] - curve[i + 1]) / denom, -0.5, 0.5))
-                offset += shift * step_ms
-        return SyncEstimate(float(offset), float(curve[i]), self.settings.threshold_ms, "learned")
+        return SyncEstimate(found[0], found[1], self.settings.threshold_ms, "learned")
 
     def save(self, folder: str | Path) -> Path:
         """Write ``sync.json`` (format, settings, metrics) and ``sync.pt`` (weights)."""
@@ -296,3 +291,14 @@ class LearnedSync:
         net = SyncNet(SyncSettings(**meta["settings"]))
         net.load_state_dict(torch.load(path / "sync.pt", weights_only=True))
         return cls(net, meta.get("metrics"))
+
+
+def load_sync_method(model: str | Path | None) -> Any:
+    """What estimates offsets: the signal baseline (`SignalSync`) when ``model`` is None,
+    else the learned model saved in that folder (`LearnedSync.load`). Both have
+    ``estimate(frames, frame_times, wave, sample_rate)`` and ``threshold_ms``."""
+    if model is None:
+        from polyfuse.modalities.sync import SignalSync
+
+        return SignalSync()
+    return LearnedSync.load(model)

@@ -259,15 +259,10 @@ def validate_manifest(
 
 
 def _sync_method(model: str | Path | None) -> tuple[SyncSummary, Any]:
-    from polyfuse.modalities.sync import SignalSync
+    from polyfuse.models.sync import load_sync_method
 
-    if model is None:
-        signal = SignalSync()
-        return SyncSummary("signal", signal.threshold_ms), signal
-    from polyfuse.models.sync import LearnedSync
-
-    learned = LearnedSync.load(model)
-    return SyncSummary("learned", learned.settings.threshold_ms), learned
+    method = load_sync_method(model)
+    return SyncSummary("signal" if model is None else "learned", method.threshold_ms), method
 
 
 def _check_sync(summary: SyncSummary, method: Any, row: Any, modality: str, base: Path) -> None:

@@ -57,22 +57,16 @@ class Sync:
     def calculate(self, context: AnalysisContext) -> SyncResult | None:
         """The section, or None when no modality of the model is a video."""
         from polyfuse.modalities.io import read_source
-        from polyfuse.modalities.sync import SignalSync, clip_offset
+        from polyfuse.modalities.sync import clip_offset
 
         contracts = context.predictor.artifact.contracts
         videos = [m for m in context.names if contracts[m].kind == "video"]
         if not videos:
             return None
-        method: Any
-        if self.model is None:
-            method = SignalSync()
-        else:
-            from polyfuse.models.sync import LearnedSync
+        from polyfuse.models.sync import load_sync_method
 
-            method = LearnedSync.load(self.model)
-        threshold = float(
-            method.threshold_ms if self.model is None else method.settings.threshold_ms
-        )
+        method = load_sync_method(self.model)
+        threshold = float(method.threshold_ms)
         base = context.manifest.base_dir
         rows: list[dict[str, Any]] = []
         desync = torch.zeros(len(context.rows), dtype=torch.bool)

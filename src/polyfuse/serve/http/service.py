@@ -274,7 +274,9 @@ class Service:
         from polyfuse.modalities.sync import clip_offset
 
         if self._sync_method is None:
-            self._sync_method = await asyncio.to_thread(_load_sync, self.config.sync_model)
+            from polyfuse.models.sync import load_sync_method
+
+            self._sync_method = await asyncio.to_thread(load_sync_method, self.config.sync_model)
         out: dict[str, Any] = {}
         for name, data in videos.items():
             try:
@@ -612,14 +614,3 @@ def _videos(inputs: Inputs) -> dict[str, bytes]:
         for name, value in inputs.items()
         if isinstance(value, bytes) and sniff(value[:64]) in VIDEO_FORMATS
     }
-
-
-def _load_sync(model: str | None) -> Any:
-    """The signal baseline, or the learned sync model saved in ``model``."""
-    if model is None:
-        from polyfuse.modalities.sync import SignalSync
-
-        return SignalSync()
-    from polyfuse.models.sync import LearnedSync
-
-    return LearnedSync.load(model)
